@@ -1,0 +1,378 @@
+//! Owned mbufs and inline burst arrays.
+//!
+//! Fast-path code: no allocation, no lock, no syscall. A burst is an inline array of
+//! raw mbuf pointers; ownership moves out as [`Mbuf`] values (one pointer wide), and
+//! whatever is left is freed in bulk on drop.
+
+use std::ptr::{self, NonNull};
+
+use crate::mempool::Mempool;
+use crate::sys;
+
+/// Largest burst the switch moves in one call.
+pub const MAX_BURST: usize = 64;
+/// Capacity of a per-port output buffer (two bursts, so a full burst always fits
+/// after a flush).
+pub const TX_BUFFER_SIZE: usize = 2 * MAX_BURST;
+
+/// One owned packet buffer (one reference of an `rte_mbuf`); freed on drop.
+#[repr(transparent)]
+pub struct Mbuf {
+    ptr: NonNull<sys::rte_mbuf>,
+}
+
+// SAFETY: an Mbuf is the single owner of its reference; moving it between threads
+// moves that ownership, and freeing goes back to a thread-safe mempool.
+unsafe impl Send for Mbuf {}
+
+impl Mbuf {
+    /// Takes a buffer from `pool`, empty (`None` when the pool is exhausted).
+    #[inline]
+    pub fn alloc(pool: &Mempool) -> Option<Mbuf> {
+        // SAFETY: the pool pointer is valid while `pool` is borrowed.
+        let p = unsafe { sys::fs_pktmbuf_alloc(pool.as_ptr()) };
+        NonNull::new(p).map(|ptr| Mbuf { ptr })
+    }
+
+    /// A buffer holding a copy of `bytes` (`None` if the pool is empty or the bytes do
+    /// not fit in one segment).
+    pub fn from_slice(pool: &Mempool, bytes: &[u8]) -> Option<Mbuf> {
+        let mut m = Mbuf::alloc(pool)?;
+        let len = u16::try_from(bytes.len()).ok()?;
+        let room = m.append(len)?;
+        room.copy_from_slice(bytes);
+        Some(m)
+    }
+
+    /// Takes ownership of a raw mbuf pointer.
+    ///
+    /// # Safety
+    /// `ptr` must be a valid mbuf whose reference the caller owns and gives up.
+    #[inline]
+    pub unsafe fn from_raw(ptr: NonNull<sys::rte_mbuf>) -> Mbuf {
+        Mbuf { ptr }
+    }
+
+    /// Gives up ownership without freeing.
+    #[inline]
+    pub fn into_raw(self) -> NonNull<sys::rte_mbuf> {
+        let p = self.ptr;
+        std::mem::forget(self);
+        p
+    }
+
+    #[inline]
+    pub fn as_ptr(&self) -> *mut sys::rte_mbuf {
+        self.ptr.as_ptr()
+    }
+
+    /// The first segment's bytes.
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: the mbuf is valid and owned by self; fs_mbuf_data returns the
+        // segment's data pointer and writes its data_len, which DPDK keeps within the
+        // buffer. The slice borrows self, so the buffer outlives it.
+        unsafe { seg_slice(self.ptr.as_ptr()) }
+    }
+
+    /// The first segment's bytes, writable.
+    #[inline]
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `data`; &mut self makes the borrow exclusive. We hold the only
+        // reference unless the mbuf was cloned (refcnt > 1), which this layer never does.
+        unsafe { seg_slice_mut(self.ptr.as_ptr()) }
+    }
+
+    /// Length of the whole packet (all segments).
+    #[inline]
+    pub fn pkt_len(&self) -> u32 {
+        // SAFETY: reads a field of the mbuf self owns.
+        unsafe { sys::fs_mbuf_pkt_len(self.ptr.as_ptr()) }
+    }
+
+    /// Number of segments.
+    #[inline]
+    pub fn nb_segs(&self) -> u16 {
+        // SAFETY: reads a field of the mbuf self owns.
+        unsafe { sys::fs_mbuf_nb_segs(self.ptr.as_ptr()) }
+    }
+
+    /// The RSS hash the NIC computed, if the port gave one.
+    #[inline]
+    pub fn rss_hash(&self) -> Option<u32> {
+        let mut valid = 0;
+        // SAFETY: reads fields of the mbuf self owns; `valid` is a local.
+        let h = unsafe { sys::fs_mbuf_rss_hash(self.ptr.as_ptr(), &mut valid) };
+        (valid != 0).then_some(h)
+    }
+
+    /// Grows the packet by `len` bytes at the tail; the new bytes, or `None` if the
+    /// last segment lacks tailroom.
+    #[inline]
+    pub fn append(&mut self, len: u16) -> Option<&mut [u8]> {
+        // SAFETY: the mbuf is owned by self; DPDK checks the tailroom and returns NULL
+        // if it is short. On success the returned pointer has `len` writable bytes
+        // inside the buffer, borrowed for as long as &mut self.
+        unsafe {
+            let p = sys::fs_pktmbuf_append(self.ptr.as_ptr(), len);
+            (!p.is_null()).then(|| std::slice::from_raw_parts_mut(p, len as usize))
+        }
+    }
+
+    /// Grows the packet by `len` bytes at the head (false if headroom is short).
+    #[inline]
+    pub fn prepend(&mut self, len: u16) -> bool {
+        // SAFETY: the mbuf is owned by self; DPDK checks the headroom.
+        !unsafe { sys::fs_pktmbuf_prepend(self.ptr.as_ptr(), len) }.is_null()
+    }
+
+    /// Removes `len` bytes from the head (false if the first segment is shorter).
+    #[inline]
+    pub fn adj(&mut self, len: u16) -> bool {
+        // SAFETY: the mbuf is owned by self; DPDK checks the length.
+        !unsafe { sys::fs_pktmbuf_adj(self.ptr.as_ptr(), len) }.is_null()
+    }
+
+    /// Removes `len` bytes from the tail (false if the last segment is shorter).
+    #[inline]
+    pub fn trim(&mut self, len: u16) -> bool {
+        // SAFETY: the mbuf is owned by self; DPDK checks the length.
+        unsafe { sys::fs_pktmbuf_trim(self.ptr.as_ptr(), len) == 0 }
+    }
+}
+
+impl Drop for Mbuf {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: we own this reference and give it back exactly once.
+        unsafe { sys::fs_pktmbuf_free(self.ptr.as_ptr()) }
+    }
+}
+
+/// # Safety
+/// `m` must be a valid mbuf that outlives the returned slice and is not written
+/// while it is borrowed.
+#[inline(always)]
+unsafe fn seg_slice<'a>(m: *mut sys::rte_mbuf) -> &'a [u8] {
+    let mut len = 0u16;
+    // SAFETY: m is valid (caller); the shim returns buf_addr + data_off and data_len,
+    // a range inside the mbuf's buffer.
+    unsafe {
+        let p = sys::fs_mbuf_data(m, &mut len);
+        std::slice::from_raw_parts(p, len as usize)
+    }
+}
+
+/// # Safety
+/// As [`seg_slice`], and the caller holds the only access to the data.
+#[inline(always)]
+unsafe fn seg_slice_mut<'a>(m: *mut sys::rte_mbuf) -> &'a mut [u8] {
+    let mut len = 0u16;
+    // SAFETY: as in seg_slice, plus exclusive access (caller).
+    unsafe {
+        let p = sys::fs_mbuf_data(m, &mut len);
+        std::slice::from_raw_parts_mut(p, len as usize)
+    }
+}
+
+/// Up to [`MAX_BURST`] received mbufs in an inline array. Entries are taken out with
+/// [`MbufBurst::take`]; whatever is still inside is freed in bulk on drop or
+/// [`MbufBurst::clear`].
+pub struct MbufBurst {
+    pkts: [*mut sys::rte_mbuf; MAX_BURST],
+    len: usize,
+}
+
+// SAFETY: the burst owns the references of the non-null pointers it holds, like a
+// Vec<Mbuf>; moving it moves that ownership.
+unsafe impl Send for MbufBurst {}
+
+impl Default for MbufBurst {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MbufBurst {
+    pub const fn new() -> Self {
+        MbufBurst {
+            pkts: [ptr::null_mut(); MAX_BURST],
+            len: 0,
+        }
+    }
+
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The raw array for an rx call to fill (`set_len` afterwards). Must be empty.
+    #[inline]
+    pub(crate) fn raw_for_fill(&mut self) -> *mut *mut sys::rte_mbuf {
+        debug_assert_eq!(self.len, 0);
+        self.pkts.as_mut_ptr()
+    }
+
+    /// # Safety
+    /// The first `len` entries must be valid mbufs whose references this burst owns.
+    #[inline]
+    pub(crate) unsafe fn set_len(&mut self, len: usize) {
+        debug_assert!(len <= MAX_BURST);
+        self.len = len;
+    }
+
+    /// Bytes of packet `i`'s first segment; `None` if `i` is out of range or taken.
+    #[inline]
+    pub fn data(&self, i: usize) -> Option<&[u8]> {
+        let m = *self.pkts.get(i..self.len)?.first()?;
+        if m.is_null() {
+            return None;
+        }
+        // SAFETY: non-null entries below len are mbufs this burst owns (set_len's
+        // contract); the slice borrows self, which keeps the mbuf alive.
+        Some(unsafe { seg_slice(m) })
+    }
+
+    /// Writable bytes of packet `i`'s first segment.
+    #[inline]
+    pub fn data_mut(&mut self, i: usize) -> Option<&mut [u8]> {
+        let m = *self.pkts.get(i..self.len)?.first()?;
+        if m.is_null() {
+            return None;
+        }
+        // SAFETY: as in `data`; &mut self gives exclusive access.
+        Some(unsafe { seg_slice_mut(m) })
+    }
+
+    /// Prefetches packet `i`'s first data cache line.
+    #[inline]
+    pub fn prefetch(&self, i: usize) {
+        if let Some(&m) = self.pkts.get(i) {
+            if i < self.len && !m.is_null() {
+                let mut len = 0u16;
+                // SAFETY: m is an mbuf this burst owns; prefetch has no effect on memory.
+                unsafe { sys::fs_prefetch0(sys::fs_mbuf_data(m, &mut len) as *const _) }
+            }
+        }
+    }
+
+    /// Moves packet `i` out of the burst.
+    #[inline]
+    pub fn take(&mut self, i: usize) -> Option<Mbuf> {
+        if i >= self.len {
+            return None;
+        }
+        let slot = self.pkts.get_mut(i)?;
+        let p = std::mem::replace(slot, ptr::null_mut());
+        // SAFETY: non-null entries below len are references this burst owns; the
+        // slot was nulled, so ownership moves to the Mbuf exactly once.
+        NonNull::new(p).map(|p| unsafe { Mbuf::from_raw(p) })
+    }
+
+    /// Frees every packet still in the burst (in bulk) and empties it.
+    #[inline]
+    pub fn clear(&mut self) {
+        if self.len == 0 {
+            return;
+        }
+        // SAFETY: rte_pktmbuf_free_bulk skips NULL entries; the others are owned
+        // references, freed once, after which len is reset so none is reused.
+        unsafe { sys::rte_pktmbuf_free_bulk(self.pkts.as_mut_ptr(), self.len as u32) };
+        self.len = 0;
+    }
+}
+
+impl Drop for MbufBurst {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// Output buffer of one tx queue: packets queued during an iteration and sent with
+/// one `tx_burst` when flushed.
+pub struct TxBuffer {
+    pkts: [*mut sys::rte_mbuf; TX_BUFFER_SIZE],
+    len: usize,
+}
+
+// SAFETY: owns the references it holds, as MbufBurst does.
+unsafe impl Send for TxBuffer {}
+
+impl Default for TxBuffer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TxBuffer {
+    pub const fn new() -> Self {
+        TxBuffer {
+            pkts: [ptr::null_mut(); TX_BUFFER_SIZE],
+            len: 0,
+        }
+    }
+
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        self.len == TX_BUFFER_SIZE
+    }
+
+    /// Queues `m`; gives it back if the buffer is full (flush, then push again).
+    #[inline]
+    pub fn push(&mut self, m: Mbuf) -> Result<(), Mbuf> {
+        match self.pkts.get_mut(self.len) {
+            Some(slot) => {
+                *slot = m.into_raw().as_ptr();
+                self.len += 1;
+                Ok(())
+            }
+            None => Err(m),
+        }
+    }
+
+    /// Raw view for the tx call.
+    #[inline]
+    pub(crate) fn raw(&mut self) -> (*mut *mut sys::rte_mbuf, usize) {
+        (self.pkts.as_mut_ptr(), self.len)
+    }
+
+    /// Marks the first `sent` packets as handed to the driver and frees the rest
+    /// (what the port could not take); returns the number freed.
+    ///
+    /// # Safety
+    /// The driver must have taken ownership of exactly the first `sent` entries.
+    #[inline]
+    pub(crate) unsafe fn finish(&mut self, sent: usize) -> usize {
+        let sent = sent.min(self.len);
+        let unsent = self.len - sent;
+        if unsent > 0 {
+            // SAFETY: entries sent..len are still owned by this buffer (caller's
+            // contract); they are freed once and len is reset below.
+            unsafe { sys::rte_pktmbuf_free_bulk(self.pkts.as_mut_ptr().add(sent), unsent as u32) };
+        }
+        self.len = 0;
+        unsent
+    }
+}
+
+impl Drop for TxBuffer {
+    fn drop(&mut self) {
+        // SAFETY: nothing was sent; every entry below len is owned and freed once.
+        unsafe { self.finish(0) };
+    }
+}
