@@ -1,2 +1,48 @@
-//! ferroswitch packet pipeline (pure Rust, no DPDK, no I/O).
+//! ferroswitch packet pipeline: the datapath's logic, as a pure library.
+//!
+//! # Layer
+//!
+//! `pipeline` sits below `pmd` (which drives it over bursts of DPDK mbufs) and
+//! `mgmt` (which uses its types on the slow path). It depends on nothing of ours and
+//! on no DPDK: everything is generic over the [`packet::Packet`] buffer trait, so the
+//! same code runs on mbufs in production and on `Vec<u8>` in tests, benches and
+//! fuzzers.
+//!
+//! Today it holds:
+//! * [`packet`]: the packet-buffer trait;
+//! * [`flow_key`]: [`FlowKey`], the fixed-layout match key (also viewable as `u64`
+//!   words for the classifier);
+//! * [`parse`]: header parsing from frame bytes into a `FlowKey`;
+//! * [`stats`]: [`ParseError`], the counted reasons a parse stopped early;
+//! * [`forward`]: [`StaticForward`], port-to-port forwarding until OpenFlow tables
+//!   replace it.
+//!
+//! # Invariants
+//!
+//! * **Pure**: no I/O, no threads, no clocks, no global state, no logging.
+//! * **No `unsafe`**: `#![forbid(unsafe_code)]`; byte views go through `zerocopy`
+//!   and checked slices.
+//! * **No allocation per packet**: per-packet functions (`parse`, `lookup`, counter
+//!   updates) work on caller-owned values; only constructors that run on the
+//!   management thread allocate.
+//! * **No panic on packet bytes**: no `unwrap`/`expect`/indexing reachable from
+//!   packet contents. A bad packet yields a partial key and a [`ParseError`] that
+//!   the caller counts.
+//!
+//! # Must not
+//!
+//! Depend on `dpdk-ffi`, `pmd` or `mgmt`; block, lock or allocate on the fast path;
+//! return `Result` from per-packet code where a counter will do.
 #![forbid(unsafe_code)]
+
+pub mod flow_key;
+pub mod forward;
+pub mod packet;
+pub mod parse;
+pub mod stats;
+
+pub use flow_key::{FlowKey, FLOW_KEY_WORDS};
+pub use forward::StaticForward;
+pub use packet::Packet;
+pub use parse::{parse, parse_with_offsets, Offsets};
+pub use stats::{ParseError, ParseErrorCounters};
