@@ -1,0 +1,1520 @@
+//! The daemon's configuration: `ferroswitch run --config FILE.toml`.
+//!
+//! Every key has a default, so an empty file is a valid configuration (no bridges).
+//! Unknown keys are errors. Every error names the field path and the reason, e.g.
+//! `pmd.cpus[0]: CPU 7 out of range (this machine has CPUs 0-1)`.
+//!
+//! Loading is two steps: [`Config::from_toml_str`] / [`Config::load`] check syntax,
+//! types and unknown keys; [`Config::validate`] checks meaning against the host
+//! ([`HostFacts`]): CPU ranges, hugepages, port types, devargs, names. The daemon
+//! does both before it starts anything.
+//!
+//! ```toml
+//! [dpdk]
+//! eal_args = []                  # extra EAL args appended verbatim
+//! hugepages = true               # false => EAL gets --no-huge -m <memory_mb>
+//! memory_mb = 512                # only used with hugepages = false
+//! file_prefix = "ferroswitch"    # --file-prefix
+//! log_level = "notice"           # emerg..debug or 1..8
+//! mbufs = 16383                  # mempool size
+//! mbuf_cache = 256
+//!
+//! [pmd]
+//! cpus = []                      # default: every CPU except mgmt_cpu
+//! mgmt_cpu = 0                   # EAL main lcore + management thread
+//! burst = 32                     # 1..=64
+//!
+//! [control]
+//! socket = "/var/run/ferroswitch/ferroswitch.ctl"
+//!
+//! [metrics]
+//! listen = "127.0.0.1:9477"      # "" or "off" disables
+//! console = true                 # per-second rate line on stdout
+//!
+//! [[bridge]]
+//! name = "br0"
+//!   [[bridge.port]]
+//!   name = "dpdk0"
+//!   type = "dpdk"
+//!   ofport = 1                   # optional
+//!   n_rxq = 1                    # 1..=16
+//!   options = { dpdk-devargs = "net_pcap0,rx_pcap=/tmp/in.pcap" }
+//!   [[bridge.forward]]
+//!   in_port = "dpdk0"
+//!   output = "dpdk1"
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Default control socket path.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/var/run/ferroswitch/ferroswitch.ctl";
+/// Default metrics listen address.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9477";
+/// Program name put first in the EAL argv.
+pub const EAL_PROGRAM_NAME: &str = "ferroswitch";
+
+/// Port types accepted today.
+pub const SUPPORTED_PORT_TYPES: &[&str] = &["dpdk"];
+/// Port types Open vSwitch has that ferroswitch will support but does not yet.
+pub const PLANNED_PORT_TYPES: &[&str] = &[
+    "internal",
+    "patch",
+    "dpdkvhostuser",
+    "dpdkvhostuserclient",
+    "vxlan",
+    "gre",
+    "geneve",
+];
+/// vdev drivers accepted in `options.dpdk-devargs` (`net_<driver><N>`).
+pub const VDEV_DRIVERS: &[&str] = &[
+    "pcap",
+    "null",
+    "ring",
+    "tap",
+    "af_packet",
+    "vhost",
+    "virtio_user",
+];
+/// Option keys accepted for `type = "dpdk"`.
+pub const DPDK_PORT_OPTIONS: &[&str] = &["dpdk-devargs"];
+
+/// Largest `pmd.burst` (the datapath's batch arrays hold this many packets).
+pub const MAX_BURST: usize = 64;
+/// Largest `n_rxq` per port.
+pub const MAX_RXQ: u16 = 16;
+/// Largest OpenFlow port number a port may request (OFPP_MAX is 0xff00).
+pub const MAX_OFPORT: u32 = 0xfeff;
+/// DPDK's `RTE_MEMPOOL_CACHE_MAX_SIZE`.
+pub const MAX_MBUF_CACHE: u32 = 512;
+
+/// A configuration error: the field path and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    /// A field has a bad value, or the file has a bad key or syntax.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// Field path, e.g. `pmd.cpus[0]` or `bridge[0].port[1] "dpdk1"`.
+        path: String,
+        /// What is wrong, e.g. `CPU 7 out of range (this machine has CPUs 0-1)`.
+        reason: String,
+    },
+    /// The file could not be read.
+    #[error("cannot read config {}: {reason}", file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
+    /// The file was read but its content is invalid.
+    #[error("{}: {inner}", file.display())]
+    InFile {
+        /// The file.
+        file: PathBuf,
+        /// The error in its content.
+        inner: Box<ConfigError>,
+    },
+}
+
+impl ConfigError {
+    fn invalid(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[dpdk]`: EAL settings.
+    pub dpdk: DpdkConfig,
+    /// `[pmd]`: PMD threads.
+    pub pmd: PmdConfig,
+    /// `[control]`: control socket.
+    pub control: ControlConfig,
+    /// `[metrics]`: Prometheus endpoint and console line.
+    pub metrics: MetricsConfig,
+    /// `[[bridge]]`: bridges and their ports.
+    #[serde(rename = "bridge")]
+    pub bridges: Vec<BridgeConfig>,
+}
+
+/// `[dpdk]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DpdkConfig {
+    /// Extra EAL arguments, appended verbatim after the generated ones.
+    pub eal_args: Vec<String>,
+    /// Use hugepages; `false` runs EAL with `--no-huge -m <memory_mb>`.
+    pub hugepages: bool,
+    /// Memory in MB when `hugepages = false`.
+    pub memory_mb: u32,
+    /// EAL `--file-prefix` (hugepage files and runtime dir name).
+    pub file_prefix: String,
+    /// DPDK log level: `emerg`, `alert`, `crit`, `err`, `warning`, `notice`,
+    /// `info`, `debug` or `1`..`8`.
+    pub log_level: String,
+    /// Number of mbufs in the packet mempool.
+    pub mbufs: u32,
+    /// Per-lcore mempool cache size.
+    pub mbuf_cache: u32,
+}
+
+impl Default for DpdkConfig {
+    fn default() -> Self {
+        Self {
+            eal_args: Vec::new(),
+            hugepages: true,
+            memory_mb: 512,
+            file_prefix: "ferroswitch".to_string(),
+            log_level: "notice".to_string(),
+            mbufs: 16383,
+            mbuf_cache: 256,
+        }
+    }
+}
+
+/// `[pmd]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PmdConfig {
+    /// CPUs for PMD threads, one thread each. Empty: every CPU except `mgmt_cpu`.
+    pub cpus: Vec<usize>,
+    /// CPU of the EAL main lcore and the management thread.
+    pub mgmt_cpu: usize,
+    /// Packets per rx burst, 1..=64.
+    pub burst: usize,
+}
+
+impl Default for PmdConfig {
+    fn default() -> Self {
+        Self {
+            cpus: Vec::new(),
+            mgmt_cpu: 0,
+            burst: 32,
+        }
+    }
+}
+
+/// `[control]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Unix socket path served for `ferroswitch ctl`.
+    pub socket: PathBuf,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
+        }
+    }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port` for `GET /metrics`; `""` or `"off"` disables it.
+    pub listen: String,
+    /// Print a rate line on stdout every second.
+    pub console: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_METRICS_LISTEN.to_string(),
+            console: true,
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// The address to listen on, or `None` when metrics are disabled.
+    pub fn listen_addr(&self) -> Option<&str> {
+        match self.listen.trim() {
+            "" | "off" => None,
+            addr => Some(addr),
+        }
+    }
+}
+
+/// `[[bridge]]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BridgeConfig {
+    /// Bridge name.
+    pub name: String,
+    /// `[[bridge.port]]`.
+    #[serde(rename = "port")]
+    pub ports: Vec<PortConfig>,
+    /// `[[bridge.forward]]`: static forwarding until OpenFlow tables exist.
+    #[serde(rename = "forward")]
+    pub forwards: Vec<ForwardConfig>,
+}
+
+/// `[[bridge.port]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PortConfig {
+    /// Port (and interface) name, unique across all bridges.
+    pub name: String,
+    /// Port type; default `dpdk`.
+    #[serde(rename = "type")]
+    pub port_type: String,
+    /// Requested OpenFlow port number (`ofport_request`); default: lowest free.
+    pub ofport: Option<u32>,
+    /// Rx queues, 1..=16.
+    pub n_rxq: u16,
+    /// Type-specific options, e.g. `dpdk-devargs`.
+    pub options: BTreeMap<String, String>,
+}
+
+impl Default for PortConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            port_type: "dpdk".to_string(),
+            ofport: None,
+            n_rxq: 1,
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+impl PortConfig {
+    /// `options.dpdk-devargs`, if set.
+    pub fn devargs(&self) -> Option<&str> {
+        self.options.get("dpdk-devargs").map(String::as_str)
+    }
+}
+
+/// `[[bridge.forward]]`: every packet received on `in_port` goes out `output`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// Input port name.
+    pub in_port: String,
+    /// Output port name.
+    pub output: String,
+}
+
+/// What the host offers, as far as validation needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostFacts {
+    /// CPUs are numbered `0..ncpus`.
+    pub ncpus: usize,
+    /// `HugePages_Free` from /proc/meminfo (default hugepage size).
+    pub hugepages_free: u64,
+    /// A hugetlbfs is mounted (/proc/mounts).
+    pub hugetlbfs_mounted: bool,
+}
+
+impl HostFacts {
+    /// Read the facts from /sys and /proc. Unreadable files count as "none"
+    /// (no hugepages, not mounted); the CPU count falls back to
+    /// `available_parallelism`, then 1.
+    pub fn probe() -> HostFacts {
+        let ncpus = std::fs::read_to_string("/sys/devices/system/cpu/online")
+            .ok()
+            .and_then(|s| parse_cpu_list_max(&s))
+            .map(|max| max + 1)
+            .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+            .unwrap_or(1);
+        let hugepages_free = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|s| parse_meminfo_hugepages_free(&s))
+            .unwrap_or(0);
+        let hugetlbfs_mounted = std::fs::read_to_string("/proc/mounts")
+            .map(|s| mounts_have_hugetlbfs(&s))
+            .unwrap_or(false);
+        HostFacts {
+            ncpus,
+            hugepages_free,
+            hugetlbfs_mounted,
+        }
+    }
+}
+
+/// Highest CPU number in a kernel CPU list such as `0-3,5,8-9`.
+fn parse_cpu_list_max(list: &str) -> Option<usize> {
+    list.trim()
+        .split(',')
+        .filter(|part| !part.is_empty())
+        .map(|part| part.rsplit('-').next().unwrap_or(part).trim().parse().ok())
+        .try_fold(None::<usize>, |acc, n: Option<usize>| {
+            n.map(|n| Some(acc.map_or(n, |a| a.max(n))))
+        })
+        .flatten()
+}
+
+/// `HugePages_Free:` from /proc/meminfo text.
+fn parse_meminfo_hugepages_free(meminfo: &str) -> Option<u64> {
+    meminfo.lines().find_map(|line| {
+        line.strip_prefix("HugePages_Free:")
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// Whether /proc/mounts text lists a hugetlbfs mount.
+fn mounts_have_hugetlbfs(mounts: &str) -> bool {
+    mounts
+        .lines()
+        .any(|line| line.split_whitespace().nth(2) == Some("hugetlbfs"))
+}
+
+/// A parsed `dpdk-devargs` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Devargs {
+    /// A PCI device, normalised to `DDDD:BB:DD.F`, with its arguments.
+    Pci {
+        /// `DDDD:BB:DD.F`.
+        address: String,
+        /// Everything after the first comma (may be empty).
+        args: String,
+    },
+    /// A virtual device `net_<driver><N>`.
+    Vdev {
+        /// Device name, e.g. `net_pcap0`.
+        name: String,
+        /// Driver, e.g. `pcap`.
+        driver: String,
+    },
+}
+
+impl Devargs {
+    /// The device name DPDK knows the port by (`net_pcap0`, `0000:01:00.0`).
+    pub fn device_name(&self) -> &str {
+        match self {
+            Devargs::Pci { address, .. } => address,
+            Devargs::Vdev { name, .. } => name,
+        }
+    }
+
+    /// Parse and syntax-check a devargs string. The error is the reason only
+    /// (the caller adds the field path).
+    pub fn parse(devargs: &str) -> Result<Devargs, String> {
+        let (head, args) = match devargs.split_once(',') {
+            Some((h, a)) => (h, Some(a)),
+            None => (devargs, None),
+        };
+        if let Some(args) = args {
+            for arg in args.split(',') {
+                match arg.split_once('=') {
+                    Some((k, _)) if !k.is_empty() => {}
+                    _ => {
+                        return Err(format!(
+                            "argument \"{arg}\" in \"{devargs}\" is not key=value"
+                        ))
+                    }
+                }
+            }
+        }
+        if let Some(address) = parse_pci_address(head) {
+            return Ok(Devargs::Pci {
+                address,
+                args: args.unwrap_or("").to_string(),
+            });
+        }
+        if let Some(rest) = head.strip_prefix("net_") {
+            let driver = rest.trim_end_matches(|c: char| c.is_ascii_digit());
+            let index = &rest[driver.len()..];
+            if !driver.is_empty() && !index.is_empty() {
+                if VDEV_DRIVERS.contains(&driver) {
+                    return Ok(Devargs::Vdev {
+                        name: head.to_string(),
+                        driver: driver.to_string(),
+                    });
+                }
+                return Err(format!(
+                    "unknown vdev driver \"{driver}\" in \"{devargs}\" (expected one of {})",
+                    VDEV_DRIVERS.join(", ")
+                ));
+            }
+        }
+        Err(format!(
+            "\"{devargs}\" is neither a PCI address nor a vdev name (net_<driver><N>)"
+        ))
+    }
+}
+
+/// `DDDD:BB:DD.F` or `BB:DD.F` (hex; function 0-7), normalised to the long form
+/// in lower case.
+fn parse_pci_address(s: &str) -> Option<String> {
+    fn hex(s: &str, len: usize) -> bool {
+        s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+    let (bdf, func) = s.rsplit_once('.')?;
+    if !(func.len() == 1 && matches!(func.as_bytes().first(), Some(b'0'..=b'7'))) {
+        return None;
+    }
+    let parts: Vec<&str> = bdf.split(':').collect();
+    let (domain, bus, dev) = match parts.as_slice() {
+        [d, b, v] => (*d, *b, *v),
+        [b, v] => ("0000", *b, *v),
+        _ => return None,
+    };
+    if !(hex(domain, 4) && hex(bus, 2) && hex(dev, 2)) {
+        return None;
+    }
+    // Device numbers are 5 bits.
+    if u8::from_str_radix(dev, 16).ok()? > 0x1f {
+        return None;
+    }
+    Some(format!("{domain}:{bus}:{dev}.{func}").to_ascii_lowercase())
+}
+
+/// DPDK log level name or number -> numeric level 1..=8.
+fn parse_log_level(level: &str) -> Option<u32> {
+    let n = match level.trim().to_ascii_lowercase().as_str() {
+        "emerg" | "emergency" => 1,
+        "alert" => 2,
+        "crit" | "critical" => 3,
+        "err" | "error" => 4,
+        "warning" | "warn" => 5,
+        "notice" => 6,
+        "info" => 7,
+        "debug" => 8,
+        other => other.parse().ok()?,
+    };
+    (1..=8).contains(&n).then_some(n)
+}
+
+/// Interface-name rule: what a tap/kernel device can be called (IFNAMSIZ - 1).
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("required (a name such as \"br0\")".to_string());
+    }
+    if name.len() > 15 {
+        return Err(format!(
+            "\"{name}\" is {} bytes long; at most 15 (a Linux interface name)",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(format!(
+            "\"{name}\" contains {c:?}; use letters, digits, '_', '-' or '.'"
+        ));
+    }
+    Ok(())
+}
+
+fn describe_cpus(ncpus: usize) -> String {
+    match ncpus {
+        0 | 1 => "this machine has CPU 0 only".to_string(),
+        n => format!("this machine has CPUs 0-{}", n - 1),
+    }
+}
+
+impl Config {
+    /// Parse TOML text. Checks syntax, types and unknown keys; not meaning (see
+    /// [`Config::validate`]).
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(de).map_err(|err| {
+            let path = err.path().to_string();
+            let inner = err.inner();
+            let mut reason = inner.message().trim().to_string();
+            if let Some(span) = inner.span() {
+                let line = text
+                    .get(..span.start)
+                    .map_or(1, |before| before.matches('\n').count() + 1);
+                let _ = write!(reason, " (line {line})");
+            }
+            let path = if path == "." || path.is_empty() {
+                "config".to_string()
+            } else {
+                path
+            };
+            ConfigError::invalid(path, reason)
+        })
+    }
+
+    /// Read and parse a file; errors name the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            file: path.to_path_buf(),
+            reason: io_reason(&e),
+        })?;
+        Config::from_toml_str(&text).map_err(|inner| ConfigError::InFile {
+            file: path.to_path_buf(),
+            inner: Box::new(inner),
+        })
+    }
+
+    /// Check the configuration's meaning against the host. Returns the first
+    /// error found, in file order.
+    pub fn validate(&self, host: &HostFacts) -> Result<(), ConfigError> {
+        self.validate_dpdk(host)?;
+        self.validate_pmd(host)?;
+        self.validate_control()?;
+        self.validate_metrics()?;
+        self.validate_bridges()
+    }
+
+    fn validate_dpdk(&self, host: &HostFacts) -> Result<(), ConfigError> {
+        let d = &self.dpdk;
+        if parse_log_level(&d.log_level).is_none() {
+            return Err(ConfigError::invalid(
+                "dpdk.log_level",
+                format!(
+                    "\"{}\" is not a log level (expected emerg, alert, crit, err, warning, notice, info, debug or 1..8)",
+                    d.log_level
+                ),
+            ));
+        }
+        if d.file_prefix.is_empty()
+            || d.file_prefix
+                .chars()
+                .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+        {
+            return Err(ConfigError::invalid(
+                "dpdk.file_prefix",
+                format!(
+                    "\"{}\" must be non-empty, without '/' or spaces",
+                    d.file_prefix
+                ),
+            ));
+        }
+        if d.mbufs == 0 {
+            return Err(ConfigError::invalid("dpdk.mbufs", "must be at least 1"));
+        }
+        if d.mbuf_cache > MAX_MBUF_CACHE {
+            return Err(ConfigError::invalid(
+                "dpdk.mbuf_cache",
+                format!("{} exceeds DPDK's limit of {MAX_MBUF_CACHE}", d.mbuf_cache),
+            ));
+        }
+        // rte_mempool_create refuses cache_size * 1.5 > n.
+        if u64::from(d.mbuf_cache) * 3 > u64::from(d.mbufs) * 2 {
+            return Err(ConfigError::invalid(
+                "dpdk.mbuf_cache",
+                format!(
+                    "{} is too large for dpdk.mbufs = {} (DPDK needs mbuf_cache * 1.5 <= mbufs)",
+                    d.mbuf_cache, d.mbufs
+                ),
+            ));
+        }
+        if d.hugepages {
+            if host.hugepages_free == 0 || !host.hugetlbfs_mounted {
+                return Err(ConfigError::invalid(
+                    "dpdk.hugepages",
+                    "no free hugepages (HugePages_Free is 0 in /proc/meminfo and/or no hugetlbfs mounted); run 'echo 1024 > /proc/sys/vm/nr_hugepages' or set dpdk.hugepages = false",
+                ));
+            }
+        } else if d.memory_mb == 0 {
+            return Err(ConfigError::invalid(
+                "dpdk.memory_mb",
+                "must be at least 1 when dpdk.hugepages = false",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_pmd(&self, host: &HostFacts) -> Result<(), ConfigError> {
+        let p = &self.pmd;
+        if p.mgmt_cpu >= host.ncpus {
+            return Err(ConfigError::invalid(
+                "pmd.mgmt_cpu",
+                format!(
+                    "CPU {} out of range ({})",
+                    p.mgmt_cpu,
+                    describe_cpus(host.ncpus)
+                ),
+            ));
+        }
+        for (i, &cpu) in p.cpus.iter().enumerate() {
+            let path = format!("pmd.cpus[{i}]");
+            if cpu >= host.ncpus {
+                return Err(ConfigError::invalid(
+                    path,
+                    format!("CPU {cpu} out of range ({})", describe_cpus(host.ncpus)),
+                ));
+            }
+            if cpu == p.mgmt_cpu {
+                return Err(ConfigError::invalid(
+                    path,
+                    format!("CPU {cpu} is the management CPU (pmd.mgmt_cpu)"),
+                ));
+            }
+            if let Some(first) = p.cpus.iter().position(|&c| c == cpu) {
+                if first < i {
+                    return Err(ConfigError::invalid(
+                        path,
+                        format!("CPU {cpu} listed twice (also pmd.cpus[{first}])"),
+                    ));
+                }
+            }
+        }
+        if p.burst == 0 || p.burst > MAX_BURST {
+            return Err(ConfigError::invalid(
+                "pmd.burst",
+                format!("{} out of range (1..={MAX_BURST})", p.burst),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_control(&self) -> Result<(), ConfigError> {
+        let socket = &self.control.socket;
+        let len = socket.as_os_str().len();
+        if len == 0 {
+            return Err(ConfigError::invalid("control.socket", "must not be empty"));
+        }
+        // sun_path is 108 bytes including the terminating NUL.
+        if len > 107 {
+            return Err(ConfigError::invalid(
+                "control.socket",
+                format!("path is {len} bytes long; a unix socket path allows at most 107"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_metrics(&self) -> Result<(), ConfigError> {
+        if let Some(addr) = self.metrics.listen_addr() {
+            let ok = addr.parse::<SocketAddr>().is_ok()
+                || addr
+                    .strip_prefix("localhost:")
+                    .is_some_and(|port| port.parse::<u16>().is_ok());
+            if !ok {
+                return Err(ConfigError::invalid(
+                    "metrics.listen",
+                    format!(
+                        "\"{addr}\" is not an address:port (e.g. \"127.0.0.1:9477\"), \"\" or \"off\""
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_bridges(&self) -> Result<(), ConfigError> {
+        // Bridge names, and the names of the bridges' own (future internal) ports.
+        let mut bridge_names: HashMap<&str, usize> = HashMap::new();
+        for (bi, bridge) in self.bridges.iter().enumerate() {
+            check_name(&bridge.name)
+                .map_err(|r| ConfigError::invalid(format!("bridge[{bi}].name"), r))?;
+            if let Some(&first) = bridge_names.get(bridge.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("bridge[{bi}].name"),
+                    format!(
+                        "duplicate bridge name \"{}\" (also bridge[{first}])",
+                        bridge.name
+                    ),
+                ));
+            }
+            bridge_names.insert(&bridge.name, bi);
+        }
+
+        // Port name -> bridge index, across all bridges (names are global, as in OVS).
+        let mut port_owner: HashMap<&str, (usize, usize)> = HashMap::new();
+        // Device name -> port name: one device cannot back two ports.
+        let mut devices: HashMap<String, &str> = HashMap::new();
+        for (bi, bridge) in self.bridges.iter().enumerate() {
+            let mut ofports: HashMap<u32, &str> = HashMap::new();
+            for (pi, port) in bridge.ports.iter().enumerate() {
+                check_name(&port.name).map_err(|r| {
+                    ConfigError::invalid(format!("bridge[{bi}].port[{pi}].name"), r)
+                })?;
+                let at = format!("bridge[{bi}].port[{pi}] \"{}\"", port.name);
+                if let Some(&(obi, opi)) = port_owner.get(port.name.as_str()) {
+                    let other = &self.bridges[obi].name;
+                    let also = if obi == bi {
+                        format!("twice in bridge \"{other}\": port[{opi}] and port[{pi}]")
+                    } else {
+                        format!("also bridge \"{other}\"")
+                    };
+                    return Err(ConfigError::invalid(
+                        format!("bridge \"{}\"", bridge.name),
+                        format!("duplicate port name \"{}\" ({also})", port.name),
+                    ));
+                }
+                if bridge_names.contains_key(port.name.as_str()) {
+                    return Err(ConfigError::invalid(
+                        at,
+                        format!(
+                            "name clashes with bridge \"{}\" (every bridge has an internal port of its own name)",
+                            port.name
+                        ),
+                    ));
+                }
+                port_owner.insert(&port.name, (bi, pi));
+
+                check_port_type(&port.port_type).map_err(|r| ConfigError::invalid(&at, r))?;
+                if port.n_rxq == 0 || port.n_rxq > MAX_RXQ {
+                    return Err(ConfigError::invalid(
+                        at,
+                        format!("n_rxq: {} out of range (1..={MAX_RXQ})", port.n_rxq),
+                    ));
+                }
+                if let Some(ofport) = port.ofport {
+                    if ofport == 0 || ofport > MAX_OFPORT {
+                        return Err(ConfigError::invalid(
+                            at,
+                            format!("ofport: {ofport} out of range (1..={MAX_OFPORT})"),
+                        ));
+                    }
+                    if let Some(other) = ofports.insert(ofport, &port.name) {
+                        return Err(ConfigError::invalid(
+                            at,
+                            format!("ofport: {ofport} already requested by port \"{other}\""),
+                        ));
+                    }
+                }
+                if let Some(key) = port
+                    .options
+                    .keys()
+                    .find(|k| !DPDK_PORT_OPTIONS.contains(&k.as_str()))
+                {
+                    return Err(ConfigError::invalid(
+                        at,
+                        format!(
+                            "options.{key}: unknown option for type \"{}\" (expected {})",
+                            port.port_type,
+                            DPDK_PORT_OPTIONS.join(", ")
+                        ),
+                    ));
+                }
+                let Some(devargs) = port.devargs() else {
+                    return Err(ConfigError::invalid(
+                        at,
+                        format!(
+                            "options.dpdk-devargs: required for type \"{}\" (a PCI address or a vdev such as \"net_pcap0,rx_pcap=in.pcap\")",
+                            port.port_type
+                        ),
+                    ));
+                };
+                let parsed = Devargs::parse(devargs)
+                    .map_err(|r| ConfigError::invalid(&at, format!("options.dpdk-devargs: {r}")))?;
+                let device = parsed.device_name().to_string();
+                if let Some(other) = devices.get(&device) {
+                    return Err(ConfigError::invalid(
+                        at,
+                        format!(
+                            "options.dpdk-devargs: device \"{device}\" is already used by port \"{other}\""
+                        ),
+                    ));
+                }
+                devices.insert(device, &port.name);
+            }
+
+            let names: BTreeSet<&str> = bridge.ports.iter().map(|p| p.name.as_str()).collect();
+            let mut forwarded: HashMap<&str, usize> = HashMap::new();
+            for (fi, fwd) in bridge.forwards.iter().enumerate() {
+                let at = format!("bridge[{bi}].forward[{fi}]");
+                for (field, value) in [("in_port", &fwd.in_port), ("output", &fwd.output)] {
+                    if value.is_empty() {
+                        return Err(ConfigError::invalid(
+                            format!("{at}.{field}"),
+                            "required (a port name)",
+                        ));
+                    }
+                    if !names.contains(value.as_str()) {
+                        return Err(ConfigError::invalid(
+                            format!("{at}.{field}"),
+                            format!("no port \"{value}\" in bridge \"{}\"", bridge.name),
+                        ));
+                    }
+                }
+                if fwd.in_port == fwd.output {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.output"),
+                        format!(
+                            "same as in_port \"{}\" (a packet is never sent back out its in port)",
+                            fwd.in_port
+                        ),
+                    ));
+                }
+                if let Some(first) = forwarded.insert(&fwd.in_port, fi) {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.in_port"),
+                        format!(
+                            "port \"{}\" already has a forward (bridge[{bi}].forward[{first}])",
+                            fwd.in_port
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The CPUs PMD threads run on: `pmd.cpus` if set, else every CPU below
+    /// `ncpus` except `pmd.mgmt_cpu`. On a single-CPU host that default is
+    /// empty, so the one PMD shares the management CPU (slow, but it runs).
+    pub fn resolved_pmd_cpus(&self, ncpus: usize) -> Vec<usize> {
+        if !self.pmd.cpus.is_empty() {
+            return self.pmd.cpus.clone();
+        }
+        let cpus: Vec<usize> = (0..ncpus).filter(|&c| c != self.pmd.mgmt_cpu).collect();
+        if cpus.is_empty() {
+            vec![self.pmd.mgmt_cpu]
+        } else {
+            cpus
+        }
+    }
+
+    /// The numeric DPDK log level (1..=8) of `dpdk.log_level`, `None` if invalid.
+    pub fn log_level_number(&self) -> Option<u32> {
+        parse_log_level(&self.dpdk.log_level)
+    }
+
+    /// The EAL argv, program name first:
+    ///
+    /// `ferroswitch -l <mgmt_cpu> --file-prefix <p> --log-level <1..8>`, then
+    /// `--no-huge -m <memory_mb>` when `dpdk.hugepages = false`, then
+    /// `-a <pci>[,args]` for each PCI port and `--vdev <devargs>` for each vdev
+    /// port (in bridge/port order), `--no-pci` if no port is a PCI device, then
+    /// `dpdk.eal_args` verbatim.
+    ///
+    /// Only the main lcore is given to EAL (`-l`); PMD threads are registered as
+    /// non-EAL lcores by the datapath. With hugepages we deliberately do not pass
+    /// `--huge-unlink`: it would stop secondary processes (`dpdk-proc-info`,
+    /// `dpdk-pdump`) from attaching, and EAL already reclaims stale hugepage
+    /// files of its own `--file-prefix` at start. The log level is passed as a
+    /// number because EAL matches level names by prefix.
+    ///
+    /// Call after [`Config::validate`]: ports with unparsable devargs are skipped.
+    pub fn eal_args(&self) -> Vec<String> {
+        let mut args = vec![
+            EAL_PROGRAM_NAME.to_string(),
+            "-l".to_string(),
+            self.pmd.mgmt_cpu.to_string(),
+            "--file-prefix".to_string(),
+            self.dpdk.file_prefix.clone(),
+            "--log-level".to_string(),
+            self.log_level_number().unwrap_or(6).to_string(),
+        ];
+        if !self.dpdk.hugepages {
+            args.push("--no-huge".to_string());
+            args.push("-m".to_string());
+            args.push(self.dpdk.memory_mb.to_string());
+        }
+        let mut any_pci = false;
+        for port in self.bridges.iter().flat_map(|b| &b.ports) {
+            let Some(devargs) = port.devargs() else {
+                continue;
+            };
+            match Devargs::parse(devargs) {
+                Ok(Devargs::Pci { .. }) => {
+                    any_pci = true;
+                    args.push("-a".to_string());
+                    args.push(devargs.to_string());
+                }
+                Ok(Devargs::Vdev { .. }) => {
+                    args.push("--vdev".to_string());
+                    args.push(devargs.to_string());
+                }
+                Err(_) => {}
+            }
+        }
+        if !any_pci {
+            args.push("--no-pci".to_string());
+        }
+        args.extend(self.dpdk.eal_args.iter().cloned());
+        args
+    }
+
+    /// Find a port by name: (bridge, port).
+    pub fn find_port(&self, name: &str) -> Option<(&BridgeConfig, &PortConfig)> {
+        self.bridges
+            .iter()
+            .find_map(|b| b.ports.iter().find(|p| p.name == name).map(|p| (b, p)))
+    }
+}
+
+fn check_port_type(port_type: &str) -> Result<(), String> {
+    if SUPPORTED_PORT_TYPES.contains(&port_type) {
+        Ok(())
+    } else if PLANNED_PORT_TYPES.contains(&port_type) {
+        Err(format!("type \"{port_type}\" is not supported yet"))
+    } else {
+        let expected: Vec<&str> = SUPPORTED_PORT_TYPES
+            .iter()
+            .chain(PLANNED_PORT_TYPES)
+            .copied()
+            .collect();
+        Err(format!(
+            "unknown port type \"{port_type}\" (expected one of {})",
+            expected.join(", ")
+        ))
+    }
+}
+
+impl BridgeConfig {
+    /// OpenFlow port numbers, in port order: a port's `ofport` if it asked for
+    /// one, otherwise the lowest number >= 1 that no port of the bridge asked
+    /// for or already got (assigned in port order).
+    pub fn ofports(&self) -> Vec<(String, u32)> {
+        let mut used: BTreeSet<u32> = self.ports.iter().filter_map(|p| p.ofport).collect();
+        let mut next = 1u32;
+        self.ports
+            .iter()
+            .map(|p| {
+                let n = match p.ofport {
+                    Some(n) => n,
+                    None => {
+                        while used.contains(&next) {
+                            next += 1;
+                        }
+                        used.insert(next);
+                        next
+                    }
+                };
+                (p.name.clone(), n)
+            })
+            .collect()
+    }
+}
+
+/// A short, stable description of an I/O error ("No such file", "Permission
+/// denied") for messages that already name the path.
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::NotFound => "No such file".to_string(),
+        ErrorKind::PermissionDenied => "Permission denied".to_string(),
+        ErrorKind::ConnectionRefused => "Connection refused".to_string(),
+        ErrorKind::AddrInUse => "Address in use".to_string(),
+        ErrorKind::AddrNotAvailable => "Address not available".to_string(),
+        _ => {
+            // Drop the " (os error N)" suffix std appends.
+            let s = e.to_string();
+            match s.find(" (os error") {
+                Some(i) => s[..i].to_string(),
+                None => s,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOST: HostFacts = HostFacts {
+        ncpus: 2,
+        hugepages_free: 1024,
+        hugetlbfs_mounted: true,
+    };
+
+    fn err(text: &str) -> String {
+        match Config::from_toml_str(text) {
+            Err(e) => e.to_string(),
+            Ok(cfg) => cfg
+                .validate(&HOST)
+                .expect_err("config should be invalid")
+                .to_string(),
+        }
+    }
+
+    const TWO_PORTS: &str = r#"
+[dpdk]
+hugepages = false
+memory_mb = 256
+[pmd]
+burst = 16
+[[bridge]]
+name = "br0"
+  [[bridge.port]]
+  name = "dpdk0"
+  options = { dpdk-devargs = "net_pcap0,rx_pcap=/tmp/in.pcap,infinite_rx=1" }
+  [[bridge.port]]
+  name = "dpdk1"
+  type = "dpdk"
+  n_rxq = 2
+  options = { dpdk-devargs = "net_null0" }
+  [[bridge.forward]]
+  in_port = "dpdk0"
+  output = "dpdk1"
+"#;
+
+    fn with_port(port_body: &str) -> String {
+        format!("[[bridge]]\nname = \"br0\"\n[[bridge.port]]\n{port_body}\n")
+    }
+
+    #[test]
+    fn empty_file_is_valid_with_defaults() {
+        let cfg = Config::from_toml_str("").unwrap();
+        assert_eq!(cfg, Config::default());
+        assert_eq!(cfg.dpdk.eal_args, Vec::<String>::new());
+        assert!(cfg.dpdk.hugepages);
+        assert_eq!(cfg.dpdk.memory_mb, 512);
+        assert_eq!(cfg.dpdk.file_prefix, "ferroswitch");
+        assert_eq!(cfg.dpdk.log_level, "notice");
+        assert_eq!(cfg.dpdk.mbufs, 16383);
+        assert_eq!(cfg.dpdk.mbuf_cache, 256);
+        assert!(cfg.pmd.cpus.is_empty());
+        assert_eq!(cfg.pmd.mgmt_cpu, 0);
+        assert_eq!(cfg.pmd.burst, 32);
+        assert_eq!(cfg.control.socket, PathBuf::from(DEFAULT_CONTROL_SOCKET));
+        assert_eq!(cfg.metrics.listen, "127.0.0.1:9477");
+        assert_eq!(cfg.metrics.listen_addr(), Some("127.0.0.1:9477"));
+        assert!(cfg.metrics.console);
+        assert!(cfg.bridges.is_empty());
+        cfg.validate(&HOST).unwrap();
+        assert_eq!(cfg.resolved_pmd_cpus(2), vec![1]);
+        assert_eq!(cfg.resolved_pmd_cpus(4), vec![1, 2, 3]);
+        assert_eq!(cfg.resolved_pmd_cpus(1), vec![0]);
+    }
+
+    #[test]
+    fn sample_config_parses_and_builds_eal_args() {
+        let cfg = Config::from_toml_str(TWO_PORTS).unwrap();
+        cfg.validate(&HOST).unwrap();
+        assert_eq!(cfg.bridges[0].ports[0].port_type, "dpdk");
+        assert_eq!(cfg.bridges[0].ports[1].n_rxq, 2);
+        assert_eq!(
+            cfg.eal_args(),
+            [
+                "ferroswitch",
+                "-l",
+                "0",
+                "--file-prefix",
+                "ferroswitch",
+                "--log-level",
+                "6",
+                "--no-huge",
+                "-m",
+                "256",
+                "--vdev",
+                "net_pcap0,rx_pcap=/tmp/in.pcap,infinite_rx=1",
+                "--vdev",
+                "net_null0",
+                "--no-pci",
+            ]
+        );
+    }
+
+    #[test]
+    fn eal_args_with_pci_hugepages_and_extra_args() {
+        let cfg = Config::from_toml_str(
+            r#"
+[dpdk]
+eal_args = ["--socket-mem", "1024", "-n", "4"]
+log_level = "debug"
+file_prefix = "fs1"
+[pmd]
+mgmt_cpu = 1
+cpus = [0]
+[[bridge]]
+name = "br0"
+  [[bridge.port]]
+  name = "p0"
+  options = { dpdk-devargs = "0000:01:00.0" }
+  [[bridge.port]]
+  name = "p1"
+  options = { dpdk-devargs = "03:00.1,rx_queue_size=1024" }
+  [[bridge.port]]
+  name = "v0"
+  options = { dpdk-devargs = "net_tap0,iface=fs0" }
+"#,
+        )
+        .unwrap();
+        cfg.validate(&HOST).unwrap();
+        assert_eq!(
+            cfg.eal_args(),
+            [
+                "ferroswitch",
+                "-l",
+                "1",
+                "--file-prefix",
+                "fs1",
+                "--log-level",
+                "8",
+                "-a",
+                "0000:01:00.0",
+                "-a",
+                "03:00.1,rx_queue_size=1024",
+                "--vdev",
+                "net_tap0,iface=fs0",
+                "--socket-mem",
+                "1024",
+                "-n",
+                "4",
+            ]
+        );
+        assert_eq!(cfg.resolved_pmd_cpus(2), vec![0]);
+    }
+
+    #[test]
+    fn ofports_fill_lowest_free() {
+        let cfg = Config::from_toml_str(
+            r#"
+[[bridge]]
+name = "br0"
+  [[bridge.port]]
+  name = "a"
+  [[bridge.port]]
+  name = "b"
+  ofport = 1
+  [[bridge.port]]
+  name = "c"
+  [[bridge.port]]
+  name = "d"
+  ofport = 3
+  [[bridge.port]]
+  name = "e"
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.bridges[0].ofports(),
+            vec![
+                ("a".to_string(), 2),
+                ("b".to_string(), 1),
+                ("c".to_string(), 4),
+                ("d".to_string(), 3),
+                ("e".to_string(), 5),
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_name_the_path() {
+        assert_eq!(
+            err("[dpdk]\nhugepage = false\n"),
+            "dpdk.hugepage: unknown field `hugepage`, expected one of `eal_args`, `hugepages`, `memory_mb`, `file_prefix`, `log_level`, `mbufs`, `mbuf_cache` (line 2)"
+        );
+        assert_eq!(
+            err(&with_port("name = \"p0\"\nn_rxqs = 2")),
+            "bridge[0].port[0].n_rxqs: unknown field `n_rxqs`, expected one of `name`, `type`, `ofport`, `n_rxq`, `options` (line 5)"
+        );
+        assert_eq!(
+            err("[pmd]\nburst = \"big\"\n"),
+            "pmd.burst: invalid type: string \"big\", expected usize (line 2)"
+        );
+        assert_eq!(
+            err("[bridges]\n"),
+            "bridges: unknown field `bridges`, expected one of `dpdk`, `pmd`, `control`, `metrics`, `bridge` (line 1)"
+        );
+    }
+
+    #[test]
+    fn syntax_error_has_line() {
+        let e = err("[dpdk\n");
+        assert!(e.starts_with("config: "), "{e}");
+        assert!(e.ends_with("(line 1)"), "{e}");
+    }
+
+    #[test]
+    fn port_type_errors() {
+        assert_eq!(
+            err(&with_port("name = \"p0\"\ntype = \"internal\"")),
+            "bridge[0].port[0] \"p0\": type \"internal\" is not supported yet"
+        );
+        assert_eq!(
+            err(&with_port("name = \"p0\"\ntype = \"dpdkvhostuserclient\"")),
+            "bridge[0].port[0] \"p0\": type \"dpdkvhostuserclient\" is not supported yet"
+        );
+        assert_eq!(
+            err(&with_port("name = \"p0\"\ntype = \"ethernet\"")),
+            "bridge[0].port[0] \"p0\": unknown port type \"ethernet\" (expected one of dpdk, internal, patch, dpdkvhostuser, dpdkvhostuserclient, vxlan, gre, geneve)"
+        );
+    }
+
+    #[test]
+    fn devargs_errors() {
+        let cfg = |devargs: &str| {
+            format!(
+                "[[bridge]]\nname = \"br0\"\n[[bridge.port]]\nname = \"dpdk0\"\noptions = {{ dpdk-devargs = \"net_null0\" }}\n[[bridge.port]]\nname = \"dpdk1\"\noptions = {{ dpdk-devargs = \"{devargs}\" }}\n"
+            )
+        };
+        assert_eq!(
+            err(&cfg("xyz")),
+            "bridge[0].port[1] \"dpdk1\": options.dpdk-devargs: \"xyz\" is neither a PCI address nor a vdev name (net_<driver><N>)"
+        );
+        assert_eq!(
+            err(&cfg("net_pcap")),
+            "bridge[0].port[1] \"dpdk1\": options.dpdk-devargs: \"net_pcap\" is neither a PCI address nor a vdev name (net_<driver><N>)"
+        );
+        assert_eq!(
+            err(&cfg("net_foo0")),
+            "bridge[0].port[1] \"dpdk1\": options.dpdk-devargs: unknown vdev driver \"foo\" in \"net_foo0\" (expected one of pcap, null, ring, tap, af_packet, vhost, virtio_user)"
+        );
+        assert_eq!(
+            err(&cfg("net_pcap1,rx_pcap")),
+            "bridge[0].port[1] \"dpdk1\": options.dpdk-devargs: argument \"rx_pcap\" in \"net_pcap1,rx_pcap\" is not key=value"
+        );
+        assert_eq!(
+            err(&cfg("0000:01:00.8")),
+            "bridge[0].port[1] \"dpdk1\": options.dpdk-devargs: \"0000:01:00.8\" is neither a PCI address nor a vdev name (net_<driver><N>)"
+        );
+        assert_eq!(
+            err(&cfg("net_null0,size=64")),
+            "bridge[0].port[1] \"dpdk1\": options.dpdk-devargs: device \"net_null0\" is already used by port \"dpdk0\""
+        );
+        assert_eq!(
+            err(&with_port("name = \"p0\"")),
+            "bridge[0].port[0] \"p0\": options.dpdk-devargs: required for type \"dpdk\" (a PCI address or a vdev such as \"net_pcap0,rx_pcap=in.pcap\")"
+        );
+        assert_eq!(
+            err(&with_port(
+                "name = \"p0\"\noptions = { dpdk-devargs = \"net_null0\", mtu = \"9000\" }"
+            )),
+            "bridge[0].port[0] \"p0\": options.mtu: unknown option for type \"dpdk\" (expected dpdk-devargs)"
+        );
+        // Every accepted driver and both PCI forms parse.
+        for ok in [
+            "net_pcap0",
+            "net_null12",
+            "net_ring0",
+            "net_tap3,iface=x",
+            "net_af_packet0,iface=veth0",
+            "net_vhost0,iface=/tmp/s,queues=1",
+            "net_virtio_user0,path=/tmp/s",
+            "0000:af:1f.7",
+            "AF:00.0",
+        ] {
+            assert!(Devargs::parse(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(
+            Devargs::parse("AF:00.0").unwrap().device_name(),
+            "0000:af:00.0"
+        );
+    }
+
+    #[test]
+    fn cpu_errors() {
+        assert_eq!(
+            err("[pmd]\ncpus = [7]\n"),
+            "pmd.cpus[0]: CPU 7 out of range (this machine has CPUs 0-1)"
+        );
+        assert_eq!(
+            err("[pmd]\ncpus = [0]\n"),
+            "pmd.cpus[0]: CPU 0 is the management CPU (pmd.mgmt_cpu)"
+        );
+        assert_eq!(
+            err("[pmd]\ncpus = [1, 1]\n"),
+            "pmd.cpus[1]: CPU 1 listed twice (also pmd.cpus[0])"
+        );
+        assert_eq!(
+            err("[pmd]\nmgmt_cpu = 2\n"),
+            "pmd.mgmt_cpu: CPU 2 out of range (this machine has CPUs 0-1)"
+        );
+        assert_eq!(
+            err("[pmd]\nburst = 65\n"),
+            "pmd.burst: 65 out of range (1..=64)"
+        );
+        assert_eq!(
+            err("[pmd]\nburst = 0\n"),
+            "pmd.burst: 0 out of range (1..=64)"
+        );
+        let one_cpu = HostFacts { ncpus: 1, ..HOST };
+        let cfg = Config::from_toml_str("[pmd]\ncpus = [1]\n").unwrap();
+        assert_eq!(
+            cfg.validate(&one_cpu).unwrap_err().to_string(),
+            "pmd.cpus[0]: CPU 1 out of range (this machine has CPU 0 only)"
+        );
+    }
+
+    #[test]
+    fn duplicate_names() {
+        let text = r#"
+[[bridge]]
+name = "br0"
+  [[bridge.port]]
+  name = "p0"
+  options = { dpdk-devargs = "net_null0" }
+[[bridge]]
+name = "br1"
+  [[bridge.port]]
+  name = "p0"
+  options = { dpdk-devargs = "net_null1" }
+"#;
+        assert_eq!(
+            err(text),
+            "bridge \"br1\": duplicate port name \"p0\" (also bridge \"br0\")"
+        );
+        let text = r#"
+[[bridge]]
+name = "br0"
+  [[bridge.port]]
+  name = "p0"
+  options = { dpdk-devargs = "net_null0" }
+  [[bridge.port]]
+  name = "p0"
+  options = { dpdk-devargs = "net_null1" }
+"#;
+        assert_eq!(
+            err(text),
+            "bridge \"br0\": duplicate port name \"p0\" (twice in bridge \"br0\": port[0] and port[1])"
+        );
+        assert_eq!(
+            err("[[bridge]]\nname = \"br0\"\n[[bridge]]\nname = \"br0\"\n"),
+            "bridge[1].name: duplicate bridge name \"br0\" (also bridge[0])"
+        );
+        assert_eq!(
+            err("[[bridge]]\nname = \"br0\"\n[[bridge]]\nname = \"br1\"\n[[bridge.port]]\nname = \"br0\"\noptions = { dpdk-devargs = \"net_null0\" }\n"),
+            "bridge[1].port[0] \"br0\": name clashes with bridge \"br0\" (every bridge has an internal port of its own name)"
+        );
+        assert_eq!(
+            err("[[bridge]]\n"),
+            "bridge[0].name: required (a name such as \"br0\")"
+        );
+        assert_eq!(
+            err("[[bridge]]\nname = \"a bridge\"\n"),
+            "bridge[0].name: \"a bridge\" contains ' '; use letters, digits, '_', '-' or '.'"
+        );
+    }
+
+    #[test]
+    fn port_field_errors() {
+        assert_eq!(
+            err(&with_port(
+                "name = \"p0\"\nn_rxq = 17\noptions = { dpdk-devargs = \"net_null0\" }"
+            )),
+            "bridge[0].port[0] \"p0\": n_rxq: 17 out of range (1..=16)"
+        );
+        assert_eq!(
+            err(&with_port(
+                "name = \"p0\"\nofport = 0\noptions = { dpdk-devargs = \"net_null0\" }"
+            )),
+            "bridge[0].port[0] \"p0\": ofport: 0 out of range (1..=65279)"
+        );
+        let text = r#"
+[[bridge]]
+name = "br0"
+  [[bridge.port]]
+  name = "p0"
+  ofport = 5
+  options = { dpdk-devargs = "net_null0" }
+  [[bridge.port]]
+  name = "p1"
+  ofport = 5
+  options = { dpdk-devargs = "net_null1" }
+"#;
+        assert_eq!(
+            err(text),
+            "bridge[0].port[1] \"p1\": ofport: 5 already requested by port \"p0\""
+        );
+    }
+
+    #[test]
+    fn forward_errors() {
+        let base = TWO_PORTS.replace("output = \"dpdk1\"", "output = \"dpdk9\"");
+        assert_eq!(
+            err(&base),
+            "bridge[0].forward[0].output: no port \"dpdk9\" in bridge \"br0\""
+        );
+        let same = TWO_PORTS.replace("output = \"dpdk1\"", "output = \"dpdk0\"");
+        assert_eq!(
+            err(&same),
+            "bridge[0].forward[0].output: same as in_port \"dpdk0\" (a packet is never sent back out its in port)"
+        );
+        let twice = format!(
+            "{TWO_PORTS}  [[bridge.forward]]\n  in_port = \"dpdk0\"\n  output = \"dpdk1\"\n"
+        );
+        assert_eq!(
+            err(&twice),
+            "bridge[0].forward[1].in_port: port \"dpdk0\" already has a forward (bridge[0].forward[0])"
+        );
+        let missing = format!("{TWO_PORTS}  [[bridge.forward]]\n  output = \"dpdk0\"\n");
+        assert_eq!(
+            err(&missing),
+            "bridge[0].forward[1].in_port: required (a port name)"
+        );
+    }
+
+    #[test]
+    fn hugepage_and_dpdk_errors() {
+        let no_huge = HostFacts {
+            hugepages_free: 0,
+            ..HOST
+        };
+        let msg = "dpdk.hugepages: no free hugepages (HugePages_Free is 0 in /proc/meminfo and/or no hugetlbfs mounted); run 'echo 1024 > /proc/sys/vm/nr_hugepages' or set dpdk.hugepages = false";
+        let cfg = Config::default();
+        assert_eq!(cfg.validate(&no_huge).unwrap_err().to_string(), msg);
+        let unmounted = HostFacts {
+            hugetlbfs_mounted: false,
+            ..HOST
+        };
+        assert_eq!(cfg.validate(&unmounted).unwrap_err().to_string(), msg);
+        let cfg = Config::from_toml_str("[dpdk]\nhugepages = false\n").unwrap();
+        cfg.validate(&no_huge).unwrap();
+
+        assert_eq!(
+            err("[dpdk]\nlog_level = \"loud\"\n"),
+            "dpdk.log_level: \"loud\" is not a log level (expected emerg, alert, crit, err, warning, notice, info, debug or 1..8)"
+        );
+        assert_eq!(
+            err("[dpdk]\nlog_level = \"9\"\n"),
+            "dpdk.log_level: \"9\" is not a log level (expected emerg, alert, crit, err, warning, notice, info, debug or 1..8)"
+        );
+        assert_eq!(
+            err("[dpdk]\nmbuf_cache = 513\nmbufs = 100000\n"),
+            "dpdk.mbuf_cache: 513 exceeds DPDK's limit of 512"
+        );
+        assert_eq!(
+            err("[dpdk]\nmbufs = 300\n"),
+            "dpdk.mbuf_cache: 256 is too large for dpdk.mbufs = 300 (DPDK needs mbuf_cache * 1.5 <= mbufs)"
+        );
+        assert_eq!(
+            err("[metrics]\nlisten = \"nowhere\"\n"),
+            "metrics.listen: \"nowhere\" is not an address:port (e.g. \"127.0.0.1:9477\"), \"\" or \"off\""
+        );
+        for off in ["", "off"] {
+            let cfg = Config::from_toml_str(&format!("[metrics]\nlisten = \"{off}\"\n")).unwrap();
+            cfg.validate(&HOST).unwrap();
+            assert_eq!(cfg.metrics.listen_addr(), None);
+        }
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let missing = Path::new("/nonexistent/ferroswitch.toml");
+        assert_eq!(
+            Config::load(missing).unwrap_err().to_string(),
+            "cannot read config /nonexistent/ferroswitch.toml: No such file"
+        );
+        let dir = std::env::temp_dir().join(format!("fs-mgmt-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "[pmd]\nburst = 0\nmgmt = 1\n").unwrap();
+        let e = Config::load(&file).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}: pmd.mgmt: unknown field `mgmt`, expected one of `cpus`, `mgmt_cpu`, `burst` (line 3)",
+                file.display()
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn host_fact_parsers() {
+        assert_eq!(parse_cpu_list_max("0-1\n"), Some(1));
+        assert_eq!(parse_cpu_list_max("0-3,5,8-9\n"), Some(9));
+        assert_eq!(parse_cpu_list_max("0\n"), Some(0));
+        assert_eq!(parse_cpu_list_max("x"), None);
+        assert_eq!(
+            parse_meminfo_hugepages_free(
+                "MemTotal: 1 kB\nHugePages_Total:    1024\nHugePages_Free:     1000\n"
+            ),
+            Some(1000)
+        );
+        assert_eq!(parse_meminfo_hugepages_free("MemTotal: 1 kB\n"), None);
+        assert!(mounts_have_hugetlbfs(
+            "proc /proc proc rw 0 0\nhugetlbfs /dev/hugepages hugetlbfs rw,relatime,pagesize=2M 0 0\n"
+        ));
+        assert!(!mounts_have_hugetlbfs("proc /proc proc rw 0 0\n"));
+        let facts = HostFacts::probe();
+        assert!(facts.ncpus >= 1);
+    }
+}
