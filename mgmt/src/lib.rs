@@ -1,4 +1,6 @@
 //! placeholder
 #![forbid(unsafe_code)]
 pub mod config;
+pub mod console;
+pub mod metrics;
 pub mod view;
