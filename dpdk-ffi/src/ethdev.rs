@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{call_error, DpdkError, Result};
-use crate::mbuf::{MbufBurst, TxBuffer, MAX_BURST};
+use crate::mbuf::{MbufBurst, TxBuffer, TxResult, MAX_BURST};
 use crate::mempool::Mempool;
 use crate::ring::Ring;
 use crate::sys;
@@ -478,9 +478,9 @@ impl TxQueue {
     }
 
     /// Sends what `buf` holds; what the port does not take (after retrying while it
-    /// makes progress) is freed. Returns (sent, dropped); `buf` is empty afterwards.
+    /// makes progress) is freed. `buf` is empty afterwards.
     #[inline]
-    pub fn flush(&mut self, buf: &mut TxBuffer) -> (usize, usize) {
+    pub fn flush(&mut self, buf: &mut TxBuffer) -> TxResult {
         let (ptr, len) = buf.raw();
         let mut sent = 0usize;
         while sent < len {
@@ -496,8 +496,7 @@ impl TxQueue {
             sent += n as usize;
         }
         // SAFETY: the driver took exactly the first `sent` entries.
-        let dropped = unsafe { buf.finish(sent) };
-        (sent, dropped)
+        unsafe { buf.finish(sent) }
     }
 }
 

@@ -238,6 +238,16 @@ impl MbufBurst {
         Some(unsafe { seg_slice(m) })
     }
 
+    /// Length of packet `i` (all segments); 0 if out of range or taken.
+    #[inline]
+    pub fn pkt_len(&self, i: usize) -> u32 {
+        match self.pkts.get(i) {
+            // SAFETY: non-null entries below len are mbufs this burst owns.
+            Some(&m) if i < self.len && !m.is_null() => unsafe { sys::fs_mbuf_pkt_len(m) },
+            _ => 0,
+        }
+    }
+
     /// Writable bytes of packet `i`'s first segment.
     #[inline]
     pub fn data_mut(&mut self, i: usize) -> Option<&mut [u8]> {
@@ -298,6 +308,17 @@ impl Drop for MbufBurst {
 pub struct TxBuffer {
     pkts: [*mut sys::rte_mbuf; TX_BUFFER_SIZE],
     len: usize,
+    /// Sum of the queued packets' lengths.
+    bytes: u64,
+}
+
+/// What a flush did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxResult {
+    pub sent: usize,
+    pub sent_bytes: u64,
+    /// Packets the port would not take, freed.
+    pub dropped: usize,
 }
 
 // SAFETY: owns the references it holds, as MbufBurst does.
@@ -314,6 +335,7 @@ impl TxBuffer {
         TxBuffer {
             pkts: [ptr::null_mut(); TX_BUFFER_SIZE],
             len: 0,
+            bytes: 0,
         }
     }
 
@@ -337,6 +359,7 @@ impl TxBuffer {
     pub fn push(&mut self, m: Mbuf) -> Result<(), Mbuf> {
         match self.pkts.get_mut(self.len) {
             Some(slot) => {
+                self.bytes += u64::from(m.pkt_len());
                 *slot = m.into_raw().as_ptr();
                 self.len += 1;
                 Ok(())
@@ -352,27 +375,38 @@ impl TxBuffer {
     }
 
     /// Marks the first `sent` packets as handed to the driver and frees the rest
-    /// (what the port could not take); returns the number freed.
+    /// (what the port could not take).
     ///
     /// # Safety
     /// The driver must have taken ownership of exactly the first `sent` entries.
     #[inline]
-    pub(crate) unsafe fn finish(&mut self, sent: usize) -> usize {
+    pub(crate) unsafe fn finish(&mut self, sent: usize) -> TxResult {
         let sent = sent.min(self.len);
         let unsent = self.len - sent;
+        let mut unsent_bytes = 0u64;
         if unsent > 0 {
+            for &m in self.pkts.get(sent..self.len).unwrap_or(&[]) {
+                // SAFETY: entries sent..len are valid mbufs still owned by this buffer.
+                unsent_bytes += u64::from(unsafe { sys::fs_mbuf_pkt_len(m) });
+            }
             // SAFETY: entries sent..len are still owned by this buffer (caller's
             // contract); they are freed once and len is reset below.
             unsafe { sys::rte_pktmbuf_free_bulk(self.pkts.as_mut_ptr().add(sent), unsent as u32) };
         }
+        let result = TxResult {
+            sent,
+            sent_bytes: self.bytes - unsent_bytes,
+            dropped: unsent,
+        };
         self.len = 0;
-        unsent
+        self.bytes = 0;
+        result
     }
 }
 
 impl Drop for TxBuffer {
     fn drop(&mut self) {
         // SAFETY: nothing was sent; every entry below len is owned and freed once.
-        unsafe { self.finish(0) };
+        let _ = unsafe { self.finish(0) };
     }
 }

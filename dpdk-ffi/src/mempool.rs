@@ -38,14 +38,7 @@ impl Mempool {
         // SAFETY: cname is a valid C string for the call; the other arguments are
         // plain values DPDK validates itself. SOCKET_ID_ANY lets EAL pick memory.
         let p = unsafe {
-            sys::rte_pktmbuf_pool_create(
-                cname.as_ptr(),
-                n,
-                cache,
-                0,
-                data_room,
-                sys::SOCKET_ID_ANY,
-            )
+            sys::rte_pktmbuf_pool_create(cname.as_ptr(), n, cache, 0, data_room, sys::SOCKET_ID_ANY)
         };
         let ptr = NonNull::new(p)
             .ok_or_else(|| errno_error(format!("rte_pktmbuf_pool_create({name}, n={n})")))?;

@@ -1,0 +1,102 @@
+//! The port layer: what a PMD needs of a port, and the DPDK ethdev implementation.
+//!
+//! Every port type (DPDK ethdev from devargs today: a PCI address or a vdev such as
+//! net_pcap, net_null, net_ring, net_tap, net_af_packet; vhost-user and internal ports
+//! later) hands out exclusive rx and tx queue handles that a PMD owns.
+
+use std::sync::Arc;
+
+use dpdk_ffi::{
+    EthPort, Link, MbufBurst, Mempool, PortConf, PortStats, RxQueue, TxBuffer, TxQueue, TxResult,
+};
+
+/// One rx queue owned by a PMD.
+pub trait RxPort: Send {
+    /// Receives up to `max` packets into `burst` (cleared first); returns the count.
+    fn rx_burst(&mut self, burst: &mut MbufBurst, max: usize) -> usize;
+}
+
+/// One tx queue owned by a PMD.
+pub trait TxPort: Send {
+    /// Sends what `buf` holds; frees what the port would not take.
+    /// `buf` is empty afterwards.
+    fn flush(&mut self, buf: &mut TxBuffer) -> TxResult;
+}
+
+/// A port of the datapath.
+pub trait Port: Send + Sync {
+    /// The port's kind as `ovs-vsctl` shows it (`dpdk`, ...).
+    fn kind(&self) -> &'static str;
+    fn n_rxq(&self) -> u16;
+    fn n_txq(&self) -> u16;
+    fn rx_queue(&self, q: u16) -> dpdk_ffi::Result<Box<dyn RxPort>>;
+    fn tx_queue(&self, q: u16) -> dpdk_ffi::Result<Box<dyn TxPort>>;
+    fn link(&self) -> Link;
+    fn stats(&self) -> PortStats;
+    /// The DPDK port id, where there is one.
+    fn dpdk_port_id(&self) -> Option<u16>;
+}
+
+impl RxPort for RxQueue {
+    #[inline]
+    fn rx_burst(&mut self, burst: &mut MbufBurst, max: usize) -> usize {
+        RxQueue::rx_burst(self, burst, max)
+    }
+}
+
+impl TxPort for TxQueue {
+    #[inline]
+    fn flush(&mut self, buf: &mut TxBuffer) -> TxResult {
+        TxQueue::flush(self, buf)
+    }
+}
+
+/// A DPDK ethdev port (type `dpdk`).
+pub struct DpdkPort {
+    eth: EthPort,
+}
+
+impl DpdkPort {
+    /// Hot-plugs and starts the device `devargs`.
+    pub fn open(devargs: &str, conf: &PortConf, pool: Arc<Mempool>) -> dpdk_ffi::Result<DpdkPort> {
+        Ok(DpdkPort {
+            eth: EthPort::open(devargs, conf, pool)?,
+        })
+    }
+
+    /// Wraps an already started port (e.g. one built over rings in tests).
+    pub fn from_eth(eth: EthPort) -> DpdkPort {
+        DpdkPort { eth }
+    }
+
+    pub fn eth(&self) -> &EthPort {
+        &self.eth
+    }
+}
+
+impl Port for DpdkPort {
+    fn kind(&self) -> &'static str {
+        "dpdk"
+    }
+    fn n_rxq(&self) -> u16 {
+        self.eth.n_rxq()
+    }
+    fn n_txq(&self) -> u16 {
+        self.eth.n_txq()
+    }
+    fn rx_queue(&self, q: u16) -> dpdk_ffi::Result<Box<dyn RxPort>> {
+        Ok(Box::new(self.eth.rx_queue(q)?))
+    }
+    fn tx_queue(&self, q: u16) -> dpdk_ffi::Result<Box<dyn TxPort>> {
+        Ok(Box::new(self.eth.tx_queue(q)?))
+    }
+    fn link(&self) -> Link {
+        self.eth.link()
+    }
+    fn stats(&self) -> PortStats {
+        self.eth.stats()
+    }
+    fn dpdk_port_id(&self) -> Option<u16> {
+        Some(self.eth.id())
+    }
+}

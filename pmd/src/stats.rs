@@ -1,0 +1,131 @@
+//! Per-PMD counters.
+//!
+//! Thread safety: every counter has exactly one writer, its PMD thread, which updates
+//! it with a relaxed load and store (no locked read-modify-write on the fast path);
+//! the management thread reads with relaxed loads. Relaxed is enough: counters are
+//! independent monotonic values and readers need no ordering with other memory, only
+//! an untorn 64-bit value, which atomics give.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pipeline::ParseError;
+
+/// One single-writer counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the owning PMD calls this.
+    #[inline(always)]
+    pub fn add(&self, n: u64) {
+        // Relaxed: single writer (module doc), so load+store cannot lose updates.
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    #[inline]
+    pub fn get(&self) -> u64 {
+        // Relaxed: a reader wants an untorn recent value, no ordering.
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Resets to 0 (only for the owner, or while the owner is stopped).
+    pub fn reset(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Why the datapath dropped a packet (parse errors are counted apart: a packet with a
+/// partial key may still be forwarded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DropReason {
+    /// Shorter than an Ethernet header: not a frame.
+    Runt,
+    /// No forwarding entry for the input port.
+    NoForward,
+    /// The output port did not take the packet (its tx queue was full).
+    TxFull,
+}
+
+impl DropReason {
+    pub const COUNT: usize = 3;
+    pub const ALL: [DropReason; Self::COUNT] =
+        [DropReason::Runt, DropReason::NoForward, DropReason::TxFull];
+
+    #[inline]
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Label value for metrics and `pmd-stats-show`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Runt => "runt",
+            DropReason::NoForward => "no_forward",
+            DropReason::TxFull => "tx_full",
+        }
+    }
+}
+
+/// What one PMD counted for one port.
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    pub rx_packets: Counter,
+    pub rx_bytes: Counter,
+    pub tx_packets: Counter,
+    pub tx_bytes: Counter,
+    pub tx_dropped: Counter,
+}
+
+/// The counters of one PMD thread. Cache-line aligned so two PMDs never share a line.
+#[derive(Debug)]
+#[repr(align(64))]
+pub struct PmdStats {
+    pub iterations: Counter,
+    /// TSC cycles of iterations that received at least one packet.
+    pub busy_cycles: Counter,
+    /// TSC cycles of iterations that received nothing.
+    pub idle_cycles: Counter,
+    pub rx_packets: Counter,
+    pub tx_packets: Counter,
+    pub drops: [Counter; DropReason::COUNT],
+    pub parse_errors: [Counter; ParseError::COUNT],
+    /// Indexed by datapath port number (position in [`crate::DatapathSpec::ports`]).
+    pub ports: Box<[PortCounters]>,
+}
+
+impl PmdStats {
+    pub fn new(n_ports: usize) -> PmdStats {
+        PmdStats {
+            iterations: Counter::default(),
+            busy_cycles: Counter::default(),
+            idle_cycles: Counter::default(),
+            rx_packets: Counter::default(),
+            tx_packets: Counter::default(),
+            drops: Default::default(),
+            parse_errors: std::array::from_fn(|_| Counter::default()),
+            ports: (0..n_ports).map(|_| PortCounters::default()).collect(),
+        }
+    }
+
+    #[inline(always)]
+    pub fn drop(&self, reason: DropReason, n: u64) {
+        if let Some(c) = self.drops.get(reason.index()) {
+            c.add(n);
+        }
+    }
+
+    #[inline(always)]
+    pub fn parse_error(&self, e: ParseError) {
+        if let Some(c) = self.parse_errors.get(e.index()) {
+            c.add(1);
+        }
+    }
+
+    pub fn port(&self, port_no: usize) -> Option<&PortCounters> {
+        self.ports.get(port_no)
+    }
+}
