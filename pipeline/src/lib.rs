@@ -14,6 +14,8 @@
 //!   words for the classifier);
 //! * [`parse`]: header parsing from frame bytes into a `FlowKey`;
 //! * [`stats`]: [`ParseError`], the counted reasons a parse stopped early;
+//! * [`pcap`]: classic pcap files read and written in memory;
+//! * [`trafgen`]: UDP frames and flow mixes for tests, the demo and benchmarks;
 //! * [`forward`]: [`StaticForward`], port-to-port forwarding until OpenFlow tables
 //!   replace it.
 //!
@@ -39,7 +41,9 @@ pub mod flow_key;
 pub mod forward;
 pub mod packet;
 pub mod parse;
+pub mod pcap;
 pub mod stats;
+pub mod trafgen;
 
 pub use flow_key::{FlowKey, FLOW_KEY_WORDS};
 pub use forward::StaticForward;
