@@ -14,8 +14,11 @@ use crate::view::{PmdSnapshot, PortSnapshot};
 /// Turns successive port snapshots into one rate line per update.
 #[derive(Debug, Default)]
 pub struct RateMeter {
-    prev: Option<(Duration, HashMap<(String, String), PortSnapshot>)>,
+    prev: Option<(Duration, PortsByName)>,
 }
+
+/// Snapshots keyed by (bridge, port).
+type PortsByName = HashMap<(String, String), PortSnapshot>;
 
 /// `1234567.0, "pps"` -> `"1.23 Mpps"`; below 1000 no decimals (`"12 pps"`).
 pub fn format_rate(value: f64, unit: &str) -> String {
@@ -66,13 +69,11 @@ impl RateMeter {
     /// nonzero. A counter that went backwards was cleared and counts from 0;
     /// a port not seen before gets its baseline now (shown `idle`).
     pub fn update(&mut self, now: Duration, ports: &[PortSnapshot]) -> Option<String> {
-        let current: HashMap<(String, String), PortSnapshot> = ports
+        let current: PortsByName = ports
             .iter()
             .map(|p| ((p.bridge.clone(), p.name.clone()), p.clone()))
             .collect();
-        let Some((then, prev)) = self.prev.replace((now, current)) else {
-            return None;
-        };
+        let (then, prev) = self.prev.replace((now, current))?;
         let dt = now.saturating_sub(then).as_secs_f64();
         let per_sec = |delta: u64| {
             if dt > 0.0 {
