@@ -1,6 +1,6 @@
 //! The flow key: every packet field and piece of metadata a flow can match on.
 //!
-//! Hot-path rule: a `FlowKey` is filled once per packet by [`crate::parse`], then
+//! Hot-path rule: a `FlowKey` is filled once per packet by [`crate::parse()`], then
 //! hashed and compared by the exact-match cache and the megaflow classifier. It is a
 //! plain `Copy` value: no heap, no pointers, no `Drop`. Code here must not allocate,
 //! lock, log or panic.
@@ -13,7 +13,7 @@
 //! cares) as `[u64; FLOW_KEY_WORDS]` through [`FlowKey::words`], so masked hashing
 //! and comparison are word loops with no per-field code. Fields are grouped so that
 //! the ones most matches look at (metadata, L2, L3 addresses, L4 ports) sit in few
-//! words. Padding fields are always zero after [`crate::parse`].
+//! words. Padding fields are always zero after [`crate::parse()`].
 //!
 //! # Byte order
 //!

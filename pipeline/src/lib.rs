@@ -12,7 +12,7 @@
 //! * [`packet`]: the packet-buffer trait;
 //! * [`flow_key`]: [`FlowKey`], the fixed-layout match key (also viewable as `u64`
 //!   words for the classifier);
-//! * [`parse`]: header parsing from frame bytes into a `FlowKey`;
+//! * [`mod@parse`]: header parsing from frame bytes into a `FlowKey`;
 //! * [`stats`]: [`ParseError`], the counted reasons a parse stopped early;
 //! * [`pcap`]: classic pcap files read and written in memory;
 //! * [`trafgen`]: UDP frames and flow mixes for tests, the demo and benchmarks;

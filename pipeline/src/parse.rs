@@ -3,7 +3,7 @@
 //! Hot-path rule: this runs once per received packet (tens of Mpps per core). It
 //! must not allocate, lock, log, or panic **on any input bytes**: no `unwrap`,
 //! `expect`, or slice indexing whose bounds depend on the packet. Headers are
-//! read through [`Hdr`], a fixed-size view obtained with one bounds check
+//! read through `Hdr`, a fixed-size view obtained with one bounds check
 //! (`get` + `first_chunk`); its accessors take compile-time offsets that are checked
 //! against the header size at compile time, so after the one check every read is
 //! panic-free. Multi-byte fields are read with `from_be_bytes`.
