@@ -1,7 +1,349 @@
-//! placeholder
+//! ferroswitch's management layer: everything that is not the per-packet path.
+//!
+//! It owns the configuration ([`config`]), the control socket behind
+//! `ferroswitch ctl` ([`control`]), the Prometheus endpoint ([`metrics`]) and the
+//! console rate line ([`console`]). It sees the datapath only through
+//! [`view::DatapathView`], a read-only trait the binary implements over the real
+//! PMD threads, so this crate builds and tests without DPDK.
+//!
+//! # Threads
+//!
+//! [`spawn_management`] binds the control socket and the metrics listener first
+//! (so a bad address or a second daemon fails before anything else starts),
+//! then starts:
+//!
+//! - `mgmt-ctl`: accepts control connections; each gets a `mgmt-ctl-conn`
+//!   thread answering one JSON response line per request line;
+//! - `mgmt-metrics`: answers `GET /metrics` (if `metrics.listen` is not off);
+//! - `mgmt-console`: prints one rate line per second (if `metrics.console`).
+//!
+//! All poll the shared `stop` flag at least every 100 ms and end soon after it
+//! is set; [`ManagementHandle::join`] waits for them. Threads inherit the CPU
+//! affinity of the thread that spawns them: the binary calls
+//! [`spawn_management`] from the EAL main lcore, so they share
+//! `pmd.mgmt_cpu` and never steal a PMD's core.
+//!
+//! # What it must not do
+//!
+//! Never touch PMD state except by reading counters through the view (owned
+//! snapshots; the PMDs write, we only read) or, later, by sending messages the
+//! PMDs apply between bursts. No locks shared with the fast path, no blocking a
+//! PMD, no `unsafe` (`#![forbid(unsafe_code)]`). Errors are typed
+//! (`thiserror`) and name the config field or path they concern.
 #![forbid(unsafe_code)]
+
 pub mod config;
 pub mod console;
 pub mod control;
 pub mod metrics;
 pub mod view;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+pub use config::{Config, ConfigError, HostFacts};
+pub use control::{CommandExtension, ControlError, Request, Response};
+pub use metrics::MetricsError;
+pub use view::{DatapathView, PmdSnapshot, PortSnapshot, StaticView};
+
+/// Errors starting the management threads.
+#[derive(Debug, Error)]
+pub enum MgmtError {
+    /// The control socket could not be set up.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// The metrics listener could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// A thread could not be started.
+    #[error("management: cannot start {what} thread: {source}")]
+    Thread {
+        /// Which thread.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Optional additions to the management threads.
+#[derive(Default)]
+pub struct ManagementExtras {
+    /// Datapath-specific control commands, tried after the built-in ones.
+    pub commands: Option<CommandExtension>,
+    /// Where the console rate lines go; default stdout.
+    pub console_out: Option<Box<dyn Write + Send>>,
+}
+
+impl std::fmt::Debug for ManagementExtras {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagementExtras")
+            .field("commands", &self.commands)
+            .field("console_out", &self.console_out.is_some())
+            .finish()
+    }
+}
+
+/// The running management threads.
+#[derive(Debug)]
+pub struct ManagementHandle {
+    threads: Vec<JoinHandle<()>>,
+    control_path: PathBuf,
+    metrics_addr: Option<SocketAddr>,
+}
+
+impl ManagementHandle {
+    /// The control socket being served.
+    pub fn control_path(&self) -> &std::path::Path {
+        &self.control_path
+    }
+
+    /// The metrics address actually bound, `None` if metrics are off.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Wait for every management thread; call after setting `stop`. The
+    /// control socket file is gone when this returns. It does not print the
+    /// final counters: the binary does, with [`console::final_summary`], once
+    /// the PMDs have stopped and the counters are final.
+    pub fn join(self) {
+        for t in self.threads {
+            // A panicked management thread has already printed its message;
+            // shutting down the rest is all that is left to do.
+            let _ = t.join();
+        }
+    }
+}
+
+/// Bind the control socket and the metrics listener, then start the
+/// management threads (see the crate docs). Nothing is started if either
+/// bind fails.
+pub fn spawn_management(
+    cfg: Arc<Config>,
+    view: Arc<dyn DatapathView>,
+    stop: Arc<AtomicBool>,
+    extras: ManagementExtras,
+) -> Result<ManagementHandle, MgmtError> {
+    let control = control::ControlServer::bind(&cfg.control.socket)?;
+    let metrics = match cfg.metrics.listen_addr() {
+        Some(addr) => Some(metrics::MetricsServer::bind(addr)?),
+        None => None,
+    };
+    let control_path = control.path().to_path_buf();
+    let metrics_addr = metrics.as_ref().and_then(|m| m.local_addr());
+
+    let mut threads = Vec::new();
+    let handler: control::Handler = {
+        let (cfg, view) = (Arc::clone(&cfg), Arc::clone(&view));
+        let ext = extras.commands;
+        Arc::new(move |req: &Request| control::dispatch(req, &*view, &cfg, ext.as_ref()))
+    };
+    let started = (|| -> Result<(), MgmtError> {
+        threads.push(control.spawn(handler, Arc::clone(&stop))?);
+        if let Some(m) = metrics {
+            threads.push(m.spawn(Arc::clone(&view), Arc::clone(&stop))?);
+        }
+        if cfg.metrics.console {
+            let out = extras
+                .console_out
+                .unwrap_or_else(|| Box::new(std::io::stdout()));
+            let (view, stop) = (Arc::clone(&view), Arc::clone(&stop));
+            let t = std::thread::Builder::new()
+                .name("mgmt-console".to_string())
+                .spawn(move || console_loop(&*view, &stop, out))
+                .map_err(|source| MgmtError::Thread {
+                    what: "console",
+                    source,
+                })?;
+            threads.push(t);
+        }
+        Ok(())
+    })();
+    if let Err(e) = started {
+        // Stop what did start; the caller never got a handle to stop it.
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            let _ = t.join();
+        }
+        return Err(e);
+    }
+    Ok(ManagementHandle {
+        threads,
+        control_path,
+        metrics_addr,
+    })
+}
+
+/// One rate line per second, on whole-second deadlines from the start (no
+/// drift), until `stop`.
+fn console_loop(view: &dyn DatapathView, stop: &AtomicBool, mut out: Box<dyn Write + Send>) {
+    let start = Instant::now();
+    let mut meter = console::RateMeter::new();
+    meter.update(Duration::ZERO, &view.ports());
+    let mut tick: u32 = 1;
+    loop {
+        let deadline = start + Duration::from_secs(u64::from(tick));
+        loop {
+            // Relaxed: `stop` is a standalone flag; no data is published with it.
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            std::thread::sleep((deadline - now).min(Duration::from_millis(100)));
+        }
+        if let Some(line) = meter.update(start.elapsed(), &view.ports()) {
+            // A closed stdout (daemon detached) must not stop the switch.
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+        // Skip ticks missed while suspended rather than printing a burst.
+        let elapsed = start.elapsed().as_secs();
+        tick = u32::try_from(elapsed).unwrap_or(u32::MAX).saturating_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::TcpStream;
+    use std::sync::Mutex;
+
+    /// A Write that appends to a shared buffer.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fs-mgmt-lib-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn port(name: &str, rx: u64) -> PortSnapshot {
+        PortSnapshot {
+            bridge: "br0".into(),
+            name: name.into(),
+            ofport: 1,
+            rx_packets: rx,
+            rx_bytes: rx * 64,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn management_threads_serve_and_stop() {
+        let dir = temp_dir("all");
+        let mut cfg = Config::default();
+        cfg.control.socket = dir.join("ctl/ferroswitch.ctl");
+        cfg.metrics.listen = "127.0.0.1:0".to_string();
+        let view = Arc::new(StaticView::new(vec![port("dpdk0", 0)], vec![]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sink = Sink::default();
+        let extras = ManagementExtras {
+            commands: Some(CommandExtension {
+                commands: vec!["ping".into()],
+                handler: Arc::new(|r: &Request| {
+                    (r.cmd == "ping").then(|| Response::success("pong"))
+                }),
+            }),
+            console_out: Some(Box::new(sink.clone())),
+        };
+        let handle = spawn_management(
+            Arc::new(cfg.clone()),
+            Arc::clone(&view) as Arc<dyn DatapathView>,
+            Arc::clone(&stop),
+            extras,
+        )
+        .unwrap();
+
+        // Binding again fails before anything starts, naming the socket.
+        let err = spawn_management(
+            Arc::new(cfg.clone()),
+            Arc::clone(&view) as Arc<dyn DatapathView>,
+            Arc::new(AtomicBool::new(false)),
+            ManagementExtras::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("already running"), "{err}");
+
+        let ping = control::call(handle.control_path(), &Request::new("ping", vec![])).unwrap();
+        assert_eq!(ping, Response::success("pong"));
+        let ps = control::call(handle.control_path(), &Request::new("port-stats", vec![])).unwrap();
+        assert!(ps.output.contains("\"dpdk0\": rx pkts=0"), "{}", ps.output);
+
+        // 1000 packets arrive before the first tick.
+        view.set(vec![port("dpdk0", 1000)], vec![]);
+        let addr = handle.metrics_addr().unwrap();
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        assert!(
+            body.contains(
+                "\nferroswitch_port_rx_packets_total{bridge=\"br0\",port=\"dpdk0\"} 1000\n"
+            ),
+            "{body}"
+        );
+
+        // Wait for the first console line.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sink.0.lock().unwrap().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        stop.store(true, Ordering::Relaxed);
+        handle.join();
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let first = text.lines().next().unwrap_or("");
+        // Exact rates depend on scheduling; RateMeter's own tests pin the format.
+        assert!(first.starts_with("[   1s] dpdk0 rx "), "{text}");
+        assert!(first.ends_with("bps | drops 0 (+0/s)"), "{text}");
+        assert!(!cfg.control.socket.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn metrics_bind_error_starts_nothing() {
+        let dir = temp_dir("bind");
+        let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = blocker.local_addr().unwrap();
+        let mut cfg = Config::default();
+        cfg.control.socket = dir.join("ferroswitch.ctl");
+        cfg.metrics.listen = addr.to_string();
+        let err = spawn_management(
+            Arc::new(cfg.clone()),
+            Arc::new(StaticView::default()),
+            Arc::new(AtomicBool::new(false)),
+            ManagementExtras::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("metrics.listen: cannot bind {addr}: Address in use")
+        );
+        // The control socket bound first was removed again.
+        assert!(!cfg.control.socket.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
