@@ -123,6 +123,40 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// The field path (`pmd.cpus[0]`), or `None` for a file that cannot be read.
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { path, .. } => Some(path),
+            ConfigError::Read { .. } => None,
+            ConfigError::InFile { inner, .. } => inner.path(),
+        }
+    }
+
+    /// The reason alone, without the path.
+    pub fn reason(&self) -> &str {
+        match self {
+            ConfigError::Invalid { reason, .. } | ConfigError::Read { reason, .. } => reason,
+            ConfigError::InFile { inner, .. } => inner.reason(),
+        }
+    }
+
+    /// The error for `--json` output:
+    /// `{"error": <Display>, "file": ..., "path": ..., "reason": ...}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let file = match self {
+            ConfigError::Read { file, .. } | ConfigError::InFile { file, .. } => {
+                Some(file.display().to_string())
+            }
+            ConfigError::Invalid { .. } => None,
+        };
+        serde_json::json!({
+            "error": self.to_string(),
+            "file": file,
+            "path": self.path(),
+            "reason": self.reason(),
+        })
+    }
+
     fn invalid(path: impl Into<String>, reason: impl Into<String>) -> Self {
         ConfigError::Invalid {
             path: path.into(),
@@ -1493,6 +1527,17 @@ name = "br0"
                 "{}: pmd.mgmt: unknown field `mgmt`, expected one of `cpus`, `mgmt_cpu`, `burst` (line 3)",
                 file.display()
             )
+        );
+        let err = Config::load(&file).unwrap_err();
+        assert_eq!(err.path(), Some("pmd.mgmt"));
+        assert_eq!(
+            err.to_json(),
+            serde_json::json!({
+                "error": e,
+                "file": file.display().to_string(),
+                "path": "pmd.mgmt",
+                "reason": "unknown field `mgmt`, expected one of `cpus`, `mgmt_cpu`, `burst` (line 3)",
+            })
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
