@@ -1,1 +1,252 @@
-fn main(){}
+//! ferroswitch: a DPDK poll-mode virtual switch.
+//!
+//! Wiring only: parse the command line, load and check the config, initialise the
+//! EAL, start the datapath (ports + PMD threads) and the management threads, wait
+//! for SIGINT/SIGTERM, stop everything in reverse order.
+
+mod demo;
+mod dpview;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use mgmt::config::{Config, HostFacts};
+
+#[derive(Parser)]
+#[command(
+    name = "ferroswitch",
+    version,
+    about = "A DPDK poll-mode virtual switch"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the switch daemon. Without --config, runs the embedded demo: a generated
+    /// pcap replayed forever by a net_pcap port, forwarded to a net_null port.
+    Run {
+        /// TOML configuration file (every key has a default; an empty file is valid).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Check the configuration and print the EAL arguments, then exit.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Talk to the running daemon over its control socket.
+    ///
+    /// Commands: show, port-stats [PORT], pmd-stats-show.
+    Ctl {
+        /// Control socket (default: $FERROSWITCH_CTL or /var/run/ferroswitch/ferroswitch.ctl).
+        #[arg(long, short)]
+        socket: Option<PathBuf>,
+        /// Machine-readable JSON output.
+        #[arg(long)]
+        json: bool,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Run { config, check } => run(config, check),
+        Cmd::Ctl {
+            socket,
+            json,
+            command,
+        } => ctl(socket, json, command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ferroswitch: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn ctl(socket: Option<PathBuf>, json: bool, command: Vec<String>) -> Result<ExitCode> {
+    let path = socket.unwrap_or_else(mgmt::control::default_socket_path);
+    let mut words = command.into_iter();
+    let cmd = words.next().unwrap_or_default();
+    let req = mgmt::control::Request {
+        cmd,
+        args: words.collect(),
+        json,
+    };
+    let resp = mgmt::control::call(&path, &req)?;
+    if resp.ok {
+        print!("{}", resp.output);
+        if !resp.output.ends_with('\n') && !resp.output.is_empty() {
+            println!();
+        }
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "ferroswitch ctl: {}",
+            resp.error.as_deref().unwrap_or("request failed")
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn run(config: Option<PathBuf>, check: bool) -> Result<ExitCode> {
+    let host = HostFacts::probe();
+    let mut demo_dir = None;
+    let cfg = match &config {
+        Some(path) => Config::load(path)?,
+        None => {
+            let dir = std::env::temp_dir().join(format!("ferroswitch-demo-{}", std::process::id()));
+            let pcap = demo::write_pcap(&dir).context("writing the demo pcap")?;
+            demo_dir = Some(dir);
+            let mut cfg = demo::config(&pcap);
+            if host.hugepages_free == 0 || !host.hugetlbfs_mounted {
+                eprintln!(
+                    "ferroswitch: demo: no free hugepages, running without them \
+                     (slower; see README to set them up)"
+                );
+                cfg.dpdk.hugepages = false;
+            }
+            cfg
+        }
+    };
+    cfg.validate(&host)?;
+    let eal_args = cfg.eal_args();
+    if check {
+        println!("configuration OK");
+        println!("EAL arguments: {}", eal_args.join(" "));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let spec = datapath_spec(&cfg, host.ncpus)?;
+
+    // Signals first: a Ctrl-C during start-up must still stop cleanly.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+
+    let eal = dpdk_ffi::Eal::init(&eal_args).context("EAL initialisation")?;
+    let dp = match pmd::Datapath::start(&spec) {
+        Ok(dp) => Arc::new(dp),
+        Err(e) => {
+            let _ = eal.cleanup();
+            bail!("{e}");
+        }
+    };
+    let view = Arc::new(dpview::DpView {
+        dp: dp.clone(),
+        tsc_hz: dpdk_ffi::tsc_hz(),
+    });
+    let cfg = Arc::new(cfg);
+    let mgmt_stop = Arc::new(AtomicBool::new(false));
+    let mgmt = match mgmt::spawn_management(
+        cfg.clone(),
+        view.clone(),
+        mgmt_stop.clone(),
+        mgmt::ManagementExtras::default(),
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            drop(view);
+            if let Ok(dp) = Arc::try_unwrap(dp) {
+                dp.stop();
+            }
+            let _ = eal.cleanup();
+            bail!("{e}");
+        }
+    };
+    eprintln!(
+        "ferroswitch: running: {} port(s), {} PMD thread(s) on CPU(s) {:?}; control socket {}; Ctrl-C stops",
+        spec.ports.len(),
+        dp.pmds().len(),
+        spec.pmd_cpus,
+        cfg.control.socket.display(),
+    );
+
+    // Relaxed: the flag is set by the signal handler and carries no data.
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("ferroswitch: stopping");
+    mgmt_stop.store(true, Ordering::Relaxed);
+    mgmt.join();
+    let tsc_hz = view.tsc_hz;
+    drop(view);
+    let Ok(mut dp) = Arc::try_unwrap(dp) else {
+        bail!("internal error: datapath still referenced at shutdown");
+    };
+    dp.stop_pmds();
+    println!(
+        "{}",
+        mgmt::console::final_summary(
+            &dpview::port_snapshots(&dp),
+            &dpview::pmd_snapshots(&dp, tsc_hz)
+        )
+    );
+    dp.stop();
+    eal.cleanup().context("EAL cleanup")?;
+    if let Some(dir) = demo_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The datapath's view of the config: ports numbered in bridge order, static
+/// forwarding by those numbers.
+fn datapath_spec(cfg: &Config, ncpus: usize) -> Result<pmd::DatapathSpec> {
+    let mut ports = Vec::new();
+    let mut forward = Vec::new();
+    for b in &cfg.bridges {
+        let ofports = b.ofports();
+        let base = ports.len();
+        for (i, p) in b.ports.iter().enumerate() {
+            let ofport = ofports
+                .iter()
+                .find(|(n, _)| *n == p.name)
+                .map(|&(_, o)| o)
+                .unwrap_or(i as u32 + 1);
+            ports.push(pmd::PortSpec {
+                bridge: b.name.clone(),
+                name: p.name.clone(),
+                ofport,
+                devargs: p.devargs().unwrap_or_default().to_string(),
+                n_rxq: p.n_rxq,
+            });
+        }
+        let no = |name: &str| {
+            b.ports
+                .iter()
+                .position(|p| p.name == name)
+                .map(|i| base + i)
+        };
+        for f in &b.forwards {
+            match (no(&f.in_port), no(&f.output)) {
+                (Some(i), Some(o)) => forward.push((i, o)),
+                _ => bail!(
+                    "bridge {:?}: forward {} -> {}: no such port",
+                    b.name,
+                    f.in_port,
+                    f.output
+                ),
+            }
+        }
+    }
+    Ok(pmd::DatapathSpec {
+        ports,
+        pmd_cpus: cfg.resolved_pmd_cpus(ncpus),
+        burst: cfg.pmd.burst,
+        mbufs: cfg.dpdk.mbufs,
+        mbuf_cache: cfg.dpdk.mbuf_cache,
+        forward,
+    })
+}

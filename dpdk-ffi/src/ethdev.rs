@@ -132,24 +132,26 @@ impl EthPort {
             )));
         }
         let name = device_name(devargs);
+        // Probed at EAL init (a PCI device on the `-a` allowlist): use it as it is;
+        // it is not ours to unplug.
+        if let Some(id) = port_by_name(&name) {
+            return Self::setup(id, name, None, conf, pool, Vec::new());
+        }
         let c = CString::new(devargs)
             .map_err(|_| DpdkError::Invalid(format!("devargs {devargs:?} has a NUL byte")))?;
         // SAFETY: c is a valid C string; probing only reads it.
         let ret = unsafe { sys::rte_dev_probe(c.as_ptr()) };
+        if ret < 0 {
+            return Err(call_error(format!("rte_dev_probe({devargs})"), ret));
+        }
         let bus = if name.contains(':') { "pci" } else { "vdev" };
-        let hotplug_bus = match ret {
-            0 => Some(bus),
-            r if r == -libc::EEXIST => None, // probed at EAL init (--vdev / -a): not ours to remove
-            r => return Err(call_error(format!("rte_dev_probe({devargs})"), r)),
-        };
         let Some(id) = port_by_name(&name) else {
-            if let Some(bus) = hotplug_bus {
-                hotplug_remove(bus, &name);
-            }
+            hotplug_remove(bus, &name);
             return Err(DpdkError::Invalid(format!(
                 "rte_dev_probe({devargs}): device {name:?} is not an Ethernet port"
             )));
         };
+        let hotplug_bus = Some(bus);
         Self::setup(id, name, hotplug_bus, conf, pool, Vec::new())
     }
 

@@ -912,9 +912,10 @@ impl Config {
     ///
     /// `ferroswitch -l <mgmt_cpu> --file-prefix <p> --log-level <1..8>`, then
     /// `--no-huge -m <memory_mb>` when `dpdk.hugepages = false`, then
-    /// `-a <pci>[,args]` for each PCI port and `--vdev <devargs>` for each vdev
-    /// port (in bridge/port order), `--no-pci` if no port is a PCI device, then
-    /// `dpdk.eal_args` verbatim.
+    /// `-a <pci>[,args]` for each PCI port (in bridge/port order; the allowlist,
+    /// so EAL probes no other NIC), `--no-pci` if no port is a PCI device, then
+    /// `dpdk.eal_args` verbatim. Virtual devices are not named here: the datapath
+    /// hot-plugs them (`rte_dev_probe`), as it does for ports added at runtime.
     ///
     /// Only the main lcore is given to EAL (`-l`); PMD threads are registered as
     /// non-EAL lcores by the datapath. With hugepages we deliberately do not pass
@@ -950,11 +951,7 @@ impl Config {
                     args.push("-a".to_string());
                     args.push(devargs.to_string());
                 }
-                Ok(Devargs::Vdev { .. }) => {
-                    args.push("--vdev".to_string());
-                    args.push(devargs.to_string());
-                }
-                Err(_) => {}
+                Ok(Devargs::Vdev { .. }) | Err(_) => {}
             }
         }
         if !any_pci {
@@ -1126,10 +1123,6 @@ name = "br0"
                 "--no-huge",
                 "-m",
                 "256",
-                "--vdev",
-                "net_pcap0,rx_pcap=/tmp/in.pcap,infinite_rx=1",
-                "--vdev",
-                "net_null0",
                 "--no-pci",
             ]
         );
@@ -1175,8 +1168,6 @@ name = "br0"
                 "0000:01:00.0",
                 "-a",
                 "03:00.1,rx_queue_size=1024",
-                "--vdev",
-                "net_tap0,iface=fs0",
                 "--socket-mem",
                 "1024",
                 "-n",

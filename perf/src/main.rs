@@ -1,1 +1,61 @@
-fn main() {}
+//! ferroswitch benchmarks: scenarios that run the real switch and its peers
+//! (`dpdk-testpmd`, the forwarding limit) side by side on the same virtual devices,
+//! in alternating repetitions, and print medians.
+//!
+//! Never run anything else of yours (builds, tests) while this measures: the machine
+//! has two cores and a PMD owns one.
+
+mod procstat;
+mod runner;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "perf", about = "ferroswitch side-by-side benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    /// Measurement window per repetition, seconds.
+    #[arg(long, global = true, default_value_t = 10)]
+    window: u64,
+    /// Warm-up before each window, seconds.
+    #[arg(long, global = true, default_value_t = 3)]
+    warmup: u64,
+    /// Repetitions of each contender (alternating).
+    #[arg(long, global = true, default_value_t = 3)]
+    reps: usize,
+    /// CPU of the forwarding thread (the PMD; testpmd's forwarding lcore).
+    #[arg(long, global = true, default_value_t = 1)]
+    fwd_cpu: usize,
+    /// CPU of the main/management thread.
+    #[arg(long, global = true, default_value_t = 0)]
+    main_cpu: usize,
+    /// The ferroswitch binary (default: target/release/ferroswitch, built if missing).
+    #[arg(long, global = true)]
+    ferroswitch: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Port to port: net_pcap infinite_rx (64-byte frames) -> 1 PMD -> net_null,
+    /// static forwarding, against dpdk-testpmd --forward-mode=io on the same vdevs.
+    P2p,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let opts = runner::Opts {
+        window: cli.window,
+        warmup: cli.warmup,
+        reps: cli.reps.max(1),
+        fwd_cpu: cli.fwd_cpu,
+        main_cpu: cli.main_cpu,
+        ferroswitch: cli.ferroswitch,
+    };
+    match cli.scenario {
+        Scenario::P2p => runner::p2p(&opts),
+    }
+}

@@ -266,7 +266,9 @@ impl Datapath {
         self.shutdown();
     }
 
-    fn shutdown(&mut self) {
+    /// Stops the PMD threads, each after flushing what it queued; the ports stay
+    /// open and every counter stays readable (for the final summary).
+    pub fn stop_pmds(&mut self) {
         // Relaxed: PMDs only need to see the flag eventually; join orders the rest.
         self.stop.store(true, Ordering::Relaxed);
         for pmd in &mut self.pmds {
@@ -274,6 +276,10 @@ impl Datapath {
                 let _ = t.join();
             }
         }
+    }
+
+    fn shutdown(&mut self) {
+        self.stop_pmds();
         // Dropping the ports (after the PMDs released their queues) stops and
         // closes them: net_pcap writes out its tx file here.
         self.ports.clear();
