@@ -33,15 +33,6 @@ int fs_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs, unsig
 
 void fs_pktmbuf_free(struct rte_mbuf *m) { rte_pktmbuf_free(m); }
 
-uint8_t *fs_mbuf_data(struct rte_mbuf *m, uint16_t *len)
-{
-	*len = m->data_len;
-	return rte_pktmbuf_mtod(m, uint8_t *);
-}
-
-uint32_t fs_mbuf_pkt_len(const struct rte_mbuf *m) { return m->pkt_len; }
-uint16_t fs_mbuf_nb_segs(const struct rte_mbuf *m) { return m->nb_segs; }
-
 uint8_t *fs_pktmbuf_append(struct rte_mbuf *m, uint16_t len)
 {
 	return (uint8_t *)rte_pktmbuf_append(m, len);

@@ -13,10 +13,6 @@ uint16_t fs_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint
 struct rte_mbuf *fs_pktmbuf_alloc(struct rte_mempool *mp);
 int fs_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs, unsigned n);
 void fs_pktmbuf_free(struct rte_mbuf *m);
-/* Pointer to the first data byte and its length (first segment only). */
-uint8_t *fs_mbuf_data(struct rte_mbuf *m, uint16_t *len);
-uint32_t fs_mbuf_pkt_len(const struct rte_mbuf *m);
-uint16_t fs_mbuf_nb_segs(const struct rte_mbuf *m);
 /* Grow the data at the tail by len bytes: pointer to the new room, or NULL. */
 uint8_t *fs_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
 uint8_t *fs_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len);

@@ -119,8 +119,13 @@ pub fn lcore_id() -> u32 {
 /// The time-stamp counter.
 #[inline(always)]
 pub fn rdtsc() -> u64 {
-    // SAFETY: rdtsc has no memory effects.
-    unsafe { sys::fs_rdtsc() }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: rdtsc reads a counter and has no memory effects; every x86_64 CPU has it.
+    let t = unsafe { core::arch::x86_64::_rdtsc() };
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: the shim's rte_rdtsc has no memory effects.
+    let t = unsafe { sys::fs_rdtsc() };
+    t
 }
 
 /// TSC ticks per second as EAL measured them (0 before EAL init).

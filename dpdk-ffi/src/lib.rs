@@ -24,6 +24,6 @@ mod ring;
 pub use eal::{lcore_id, rdtsc, register_thread, tsc_hz, unregister_thread, Eal};
 pub use error::{strerror, DpdkError, Result};
 pub use ethdev::{device_name, EthPort, Link, PortConf, PortStats, RxQueue, TxQueue};
-pub use mbuf::{Mbuf, MbufBurst, TxBuffer, TxResult, MAX_BURST, TX_BUFFER_SIZE};
+pub use mbuf::{Appended, Mbuf, MbufBurst, TxBuffer, TxResult, MAX_BURST, TX_BUFFER_SIZE};
 pub use mempool::Mempool;
 pub use ring::Ring;

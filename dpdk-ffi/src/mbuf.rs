@@ -87,14 +87,14 @@ impl Mbuf {
     #[inline]
     pub fn pkt_len(&self) -> u32 {
         // SAFETY: reads a field of the mbuf self owns.
-        unsafe { sys::fs_mbuf_pkt_len(self.ptr.as_ptr()) }
+        unsafe { pkt_len_of(self.ptr.as_ptr()) }
     }
 
     /// Number of segments.
     #[inline]
     pub fn nb_segs(&self) -> u16 {
         // SAFETY: reads a field of the mbuf self owns.
-        unsafe { sys::fs_mbuf_nb_segs(self.ptr.as_ptr()) }
+        unsafe { (*self.ptr.as_ptr()).nb_segs }
     }
 
     /// The RSS hash the NIC computed, if the port gave one.
@@ -149,17 +149,21 @@ impl Drop for Mbuf {
     }
 }
 
+// The accessors below read `rte_mbuf` fields directly (bindgen's layout, checked by
+// its generated layout assertions) instead of calling the shim: on the fast path a
+// non-inlinable call per packet costs more than the whole forwarding budget.
+
 /// # Safety
 /// `m` must be a valid mbuf that outlives the returned slice and is not written
 /// while it is borrowed.
 #[inline(always)]
 unsafe fn seg_slice<'a>(m: *mut sys::rte_mbuf) -> &'a [u8] {
-    let mut len = 0u16;
-    // SAFETY: m is valid (caller); the shim returns buf_addr + data_off and data_len,
-    // a range inside the mbuf's buffer.
+    // SAFETY: m is valid (caller); buf_addr + data_off is the first data byte and
+    // data_len bytes from there lie inside the segment's buffer (DPDK invariant).
     unsafe {
-        let p = sys::fs_mbuf_data(m, &mut len);
-        std::slice::from_raw_parts(p, len as usize)
+        let mb = &*m;
+        let p = (mb.buf_addr as *const u8).add(mb.data_off as usize);
+        std::slice::from_raw_parts(p, mb.data_len as usize)
     }
 }
 
@@ -167,12 +171,28 @@ unsafe fn seg_slice<'a>(m: *mut sys::rte_mbuf) -> &'a [u8] {
 /// As [`seg_slice`], and the caller holds the only access to the data.
 #[inline(always)]
 unsafe fn seg_slice_mut<'a>(m: *mut sys::rte_mbuf) -> &'a mut [u8] {
-    let mut len = 0u16;
     // SAFETY: as in seg_slice, plus exclusive access (caller).
     unsafe {
-        let p = sys::fs_mbuf_data(m, &mut len);
-        std::slice::from_raw_parts_mut(p, len as usize)
+        let mb = &*m;
+        let p = (mb.buf_addr as *mut u8).add(mb.data_off as usize);
+        std::slice::from_raw_parts_mut(p, mb.data_len as usize)
     }
+}
+
+/// # Safety
+/// `m` must be a valid mbuf.
+#[inline(always)]
+unsafe fn pkt_len_of(m: *const sys::rte_mbuf) -> u32 {
+    // SAFETY: m is valid (caller); a plain field read.
+    unsafe { (*m).pkt_len }
+}
+
+/// # Safety
+/// `m` must be a valid mbuf.
+#[inline(always)]
+unsafe fn data_len_of(m: *const sys::rte_mbuf) -> u16 {
+    // SAFETY: m is valid (caller); a plain field read.
+    unsafe { (*m).data_len }
 }
 
 /// Up to [`MAX_BURST`] received mbufs in an inline array. Entries are taken out with
@@ -243,7 +263,17 @@ impl MbufBurst {
     pub fn pkt_len(&self, i: usize) -> u32 {
         match self.pkts.get(i) {
             // SAFETY: non-null entries below len are mbufs this burst owns.
-            Some(&m) if i < self.len && !m.is_null() => unsafe { sys::fs_mbuf_pkt_len(m) },
+            Some(&m) if i < self.len && !m.is_null() => unsafe { pkt_len_of(m) },
+            _ => 0,
+        }
+    }
+
+    /// Length of packet `i`'s first segment; 0 if out of range or taken.
+    #[inline]
+    pub fn data_len(&self, i: usize) -> u16 {
+        match self.pkts.get(i) {
+            // SAFETY: non-null entries below len are mbufs this burst owns.
+            Some(&m) if i < self.len && !m.is_null() => unsafe { data_len_of(m) },
             _ => 0,
         }
     }
@@ -264,9 +294,12 @@ impl MbufBurst {
     pub fn prefetch(&self, i: usize) {
         if let Some(&m) = self.pkts.get(i) {
             if i < self.len && !m.is_null() {
-                let mut len = 0u16;
-                // SAFETY: m is an mbuf this burst owns; prefetch has no effect on memory.
-                unsafe { sys::fs_prefetch0(sys::fs_mbuf_data(m, &mut len) as *const _) }
+                // SAFETY: m is an mbuf this burst owns; its data pointer is computed
+                // from its fields and prefetching has no effect on memory.
+                unsafe {
+                    let p = ((*m).buf_addr as *const u8).add((*m).data_off as usize);
+                    sys::fs_prefetch0(p as *const libc::c_void)
+                }
             }
         }
     }
@@ -310,6 +343,17 @@ pub struct TxBuffer {
     len: usize,
     /// Sum of the queued packets' lengths.
     bytes: u64,
+}
+
+/// What [`TxBuffer::append_burst`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// Packets moved to the buffer, and their bytes.
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets too short, freed, and their bytes.
+    pub runts: u64,
+    pub runt_bytes: u64,
 }
 
 /// What a flush did.
@@ -368,6 +412,60 @@ impl TxBuffer {
         }
     }
 
+    /// Free slots.
+    #[inline]
+    pub fn room(&self) -> usize {
+        TX_BUFFER_SIZE - self.len
+    }
+
+    /// Moves every packet still in `burst` (skipping taken slots) to the end of this
+    /// buffer, in order, and empties the burst; packets whose first segment is
+    /// shorter than `min_len` are freed instead (counted as runts). Moves nothing and
+    /// returns `None` if the burst might not fit (flush first: an empty buffer always
+    /// has room for a burst).
+    #[inline]
+    pub fn append_burst(&mut self, burst: &mut MbufBurst, min_len: u16) -> Option<Appended> {
+        let (Some(src), Some(dst)) = (burst.pkts.get(..burst.len), self.pkts.get_mut(self.len..))
+        else {
+            return None;
+        };
+        if src.len() > dst.len() {
+            return None;
+        }
+        // Plain locals, so the loop keeps them in registers.
+        let (mut moved, mut bytes, mut runts, mut runt_bytes) = (0usize, 0u64, 0u64, 0u64);
+        for &m in src {
+            if m.is_null() {
+                continue;
+            }
+            // SAFETY: non-null entries below burst.len are mbufs the burst owns; the
+            // burst is emptied below (len = 0) without freeing, so each moves once.
+            let (pkt_len, data_len) = unsafe { (pkt_len_of(m), data_len_of(m)) };
+            if data_len < min_len {
+                runts += 1;
+                runt_bytes += u64::from(pkt_len);
+                // SAFETY: we own m (see above) and free it once.
+                unsafe { sys::fs_pktmbuf_free(m) };
+                continue;
+            }
+            // Always Some: src.len() <= dst.len() was checked above.
+            if let Some(d) = dst.get_mut(moved) {
+                *d = m;
+                moved += 1;
+                bytes += u64::from(pkt_len);
+            }
+        }
+        burst.len = 0;
+        self.len += moved;
+        self.bytes += bytes;
+        Some(Appended {
+            packets: moved as u64,
+            bytes,
+            runts,
+            runt_bytes,
+        })
+    }
+
     /// Raw view for the tx call.
     #[inline]
     pub(crate) fn raw(&mut self) -> (*mut *mut sys::rte_mbuf, usize) {
@@ -387,7 +485,7 @@ impl TxBuffer {
         if unsent > 0 {
             for &m in self.pkts.get(sent..self.len).unwrap_or(&[]) {
                 // SAFETY: entries sent..len are valid mbufs still owned by this buffer.
-                unsent_bytes += u64::from(unsafe { sys::fs_mbuf_pkt_len(m) });
+                unsent_bytes += u64::from(unsafe { pkt_len_of(m) });
             }
             // SAFETY: entries sent..len are still owned by this buffer (caller's
             // contract); they are freed once and len is reset below.

@@ -285,7 +285,7 @@ fn run_testpmd(opts: &Opts, src: &str, sink: &str, rep: usize) -> Result<Sample>
                     .nth(1)
                     .and_then(|v| v.parse::<u64>().ok());
                 if tid.is_none() {
-                    tid = procstat::find_thread(pid, "lcore-worker");
+                    tid = procstat::find_thread(pid, "rte-worker");
                 }
                 let cpu = tid.and_then(|t| procstat::thread_cpu_seconds(pid, t));
                 if let (Some(n), Some(cpu)) = (n, cpu) {

@@ -85,9 +85,11 @@ pub struct PortCounters {
 #[repr(align(64))]
 pub struct PmdStats {
     pub iterations: Counter,
-    /// TSC cycles of iterations that received at least one packet.
+    /// TSC cycles of iterations that received at least one packet. Counted per
+    /// group of a few iterations (see `poll_loop::CycleMeter`): exact under steady
+    /// load or idleness, an estimate when the two mix within microseconds.
     pub busy_cycles: Counter,
-    /// TSC cycles of iterations that received nothing.
+    /// TSC cycles of iterations that received nothing (same accounting).
     pub idle_cycles: Counter,
     pub rx_packets: Counter,
     pub tx_packets: Counter,
