@@ -167,13 +167,14 @@ pub fn final_summary(ports: &[PortSnapshot], pmds: &[PmdSnapshot]) -> String {
             p.iterations,
             p.busy_percent()
         );
-        let _ = write!(out, ", drops: {}", reasons(&p.drops));
-        let _ = writeln!(out, ", parse errors: {}", reasons(&p.parse_errors));
+        let _ = write!(out, ", drops: {}", nonzero_reasons(&p.drops));
+        let _ = writeln!(out, ", parse errors: {}", nonzero_reasons(&p.parse_errors));
     }
     out
 }
 
 /// `[("a", 1), ("b", 0)]` -> `"a=1 b=0"`; empty -> `"0"`.
+/// `reason=count` for every reason (`0` if there are none).
 pub(crate) fn reasons(list: &[(&'static str, u64)]) -> String {
     if list.is_empty() {
         return "0".to_string();
@@ -182,6 +183,20 @@ pub(crate) fn reasons(list: &[(&'static str, u64)]) -> String {
         .map(|(r, n)| format!("{r}={n}"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// `reason=count` for the non-zero counts only, or `0` when every count is zero.
+fn nonzero_reasons(list: &[(&'static str, u64)]) -> String {
+    let nonzero: Vec<String> = list
+        .iter()
+        .filter(|(_, n)| *n != 0)
+        .map(|(r, n)| format!("{r}={n}"))
+        .collect();
+    if nonzero.is_empty() {
+        "0".to_string()
+    } else {
+        nonzero.join(" ")
+    }
 }
 
 #[cfg(test)]
@@ -295,7 +310,7 @@ mod tests {
         }];
         assert_eq!(
             final_summary(&ports, &pmds),
-            "final counters:\n  br0/dpdk0: rx 100 pkts 6400 bytes, tx 99 pkts 6336 bytes, dropped rx 1 tx 2, errors rx 0 tx 0\n  pmd 0 (cpu 1): rx 100 pkts, tx 99 pkts, 1000 iterations, busy 25.00%, drops: tx_full=1 no_forward=0, parse errors: 0\n"
+            "final counters:\n  br0/dpdk0: rx 100 pkts 6400 bytes, tx 99 pkts 6336 bytes, dropped rx 1 tx 2, errors rx 0 tx 0\n  pmd 0 (cpu 1): rx 100 pkts, tx 99 pkts, 1000 iterations, busy 25.00%, drops: tx_full=1, parse errors: 0\n"
         );
     }
 }
