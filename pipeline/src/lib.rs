@@ -39,6 +39,7 @@
 
 pub mod flow_key;
 pub mod forward;
+pub mod ofproto;
 pub mod packet;
 pub mod parse;
 pub mod pcap;
