@@ -37,6 +37,8 @@
 //! return `Result` from per-packet code where a counter will do.
 #![forbid(unsafe_code)]
 
+pub mod dpcls;
+pub mod emc;
 pub mod flow_key;
 pub mod forward;
 pub mod ofproto;
