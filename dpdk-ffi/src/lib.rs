@@ -14,6 +14,7 @@
 
 pub mod sys;
 
+pub mod alloc_count;
 mod eal;
 mod error;
 mod ethdev;
@@ -21,6 +22,7 @@ mod mbuf;
 mod mempool;
 mod ring;
 
+pub use alloc_count::CountingAlloc;
 pub use eal::{lcore_id, rdtsc, register_thread, tsc_hz, unregister_thread, Eal};
 pub use error::{strerror, DpdkError, Result};
 pub use ethdev::{device_name, EthPort, Link, PortConf, PortStats, RxQueue, TxQueue};
