@@ -263,7 +263,7 @@ impl<V> Dpcls<V> {
 
     /// Sorts subtables by hits since the last call (most first) and resets the hits.
     pub fn rerank(&mut self) {
-        self.subtables.sort_by(|a, b| b.hits.cmp(&a.hits));
+        self.subtables.sort_by_key(|s| std::cmp::Reverse(s.hits));
         for st in &mut self.subtables {
             st.hits = 0;
         }

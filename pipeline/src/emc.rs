@@ -111,7 +111,7 @@ impl<V: Copy + Default> Emc<V> {
             x ^= x >> 17;
             x ^= x << 5;
             self.rng = x;
-            if x % self.insert_inv_prob != 0 {
+            if !x.is_multiple_of(self.insert_inv_prob) {
                 return;
             }
         }
