@@ -400,7 +400,7 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Insert(FlowKey, FlowKey, u32),
+        Insert(Box<(FlowKey, FlowKey)>, u32),
         Remove(usize),
     }
 
@@ -413,7 +413,7 @@ mod tests {
         fn matches_linear_scan(
             ops in prop::collection::vec(
                 prop_oneof![
-                    3 => (arb_mask(), arb_key(), 0u32..1000).prop_map(|(m, k, v)| Op::Insert(m, k, v)),
+                    3 => (arb_mask(), arb_key(), 0u32..1000).prop_map(|(m, k, v)| Op::Insert(Box::new((m, k)), v)),
                     1 => (0usize..64).prop_map(Op::Remove),
                 ],
                 1..60,
@@ -424,7 +424,8 @@ mod tests {
             let mut reference: Vec<(FlowKey, FlowKey, u32)> = Vec::new();
             for op in ops {
                 match op {
-                    Op::Insert(m, k, v) => {
+                    Op::Insert(mk_pair, v) => {
+                        let (m, k) = *mk_pair;
                         let mk = masked(&k, &m);
                         let old = reference.iter().position(|(rm, rk, _)| *rm == m && *rk == mk);
                         let expect = old.map(|i| reference[i].2);
