@@ -9,6 +9,8 @@
 //! fuzzers.
 //!
 //! Today it holds:
+//! * [`actions`]: datapath actions ([`actions::DpAction`]), their OVS-style text
+//!   form and a reference executor over frame bytes;
 //! * [`packet`]: the packet-buffer trait;
 //! * [`flow_key`]: [`FlowKey`], the fixed-layout match key (also viewable as `u64`
 //!   words for the classifier);
@@ -37,6 +39,7 @@
 //! return `Result` from per-packet code where a counter will do.
 #![forbid(unsafe_code)]
 
+pub mod actions;
 pub mod dpcls;
 pub mod emc;
 pub mod flow_key;
