@@ -223,18 +223,25 @@ impl<V> Dpcls<V> {
         (None, probed)
     }
 
-    /// Looks up every key of a batch, subtable by subtable (each subtable's mask stays
-    /// hot while the batch goes through it). `out[i]` gets key i's value; returns the
-    /// number of subtable probes made. At most 64 keys.
+    /// Looks up the keys of a batch whose bit is set in `todo` (bit i: `keys[i]`; at
+    /// most 64 keys), subtable by subtable, so each subtable's mask stays hot while the
+    /// batch goes through it. `out[i]` gets key i's value (`None` on a miss; entries
+    /// not in `todo` are left alone). Returns the number of subtable probes made.
     #[inline]
-    pub fn lookup_batch(&mut self, keys: &[FlowKey], out: &mut [Option<V>]) -> u32
+    pub fn lookup_batch(&mut self, keys: &[FlowKey], todo: u64, out: &mut [Option<V>]) -> u32
     where
         V: Copy,
     {
         let n = keys.len().min(out.len()).min(64);
-        let mut todo: u64 = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
-        for o in out.iter_mut().take(n) {
-            *o = None;
+        let all = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        let mut todo = todo & all;
+        let mut rest = todo;
+        while rest != 0 {
+            let i = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            if let Some(o) = out.get_mut(i) {
+                *o = None;
+            }
         }
         let mut probes = 0u32;
         for st in self.subtables.iter_mut() {
@@ -444,7 +451,7 @@ mod tests {
                 prop_assert_eq!(c.len(), reference.len());
             }
             let mut out = vec![None; probes.len()];
-            c.lookup_batch(&probes, &mut out);
+            c.lookup_batch(&probes, u64::MAX, &mut out);
             for (p, batch) in probes.iter().zip(&out) {
                 let hits: Vec<u32> = reference
                     .iter()

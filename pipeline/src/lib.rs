@@ -42,6 +42,7 @@
 pub mod actions;
 pub mod dpcls;
 pub mod emc;
+pub mod flow_cache;
 pub mod flow_key;
 pub mod forward;
 pub mod ofproto;
