@@ -390,35 +390,14 @@ pub fn execute(
             }
             DpAction::PushVlan { tpid, tci } => push_vlan(frame, *tpid, *tci),
             DpAction::PopVlan => pop_vlan(frame),
-            DpAction::SetEth { src, dst } => {
-                if let Some(d) = dst {
-                    write_bytes(frame, 0, d);
-                }
-                if let Some(s) = src {
-                    write_bytes(frame, 6, s);
-                }
+            set @ (DpAction::SetEth { .. }
+            | DpAction::SetIpv4 { .. }
+            | DpAction::SetIpv6 { .. }
+            | DpAction::SetL4 { .. }
+            | DpAction::SetIcmp { .. }
+            | DpAction::SetArp { .. }) => {
+                apply_set(set, frame);
             }
-            DpAction::SetIpv4 { src, dst, tos, ttl } => set_ipv4(frame, *src, *dst, *tos, *ttl),
-            DpAction::SetIpv6 {
-                src,
-                dst,
-                tclass,
-                hlimit,
-                label,
-            } => set_ipv6(frame, *src, *dst, *tclass, *hlimit, *label),
-            DpAction::SetL4 { proto, src, dst } => set_l4(frame, *proto, *src, *dst),
-            DpAction::SetIcmp {
-                v6,
-                icmp_type,
-                icmp_code,
-            } => set_icmp(frame, *v6, *icmp_type, *icmp_code),
-            DpAction::SetArp {
-                op,
-                spa,
-                tpa,
-                sha,
-                tha,
-            } => set_arp(frame, *op, *spa, *tpa, *sha, *tha),
             DpAction::SetTunnel { tun_id, src, dst } => {
                 if let Some(v) = tun_id {
                     tunnel.tun_id = *v;
@@ -433,6 +412,74 @@ pub fn execute(
             DpAction::Drop => {}
         }
     }
+}
+
+/// Applies one length-preserving set action (`SetEth`, `SetIpv4`, `SetIpv6`, `SetL4`,
+/// `SetIcmp`, `SetArp`) to `frame` in place, checksums included; any buffer type
+/// works (the fast path passes mbuf data). Returns false, changing nothing, for
+/// the other actions.
+pub fn apply_set(action: &DpAction, frame: &mut [u8]) -> bool {
+    match action {
+        DpAction::SetEth { src, dst } => {
+            if let Some(d) = dst {
+                write_bytes(frame, 0, d);
+            }
+            if let Some(s) = src {
+                write_bytes(frame, 6, s);
+            }
+        }
+        DpAction::SetIpv4 { src, dst, tos, ttl } => set_ipv4(frame, *src, *dst, *tos, *ttl),
+        DpAction::SetIpv6 {
+            src,
+            dst,
+            tclass,
+            hlimit,
+            label,
+        } => set_ipv6(frame, *src, *dst, *tclass, *hlimit, *label),
+        DpAction::SetL4 { proto, src, dst } => set_l4(frame, *proto, *src, *dst),
+        DpAction::SetIcmp {
+            v6,
+            icmp_type,
+            icmp_code,
+        } => set_icmp(frame, *v6, *icmp_type, *icmp_code),
+        DpAction::SetArp {
+            op,
+            spa,
+            tpa,
+            sha,
+            tha,
+        } => set_arp(frame, *op, *spa, *tpa, *sha, *tha),
+        _ => return false,
+    }
+    true
+}
+
+/// Bytes a VLAN tag adds.
+pub const VLAN_HEADER_LEN: usize = 4;
+
+/// Second half of a VLAN push on a buffer the caller has just grown by
+/// [`VLAN_HEADER_LEN`] bytes at the front: moves the MAC addresses to the new front
+/// and writes the tag after them. False (nothing written) if the frame is too short
+/// to hold MACs + tag.
+pub fn finish_push_vlan(frame: &mut [u8], tpid: u16, tci: u16) -> bool {
+    if frame.len() < 12 + VLAN_HEADER_LEN {
+        return false;
+    }
+    frame.copy_within(VLAN_HEADER_LEN..VLAN_HEADER_LEN + 12, 0);
+    put16(frame, 12, tpid);
+    put16(frame, 14, tci & !VLAN_CFI);
+    true
+}
+
+/// First half of a VLAN pop: if the frame has an outer VLAN tag (and the ethertype
+/// after it), moves the MAC addresses over the tag and returns true; the caller
+/// then removes [`VLAN_HEADER_LEN`] bytes from the front. False: no tag, unchanged.
+pub fn prepare_pop_vlan(frame: &mut [u8]) -> bool {
+    if frame.len() < 12 + VLAN_HEADER_LEN + 2 || !be16_at(frame, 12).is_some_and(is_vlan_tpid) {
+        return false;
+    }
+    frame.copy_within(0..12, VLAN_HEADER_LEN);
+    true
 }
 
 fn write_bytes(frame: &mut [u8], off: usize, bytes: &[u8]) {
@@ -460,16 +507,14 @@ fn push_vlan(frame: &mut Vec<u8>, tpid: u16, tci: u16) {
     if frame.len() < 12 {
         return;
     }
-    let mut tag = [0u8; 4];
-    tag[..2].copy_from_slice(&tpid.to_be_bytes());
-    tag[2..].copy_from_slice(&(tci & !VLAN_CFI).to_be_bytes());
-    frame.splice(12..12, tag);
+    frame.splice(0..0, [0u8; VLAN_HEADER_LEN]);
+    finish_push_vlan(frame, tpid, tci);
 }
 
 fn pop_vlan(frame: &mut Vec<u8>) {
     // A tag needs its 4 bytes plus the inner ethertype after it.
-    if frame.len() >= 18 && be16_at(frame, 12).is_some_and(is_vlan_tpid) {
-        frame.drain(12..16);
+    if prepare_pop_vlan(frame) {
+        frame.drain(..VLAN_HEADER_LEN);
     }
 }
 
