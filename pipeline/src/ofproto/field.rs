@@ -266,6 +266,7 @@ macro_rules! reg {
 }
 
 /// The registry, indexed by `Field as usize`.
+#[rustfmt::skip]
 static FIELDS: [FieldInfo; 58] = [
     fi!(
         InPort,

@@ -37,3 +37,4 @@ pub mod action;
 pub mod field;
 pub mod flow_match;
 pub mod rule;
+pub mod syntax;
