@@ -115,6 +115,16 @@ impl Match {
                     (self.key.vlan_tci[0] & !(VLAN_PCP_MASK | VLAN_CFI)) | pcp | VLAN_CFI;
                 self.mask.vlan_tci[0] |= VLAN_PCP_MASK | VLAN_CFI;
             }
+            // OVS's match_set_icmp_type/code: the 8-bit value lives in the 16-bit
+            // tp_src/tp_dst, matched on all 16 bits.
+            Field::IcmpType | Field::Icmpv6Type if mask.is_none() => {
+                self.key.tp_src = value as u16 & 0xff;
+                self.mask.tp_src = 0xffff;
+            }
+            Field::IcmpCode | Field::Icmpv6Code if mask.is_none() => {
+                self.key.tp_dst = value as u16 & 0xff;
+                self.mask.tp_dst = 0xffff;
+            }
             _ => self.set_masked(field, value, mask.unwrap_or(full) & full),
         }
         self.normalize();

@@ -240,6 +240,10 @@ impl<'a> Iterator for Tokens<'a> {
         }
         let start = self.pos;
         let mut k = start;
+        if b[k] == b'"' {
+            // A quoted port name used as an action: "gre 1".
+            k += value_len(&b[k..], b", \t\r\n:=(");
+        }
         while k < b.len() && !matches!(b[k], b':' | b'=' | b'(') && !is_sep(b[k]) {
             k += 1;
         }
