@@ -38,3 +38,5 @@ pub mod field;
 pub mod flow_match;
 pub mod rule;
 pub mod syntax;
+pub mod table;
+pub mod xlate;

@@ -1,0 +1,788 @@
+//! The OpenFlow pipeline of one bridge: tables 0..=254, each a classifier of
+//! [`Rule`]s, with OVS's flow-mod semantics.
+//!
+//! # Layer
+//!
+//! Owned by the management thread (one [`Tables`] per bridge). Translation
+//! ([`super::xlate`]) reads it; flow mods, learned flows, datapath statistics and
+//! expiry write it. Pure: no I/O, no clock (every time is a `now_ms` argument).
+//!
+//! # Classifier
+//!
+//! Tuple-space search, as OVS's `lib/classifier.c` without its staged lookup and
+//! prefix tries: the rules of a table are grouped by mask into subtables; a
+//! subtable is a hash map from the masked key words (only the mask's non-zero words)
+//! to the rules with that match. Subtables are visited in order of their highest
+//! priority; the search stops as soon as a subtable's highest priority is below the
+//! best match found. The caller's megaflow mask receives the mask of every subtable
+//! probed: that is exactly the set of bits the lookup's outcome depended on.
+//!
+//! Among matching rules the highest priority wins; ties (overlapping rules of the
+//! same priority, which OpenFlow leaves undefined) go to the rule added first, so
+//! lookups are deterministic and a linear scan can serve as the reference.
+//!
+//! # Flow-mod semantics (OVS `ofproto.c`)
+//!
+//! * **add** (`OFPFC_ADD`): a rule with the same table, priority and match is
+//!   replaced. As `ovs-ofctl` speaks OpenFlow 1.0, where "add always resets
+//!   counters", the replacement is a new rule: new [`RuleId`], counters zero,
+//!   created/modified/used = now, the new cookie and timeouts.
+//!   `check_overlap` refuses a rule that overlaps one of the same priority.
+//! * **modify** (`OFPFC_MODIFY[_STRICT]`): selected rules get the new actions
+//!   (and cookie when given); counters, timeouts, `created` and the id are kept;
+//!   `modified` is now.
+//! * **delete** (`OFPFC_DELETE[_STRICT]`): loose selects every rule whose match is at
+//!   least as specific as the filter's (priority ignored); strict the rule with the
+//!   same priority and identical match. Cookie/mask and `out_port` narrow both.
+//! * **learn** (`learn()` action): as OVS's `ofproto_flow_mod_learn`: an identical
+//!   rule (same match, priority, timeouts, cookie, actions) only has `modified`
+//!   refreshed (which restarts its hard timeout); a rule with the same match and
+//!   priority but other actions is modified (strict modify semantics); otherwise
+//!   the flow is added.
+//! * **expiry**: hard timeout counts from `modified`, idle timeout from `used`;
+//!   a rule expires when `now` is strictly past the deadline (OVS `rule_expire`).
+//!
+//! # Deviations from OVS
+//!
+//! * `dump` orders by table, priority (descending), then insertion; OVS dumps in
+//!   classifier order (use `--sort` there).
+//! * No eviction, no table features, no `delete_learned`, no flow monitors.
+
+use super::action::{Action, OFPP_ANY};
+use super::flow_match::Match;
+use super::rule::{FlowFilter, FlowMod, Rule, MAX_TABLE_ID};
+use crate::flow_key::{FlowKey, FLOW_KEY_WORDS};
+use std::collections::{BTreeMap, HashMap};
+
+/// Stable handle of a rule: the datapath credits statistics to it. Never reused
+/// within one [`Tables`].
+pub type RuleId = u64;
+
+/// Number of tables (0..=254).
+pub const N_TABLES: usize = MAX_TABLE_ID as usize + 1;
+
+/// Why a flow mod was refused. Messages name the flow's part and the reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    /// `table=255` or beyond.
+    #[error("table {0}: table id must be at most 254")]
+    BadTableId(u8),
+    /// The match names a field without its prerequisites.
+    #[error("match: {0}")]
+    Prereq(#[from] super::flow_match::PrereqError),
+    /// `goto_table` must go forward.
+    #[error("goto_table:{target}: must name a table after table {table}")]
+    GotoBackwards {
+        /// The rule's table.
+        table: u8,
+        /// The goto target.
+        target: u8,
+    },
+    /// A table id in an action is out of range.
+    #[error("{action}: table id must be at most 254")]
+    BadActionTable {
+        /// The action, as written.
+        action: &'static str,
+    },
+    /// `goto_table` is an instruction: nothing may follow it.
+    #[error("goto_table must be the last action")]
+    GotoNotLast,
+    /// `output:TABLE` is only meaningful in packet-out.
+    #[error("output:TABLE is only valid in packet-out, not in a flow")]
+    OutputTable,
+    /// `check_overlap` found a rule of the same priority that overlaps.
+    #[error("check_overlap: overlaps an existing rule of priority {priority} in table {table}")]
+    Overlap {
+        /// Table.
+        table: u8,
+        /// Priority.
+        priority: u16,
+    },
+}
+
+/// A flow of a batch that was refused, with its position (0-based) in the batch.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("flow {index}: {error}")]
+pub struct BatchError {
+    /// Index of the flow in the batch.
+    pub index: usize,
+    /// Why.
+    pub error: TableError,
+}
+
+/// Why a rule left the tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RemovedReason {
+    /// Idle timeout.
+    IdleTimeout,
+    /// Hard timeout.
+    HardTimeout,
+    /// `del-flows`.
+    Delete,
+}
+
+/// A rule removed by expiry or deletion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemovedRule {
+    /// Its id.
+    pub id: RuleId,
+    /// The rule, with its final counters.
+    pub rule: Rule,
+    /// Why.
+    pub reason: RemovedReason,
+}
+
+/// What a learned flow did to the tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LearnOutcome {
+    /// A new rule.
+    Added(RuleId),
+    /// An identical rule existed: its `modified` time was refreshed.
+    Refreshed(RuleId),
+    /// A rule with the same match and priority got the new actions and cookie.
+    Modified(RuleId),
+    /// The flow was invalid (e.g. its match lacks prerequisites).
+    Refused,
+}
+
+/// Insertion order, the tie-breaker between rules of equal priority.
+type Seq = u64;
+
+struct Slot {
+    rule: Rule,
+    seq: Seq,
+}
+
+/// A rule reference inside a subtable bucket.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    priority: u16,
+    seq: Seq,
+    id: RuleId,
+}
+
+/// All the rules of one table sharing one mask.
+struct Subtable {
+    mask: FlowKey,
+    /// Indices of the mask's non-zero words: the hash key is those words of the
+    /// masked packet key.
+    words: Vec<usize>,
+    /// Masked key words -> rules with that match, by priority descending, then
+    /// insertion.
+    buckets: HashMap<Box<[u64]>, Vec<Entry>>,
+    /// Number of rules per priority, for the max-priority bookkeeping.
+    prios: BTreeMap<u16, usize>,
+    /// Highest priority of the subtable's rules (cached from `prios`).
+    max_prio: u16,
+    /// Creation order, for a stable subtable order among equal max priorities.
+    created: u64,
+}
+
+impl Subtable {
+    fn new(mask: FlowKey, created: u64) -> Subtable {
+        let words = (0..FLOW_KEY_WORDS)
+            .filter(|&i| mask.words()[i] != 0)
+            .collect();
+        Subtable {
+            mask,
+            words,
+            buckets: HashMap::new(),
+            prios: BTreeMap::new(),
+            max_prio: 0,
+            created,
+        }
+    }
+
+    fn max_priority(&self) -> u16 {
+        self.max_prio
+    }
+
+    fn update_max(&mut self) {
+        self.max_prio = self.prios.keys().next_back().copied().unwrap_or(0);
+    }
+
+    /// The masked key words of `key` in `buf`, returned as a slice of it.
+    fn hash_key<'b>(&self, key: &FlowKey, buf: &'b mut [u64; FLOW_KEY_WORDS]) -> &'b [u64] {
+        let (k, m) = (key.words(), self.mask.words());
+        for (n, &i) in self.words.iter().enumerate() {
+            // `i < FLOW_KEY_WORDS` by construction, `n < words.len() <= FLOW_KEY_WORDS`.
+            buf[n] = k[i] & m[i];
+        }
+        &buf[..self.words.len()]
+    }
+}
+
+/// One table: subtables by mask, kept in search order (max priority descending,
+/// then creation). Finding a subtable by mask is a linear scan: it happens only
+/// on flow mods, and tables have few distinct masks.
+#[derive(Default)]
+struct Classifier {
+    subtables: Vec<Subtable>,
+    n_rules: usize,
+    n_created: u64,
+}
+
+/// Sort key of an entry inside a bucket and between buckets: higher priority
+/// first, then earlier insertion.
+fn rank(e: &Entry) -> (std::cmp::Reverse<u16>, Seq) {
+    (std::cmp::Reverse(e.priority), e.seq)
+}
+
+impl Classifier {
+    fn resort(&mut self) {
+        self.subtables
+            .sort_by_key(|st| (std::cmp::Reverse(st.max_priority()), st.created));
+    }
+
+    fn find(&self, mask: &FlowKey) -> Option<usize> {
+        self.subtables.iter().position(|st| st.mask == *mask)
+    }
+
+    fn insert(&mut self, m: &Match, e: Entry) {
+        let i = match self.find(&m.mask) {
+            Some(i) => i,
+            None => {
+                self.subtables.push(Subtable::new(m.mask, self.n_created));
+                self.n_created += 1;
+                self.subtables.len() - 1
+            }
+        };
+        let Some(st) = self.subtables.get_mut(i) else {
+            return;
+        };
+        let before = st.max_priority();
+        let mut buf = [0u64; FLOW_KEY_WORDS];
+        let hk: Box<[u64]> = st.hash_key(&m.key, &mut buf).into();
+        let bucket = st.buckets.entry(hk).or_default();
+        let pos = bucket.partition_point(|x| rank(x) < rank(&e));
+        bucket.insert(pos, e);
+        let first = st.prios.is_empty();
+        *st.prios.entry(e.priority).or_default() += 1;
+        st.update_max();
+        self.n_rules += 1;
+        if first || st.max_priority() != before {
+            self.resort();
+        }
+    }
+
+    fn remove(&mut self, m: &Match, id: RuleId) {
+        let Some(i) = self.find(&m.mask) else {
+            return;
+        };
+        let Some(st) = self.subtables.get_mut(i) else {
+            return;
+        };
+        let before = st.max_priority();
+        let mut buf = [0u64; FLOW_KEY_WORDS];
+        let hk = st.hash_key(&m.key, &mut buf);
+        let Some(bucket) = st.buckets.get_mut(hk) else {
+            return;
+        };
+        let Some(pos) = bucket.iter().position(|e| e.id == id) else {
+            return;
+        };
+        let e = bucket.remove(pos);
+        if bucket.is_empty() {
+            st.buckets.remove(hk);
+        }
+        if let Some(n) = st.prios.get_mut(&e.priority) {
+            *n -= 1;
+            if *n == 0 {
+                st.prios.remove(&e.priority);
+            }
+        }
+        st.update_max();
+        self.n_rules -= 1;
+        if st.prios.is_empty() {
+            self.subtables.remove(i);
+        } else if st.max_priority() != before {
+            self.resort();
+        }
+    }
+
+    /// The rule with exactly this match and priority.
+    fn find_exact(&self, m: &Match, priority: u16) -> Option<RuleId> {
+        let st = self.subtables.get(self.find(&m.mask)?)?;
+        let mut buf = [0u64; FLOW_KEY_WORDS];
+        let hk = st.hash_key(&m.key, &mut buf);
+        st.buckets
+            .get(hk)?
+            .iter()
+            .find(|e| e.priority == priority)
+            .map(|e| e.id)
+    }
+
+    fn lookup(&self, key: &FlowKey, wc: &mut FlowKey) -> Option<Entry> {
+        let mut best: Option<Entry> = None;
+        let mut buf = [0u64; FLOW_KEY_WORDS];
+        for st in &self.subtables {
+            if best.is_some_and(|b| st.max_priority() < b.priority) {
+                break;
+            }
+            for (w, mw) in wc.words_mut().iter_mut().zip(st.mask.words()) {
+                *w |= mw;
+            }
+            let hk = st.hash_key(key, &mut buf);
+            if let Some(e) = st.buckets.get(hk).and_then(|b| b.first()) {
+                let better = match best {
+                    None => true,
+                    Some(b) => rank(e) < rank(&b),
+                };
+                if better {
+                    best = Some(*e);
+                }
+            }
+        }
+        best
+    }
+}
+
+/// The OpenFlow tables of one bridge. See the module docs.
+pub struct Tables {
+    tables: Vec<Classifier>,
+    rules: HashMap<RuleId, Slot>,
+    next_id: RuleId,
+    next_seq: Seq,
+}
+
+impl Default for Tables {
+    fn default() -> Self {
+        Tables::new()
+    }
+}
+
+impl std::fmt::Debug for Tables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tables")
+            .field("n_rules", &self.rules.len())
+            .finish()
+    }
+}
+
+/// Whether two matches can match the same packet.
+fn overlaps(a: &Match, b: &Match) -> bool {
+    let (ak, am, bk, bm) = (a.key.words(), a.mask.words(), b.key.words(), b.mask.words());
+    (0..FLOW_KEY_WORDS).all(|i| (ak[i] ^ bk[i]) & am[i] & bm[i] == 0)
+}
+
+/// Checks a flow mod on its own (nothing about the current tables).
+pub fn validate(fm: &FlowMod) -> Result<(), TableError> {
+    if fm.table_id > MAX_TABLE_ID {
+        return Err(TableError::BadTableId(fm.table_id));
+    }
+    fm.match_.check_prereqs()?;
+    validate_actions(fm.table_id, &fm.actions)
+}
+
+/// Checks an action list for a rule in `table`.
+pub fn validate_actions(table: u8, actions: &[Action]) -> Result<(), TableError> {
+    for (i, a) in actions.iter().enumerate() {
+        match a {
+            Action::GotoTable(t) => {
+                if *t > MAX_TABLE_ID {
+                    return Err(TableError::BadActionTable {
+                        action: "goto_table",
+                    });
+                }
+                if *t <= table {
+                    return Err(TableError::GotoBackwards { table, target: *t });
+                }
+                if i + 1 != actions.len() {
+                    return Err(TableError::GotoNotLast);
+                }
+            }
+            Action::Resubmit { table: Some(t), .. } if *t > MAX_TABLE_ID => {
+                return Err(TableError::BadActionTable { action: "resubmit" });
+            }
+            Action::Learn(l) if l.table > MAX_TABLE_ID => {
+                return Err(TableError::BadActionTable { action: "learn" });
+            }
+            Action::Table => return Err(TableError::OutputTable),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+impl Tables {
+    /// Empty tables.
+    pub fn new() -> Tables {
+        Tables {
+            tables: (0..N_TABLES).map(|_| Classifier::default()).collect(),
+            rules: HashMap::new(),
+            next_id: 1,
+            next_seq: 0,
+        }
+    }
+
+    /// Number of rules in all tables.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether there is no rule at all.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Number of rules in one table.
+    pub fn table_len(&self, table: u8) -> usize {
+        self.tables.get(usize::from(table)).map_or(0, |c| c.n_rules)
+    }
+
+    /// Number of subtables (distinct masks) of a table.
+    pub fn n_subtables(&self, table: u8) -> usize {
+        self.tables
+            .get(usize::from(table))
+            .map_or(0, |c| c.subtables.len())
+    }
+
+    /// The rule with this id.
+    pub fn get(&self, id: RuleId) -> Option<&Rule> {
+        self.rules.get(&id).map(|s| &s.rule)
+    }
+
+    fn classifier(&self, table: u8) -> Option<&Classifier> {
+        self.tables.get(usize::from(table))
+    }
+
+    fn insert_slot(&mut self, id: RuleId, slot: Slot) {
+        let f = &slot.rule.flow;
+        let e = Entry {
+            priority: f.priority,
+            seq: slot.seq,
+            id,
+        };
+        if let Some(c) = self.tables.get_mut(usize::from(f.table_id)) {
+            c.insert(&f.match_, e);
+        }
+        self.rules.insert(id, slot);
+    }
+
+    fn remove_id(&mut self, id: RuleId) -> Option<Rule> {
+        let slot = self.rules.remove(&id)?;
+        let f = &slot.rule.flow;
+        if let Some(c) = self.tables.get_mut(usize::from(f.table_id)) {
+            c.remove(&f.match_, id);
+        }
+        Some(slot.rule)
+    }
+
+    /// The rule in `table` with exactly this match and priority.
+    pub fn find_exact(&self, table: u8, m: &Match, priority: u16) -> Option<RuleId> {
+        self.classifier(table)?.find_exact(m, priority)
+    }
+
+    /// Looks `key` up in `table`: the highest-priority matching rule (first added
+    /// among equals). Every bit the outcome depended on is OR-ed into `wc`.
+    pub fn lookup(&self, table: u8, key: &FlowKey, wc: &mut FlowKey) -> Option<RuleId> {
+        self.classifier(table)?.lookup(key, wc).map(|e| e.id)
+    }
+
+    /// Inserts a validated flow, replacing an identical one; returns the new id.
+    fn insert_new(&mut self, mut fm: FlowMod, now_ms: u64) -> (RuleId, Option<(RuleId, Slot)>) {
+        fm.match_.normalize();
+        let old = self
+            .find_exact(fm.table_id, &fm.match_, fm.priority)
+            .and_then(|id| {
+                let f = self.rules.get(&id).map(|s| s.rule.flow.clone())?;
+                self.tables
+                    .get_mut(usize::from(f.table_id))?
+                    .remove(&f.match_, id);
+                self.rules.remove(&id).map(|s| (id, s))
+            });
+        let id = self.next_id;
+        self.next_id += 1;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.insert_slot(
+            id,
+            Slot {
+                rule: Rule::new(fm, now_ms),
+                seq,
+            },
+        );
+        (id, old)
+    }
+
+    fn check_overlap(&self, fm: &FlowMod) -> Result<(), TableError> {
+        if !fm.flags.check_overlap {
+            return Ok(());
+        }
+        let clash = self.rules.values().any(|s| {
+            let f = &s.rule.flow;
+            f.table_id == fm.table_id
+                && f.priority == fm.priority
+                && f.match_ != fm.match_
+                && overlaps(&f.match_, &fm.match_)
+        });
+        if clash {
+            return Err(TableError::Overlap {
+                table: fm.table_id,
+                priority: fm.priority,
+            });
+        }
+        Ok(())
+    }
+
+    /// `OFPFC_ADD`: validates and inserts `fm`, replacing a rule with the same
+    /// table, priority and match (the replacement is a new rule: see the module
+    /// docs). Returns the new rule's id.
+    pub fn add(&mut self, fm: FlowMod, now_ms: u64) -> Result<RuleId, TableError> {
+        validate(&fm)?;
+        self.check_overlap(&fm)?;
+        Ok(self.insert_new(fm, now_ms).0)
+    }
+
+    /// Adds every flow or none (`ovs-ofctl add-flows` as a bundle): all flows are
+    /// validated first; if one is refused, nothing changes and the error names it.
+    /// Later flows replace earlier identical ones, as sequential adds would.
+    pub fn add_flows(&mut self, fms: Vec<FlowMod>, now_ms: u64) -> Result<Vec<RuleId>, BatchError> {
+        for (index, fm) in fms.iter().enumerate() {
+            validate(fm).map_err(|error| BatchError { index, error })?;
+        }
+        // Only check_overlap depends on the tables: apply with an undo log.
+        let mut undo: Vec<(RuleId, Option<(RuleId, Slot)>)> = Vec::with_capacity(fms.len());
+        let mut ids = Vec::with_capacity(fms.len());
+        for (index, fm) in fms.into_iter().enumerate() {
+            if let Err(error) = self.check_overlap(&fm) {
+                for (new, old) in undo.into_iter().rev() {
+                    self.remove_id(new);
+                    if let Some((old_id, slot)) = old {
+                        self.insert_slot(old_id, slot);
+                    }
+                }
+                return Err(BatchError { index, error });
+            }
+            let (id, old) = self.insert_new(fm, now_ms);
+            ids.push(id);
+            undo.push((id, old));
+        }
+        Ok(ids)
+    }
+
+    /// Ids of the rules `filter` selects, in dump order.
+    fn select(&self, filter: &FlowFilter) -> Vec<RuleId> {
+        let mut v: Vec<(&RuleId, &Slot)> = self
+            .rules
+            .iter()
+            .filter(|(_, s)| filter.selects(&s.rule.flow))
+            .collect();
+        v.sort_by_key(|(_, s)| {
+            (
+                s.rule.flow.table_id,
+                std::cmp::Reverse(s.rule.flow.priority),
+                s.seq,
+            )
+        });
+        v.into_iter().map(|(id, _)| *id).collect()
+    }
+
+    /// `dump-flows`: the selected rules, by table, priority descending, then
+    /// insertion.
+    pub fn dump(&self, filter: &FlowFilter) -> Vec<(RuleId, &Rule)> {
+        self.select(filter)
+            .into_iter()
+            .filter_map(|id| self.get(id).map(|r| (id, r)))
+            .collect()
+    }
+
+    /// Every rule, in dump order.
+    pub fn iter(&self) -> impl Iterator<Item = (RuleId, &Rule)> {
+        self.dump(&FlowFilter::default()).into_iter()
+    }
+
+    /// `del-flows` (loose or strict per `filter.strict`): removes and returns the
+    /// selected rules, in dump order.
+    pub fn delete(&mut self, filter: &FlowFilter) -> Vec<RemovedRule> {
+        self.select(filter)
+            .into_iter()
+            .filter_map(|id| {
+                self.remove_id(id).map(|rule| RemovedRule {
+                    id,
+                    rule,
+                    reason: RemovedReason::Delete,
+                })
+            })
+            .collect()
+    }
+
+    /// `mod-flows` (loose or strict per `filter.strict`): the selected rules get
+    /// `actions` (and `new_cookie` if given); counters, timeouts, creation time and
+    /// ids are kept, `modified` becomes `now_ms`. Returns the ids modified; the
+    /// caller adds the flow when none was (OVS does so when the request has no
+    /// cookie mask).
+    pub fn modify(
+        &mut self,
+        filter: &FlowFilter,
+        actions: &[Action],
+        new_cookie: Option<u64>,
+        now_ms: u64,
+    ) -> Result<Vec<RuleId>, TableError> {
+        let ids = self.select(filter);
+        for id in &ids {
+            if let Some(s) = self.rules.get(id) {
+                validate_actions(s.rule.flow.table_id, actions)?;
+            }
+        }
+        for id in &ids {
+            if let Some(s) = self.rules.get_mut(id) {
+                s.rule.flow.actions = actions.to_vec();
+                if let Some(c) = new_cookie {
+                    s.rule.flow.cookie = c;
+                }
+                s.rule.modified_ms = now_ms;
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Applies a flow produced by a `learn()` action (see the module docs).
+    pub fn learn(&mut self, fm: FlowMod, now_ms: u64) -> LearnOutcome {
+        if validate(&fm).is_err() {
+            return LearnOutcome::Refused;
+        }
+        let mut m = fm.match_;
+        m.normalize();
+        let Some(id) = self.find_exact(fm.table_id, &m, fm.priority) else {
+            return LearnOutcome::Added(self.insert_new(fm, now_ms).0);
+        };
+        let Some(s) = self.rules.get_mut(&id) else {
+            return LearnOutcome::Refused;
+        };
+        let f = &mut s.rule.flow;
+        s.rule.modified_ms = now_ms;
+        if f.idle_timeout == fm.idle_timeout
+            && f.hard_timeout == fm.hard_timeout
+            && f.importance == fm.importance
+            && f.flags == fm.flags
+            && f.cookie == fm.cookie
+            && f.actions == fm.actions
+        {
+            LearnOutcome::Refreshed(id)
+        } else {
+            f.actions = fm.actions;
+            f.cookie = fm.cookie;
+            LearnOutcome::Modified(id)
+        }
+    }
+
+    /// What [`Tables::learn`] would do with `fm`, without doing it.
+    pub fn learn_preview(&self, fm: &FlowMod) -> LearnOutcome {
+        if validate(fm).is_err() {
+            return LearnOutcome::Refused;
+        }
+        let mut m = fm.match_;
+        m.normalize();
+        match self
+            .find_exact(fm.table_id, &m, fm.priority)
+            .and_then(|id| self.get(id).map(|r| (id, r)))
+        {
+            None => LearnOutcome::Added(0),
+            Some((id, r)) => {
+                let f = &r.flow;
+                if f.idle_timeout == fm.idle_timeout
+                    && f.hard_timeout == fm.hard_timeout
+                    && f.importance == fm.importance
+                    && f.flags == fm.flags
+                    && f.cookie == fm.cookie
+                    && f.actions == fm.actions
+                {
+                    LearnOutcome::Refreshed(id)
+                } else {
+                    LearnOutcome::Modified(id)
+                }
+            }
+        }
+    }
+
+    /// Credits datapath statistics to a rule: counters grow, and `used` moves to
+    /// `now_ms` when packets were seen. Returns `false` for an unknown id (a rule
+    /// deleted or replaced since the megaflow was installed).
+    pub fn credit(&mut self, id: RuleId, packets: u64, bytes: u64, now_ms: u64) -> bool {
+        let Some(s) = self.rules.get_mut(&id) else {
+            return false;
+        };
+        let r = &mut s.rule;
+        r.n_packets = r.n_packets.saturating_add(packets);
+        r.n_bytes = r.n_bytes.saturating_add(bytes);
+        if packets > 0 && now_ms > r.used_ms {
+            r.used_ms = now_ms;
+        }
+        true
+    }
+
+    /// Removes and returns the rules whose hard timeout (since `modified`) or idle
+    /// timeout (since `used`) has passed at `now_ms`, in dump order.
+    pub fn expire(&mut self, now_ms: u64) -> Vec<RemovedRule> {
+        let mut due: Vec<(RuleId, RemovedReason)> = self
+            .rules
+            .iter()
+            .filter_map(|(id, s)| expiry(&s.rule, now_ms).map(|r| (*id, r)))
+            .collect();
+        due.sort_by_key(|(id, _)| {
+            self.rules.get(id).map(|s| {
+                (
+                    s.rule.flow.table_id,
+                    std::cmp::Reverse(s.rule.flow.priority),
+                    s.seq,
+                )
+            })
+        });
+        due.into_iter()
+            .filter_map(|(id, reason)| {
+                self.remove_id(id)
+                    .map(|rule| RemovedRule { id, rule, reason })
+            })
+            .collect()
+    }
+
+    /// The earliest time at which [`Tables::expire`] may remove something, if any
+    /// rule has a timeout (for the caller's timer).
+    pub fn next_expiry_ms(&self) -> Option<u64> {
+        self.rules
+            .values()
+            .filter_map(|s| {
+                let r = &s.rule;
+                let hard = (r.flow.hard_timeout > 0)
+                    .then(|| r.modified_ms + u64::from(r.flow.hard_timeout) * 1000 + 1);
+                let idle = (r.flow.idle_timeout > 0)
+                    .then(|| r.used_ms + u64::from(r.flow.idle_timeout) * 1000 + 1);
+                match (hard, idle) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            })
+            .min()
+    }
+
+    /// Whether `id`'s rule has an output-type action to `port` (`OFPP_ANY`: any).
+    pub fn outputs_to(&self, id: RuleId, port: u32) -> bool {
+        self.get(id).is_some_and(|r| {
+            port == OFPP_ANY || r.flow.actions.iter().any(|a| a.output_port() == Some(port))
+        })
+    }
+}
+
+/// Why `rule` expires at `now_ms`, if it does (hard first, as OVS).
+pub fn expiry(rule: &Rule, now_ms: u64) -> Option<RemovedReason> {
+    let f = &rule.flow;
+    if f.hard_timeout > 0 && now_ms > rule.modified_ms + u64::from(f.hard_timeout) * 1000 {
+        return Some(RemovedReason::HardTimeout);
+    }
+    if f.idle_timeout > 0 && now_ms > rule.used_ms + u64::from(f.idle_timeout) * 1000 {
+        return Some(RemovedReason::IdleTimeout);
+    }
+    None
+}
+
+/// Linear-scan lookup over every rule: the reference the classifier is tested
+/// against (same tie-break: priority, then insertion order by id).
+pub fn lookup_linear(tables: &Tables, table: u8, key: &FlowKey) -> Option<RuleId> {
+    tables
+        .rules
+        .iter()
+        .filter(|(_, s)| s.rule.flow.table_id == table && s.rule.flow.match_.matches(key))
+        .max_by_key(|(_, s)| (s.rule.flow.priority, std::cmp::Reverse(s.seq)))
+        .map(|(id, _)| *id)
+}

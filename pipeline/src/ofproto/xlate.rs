@@ -1,0 +1,1185 @@
+//! Translation ("xlate"): runs a packet's flow key through the OpenFlow tables and
+//! produces datapath actions, the megaflow mask, learned flows, the rules hit and
+//! (optionally) a trace, as OVS's `ofproto/ofproto-dpif-xlate.c` does.
+//!
+//! # Layer
+//!
+//! Management thread only (upcalls, revalidation, `ofproto/trace`). Pure: no I/O,
+//! no clock; the tables are only read. Learned flows come back as
+//! [`Translation::learned`] and are applied by the caller
+//! ([`translate_and_learn`] does both), so, as in OVS, a translation never sees
+//! the flows it learns itself.
+//!
+//! # Semantics mirrored from OVS
+//!
+//! * Lookup starts in table 0. A table miss drops (no controller); after a
+//!   `resubmit` that misses, the calling action list continues.
+//! * `resubmit(P,T)` looks up with `in_port = P` but runs the rule's actions with the
+//!   packet's own in_port (OVS restores it before executing). `goto_table` behaves as
+//!   a final resubmit. Depth is bounded by [`MAX_RESUBMIT_DEPTH`] (64), the total
+//!   number of resubmits by [`MAX_RESUBMITS`] and the actions executed by
+//!   [`MAX_ACTIONS`]: exceeding one ends translation with [`XlateError`] and the
+//!   datapath actions become a counted `drop`, never a hang or a panic.
+//! * Output to the input port is skipped except through `in_port`/`IN_PORT`;
+//!   `FLOOD` and `ALL` send to every bridge port but the input port; outputs to
+//!   ports the bridge does not have are skipped (OVS: "Nonexistent output port").
+//!   `LOCAL` always exists.
+//! * Header changes are committed lazily (OVS `commit_odp_actions`): the translator
+//!   tracks the flow as the actions left it and as the datapath last saw it, and
+//!   before each output emits only what changed, in OVS's order: tunnel, Ethernet,
+//!   L3 (IPv4/IPv6/ARP), L4 ports, ICMP, then VLAN pops/pushes. Set actions carry
+//!   only the changed fields (masked sets with full-field masks).
+//! * `mod_vlan_vid`/`mod_vlan_pcp` push a tag when there is none (OpenFlow 1.0
+//!   behaviour); `strip_vlan`/`pop_vlan` remove the outer tag; `push_vlan` pushes an
+//!   empty tag (VID 0).
+//! * `set_field`, `load` and `move` touch a field only when the packet has it
+//!   (prerequisites checked on the current flow, OVS `mf_are_prereqs_ok`).
+//! * `dec_ttl` on a TTL of 0 or 1 sends the packet to the controller (counted) and
+//!   stops the current action list.
+//! * `learn` builds a flow from the packet's current fields; the caller applies it
+//!   with [`Tables::learn`] (add, or refresh/modify an identical one).
+//! * `NORMAL` needs the learning switch: without a [`NormalHook`] it outputs
+//!   nothing and flags [`Translation::normal_unsupported`].
+//!
+//! # The megaflow mask
+//!
+//! [`Translation::mask`] has a 1 for every key bit the result depended on, and is
+//! sound: any key equal to the input on those bits translates to the same datapath
+//! actions (property-tested). It is the union of:
+//! * `in_port`, `recirc_id`, `dl_type` (and `nw_frag` for IP), always, as OVS;
+//! * the mask of every subtable probed by each lookup (see `table`);
+//! * the bits read by actions (move/learn/output:reg sources, prerequisite fields,
+//!   `dec_ttl`'s TTL), the bits written by set actions (whether a set is emitted
+//!   depends on the original value), every VLAN field when VLAN tags are touched,
+//!   and every field a committed set action carries in full.
+//!
+//! # Deviations
+//!
+//! * No patch ports, tunnels ports, bonds, mirrors, conntrack, groups, meters or
+//!   recirculation; `set(tunnel(..))` is committed before any output, not only
+//!   before tunnel ports.
+//! * `fin_idle_timeout`/`fin_hard_timeout` of `learn` are ignored.
+
+use super::action::{Action, LearnField, LearnSpec, OFPP_LOCAL, OFPP_MAX};
+use super::field::{Field, Subfield};
+use super::flow_match::Match;
+use super::rule::{FlowMod, FlowModFlags};
+use super::table::{LearnOutcome, RuleId, Tables};
+use crate::actions::DpAction;
+use crate::flow_key::{
+    FlowKey, ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, ETH_TYPE_RARP, ETH_TYPE_VLAN_8021Q,
+    FLOW_MAX_VLAN_HEADERS, FLOW_NW_FRAG_LATER, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP,
+    IPPROTO_TCP, IPPROTO_UDP, VLAN_CFI, VLAN_PCP_MASK, VLAN_PCP_SHIFT, VLAN_VID_MASK,
+};
+
+/// Deepest resubmit/goto nesting (OVS `MAX_DEPTH`).
+pub const MAX_RESUBMIT_DEPTH: usize = 64;
+/// Most resubmits in one translation (OVS `MAX_RESUBMITS` = 64 * 64).
+pub const MAX_RESUBMITS: usize = MAX_RESUBMIT_DEPTH * MAX_RESUBMIT_DEPTH;
+/// Most actions executed in one translation.
+pub const MAX_ACTIONS: usize = 4096;
+
+/// Why a translation was cut short (its datapath actions are then `drop`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum XlateError {
+    /// Resubmits nested deeper than [`MAX_RESUBMIT_DEPTH`] (usually a loop).
+    #[error("resubmit nested deeper than {MAX_RESUBMIT_DEPTH} (loop?), packet dropped")]
+    TooDeep,
+    /// More than [`MAX_RESUBMITS`] resubmits.
+    #[error("more than {MAX_RESUBMITS} resubmits, packet dropped")]
+    TooManyResubmits,
+    /// More than [`MAX_ACTIONS`] actions executed.
+    #[error("more than {MAX_ACTIONS} actions executed, packet dropped")]
+    TooManyActions,
+}
+
+/// The text `NORMAL` reports until the learning switch exists.
+pub const NORMAL_UNSUPPORTED: &str =
+    "NORMAL is not supported yet (learning switch comes with the bridging issue)";
+
+/// The L2 learning switch behind the `NORMAL` action, supplied by the caller.
+pub trait NormalHook {
+    /// Ports `flow` goes to (the translator skips the input port and commits
+    /// header changes before each). Every key bit read must be OR-ed into `wc`.
+    fn normal(&mut self, flow: &FlowKey, wc: &mut FlowKey, ports: &[u32]) -> Vec<u32>;
+}
+
+/// One line of a trace, with its nesting depth: the lookup in table 0 is at depth
+/// 0, the actions of a rule (and the lookups they resubmit to) one deeper than
+/// its table. Events are in execution order (a pre-order walk of the trace tree).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TraceEvent {
+    /// A lookup in `table`; `rule` is the rule hit, with its text (`match,
+    /// priority N`), or `None` for a miss.
+    Table {
+        /// Nesting depth.
+        depth: usize,
+        /// Table id.
+        table: u8,
+        /// The rule hit and its description.
+        rule: Option<(RuleId, String)>,
+    },
+    /// An action executed, in `ovs-ofctl` syntax.
+    Action {
+        /// Nesting depth (that of the table whose rule it belongs to).
+        depth: usize,
+        /// The action's text.
+        text: String,
+    },
+    /// A remark on the preceding action (printed ` -> text`).
+    Detail {
+        /// Nesting depth.
+        depth: usize,
+        /// The remark.
+        text: String,
+    },
+    /// A warning (printed ` >> text`).
+    Warn {
+        /// Nesting depth.
+        depth: usize,
+        /// The warning.
+        text: String,
+    },
+}
+
+/// The result of translating one flow key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Translation {
+    /// The key translated.
+    pub input: FlowKey,
+    /// The flow as the actions left it.
+    pub final_flow: FlowKey,
+    /// Datapath actions; `[Drop]` when nothing is output.
+    pub actions: Vec<DpAction>,
+    /// Megaflow mask (see the module docs).
+    pub mask: FlowKey,
+    /// Every rule hit, in order (a rule hit twice appears twice), for crediting
+    /// the datapath's statistics.
+    pub rules: Vec<RuleId>,
+    /// Flows built by `learn` actions, in order, for [`Tables::learn`].
+    pub learned: Vec<FlowMod>,
+    /// What applying `learned` did (filled by [`translate_and_learn`]).
+    pub learn_outcomes: Vec<LearnOutcome>,
+    /// The trace, when asked for.
+    pub trace: Vec<TraceEvent>,
+    /// Why translation was cut short, if it was.
+    pub error: Option<XlateError>,
+    /// A `NORMAL` action ran without a learning switch.
+    pub normal_unsupported: bool,
+    /// Packets sent to the controller (`controller`, `dec_ttl` expiry).
+    pub n_controller: u32,
+}
+
+/// Options of a translation.
+#[derive(Default)]
+pub struct XlateOptions<'a> {
+    /// Record a trace (costs string formatting: off on the upcall path).
+    pub trace: bool,
+    /// The learning switch behind `NORMAL`.
+    pub normal: Option<&'a mut dyn NormalHook>,
+}
+
+/// Translates `key` through `tables` on a bridge with the given OpenFlow ports.
+pub fn translate(
+    tables: &Tables,
+    key: &FlowKey,
+    ports: &[u32],
+    opts: XlateOptions<'_>,
+) -> Translation {
+    let mut cx = Ctx {
+        tables,
+        ports,
+        normal: opts.normal,
+        tracing: opts.trace,
+        flow: *key,
+        base: *key,
+        wc: FlowKey::default(),
+        out: Vec::new(),
+        rules: Vec::new(),
+        learned: Vec::new(),
+        trace: Vec::new(),
+        n_actions: 0,
+        n_resubmits: 0,
+        depth: 0,
+        error: None,
+        normal_unsupported: false,
+        n_controller: 0,
+    };
+    cx.wc.in_port = u32::MAX;
+    cx.wc.recirc_id = u32::MAX;
+    cx.wc.dl_type = u16::MAX;
+    if key.is_ip() {
+        cx.wc.nw_frag |= 0x03;
+    }
+    cx.table(0, None);
+    let mut actions = cx.out;
+    if cx.error.is_some() {
+        actions.clear();
+    }
+    if actions.is_empty() {
+        actions.push(DpAction::Drop);
+    }
+    Translation {
+        input: *key,
+        final_flow: cx.flow,
+        actions,
+        mask: cx.wc,
+        rules: cx.rules,
+        learned: cx.learned,
+        learn_outcomes: Vec::new(),
+        trace: cx.trace,
+        error: cx.error,
+        normal_unsupported: cx.normal_unsupported,
+        n_controller: cx.n_controller,
+    }
+}
+
+/// [`translate`], then applies the learned flows to `tables` at `now_ms`
+/// (recording [`Translation::learn_outcomes`]). This is what a packet does to a
+/// bridge; tracing several keys in order with it lets later keys see what earlier
+/// ones learned.
+pub fn translate_and_learn(
+    tables: &mut Tables,
+    key: &FlowKey,
+    ports: &[u32],
+    opts: XlateOptions<'_>,
+    now_ms: u64,
+) -> Translation {
+    let mut t = translate(tables, key, ports, opts);
+    t.learn_outcomes = t
+        .learned
+        .iter()
+        .map(|fm| tables.learn(fm.clone(), now_ms))
+        .collect();
+    t
+}
+
+/// Counters of translation outcomes, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XlateStats {
+    /// Translations run.
+    pub translations: u64,
+    /// Cut short by [`XlateError::TooDeep`].
+    pub too_deep: u64,
+    /// Cut short by [`XlateError::TooManyResubmits`].
+    pub too_many_resubmits: u64,
+    /// Cut short by [`XlateError::TooManyActions`].
+    pub too_many_actions: u64,
+    /// Hit `NORMAL` without a learning switch.
+    pub normal_unsupported: u64,
+    /// Packets sent to the controller.
+    pub controller: u64,
+}
+
+impl XlateStats {
+    /// Counts one translation's outcome.
+    pub fn record(&mut self, t: &Translation) {
+        self.translations += 1;
+        match t.error {
+            Some(XlateError::TooDeep) => self.too_deep += 1,
+            Some(XlateError::TooManyResubmits) => self.too_many_resubmits += 1,
+            Some(XlateError::TooManyActions) => self.too_many_actions += 1,
+            None => {}
+        }
+        self.normal_unsupported += u64::from(t.normal_unsupported);
+        self.controller += u64::from(t.n_controller);
+    }
+}
+
+/// ORs `m` into `wc`.
+fn or_mask(wc: &mut FlowKey, m: &FlowKey) {
+    for (w, x) in wc.words_mut().iter_mut().zip(m.words()) {
+        *w |= x;
+    }
+}
+
+/// Marks in `wc` the key bits that `field`'s value bits `value_mask` live in.
+fn mark_field(wc: &mut FlowKey, field: Field, value_mask: u128) {
+    let mut m = FlowKey::default();
+    field.set_raw(&mut m, value_mask);
+    or_mask(wc, &m);
+}
+
+fn mark_subfield(wc: &mut FlowKey, sf: &Subfield) {
+    mark_field(wc, sf.field, sf.value_mask());
+}
+
+/// Marks every VLAN field (both tags' TCI and TPID).
+fn mark_vlans(wc: &mut FlowKey) {
+    wc.vlan_tci = [u16::MAX; FLOW_MAX_VLAN_HEADERS];
+    wc.vlan_tpid = [u16::MAX; FLOW_MAX_VLAN_HEADERS];
+}
+
+fn is_vlan_field(f: Field) -> bool {
+    matches!(
+        f,
+        Field::VlanTci | Field::DlVlan | Field::VlanVid | Field::VlanPcp
+    )
+}
+
+/// Fields OpenFlow does not let actions write (OVS `mf->writable == false`).
+fn is_writable(f: Field) -> bool {
+    !matches!(
+        f,
+        Field::EthType | Field::IpProto | Field::IpFrag | Field::TcpFlags
+    )
+}
+
+/// The VLAN tags present, outer first: tags count while their CFI bit is set.
+fn vlan_stack(k: &FlowKey) -> ([(u16, u16); FLOW_MAX_VLAN_HEADERS], usize) {
+    let mut s = [(0, 0); FLOW_MAX_VLAN_HEADERS];
+    let mut n = 0;
+    for (slot, (tpid, tci)) in s.iter_mut().zip(k.vlan_tpid.iter().zip(k.vlan_tci.iter())) {
+        if tci & VLAN_CFI == 0 {
+            break;
+        }
+        let tpid = if *tpid == 0 {
+            ETH_TYPE_VLAN_8021Q
+        } else {
+            *tpid
+        };
+        *slot = (tpid, *tci);
+        n += 1;
+    }
+    (s, n)
+}
+
+/// Maps a 16-bit OpenFlow 1.0 port (as `NXM_OF_IN_PORT` holds it) to 32 bits.
+fn port_from_u16(p: u128) -> Option<u32> {
+    let p = u32::try_from(p).ok()?;
+    if p > 0xffff {
+        return None;
+    }
+    Some(if p >= 0xfff8 { 0xffff_0000 | p } else { p })
+}
+
+struct Ctx<'a, 'h> {
+    tables: &'a Tables,
+    ports: &'a [u32],
+    normal: Option<&'h mut dyn NormalHook>,
+    tracing: bool,
+    /// The packet as the actions so far made it.
+    flow: FlowKey,
+    /// The packet as the datapath actions emitted so far make it.
+    base: FlowKey,
+    wc: FlowKey,
+    out: Vec<DpAction>,
+    rules: Vec<RuleId>,
+    learned: Vec<FlowMod>,
+    trace: Vec<TraceEvent>,
+    n_actions: usize,
+    n_resubmits: usize,
+    depth: usize,
+    error: Option<XlateError>,
+    normal_unsupported: bool,
+    n_controller: u32,
+}
+
+impl Ctx<'_, '_> {
+    fn warn(&mut self, text: impl Into<String>) {
+        if self.tracing {
+            let depth = self.depth + 1;
+            self.trace.push(TraceEvent::Warn {
+                depth,
+                text: text.into(),
+            });
+        }
+    }
+
+    fn detail(&mut self, text: impl Into<String>) {
+        if self.tracing {
+            let depth = self.depth + 1;
+            self.trace.push(TraceEvent::Detail {
+                depth,
+                text: text.into(),
+            });
+        }
+    }
+
+    /// Looks up `table` (with `in_port` replaced for the lookup only) and runs the
+    /// rule's actions. `self.depth` is the number of enclosing resubmits; in the
+    /// trace, the table is at that depth and its actions one deeper.
+    fn table(&mut self, table: u8, in_port: Option<u32>) {
+        if self.depth >= MAX_RESUBMIT_DEPTH {
+            self.error = Some(XlateError::TooDeep);
+            self.warn(XlateError::TooDeep.to_string());
+            return;
+        }
+        let saved = self.flow.in_port;
+        if let Some(p) = in_port {
+            self.flow.in_port = p;
+        }
+        let hit = self.tables.lookup(table, &self.flow, &mut self.wc);
+        self.flow.in_port = saved;
+        let rule = hit.and_then(|id| self.tables.get(id).map(|r| (id, r)));
+        if self.tracing {
+            self.trace.push(TraceEvent::Table {
+                depth: self.depth,
+                table,
+                rule: rule.map(|(id, r)| (id, text::rule_brief(r))),
+            });
+        }
+        let Some((id, rule)) = rule else {
+            if self.tracing {
+                self.trace.push(TraceEvent::Action {
+                    depth: self.depth + 1,
+                    text: "drop".into(),
+                });
+            }
+            return;
+        };
+        self.rules.push(id);
+        self.run_actions(table, &rule.flow.actions);
+    }
+
+    fn run_actions(&mut self, table: u8, actions: &[Action]) {
+        if actions.is_empty() && self.tracing {
+            self.trace.push(TraceEvent::Action {
+                depth: self.depth + 1,
+                text: "drop".into(),
+            });
+        }
+        for a in actions {
+            if self.error.is_some() {
+                return;
+            }
+            self.n_actions += 1;
+            if self.n_actions > MAX_ACTIONS {
+                self.error = Some(XlateError::TooManyActions);
+                self.warn(XlateError::TooManyActions.to_string());
+                return;
+            }
+            if self.tracing {
+                self.trace.push(TraceEvent::Action {
+                    depth: self.depth + 1,
+                    text: text::action(a),
+                });
+            }
+            if self.action(table, a) {
+                return;
+            }
+        }
+    }
+
+    /// Executes one action; returns `true` when the rest of the list must be
+    /// skipped (`dec_ttl` expiry).
+    fn action(&mut self, table: u8, a: &Action) -> bool {
+        match a {
+            Action::Output(p) => self.output(*p, false),
+            Action::OutputReg(sf) => {
+                mark_subfield(&mut self.wc, sf);
+                let v = sf.read(&self.flow);
+                match port_from_u16(v).and_then(Action::output) {
+                    Some(Action::OutputReg(_)) | None => {
+                        self.warn(format!("output:{sf}: {v:#x} is not a port"));
+                    }
+                    Some(act) => return self.action(table, &act),
+                }
+            }
+            Action::InPort => {
+                let p = self.flow.in_port;
+                self.output(p, true);
+            }
+            Action::Local => self.output(OFPP_LOCAL, false),
+            Action::Flood | Action::All => {
+                let in_port = self.flow.in_port;
+                for &p in self.ports {
+                    if p != in_port {
+                        self.commit();
+                        self.out.push(DpAction::Output(p));
+                    }
+                }
+            }
+            Action::Normal => self.normal(),
+            Action::Controller { max_len } => {
+                self.commit();
+                self.out.push(DpAction::Controller { max_len: *max_len });
+                self.n_controller += 1;
+            }
+            Action::Table => self.warn("output:TABLE is only valid in packet-out, ignored"),
+            Action::Resubmit { port, table: t } => {
+                self.n_resubmits += 1;
+                if self.n_resubmits > MAX_RESUBMITS {
+                    self.error = Some(XlateError::TooManyResubmits);
+                    self.warn(XlateError::TooManyResubmits.to_string());
+                    return true;
+                }
+                self.depth += 1;
+                self.table(t.unwrap_or(table), *port);
+                self.depth -= 1;
+            }
+            Action::GotoTable(t) => {
+                self.n_resubmits += 1;
+                if self.n_resubmits > MAX_RESUBMITS {
+                    self.error = Some(XlateError::TooManyResubmits);
+                    self.warn(XlateError::TooManyResubmits.to_string());
+                    return true;
+                }
+                self.depth += 1;
+                self.table(*t, None);
+                self.depth -= 1;
+            }
+            Action::ModVlanVid(vid) => {
+                mark_vlans(&mut self.wc);
+                let f = &mut self.flow;
+                if f.vlan_tci[0] & VLAN_CFI == 0 {
+                    f.vlan_tpid[0] = ETH_TYPE_VLAN_8021Q;
+                    f.vlan_tci[0] = 0;
+                }
+                f.vlan_tci[0] = (f.vlan_tci[0] & !VLAN_VID_MASK) | (vid & VLAN_VID_MASK) | VLAN_CFI;
+            }
+            Action::ModVlanPcp(pcp) => {
+                mark_vlans(&mut self.wc);
+                let f = &mut self.flow;
+                if f.vlan_tci[0] & VLAN_CFI == 0 {
+                    f.vlan_tpid[0] = ETH_TYPE_VLAN_8021Q;
+                    f.vlan_tci[0] = 0;
+                }
+                f.vlan_tci[0] = (f.vlan_tci[0] & !VLAN_PCP_MASK)
+                    | ((u16::from(*pcp) << VLAN_PCP_SHIFT) & VLAN_PCP_MASK)
+                    | VLAN_CFI;
+            }
+            Action::StripVlan | Action::PopVlan => {
+                mark_vlans(&mut self.wc);
+                let f = &mut self.flow;
+                if f.vlan_tci[0] & VLAN_CFI != 0 {
+                    if f.vlan_tci[1] & VLAN_CFI != 0 {
+                        f.vlan_tci[0] = f.vlan_tci[1];
+                        f.vlan_tpid[0] = f.vlan_tpid[1];
+                    } else {
+                        f.vlan_tci[0] = 0;
+                        f.vlan_tpid[0] = 0;
+                    }
+                    f.vlan_tci[1] = 0;
+                    f.vlan_tpid[1] = 0;
+                }
+            }
+            Action::PushVlan(tpid) => {
+                mark_vlans(&mut self.wc);
+                let f = &mut self.flow;
+                if f.vlan_tci[0] & VLAN_CFI != 0 {
+                    f.vlan_tci[1] = f.vlan_tci[0];
+                    f.vlan_tpid[1] = f.vlan_tpid[0];
+                } else {
+                    f.vlan_tci[1] = 0;
+                    f.vlan_tpid[1] = 0;
+                }
+                f.vlan_tpid[0] = *tpid;
+                f.vlan_tci[0] = VLAN_CFI;
+            }
+            Action::ModDlSrc(m) => {
+                self.wc.dl_src = [0xff; 6];
+                self.flow.dl_src = *m;
+            }
+            Action::ModDlDst(m) => {
+                self.wc.dl_dst = [0xff; 6];
+                self.flow.dl_dst = *m;
+            }
+            Action::ModNwSrc(ip) => {
+                if self.flow.dl_type == ETH_TYPE_IPV4 {
+                    self.wc.nw_src = u32::MAX;
+                    self.flow.nw_src = *ip;
+                }
+            }
+            Action::ModNwDst(ip) => {
+                if self.flow.dl_type == ETH_TYPE_IPV4 {
+                    self.wc.nw_dst = u32::MAX;
+                    self.flow.nw_dst = *ip;
+                }
+            }
+            Action::ModNwTos(tos) => {
+                if self.flow.is_ip() {
+                    self.wc.nw_tos |= 0xfc;
+                    self.flow.nw_tos = (self.flow.nw_tos & 0x03) | (tos & 0xfc);
+                }
+            }
+            Action::ModTpSrc(p) | Action::ModTpDst(p) => {
+                if self.flow.is_ip() && self.flow.nw_frag & FLOW_NW_FRAG_LATER == 0 {
+                    self.wc.nw_proto = u8::MAX;
+                    if matches!(a, Action::ModTpSrc(_)) {
+                        self.wc.tp_src = u16::MAX;
+                        self.flow.tp_src = *p;
+                    } else {
+                        self.wc.tp_dst = u16::MAX;
+                        self.flow.tp_dst = *p;
+                    }
+                }
+            }
+            Action::DecTtl => {
+                if self.flow.is_ip() {
+                    self.wc.nw_ttl = u8::MAX;
+                    if self.flow.nw_ttl > 1 {
+                        self.flow.nw_ttl -= 1;
+                    } else {
+                        self.detail("TTL expired: sent to the controller, actions stop");
+                        self.commit();
+                        self.out.push(DpAction::Controller { max_len: u16::MAX });
+                        self.n_controller += 1;
+                        return true;
+                    }
+                }
+            }
+            Action::SetTunnel(id) | Action::SetTunnel64(id) => {
+                self.wc.tun_id = u64::MAX;
+                self.flow.tun_id = *id;
+            }
+            Action::SetField { field, value, mask } => {
+                self.write_field(*field, *value, *mask);
+            }
+            Action::Load { dst, value } => {
+                let vm = dst.value_mask();
+                self.write_field(dst.field, value << dst.ofs, vm);
+            }
+            Action::Move { src, dst } => {
+                if !is_writable(dst.field) {
+                    self.warn(format!("{}: field is not writable", dst.field.name()));
+                } else if src.field.prereqs_ok(&self.flow, Some(&mut self.wc))
+                    && dst.field.prereqs_ok(&self.flow, Some(&mut self.wc))
+                {
+                    mark_subfield(&mut self.wc, src);
+                    let v = src.read(&self.flow);
+                    self.write_field(dst.field, v << dst.ofs, dst.value_mask());
+                }
+            }
+            Action::Learn(spec) => self.learn(spec),
+            Action::Note(_) => {}
+        }
+        false
+    }
+
+    /// Writes `value` under `mask` (both in the field's value space) into the
+    /// current flow, if the packet has the field; marks the bits written.
+    fn write_field(&mut self, field: Field, value: u128, mask: u128) {
+        if !is_writable(field) {
+            self.warn(format!("{}: field is not writable", field.name()));
+            return;
+        }
+        if !field.prereqs_ok(&self.flow, Some(&mut self.wc)) {
+            self.detail(format!(
+                "{}: the packet has no such field, not set",
+                field.name()
+            ));
+            return;
+        }
+        if is_vlan_field(field) {
+            mark_vlans(&mut self.wc);
+        } else {
+            mark_field(&mut self.wc, field, mask);
+        }
+        let old = field.get(&self.flow);
+        field.set(&mut self.flow, (old & !mask) | (value & mask));
+        // A tag made present by a write gets the default TPID (OVS
+        // `flow_fix_vlan_tpid`).
+        if self.flow.vlan_tci[0] & VLAN_CFI != 0 && self.flow.vlan_tpid[0] == 0 {
+            self.flow.vlan_tpid[0] = ETH_TYPE_VLAN_8021Q;
+        }
+    }
+
+    fn port_exists(&self, p: u32) -> bool {
+        p == OFPP_LOCAL || self.ports.contains(&p)
+    }
+
+    fn output(&mut self, port: u32, to_in_port: bool) {
+        if !to_in_port && port == self.flow.in_port {
+            self.detail("skipping output to input port");
+            return;
+        }
+        if port >= OFPP_MAX && port != OFPP_LOCAL {
+            self.warn(format!("output to reserved port {port:#x} ignored"));
+            return;
+        }
+        if !self.port_exists(port) {
+            self.warn(format!("Nonexistent output port {port}"));
+            return;
+        }
+        self.commit();
+        self.out.push(DpAction::Output(port));
+    }
+
+    fn normal(&mut self) {
+        let Some(hook) = self.normal.as_deref_mut() else {
+            self.normal_unsupported = true;
+            self.warn(NORMAL_UNSUPPORTED);
+            return;
+        };
+        let ports = hook.normal(&self.flow, &mut self.wc, self.ports);
+        let in_port = self.flow.in_port;
+        for p in ports {
+            if p != in_port && self.port_exists(p) {
+                self.commit();
+                self.out.push(DpAction::Output(p));
+            }
+        }
+    }
+
+    fn learn(&mut self, spec: &LearnSpec) {
+        let mut m = Match::catchall();
+        let mut actions = Vec::new();
+        for s in &spec.specs {
+            match s {
+                LearnField::MatchField { dst, src } => {
+                    mark_subfield(&mut self.wc, src);
+                    let v = src.read(&self.flow);
+                    dst.write(&mut m.key, v);
+                    let mut fm = FlowKey::default();
+                    dst.field.set_raw(&mut fm, dst.value_mask());
+                    or_mask(&mut m.mask, &fm);
+                }
+                LearnField::MatchValue { dst, value } => {
+                    dst.write(&mut m.key, *value);
+                    let mut fm = FlowKey::default();
+                    dst.field.set_raw(&mut fm, dst.value_mask());
+                    or_mask(&mut m.mask, &fm);
+                }
+                LearnField::LoadField { src, dst } => {
+                    mark_subfield(&mut self.wc, src);
+                    let value = src.read(&self.flow);
+                    actions.push(Action::Load { dst: *dst, value });
+                }
+                LearnField::LoadValue { dst, value } => {
+                    actions.push(Action::Load {
+                        dst: *dst,
+                        value: *value,
+                    });
+                }
+                LearnField::Output { src } => {
+                    mark_subfield(&mut self.wc, src);
+                    let v = src.read(&self.flow);
+                    if let Some(a) = port_from_u16(v).and_then(Action::output) {
+                        actions.push(a);
+                    }
+                }
+            }
+        }
+        m.normalize();
+        let fm = FlowMod {
+            table_id: spec.table,
+            priority: spec.priority,
+            cookie: spec.cookie,
+            idle_timeout: spec.idle_timeout,
+            hard_timeout: spec.hard_timeout,
+            importance: 0,
+            flags: FlowModFlags {
+                send_flow_rem: spec.flags.send_flow_rem,
+                check_overlap: false,
+            },
+            match_: m,
+            actions,
+        };
+        if self.tracing {
+            let what = match self.tables.learn_preview(&fm) {
+                LearnOutcome::Added(_) => "learned rule added",
+                LearnOutcome::Refreshed(_) => "learned rule refreshed",
+                LearnOutcome::Modified(_) => "learned rule modified",
+                LearnOutcome::Refused => "learned rule refused",
+            };
+            let text = format!("{what}: {}", text::flow_mod(&fm));
+            self.detail(text);
+        }
+        self.learned.push(fm);
+    }
+
+    /// Emits the datapath actions that bring the packet from `base` to `flow`
+    /// (OVS `commit_odp_actions`), marking what they depend on.
+    fn commit(&mut self) {
+        let (f, b, wc) = (&self.flow, &mut self.base, &mut self.wc);
+        let out = &mut self.out;
+
+        // Tunnel metadata.
+        let tun_id = (f.tun_id != b.tun_id).then_some(f.tun_id);
+        let tsrc = (f.tun_src != b.tun_src).then_some(f.tun_src);
+        let tdst = (f.tun_dst != b.tun_dst).then_some(f.tun_dst);
+        if tun_id.is_some() || tsrc.is_some() || tdst.is_some() {
+            if tun_id.is_some() {
+                wc.tun_id = u64::MAX;
+            }
+            if tsrc.is_some() {
+                wc.tun_src = u32::MAX;
+            }
+            if tdst.is_some() {
+                wc.tun_dst = u32::MAX;
+            }
+            out.push(DpAction::SetTunnel {
+                tun_id,
+                src: tsrc,
+                dst: tdst,
+            });
+            (b.tun_id, b.tun_src, b.tun_dst) = (f.tun_id, f.tun_src, f.tun_dst);
+        }
+
+        // Ethernet.
+        let src = (f.dl_src != b.dl_src).then_some(f.dl_src);
+        let dst = (f.dl_dst != b.dl_dst).then_some(f.dl_dst);
+        if src.is_some() || dst.is_some() {
+            if src.is_some() {
+                wc.dl_src = [0xff; 6];
+            }
+            if dst.is_some() {
+                wc.dl_dst = [0xff; 6];
+            }
+            out.push(DpAction::SetEth { src, dst });
+            (b.dl_src, b.dl_dst) = (f.dl_src, f.dl_dst);
+        }
+
+        // L3 (dl_type is always in the mask).
+        match f.dl_type {
+            ETH_TYPE_IPV4 => {
+                let src = (f.nw_src != b.nw_src).then_some(f.nw_src);
+                let dst = (f.nw_dst != b.nw_dst).then_some(f.nw_dst);
+                let tos = (f.nw_tos != b.nw_tos).then_some(f.nw_tos);
+                let ttl = (f.nw_ttl != b.nw_ttl).then_some(f.nw_ttl);
+                if src.is_some() || dst.is_some() || tos.is_some() || ttl.is_some() {
+                    if src.is_some() {
+                        wc.nw_src = u32::MAX;
+                    }
+                    if dst.is_some() {
+                        wc.nw_dst = u32::MAX;
+                    }
+                    if tos.is_some() {
+                        wc.nw_tos = u8::MAX;
+                    }
+                    if ttl.is_some() {
+                        wc.nw_ttl = u8::MAX;
+                    }
+                    out.push(DpAction::SetIpv4 { src, dst, tos, ttl });
+                    (b.nw_src, b.nw_dst, b.nw_tos, b.nw_ttl) =
+                        (f.nw_src, f.nw_dst, f.nw_tos, f.nw_ttl);
+                }
+            }
+            ETH_TYPE_IPV6 => {
+                let src = (f.ipv6_src != b.ipv6_src).then_some(f.ipv6_src);
+                let dst = (f.ipv6_dst != b.ipv6_dst).then_some(f.ipv6_dst);
+                let tclass = (f.nw_tos != b.nw_tos).then_some(f.nw_tos);
+                let hlimit = (f.nw_ttl != b.nw_ttl).then_some(f.nw_ttl);
+                let label = (f.ipv6_label != b.ipv6_label).then_some(f.ipv6_label);
+                if src.is_some()
+                    || dst.is_some()
+                    || tclass.is_some()
+                    || hlimit.is_some()
+                    || label.is_some()
+                {
+                    if src.is_some() {
+                        wc.ipv6_src = [0xff; 16];
+                    }
+                    if dst.is_some() {
+                        wc.ipv6_dst = [0xff; 16];
+                    }
+                    if tclass.is_some() {
+                        wc.nw_tos = u8::MAX;
+                    }
+                    if hlimit.is_some() {
+                        wc.nw_ttl = u8::MAX;
+                    }
+                    if label.is_some() {
+                        wc.ipv6_label = u32::MAX;
+                    }
+                    out.push(DpAction::SetIpv6 {
+                        src,
+                        dst,
+                        tclass,
+                        hlimit,
+                        label,
+                    });
+                    (b.ipv6_src, b.ipv6_dst, b.nw_tos, b.nw_ttl, b.ipv6_label) =
+                        (f.ipv6_src, f.ipv6_dst, f.nw_tos, f.nw_ttl, f.ipv6_label);
+                }
+            }
+            ETH_TYPE_ARP | ETH_TYPE_RARP => {
+                let op = (f.nw_proto != b.nw_proto).then_some(u16::from(f.nw_proto));
+                let spa = (f.nw_src != b.nw_src).then_some(f.nw_src);
+                let tpa = (f.nw_dst != b.nw_dst).then_some(f.nw_dst);
+                let sha = (f.arp_sha != b.arp_sha).then_some(f.arp_sha);
+                let tha = (f.arp_tha != b.arp_tha).then_some(f.arp_tha);
+                if op.is_some() || spa.is_some() || tpa.is_some() || sha.is_some() || tha.is_some()
+                {
+                    if op.is_some() {
+                        wc.nw_proto = u8::MAX;
+                    }
+                    if spa.is_some() {
+                        wc.nw_src = u32::MAX;
+                    }
+                    if tpa.is_some() {
+                        wc.nw_dst = u32::MAX;
+                    }
+                    if sha.is_some() {
+                        wc.arp_sha = [0xff; 6];
+                    }
+                    if tha.is_some() {
+                        wc.arp_tha = [0xff; 6];
+                    }
+                    out.push(DpAction::SetArp {
+                        op,
+                        spa,
+                        tpa,
+                        sha,
+                        tha,
+                    });
+                    (b.nw_proto, b.nw_src, b.nw_dst, b.arp_sha, b.arp_tha) =
+                        (f.nw_proto, f.nw_src, f.nw_dst, f.arp_sha, f.arp_tha);
+                }
+            }
+            _ => {}
+        }
+
+        // L4 ports / ICMP type and code: only IP packets with an L4 header.
+        if f.is_ip() && (f.tp_src != b.tp_src || f.tp_dst != b.tp_dst) {
+            // Which set action depends on the protocol and fragment bits.
+            wc.nw_proto = u8::MAX;
+            let src = (f.tp_src != b.tp_src).then_some(f.tp_src);
+            let dst = (f.tp_dst != b.tp_dst).then_some(f.tp_dst);
+            let v6 = f.dl_type == ETH_TYPE_IPV6;
+            let emitted = if f.nw_frag & FLOW_NW_FRAG_LATER != 0 {
+                false
+            } else {
+                match f.nw_proto {
+                    IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => {
+                        out.push(DpAction::SetL4 {
+                            proto: f.nw_proto,
+                            src,
+                            dst,
+                        });
+                        true
+                    }
+                    IPPROTO_ICMP if !v6 => {
+                        out.push(DpAction::SetIcmp {
+                            v6,
+                            icmp_type: src.map(|v| v as u8),
+                            icmp_code: dst.map(|v| v as u8),
+                        });
+                        true
+                    }
+                    IPPROTO_ICMPV6 if v6 => {
+                        out.push(DpAction::SetIcmp {
+                            v6,
+                            icmp_type: src.map(|v| v as u8),
+                            icmp_code: dst.map(|v| v as u8),
+                        });
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            if emitted {
+                if src.is_some() {
+                    wc.tp_src = u16::MAX;
+                }
+                if dst.is_some() {
+                    wc.tp_dst = u16::MAX;
+                }
+                (b.tp_src, b.tp_dst) = (f.tp_src, f.tp_dst);
+            }
+        }
+
+        // VLAN: pop the base's tags down to the common inner ones, push the flow's.
+        let (fs, fnum) = vlan_stack(f);
+        let (bs, bnum) = vlan_stack(b);
+        let mut common = 0;
+        while common < fnum.min(bnum) && fs[fnum - 1 - common] == bs[bnum - 1 - common] {
+            common += 1;
+        }
+        if common < fnum || common < bnum {
+            mark_vlans(wc);
+            for _ in common..bnum {
+                out.push(DpAction::PopVlan);
+            }
+            for i in (0..fnum - common).rev() {
+                let (tpid, tci) = fs[i];
+                out.push(DpAction::PushVlan { tpid, tci });
+            }
+            b.vlan_tci = f.vlan_tci;
+            b.vlan_tpid = f.vlan_tpid;
+        }
+    }
+}
+
+/// Prints a translation as `ovs-appctl ofproto/trace` does: the tables, rules and
+/// actions visited (nested resubmits indented), then `Final flow:`, `Megaflow:`
+/// and, last, `Datapath actions:`.
+pub fn format_trace(t: &Translation) -> String {
+    let mut s = String::new();
+    s.push_str(&format!("Flow: {}\n\n", text::flow(&t.input)));
+    s.push_str("bridge(\"br\")\n-------------\n");
+    print_nodes(&mut s, &t.trace, 0);
+    s.push('\n');
+    if t.final_flow == t.input {
+        s.push_str("Final flow: unchanged\n");
+    } else {
+        s.push_str(&format!("Final flow: {}\n", text::flow(&t.final_flow)));
+    }
+    s.push_str(&format!(
+        "Megaflow: {}\n",
+        text::megaflow(&t.input, &t.mask)
+    ));
+    if let Some(e) = t.error {
+        s.push_str(&format!("Translation failed ({e})\n"));
+    }
+    s.push_str(&format!(
+        "Datapath actions: {}\n",
+        crate::actions::format_dp_actions(&t.actions)
+    ));
+    s
+}
+
+fn event_depth(e: &TraceEvent) -> usize {
+    match e {
+        TraceEvent::Table { depth, .. }
+        | TraceEvent::Action { depth, .. }
+        | TraceEvent::Detail { depth, .. }
+        | TraceEvent::Warn { depth, .. } => *depth,
+    }
+}
+
+/// Prints a list of sibling trace nodes and their children. A table node owns the
+/// events after it that are deeper than it.
+fn print_nodes(out: &mut String, events: &[TraceEvent], level: usize) {
+    // Split `events` into sibling nodes at the depth of the first one.
+    let Some(first) = events.first() else {
+        return;
+    };
+    let d = event_depth(first);
+    let mut i = 0;
+    while i < events.len() {
+        let ev = &events[i];
+        // Children: following events deeper than this table node.
+        let mut j = i + 1;
+        if matches!(ev, TraceEvent::Table { .. }) {
+            while j < events.len() && event_depth(&events[j]) > d {
+                j += 1;
+            }
+        }
+        let last = j >= events.len();
+        let terminal = !matches!(ev, TraceEvent::Table { .. });
+        // OVS `oftrace_node_print_details`: a node is indented unless it is the
+        // last of its list and not terminal, so tail resubmits do not nest.
+        let more = usize::from(!last || terminal);
+        let indent = " ".repeat((level + more) * 4);
+        match ev {
+            TraceEvent::Table { table, rule, .. } => {
+                let text = match rule {
+                    Some((_, r)) => r.clone(),
+                    None => "No match.".to_string(),
+                };
+                out.push_str(&format!("{indent}{table:2}. {text}\n"));
+                print_nodes(out, &events[i + 1..j], level + 2 * more);
+            }
+            TraceEvent::Action { text, .. } => out.push_str(&format!("{indent}{text}\n")),
+            TraceEvent::Detail { text, .. } => out.push_str(&format!("{indent} -> {text}\n")),
+            TraceEvent::Warn { text, .. } => out.push_str(&format!("{indent} >> {text}\n")),
+        }
+        i = j;
+    }
+}
+
+/// Text of trace lines, through `syntax`'s formatters.
+mod text {
+    use super::super::action::Action;
+    use super::super::flow_match::Match;
+    use super::super::rule::{FlowMod, Rule, OFP_DEFAULT_PRIORITY};
+    use super::super::syntax::{format_action, format_flow, format_match, FormatOptions};
+    use crate::flow_key::{
+        FlowKey, ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, ETH_TYPE_RARP, IPPROTO_ICMP,
+        IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
+    };
+
+    /// `match, priority N[, cookie 0x..]` as `ofproto/trace` shows a rule.
+    pub(super) fn rule_brief(r: &Rule) -> String {
+        let f = &r.flow;
+        let m = format_match(&f.match_, OFP_DEFAULT_PRIORITY, &FormatOptions::default());
+        let mut s = if m.is_empty() {
+            format!("priority {}", f.priority)
+        } else {
+            format!("{m}, priority {}", f.priority)
+        };
+        if f.cookie != 0 {
+            s.push_str(&format!(", cookie {:#x}", f.cookie));
+        }
+        s
+    }
+
+    pub(super) fn action(a: &Action) -> String {
+        format_action(a, &FormatOptions::default())
+    }
+
+    pub(super) fn flow_mod(f: &FlowMod) -> String {
+        format_flow(f, &FormatOptions::default())
+    }
+
+    /// The fields a packet of this key's protocol has, as a mask (OVS
+    /// `flow_format` prints those).
+    fn relevant(k: &FlowKey) -> FlowKey {
+        let mut m = FlowKey {
+            in_port: u32::MAX,
+            dl_src: [0xff; 6],
+            dl_dst: [0xff; 6],
+            dl_type: u16::MAX,
+            ..FlowKey::default()
+        };
+        m.vlan_tci[0] = u16::MAX;
+        if k.tun_id != 0 || k.tun_src != 0 || k.tun_dst != 0 {
+            m.tun_id = u64::MAX;
+            m.tun_src = if k.tun_src != 0 { u32::MAX } else { 0 };
+            m.tun_dst = if k.tun_dst != 0 { u32::MAX } else { 0 };
+        }
+        if k.metadata != 0 {
+            m.metadata = u64::MAX;
+        }
+        for (mr, kr) in m.regs.iter_mut().zip(k.regs) {
+            if kr != 0 {
+                *mr = u32::MAX;
+            }
+        }
+        match k.dl_type {
+            ETH_TYPE_IPV4 | ETH_TYPE_IPV6 => {
+                if k.dl_type == ETH_TYPE_IPV4 {
+                    m.nw_src = u32::MAX;
+                    m.nw_dst = u32::MAX;
+                } else {
+                    m.ipv6_src = [0xff; 16];
+                    m.ipv6_dst = [0xff; 16];
+                    m.ipv6_label = 0xf_ffff;
+                }
+                m.nw_proto = u8::MAX;
+                m.nw_tos = u8::MAX;
+                m.nw_ttl = u8::MAX;
+                m.nw_frag = 0x03;
+                if matches!(
+                    k.nw_proto,
+                    IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_ICMP | IPPROTO_ICMPV6
+                ) {
+                    m.tp_src = u16::MAX;
+                    m.tp_dst = u16::MAX;
+                }
+                if k.nw_proto == IPPROTO_TCP {
+                    m.tcp_flags = 0x0fff;
+                }
+            }
+            ETH_TYPE_ARP | ETH_TYPE_RARP => {
+                m.nw_src = u32::MAX;
+                m.nw_dst = u32::MAX;
+                m.nw_proto = u8::MAX;
+                m.arp_sha = [0xff; 6];
+                m.arp_tha = [0xff; 6];
+            }
+            _ => {}
+        }
+        m
+    }
+
+    /// A packet's flow key, its protocol's fields spelled out.
+    pub(super) fn flow(k: &FlowKey) -> String {
+        format_match(
+            &Match::new(*k, relevant(k)),
+            OFP_DEFAULT_PRIORITY,
+            &FormatOptions::default(),
+        )
+    }
+
+    /// The megaflow: the input key under the translation's mask.
+    pub(super) fn megaflow(k: &FlowKey, mask: &FlowKey) -> String {
+        format_match(
+            &Match::new(*k, *mask),
+            OFP_DEFAULT_PRIORITY,
+            &FormatOptions::default(),
+        )
+    }
+}
