@@ -1,10 +1,12 @@
 //! ferroswitch benchmarks: scenarios that run the real switch and its peers
-//! (`dpdk-testpmd`, the forwarding limit) side by side on the same virtual devices,
-//! in alternating repetitions, and print medians.
+//! (`dpdk-testpmd`, the forwarding limit; with `--peer ovs` also Open vSwitch with
+//! DPDK) side by side on the same virtual devices, in alternating repetitions, and
+//! print medians.
 //!
 //! Never run anything else of yours (builds, tests) while this measures: the machine
 //! has two cores and a PMD owns one.
 
+mod ovs;
 mod procstat;
 mod runner;
 
@@ -36,6 +38,11 @@ struct Cli {
     /// The ferroswitch binary (default: target/release/ferroswitch, built if missing).
     #[arg(long, global = true)]
     ferroswitch: Option<PathBuf>,
+    /// Also measure this peer (repeatable): `ovs` = Open vSwitch with DPDK, a
+    /// private instance on the same vdevs and flows (needs openvswitch-switch-dpdk:
+    /// `FERROSWITCH_PERF_PEERS=1 bash scripts/setup.sh`).
+    #[arg(long, global = true, value_enum)]
+    peer: Vec<runner::Peer>,
 }
 
 #[derive(Subcommand)]
@@ -54,6 +61,7 @@ fn main() -> Result<()> {
         fwd_cpu: cli.fwd_cpu,
         main_cpu: cli.main_cpu,
         ferroswitch: cli.ferroswitch,
+        peers: cli.peer,
     };
     match cli.scenario {
         Scenario::P2p => runner::p2p(&opts),

@@ -1,5 +1,6 @@
-//! Runs ferroswitch and dpdk-testpmd on the same virtual devices, one after the
-//! other, and measures each over a window after a warm-up.
+//! Runs ferroswitch and dpdk-testpmd (and, with `--peer ovs`, Open vSwitch with
+//! DPDK) on the same virtual devices, one after the other, and measures each over a
+//! window after a warm-up.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,7 +11,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use pipeline::{pcap, trafgen};
 
-use crate::procstat;
+use crate::{ovs, procstat};
+
+/// Optional contenders besides ferroswitch and testpmd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Peer {
+    /// Open vSwitch with the DPDK datapath (Debian's openvswitch-switch-dpdk).
+    Ovs,
+}
 
 pub struct Opts {
     pub window: u64,
@@ -19,15 +27,22 @@ pub struct Opts {
     pub fwd_cpu: usize,
     pub main_cpu: usize,
     pub ferroswitch: Option<PathBuf>,
+    pub peers: Vec<Peer>,
+}
+
+impl Opts {
+    fn has_peer(&self, p: Peer) -> bool {
+        self.peers.contains(&p)
+    }
 }
 
 /// One measurement window of one contender.
 #[derive(Clone, Copy, Debug)]
-struct Sample {
+pub struct Sample {
     /// Packets per second of wall-clock time, in millions.
-    wall_mpps: f64,
+    pub wall_mpps: f64,
     /// Packets per second of the forwarding thread's own CPU time, in millions.
-    cpu_mpps: f64,
+    pub cpu_mpps: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -74,18 +89,36 @@ pub fn p2p(opts: &Opts) -> Result<()> {
             hugepages_free()
         );
     }
+    if opts.has_peer(Peer::Ovs) {
+        ovs::check_installed()?;
+        let stray = ovs::stray_vswitchds();
+        if !stray.is_empty() {
+            eprintln!(
+                "p2p: warning: ovs-vswitchd already running (pid {stray:?}): it may poll a core \
+                 and spoil every figure; stop it (service openvswitch-switch stop)"
+            );
+        }
+    }
     let bin = ferroswitch_bin(opts)?;
-    let dir = std::env::temp_dir().join(format!("ferroswitch-perf-{}", std::process::id()));
+    let pid = std::process::id();
+    let dir = std::env::temp_dir().join(format!("ferroswitch-perf-{pid}"));
     std::fs::create_dir_all(&dir)?;
+    // The work directory and the DPDK runtime directories of this run's contenders
+    // go away on every path, errors included.
+    let mut leftovers = vec![dir.clone(), dpdk_runtime_dir(&format!("fs-perf-{pid}"))];
+    leftovers.extend((1..=opts.reps).map(|r| dpdk_runtime_dir(&format!("fs-perf-tp-{pid}-{r}"))));
+    let _cleanup = RemoveOnDrop(leftovers);
     let flow = trafgen::flows(1)[0];
     let frames: Vec<Vec<u8>> = (0..64).map(|i| trafgen::udp_frame(&flow, 64, i)).collect();
     let pcap_path = dir.join("p2p-64.pcap");
     std::fs::write(&pcap_path, pcap::write(frames.iter().map(|f| f.as_slice())))?;
     let src = format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap_path.display());
     let sink = "net_null0,no-rx=1".to_string();
+    let ovs_setup = ovs::Setup::p2p(&src, &sink);
 
     let mut fs = Vec::new();
     let mut tp = Vec::new();
+    let mut ov = Vec::new();
     for rep in 1..=opts.reps {
         let f = run_ferroswitch(opts, &bin, &dir, &src, &sink, rep)?;
         eprintln!(
@@ -99,21 +132,54 @@ pub fn p2p(opts: &Opts) -> Result<()> {
             t.wall_mpps, t.cpu_mpps
         );
         tp.push(t);
+        if opts.has_peer(Peer::Ovs) {
+            let o = ovs::throughput(opts, &ovs_setup, rep)?;
+            eprintln!(
+                "p2p rep {rep}: ovs         {:.2} Mpps wall, {:.2} Mpps on-CPU",
+                o.wall_mpps, o.cpu_mpps
+            );
+            ov.push(o);
+        }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     let fs_wall = median(fs.iter().map(|s| s.wall_mpps).collect());
     let tp_wall = median(tp.iter().map(|s| s.wall_mpps).collect());
     let fs_cpu = median(fs.iter().map(|s| s.cpu_mpps).collect());
     let tp_cpu = median(tp.iter().map(|s| s.cpu_mpps).collect());
+    // Peers' figures go at the end of the line: ` ovs_mpps=W`.
+    let peer = |f: fn(&Sample) -> f64| -> String {
+        if ov.is_empty() {
+            String::new()
+        } else {
+            format!(" ovs_mpps={:.2}", median(ov.iter().map(f).collect()))
+        }
+    };
     println!(
-        "p2p wall-clock ferroswitch_mpps={fs_wall:.2} testpmd_mpps={tp_wall:.2} ratio={:.3}",
-        fs_wall / tp_wall.max(1e-9)
+        "p2p wall-clock ferroswitch_mpps={fs_wall:.2} testpmd_mpps={tp_wall:.2} ratio={:.3}{}",
+        fs_wall / tp_wall.max(1e-9),
+        peer(|s| s.wall_mpps)
     );
     println!(
-        "p2p ferroswitch_mpps={fs_cpu:.2} testpmd_mpps={tp_cpu:.2} ratio={:.3}",
-        fs_cpu / tp_cpu.max(1e-9)
+        "p2p ferroswitch_mpps={fs_cpu:.2} testpmd_mpps={tp_cpu:.2} ratio={:.3}{}",
+        fs_cpu / tp_cpu.max(1e-9),
+        peer(|s| s.cpu_mpps)
     );
     Ok(())
+}
+
+/// Directories removed when dropped.
+struct RemoveOnDrop(Vec<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// EAL's runtime directory of a `--file-prefix` (as root).
+fn dpdk_runtime_dir(prefix: &str) -> PathBuf {
+    Path::new("/var/run/dpdk").join(prefix)
 }
 
 /// Sends SIGINT and waits for the process to exit (SIGKILL after 10 s).
