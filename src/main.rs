@@ -248,5 +248,6 @@ fn datapath_spec(cfg: &Config, ncpus: usize) -> Result<pmd::DatapathSpec> {
         mbufs: cfg.dpdk.mbufs,
         mbuf_cache: cfg.dpdk.mbuf_cache,
         forward,
+        flows: None,
     })
 }

@@ -52,12 +52,6 @@ int fs_pktmbuf_trim(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_trim(
 uint16_t fs_pktmbuf_headroom(const struct rte_mbuf *m) { return rte_pktmbuf_headroom(m); }
 uint16_t fs_pktmbuf_tailroom(const struct rte_mbuf *m) { return rte_pktmbuf_tailroom(m); }
 
-uint32_t fs_mbuf_rss_hash(const struct rte_mbuf *m, int *valid)
-{
-	*valid = (m->ol_flags & RTE_MBUF_F_RX_RSS_HASH) != 0;
-	return m->hash.rss;
-}
-
 void fs_prefetch0(const void *p) { rte_prefetch0(p); }
 
 unsigned fs_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned n)

@@ -20,7 +20,6 @@ uint8_t *fs_pktmbuf_adj(struct rte_mbuf *m, uint16_t len);
 int fs_pktmbuf_trim(struct rte_mbuf *m, uint16_t len);
 uint16_t fs_pktmbuf_headroom(const struct rte_mbuf *m);
 uint16_t fs_pktmbuf_tailroom(const struct rte_mbuf *m);
-uint32_t fs_mbuf_rss_hash(const struct rte_mbuf *m, int *valid);
 void fs_prefetch0(const void *p);
 unsigned fs_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned n);
 unsigned fs_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned n);

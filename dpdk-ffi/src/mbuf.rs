@@ -100,10 +100,19 @@ impl Mbuf {
     /// The RSS hash the NIC computed, if the port gave one.
     #[inline]
     pub fn rss_hash(&self) -> Option<u32> {
-        let mut valid = 0;
-        // SAFETY: reads fields of the mbuf self owns; `valid` is a local.
-        let h = unsafe { sys::fs_mbuf_rss_hash(self.ptr.as_ptr(), &mut valid) };
-        (valid != 0).then_some(h)
+        // SAFETY: the mbuf is owned by self.
+        unsafe { rss_hash_of(self.ptr.as_ptr()) }
+    }
+
+    /// A deep copy of the whole packet (all segments) into one new mbuf from `pool`
+    /// (`None` if the pool is empty). For sending one packet to several ports when
+    /// it changes between them.
+    #[inline]
+    pub fn copy(&self, pool: &Mempool) -> Option<Mbuf> {
+        // SAFETY: self's mbuf and the pool are valid; DPDK allocates a new mbuf and
+        // copies the data (offset 0, length UINT32_MAX = everything), or returns NULL.
+        let p = unsafe { sys::rte_pktmbuf_copy(self.ptr.as_ptr(), pool.as_ptr(), 0, u32::MAX) };
+        NonNull::new(p).map(|ptr| Mbuf { ptr })
     }
 
     /// Grows the packet by `len` bytes at the tail; the new bytes, or `None` if the
@@ -190,6 +199,18 @@ unsafe fn pkt_len_of(m: *const sys::rte_mbuf) -> u32 {
 /// # Safety
 /// `m` must be a valid mbuf.
 #[inline(always)]
+unsafe fn rss_hash_of(m: *const sys::rte_mbuf) -> Option<u32> {
+    // SAFETY: m is valid (caller); `hash` is a union of plain integers, and `rss` is
+    // what the driver wrote when it set RTE_MBUF_F_RX_RSS_HASH.
+    unsafe {
+        let mb = &*m;
+        (mb.ol_flags & sys::RTE_MBUF_F_RX_RSS_HASH != 0).then_some(mb.__bindgen_anon_2.hash.rss)
+    }
+}
+
+/// # Safety
+/// `m` must be a valid mbuf.
+#[inline(always)]
 unsafe fn data_len_of(m: *const sys::rte_mbuf) -> u16 {
     // SAFETY: m is valid (caller); a plain field read.
     unsafe { (*m).data_len }
@@ -266,6 +287,34 @@ impl MbufBurst {
             Some(&m) if i < self.len && !m.is_null() => unsafe { pkt_len_of(m) },
             _ => 0,
         }
+    }
+
+    /// The RSS hash of packet `i`, if its port gave one.
+    #[inline]
+    pub fn rss_hash(&self, i: usize) -> Option<u32> {
+        match self.pkts.get(i) {
+            // SAFETY: non-null entries below len are mbufs this burst owns.
+            Some(&m) if i < self.len && !m.is_null() => unsafe { rss_hash_of(m) },
+            _ => None,
+        }
+    }
+
+    /// Mutable access to packet `i` as an [`Mbuf`] (for actions that grow or shrink
+    /// it), without taking it out of the burst.
+    #[inline]
+    pub fn get_mut(&mut self, i: usize) -> Option<&mut Mbuf> {
+        if i >= self.len {
+            return None;
+        }
+        let slot = self.pkts.get_mut(i)?;
+        if slot.is_null() {
+            return None;
+        }
+        // SAFETY: Mbuf is repr(transparent) over NonNull<rte_mbuf>, which has the
+        // layout of a non-null *mut rte_mbuf; the slot is non-null (checked) and owned
+        // by the burst, and the &mut borrows the burst so the slot cannot change or be
+        // freed meanwhile. The Mbuf is never dropped through this reference.
+        Some(unsafe { &mut *(slot as *mut *mut sys::rte_mbuf as *mut Mbuf) })
     }
 
     /// Length of packet `i`'s first segment; 0 if out of range or taken.

@@ -12,9 +12,12 @@ use std::thread::JoinHandle;
 use dpdk_ffi::{DpdkError, Link, Mempool, PortConf, PortStats};
 use pipeline::StaticForward;
 
-use crate::poll_loop::{self, AssignedRxq, PmdContext};
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::poll_loop::{self, AssignedRxq, FlowStage, PmdContext};
 use crate::port::{DpdkPort, Port, TxPort};
 use crate::stats::PmdStats;
+use crate::upcall::{PmdCommand, Upcall};
 
 /// What the datapath needs to know of a port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +41,33 @@ pub struct DatapathSpec {
     pub mbuf_cache: u32,
     /// Static forwarding: (input, output) datapath port numbers.
     pub forward: Vec<(usize, usize)>,
+    /// The flow stage for ports without static forwarding: `None` drops their
+    /// packets as `no_forward`.
+    pub flows: Option<FlowSpec>,
+}
+
+/// Flow-cache settings (OVS's `emc-insert-inv-prob` and friends).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowSpec {
+    /// EMC slots per PMD (0 disables the EMC).
+    pub emc_entries: usize,
+    /// Insert into the EMC on 1 in N classifier hits (1: always, 0: never).
+    pub emc_insert_inv_prob: u32,
+    /// Capacity of the upcall queue shared by the PMDs.
+    pub upcall_queue: usize,
+    /// Capacity of each PMD's command queue.
+    pub command_queue: usize,
+}
+
+impl Default for FlowSpec {
+    fn default() -> Self {
+        FlowSpec {
+            emc_entries: 8192,
+            emc_insert_inv_prob: 100,
+            upcall_queue: 4096,
+            command_queue: 16384,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +117,8 @@ pub struct PmdHandle {
     /// (datapath port number, queue) polled by this PMD.
     pub rxqs: Vec<(usize, u16)>,
     pub stats: Arc<PmdStats>,
+    /// Commands to this PMD (with the flow stage on).
+    pub commands: Option<Sender<PmdCommand>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -108,6 +140,7 @@ pub struct Datapath {
     pmds: Vec<PmdHandle>,
     stop: Arc<AtomicBool>,
     pool: Arc<Mempool>,
+    upcalls: Option<Receiver<Upcall>>,
 }
 
 impl Datapath {
@@ -168,6 +201,15 @@ impl Datapath {
             source,
         };
 
+        let (upcall_tx, upcall_rx) = match &spec.flows {
+            Some(f) => {
+                let (tx, rx) = crossbeam_channel::bounded(f.upcall_queue.max(1));
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        let mut command_txs: Vec<Option<Sender<PmdCommand>>> = Vec::new();
+
         // Every (port, rx queue), spread round-robin over the PMDs.
         let mut contexts: Vec<PmdContext> = Vec::new();
         for (id, &cpu) in cpus.iter().enumerate() {
@@ -175,6 +217,23 @@ impl Datapath {
             for (p, port) in &opened {
                 txqs.push(port.tx_queue(id as u16).map_err(|e| err_port(p, e))?);
             }
+            let flows = match (&spec.flows, &upcall_tx) {
+                (Some(f), Some(up)) => {
+                    let (ctx_tx, ctx_rx) = crossbeam_channel::bounded(f.command_queue.max(1));
+                    command_txs.push(Some(ctx_tx));
+                    Some(FlowStage {
+                        emc_entries: f.emc_entries,
+                        emc_insert_inv_prob: f.emc_insert_inv_prob,
+                        upcalls: up.clone(),
+                        commands: ctx_rx,
+                        pool: pool.clone(),
+                    })
+                }
+                _ => {
+                    command_txs.push(None);
+                    None
+                }
+            };
             contexts.push(PmdContext {
                 id,
                 cpu,
@@ -182,6 +241,7 @@ impl Datapath {
                 rxqs: Vec::new(),
                 txqs,
                 forward: StaticForward::new(&pairs),
+                flows,
                 stats: Arc::new(PmdStats::new(n_ports)),
             });
         }
@@ -214,9 +274,11 @@ impl Datapath {
             pmds: Vec::new(),
             stop: stop.clone(),
             pool,
+            upcalls: upcall_rx,
         };
-        for ctx in contexts {
-            match spawn_pmd(ctx, stop.clone()) {
+        drop(upcall_tx);
+        for (ctx, commands) in contexts.into_iter().zip(command_txs) {
+            match spawn_pmd(ctx, commands, stop.clone()) {
                 Ok(h) => dp.pmds.push(h),
                 Err(e) => {
                     dp.shutdown();
@@ -237,6 +299,11 @@ impl Datapath {
 
     pub fn mempool(&self) -> &Arc<Mempool> {
         &self.pool
+    }
+
+    /// The receiving end of the upcall queue (once; `None` without a flow stage).
+    pub fn take_upcalls(&mut self) -> Option<Receiver<Upcall>> {
+        self.upcalls.take()
     }
 
     /// Totals of port `port_no` over every PMD, plus the driver's drop and error
@@ -292,7 +359,11 @@ impl Drop for Datapath {
     }
 }
 
-fn spawn_pmd(ctx: PmdContext, stop: Arc<AtomicBool>) -> Result<PmdHandle, DatapathError> {
+fn spawn_pmd(
+    ctx: PmdContext,
+    commands: Option<Sender<PmdCommand>>,
+    stop: Arc<AtomicBool>,
+) -> Result<PmdHandle, DatapathError> {
     let (id, cpu) = (ctx.id, ctx.cpu);
     let rxqs = ctx.rxqs.iter().map(|a| (a.port_no, a.queue)).collect();
     let stats = ctx.stats.clone();
@@ -326,6 +397,7 @@ fn spawn_pmd(ctx: PmdContext, stop: Arc<AtomicBool>) -> Result<PmdHandle, Datapa
             lcore,
             rxqs,
             stats,
+            commands,
             thread: Some(thread),
         }),
         Ok(Err(reason)) => {

@@ -18,9 +18,11 @@ pub mod datapath;
 pub mod poll_loop;
 pub mod port;
 pub mod stats;
+pub mod upcall;
 
 pub use datapath::{
-    Datapath, DatapathError, DatapathSpec, PmdHandle, PortInfo, PortSpec, PortTotals,
+    Datapath, DatapathError, DatapathSpec, FlowSpec, PmdHandle, PortInfo, PortSpec, PortTotals,
 };
 pub use port::{DpdkPort, Port, RxPort, TxPort};
 pub use stats::{DropReason, PmdStats, PortCounters};
+pub use upcall::{FlowActions, PmdCommand, Upcall};

@@ -1,20 +1,37 @@
 //! The PMD thread's loop.
 //!
-//! Hot path: no allocation, lock, syscall or log per packet or per iteration. Every
-//! buffer the loop uses is allocated before it starts. Drops are counted, never
-//! reported by `Result`.
+//! Hot path: no heap allocation, lock, syscall or log per packet or per iteration.
+//! Every buffer the loop uses is allocated before it starts (installing a megaflow,
+//! a control message applied between bursts, may grow the flow cache). Drops are
+//! counted, never reported by `Result`.
+//!
+//! Two stages, chosen per input port:
+//! - static forwarding (`[[bridge.forward]]`): the whole burst moves to one output;
+//! - the flow cache: each packet is parsed into a flow key, looked up in the
+//!   exact-match cache and then the megaflow classifier, and executed with its
+//!   megaflow's actions; a miss goes to the management thread as an upcall.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use dpdk_ffi::{rdtsc, MbufBurst, TxBuffer};
-use pipeline::StaticForward;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use dpdk_ffi::{rdtsc, Mbuf, MbufBurst, Mempool, TxBuffer, MAX_BURST};
+use pipeline::actions::{apply_set, finish_push_vlan, prepare_pop_vlan, DpAction, VLAN_HEADER_LEN};
+use pipeline::flow_cache::{FlowCache, FlowRef, Hit};
+use pipeline::{parse, FlowKey, StaticForward};
 
 use crate::port::{RxPort, TxPort};
 use crate::stats::{DropReason, PmdStats};
+use crate::upcall::{FlowActions, PmdCommand, Upcall};
 
 /// Smallest frame that is a frame: an Ethernet header.
 const ETH_HEADER_LEN: usize = 14;
+/// Distinct flows whose upcall may be in flight at once (per PMD).
+const MAX_INFLIGHT: usize = 64;
+/// Packets held while their flow's upcall is in flight (per PMD).
+const MAX_HELD: usize = 1024;
+/// Control messages applied per iteration at most (bounds the time away from rx).
+const MAX_COMMANDS_PER_ITERATION: usize = 32;
 
 /// One rx queue given to a PMD.
 pub struct AssignedRxq {
@@ -22,6 +39,16 @@ pub struct AssignedRxq {
     pub port_no: usize,
     pub queue: u16,
     pub rxq: Box<dyn RxPort>,
+}
+
+/// The flow-cache stage's configuration.
+pub struct FlowStage {
+    pub emc_entries: usize,
+    pub emc_insert_inv_prob: u32,
+    pub upcalls: Sender<Upcall>,
+    pub commands: Receiver<PmdCommand>,
+    /// For copies when a packet goes to several ports.
+    pub pool: Arc<Mempool>,
 }
 
 /// Everything one PMD thread owns.
@@ -32,28 +59,68 @@ pub struct PmdContext {
     pub rxqs: Vec<AssignedRxq>,
     /// This PMD's tx queue of each port, by datapath port number.
     pub txqs: Vec<Box<dyn TxPort>>,
-    /// Static forwarding by datapath port number, until flow tables replace it.
+    /// Static forwarding by datapath port number; ports without an entry go through
+    /// the flow stage (or are dropped as `no_forward` when there is none).
     pub forward: StaticForward,
+    pub flows: Option<FlowStage>,
     pub stats: Arc<PmdStats>,
 }
 
-/// Per-thread scratch, allocated once before the loop.
+/// A flow whose upcall is in flight.
+#[derive(Clone, Copy)]
+struct Inflight {
+    hash: u32,
+    key: FlowKey,
+    since: u64,
+}
+
+/// Per-thread state, allocated once before the loop.
 struct Scratch {
     burst: MbufBurst,
     txbufs: Vec<TxBuffer>,
+    keys: Box<[FlowKey; MAX_BURST]>,
+    hashes: [u32; MAX_BURST],
+    hits: [Hit; MAX_BURST],
+    cache: FlowCache<FlowActions>,
+    inflight: Vec<Inflight>,
+    held: Vec<(u32, FlowKey, Mbuf)>,
+    tsc_hz: u64,
+    now: u64,
 }
 
 /// Runs the loop until `stop` is set, then flushes what is queued.
 pub fn run(mut ctx: PmdContext, stop: &AtomicBool) {
+    let (emc_entries, emc_inv) = ctx
+        .flows
+        .as_ref()
+        .map_or((2, 0), |f| (f.emc_entries, f.emc_insert_inv_prob));
     let mut s = Scratch {
         burst: MbufBurst::new(),
         txbufs: (0..ctx.txqs.len()).map(|_| TxBuffer::new()).collect(),
+        keys: Box::new([FlowKey::default(); MAX_BURST]),
+        hashes: [0; MAX_BURST],
+        hits: [Hit::Miss; MAX_BURST],
+        cache: FlowCache::new(emc_entries, emc_inv),
+        inflight: Vec::with_capacity(MAX_INFLIGHT),
+        held: Vec::with_capacity(MAX_HELD),
+        tsc_hz: dpdk_ffi::tsc_hz().max(1),
+        now: rdtsc(),
     };
-    // Relaxed: the flag carries no data; the thread is joined after it is seen.
     let mut cycles = CycleMeter::new();
+    let mut n: u64 = 0;
+    // Relaxed: the flag carries no data; the thread is joined after it is seen.
     while !stop.load(Ordering::Relaxed) {
+        if ctx.flows.is_some() {
+            apply_commands(&mut ctx, &mut s);
+        }
         let received = iteration(&mut ctx, &mut s);
         cycles.iteration_done(&ctx.stats, received > 0);
+        s.now = cycles.last;
+        n = n.wrapping_add(1);
+        if n.is_multiple_of(4096) && ctx.flows.is_some() {
+            expire_inflight(&mut ctx, &mut s);
+            s.cache.rerank();
+        }
     }
     cycles.account(&ctx.stats);
     flush_all(&ctx.stats, &mut ctx.txqs, &mut s.txbufs);
@@ -119,7 +186,15 @@ fn iteration(ctx: &mut PmdContext, s: &mut Scratch) -> usize {
             continue;
         }
         received += n;
-        process_burst(stats, &ctx.forward, &mut ctx.txqs, s, a.port_no, n);
+        match ctx.forward.lookup(a.port_no as u32) {
+            Some(out) => static_stage(stats, &mut ctx.txqs, s, a.port_no, out as usize, n),
+            None => match &ctx.flows {
+                Some(f) => flow_stage(stats, f, &mut ctx.txqs, s, a.port_no, ctx.id, n),
+                None => {
+                    no_forward(stats, &mut s.burst, a.port_no, n);
+                }
+            },
+        }
     }
     flush_all(stats, &mut ctx.txqs, &mut s.txbufs);
     if received > 0 {
@@ -134,47 +209,49 @@ fn iteration(ctx: &mut PmdContext, s: &mut Scratch) -> usize {
 ///
 /// No flow key is extracted here: nothing in this stage would read it, and parsing
 /// costs more per packet than forwarding does (`perf p2p`: 0.48 of testpmd with a
-/// parse per packet). Key extraction (`pipeline::parse`) runs once flow tables
-/// decide forwarding.
+/// parse per packet, 0.93 without).
 #[inline]
-fn process_burst(
+fn static_stage(
     stats: &PmdStats,
-    forward: &StaticForward,
     txqs: &mut [Box<dyn TxPort>],
     s: &mut Scratch,
     in_port: usize,
+    out: usize,
     n: usize,
 ) {
-    let out = forward.lookup(in_port as u32).map(|o| o as usize);
-    let appended = match (out, out.and_then(|o| s.txbufs.get_mut(o))) {
-        (Some(o), Some(buf)) => {
+    let appended = match s.txbufs.get_mut(out) {
+        Some(buf) => {
             if buf.room() < n {
-                if let Some(txq) = txqs.get_mut(o) {
-                    flush_port(stats, o, txq.as_mut(), buf);
+                if let Some(txq) = txqs.get_mut(out) {
+                    flush_port(stats, out, txq.as_mut(), buf);
                 }
             }
             buf.append_burst(&mut s.burst, ETH_HEADER_LEN as u16)
         }
-        _ => None,
+        None => None,
     };
-    let rx_bytes = match appended {
+    match appended {
         Some(a) => {
             if a.runts > 0 {
-                stats.drop(DropReason::Runt, a.runts);
+                stats.count_drop(DropReason::Runt, a.runts);
             }
-            a.bytes + a.runt_bytes
+            count_rx(stats, in_port, n, a.bytes + a.runt_bytes);
         }
-        None => no_forward(stats, &mut s.burst, n),
-    };
-    if let Some(pc) = stats.port(in_port) {
-        pc.rx_packets.add(n as u64);
-        pc.rx_bytes.add(rx_bytes);
+        None => no_forward(stats, &mut s.burst, in_port, n),
     }
 }
 
-/// Counts and frees a burst that has nowhere to go; returns its bytes.
+#[inline(always)]
+fn count_rx(stats: &PmdStats, in_port: usize, n: usize, bytes: u64) {
+    if let Some(pc) = stats.port(in_port) {
+        pc.rx_packets.add(n as u64);
+        pc.rx_bytes.add(bytes);
+    }
+}
+
+/// Counts and frees a burst that has nowhere to go.
 #[cold]
-fn no_forward(stats: &PmdStats, burst: &mut MbufBurst, n: usize) -> u64 {
+fn no_forward(stats: &PmdStats, burst: &mut MbufBurst, in_port: usize, n: usize) {
     let mut bytes = 0;
     let mut runts = 0;
     for i in 0..n {
@@ -183,10 +260,329 @@ fn no_forward(stats: &PmdStats, burst: &mut MbufBurst, n: usize) -> u64 {
             runts += 1;
         }
     }
-    stats.drop(DropReason::Runt, runts);
-    stats.drop(DropReason::NoForward, n as u64 - runts);
+    stats.count_drop(DropReason::Runt, runts);
+    stats.count_drop(DropReason::NoForward, n as u64 - runts);
+    count_rx(stats, in_port, n, bytes);
     burst.clear();
-    bytes
+}
+
+/// The flow stage: parse, look up (EMC, then classifier), execute; upcall misses.
+#[inline]
+fn flow_stage(
+    stats: &PmdStats,
+    f: &FlowStage,
+    txqs: &mut [Box<dyn TxPort>],
+    s: &mut Scratch,
+    in_port: usize,
+    pmd: usize,
+    n: usize,
+) {
+    let n = n.min(MAX_BURST);
+    let mut bytes = 0u64;
+    let mut runts = 0u64;
+    for i in 0..n {
+        bytes += u64::from(s.burst.pkt_len(i));
+        let (Some(key), Some(h)) = (s.keys.get_mut(i), s.hashes.get_mut(i)) else {
+            continue;
+        };
+        let Some(data) = s.burst.data(i) else {
+            continue;
+        };
+        if data.len() < ETH_HEADER_LEN {
+            // Not a frame: dropped below (the key stays a miss that is never upcalled).
+            runts += 1;
+            *h = 0;
+            *key = FlowKey::default();
+            continue;
+        }
+        if let Some(e) = parse(data, in_port as u32, key) {
+            stats.parse_error(e);
+        }
+        *h = match s.burst.rss_hash(i) {
+            Some(rss) => rss,
+            None => FlowCache::<FlowActions>::hash(key),
+        };
+    }
+    count_rx(stats, in_port, n, bytes);
+    let (Some(keys), Some(hashes), Some(hits)) =
+        (s.keys.get(..n), s.hashes.get(..n), s.hits.get_mut(..n))
+    else {
+        return;
+    };
+    let look = s.cache.lookup_burst(keys, hashes, hits);
+    stats.emc_hits.add(u64::from(look.emc_hits));
+    stats.megaflow_hits.add(u64::from(look.megaflow_hits));
+    stats.subtable_probes.add(u64::from(look.subtable_probes));
+
+    // Execute hits, crediting runs of consecutive packets of one megaflow at once.
+    let mut run: Option<(FlowRef, u64, u64, u16)> = None;
+    for i in 0..n {
+        let Some(&hit) = s.hits.get(i) else { continue };
+        let r = match hit {
+            Hit::Emc(r) | Hit::Megaflow(r) => r,
+            Hit::Miss => continue,
+        };
+        let Some(m) = s.burst.take(i) else { continue };
+        let len = u64::from(m.pkt_len());
+        let flags = s.keys.get(i).map_or(0, |k| k.tcp_flags);
+        match &mut run {
+            Some((rr, p, b, fl)) if *rr == r => {
+                *p += 1;
+                *b += len;
+                *fl |= flags;
+            }
+            _ => {
+                if let Some(prev) = run.take() {
+                    credit(&s.cache, prev, s.now);
+                }
+                run = Some((r, 1, len, flags));
+            }
+        }
+        // Disjoint fields of the scratch: the cache is read while tx buffers fill.
+        let Some(flow) = s.cache.get(r) else { continue };
+        execute(stats, &f.pool, &flow.actions, m, &mut s.txbufs, txqs);
+    }
+    if let Some(prev) = run {
+        credit(&s.cache, prev, s.now);
+    }
+
+    // Misses: upcall once per flow, hold the flow's later packets meanwhile.
+    for i in 0..n {
+        if !matches!(s.hits.get(i), Some(Hit::Miss)) {
+            continue;
+        }
+        let Some(m) = s.burst.take(i) else { continue };
+        if m.data().len() < ETH_HEADER_LEN {
+            continue; // runt, counted above; freed here
+        }
+        let (Some(&key), Some(&hash)) = (s.keys.get(i), s.hashes.get(i)) else {
+            continue;
+        };
+        miss(stats, f, s, pmd, hash, key, m);
+    }
+    if runts > 0 {
+        stats.count_drop(DropReason::Runt, runts);
+    }
+    s.burst.clear();
+}
+
+#[inline]
+fn credit(
+    cache: &FlowCache<FlowActions>,
+    (r, packets, bytes, flags): (FlowRef, u64, u64, u16),
+    now: u64,
+) {
+    if let Some(flow) = cache.get(r) {
+        flow.stats.credit(packets, bytes, now, flags);
+    }
+}
+
+#[cold]
+fn miss(
+    stats: &PmdStats,
+    f: &FlowStage,
+    s: &mut Scratch,
+    pmd: usize,
+    hash: u32,
+    key: FlowKey,
+    m: Mbuf,
+) {
+    if s.inflight.iter().any(|e| e.hash == hash && e.key == key) {
+        if s.held.len() < MAX_HELD {
+            s.held.push((hash, key, m));
+            stats.upcalls_coalesced.add(1);
+        } else {
+            stats.count_drop(DropReason::UpcallHoldFull, 1);
+        }
+        return;
+    }
+    match f.upcalls.try_send(Upcall {
+        pmd,
+        key,
+        packet: m,
+    }) {
+        Ok(()) => {
+            stats.upcalls.add(1);
+            if s.inflight.len() < MAX_INFLIGHT {
+                s.inflight.push(Inflight {
+                    hash,
+                    key,
+                    since: s.now,
+                });
+            }
+        }
+        Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+            stats.count_drop(DropReason::UpcallQueueFull, 1);
+        }
+    }
+}
+
+/// Runs a megaflow's actions on one packet: set/push/pop in place, copies to every
+/// output but the last, the packet itself to the last.
+#[inline]
+fn execute(
+    stats: &PmdStats,
+    pool: &Mempool,
+    actions: &FlowActions,
+    mut m: Mbuf,
+    txbufs: &mut [TxBuffer],
+    txqs: &mut [Box<dyn TxPort>],
+) {
+    let last = actions.last_output();
+    for (ai, a) in actions.actions().iter().enumerate() {
+        match a {
+            DpAction::Output(port) => {
+                let port = *port as usize;
+                if Some(ai) == last {
+                    push_tx(stats, port, m, txbufs, txqs);
+                    return;
+                }
+                match m.copy(pool) {
+                    Some(c) => push_tx(stats, port, c, txbufs, txqs),
+                    None => stats.count_drop(DropReason::NoMbuf, 1),
+                }
+            }
+            DpAction::PushVlan { tpid, tci } => {
+                if m.prepend(VLAN_HEADER_LEN as u16) && !finish_push_vlan(m.data_mut(), *tpid, *tci)
+                {
+                    // Too short to tag: undo the growth.
+                    m.adj(VLAN_HEADER_LEN as u16);
+                }
+            }
+            DpAction::PopVlan => {
+                if prepare_pop_vlan(m.data_mut()) {
+                    m.adj(VLAN_HEADER_LEN as u16);
+                }
+            }
+            DpAction::Controller { .. } => stats.count_drop(DropReason::Controller, 1),
+            DpAction::SetTunnel { .. } | DpAction::Drop => {}
+            set => {
+                apply_set(set, m.data_mut());
+            }
+        }
+    }
+    // No output took the packet.
+    stats.count_drop(DropReason::FlowDrop, 1);
+}
+
+#[inline]
+fn push_tx(
+    stats: &PmdStats,
+    port: usize,
+    m: Mbuf,
+    txbufs: &mut [TxBuffer],
+    txqs: &mut [Box<dyn TxPort>],
+) {
+    let Some(buf) = txbufs.get_mut(port) else {
+        stats.count_drop(DropReason::NoForward, 1);
+        return;
+    };
+    if buf.is_full() {
+        if let Some(txq) = txqs.get_mut(port) {
+            flush_port(stats, port, txq.as_mut(), buf);
+        }
+    }
+    if buf.push(m).is_err() {
+        stats.count_drop(DropReason::TxFull, 1);
+    }
+}
+
+/// Applies the management thread's commands (a bounded number per iteration).
+#[inline]
+fn apply_commands(ctx: &mut PmdContext, s: &mut Scratch) {
+    let Some(f) = &ctx.flows else { return };
+    for _ in 0..MAX_COMMANDS_PER_ITERATION {
+        let Ok(cmd) = f.commands.try_recv() else {
+            break;
+        };
+        apply_command(&ctx.stats, f, &mut ctx.txqs, s, cmd);
+    }
+}
+
+#[cold]
+fn apply_command(
+    stats: &PmdStats,
+    f: &FlowStage,
+    txqs: &mut [Box<dyn TxPort>],
+    s: &mut Scratch,
+    cmd: PmdCommand,
+) {
+    match cmd {
+        PmdCommand::Install {
+            mask,
+            key,
+            actions,
+            stats: fstats,
+            packet,
+        } => {
+            s.cache
+                .install(&mask, &key, actions.clone(), fstats.clone());
+            stats.megaflows.set(s.cache.len() as u64);
+            let covers = |k: &FlowKey| {
+                k.words()
+                    .iter()
+                    .zip(mask.words())
+                    .zip(key.words())
+                    .all(|((a, m), b)| a & m == b & m)
+            };
+            s.inflight.retain(|e| !covers(&e.key));
+            if let Some(m) = packet {
+                fstats.credit(1, u64::from(m.pkt_len()), s.now, 0);
+                execute(stats, &f.pool, &actions, m, &mut s.txbufs, txqs);
+            }
+            // The flow's held packets, in arrival order.
+            let mut i = 0;
+            while i < s.held.len() {
+                if s.held.get(i).is_some_and(|(_, k, _)| covers(k)) {
+                    let (_, _, m) = s.held.remove(i);
+                    fstats.credit(1, u64::from(m.pkt_len()), s.now, 0);
+                    execute(stats, &f.pool, &actions, m, &mut s.txbufs, txqs);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        PmdCommand::Execute { actions, packet } => {
+            execute(stats, &f.pool, &actions, packet, &mut s.txbufs, txqs);
+        }
+        PmdCommand::Remove { mask, key } => {
+            s.cache.remove(&mask, &key);
+            stats.megaflows.set(s.cache.len() as u64);
+        }
+        PmdCommand::Flush => {
+            s.cache.clear();
+            stats.megaflows.set(0);
+        }
+    }
+}
+
+/// Forgets upcalls unanswered for a second and drops the packets held for them.
+#[cold]
+fn expire_inflight(ctx: &mut PmdContext, s: &mut Scratch) {
+    let limit = s.tsc_hz;
+    let now = s.now;
+    let stale: [Option<(u32, FlowKey)>; MAX_INFLIGHT] = {
+        let mut out = [None; MAX_INFLIGHT];
+        let mut n = 0;
+        for e in s
+            .inflight
+            .iter()
+            .filter(|e| now.wrapping_sub(e.since) > limit)
+        {
+            if let Some(slot) = out.get_mut(n) {
+                *slot = Some((e.hash, e.key));
+                n += 1;
+            }
+        }
+        out
+    };
+    for (hash, key) in stale.iter().flatten() {
+        s.inflight.retain(|e| !(e.hash == *hash && e.key == *key));
+        let before = s.held.len();
+        s.held.retain(|(h, k, _)| !(*h == *hash && k == key));
+        ctx.stats
+            .count_drop(DropReason::UpcallTimeout, (before - s.held.len()) as u64);
+    }
 }
 
 #[inline]
@@ -210,6 +606,6 @@ fn flush_port(stats: &PmdStats, port_no: usize, txq: &mut dyn TxPort, buf: &mut 
         }
     }
     if r.dropped > 0 {
-        stats.drop(DropReason::TxFull, r.dropped as u64);
+        stats.count_drop(DropReason::TxFull, r.dropped as u64);
     }
 }

@@ -35,6 +35,12 @@ impl Counter {
     pub fn reset(&self) {
         self.0.store(0, Ordering::Relaxed);
     }
+
+    /// Sets the value (a gauge; only the owner calls this).
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
 }
 
 /// Why the datapath dropped a packet (parse errors are counted apart: a packet with a
@@ -48,12 +54,33 @@ pub enum DropReason {
     NoForward,
     /// The output port did not take the packet (its tx queue was full).
     TxFull,
+    /// The megaflow's actions output nothing (OpenFlow `drop`, table miss, ...).
+    FlowDrop,
+    /// A cache miss found the upcall queue full.
+    UpcallQueueFull,
+    /// A packet of a flow whose upcall was in flight found the hold queue full.
+    UpcallHoldFull,
+    /// An upcall was not answered in time; the packets held for it were dropped.
+    UpcallTimeout,
+    /// Sent to the controller, and there is none yet.
+    Controller,
+    /// No mbuf for a copy (output to several ports).
+    NoMbuf,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 3;
-    pub const ALL: [DropReason; Self::COUNT] =
-        [DropReason::Runt, DropReason::NoForward, DropReason::TxFull];
+    pub const COUNT: usize = 9;
+    pub const ALL: [DropReason; Self::COUNT] = [
+        DropReason::Runt,
+        DropReason::NoForward,
+        DropReason::TxFull,
+        DropReason::FlowDrop,
+        DropReason::UpcallQueueFull,
+        DropReason::UpcallHoldFull,
+        DropReason::UpcallTimeout,
+        DropReason::Controller,
+        DropReason::NoMbuf,
+    ];
 
     #[inline]
     pub fn index(self) -> usize {
@@ -66,6 +93,12 @@ impl DropReason {
             DropReason::Runt => "runt",
             DropReason::NoForward => "no_forward",
             DropReason::TxFull => "tx_full",
+            DropReason::FlowDrop => "flow_drop",
+            DropReason::UpcallQueueFull => "upcall_queue_full",
+            DropReason::UpcallHoldFull => "upcall_hold_full",
+            DropReason::UpcallTimeout => "upcall_timeout",
+            DropReason::Controller => "controller",
+            DropReason::NoMbuf => "no_mbuf",
         }
     }
 }
@@ -93,6 +126,19 @@ pub struct PmdStats {
     pub idle_cycles: Counter,
     pub rx_packets: Counter,
     pub tx_packets: Counter,
+    /// Packets found in the exact-match cache.
+    pub emc_hits: Counter,
+    /// Packets found by the megaflow classifier.
+    pub megaflow_hits: Counter,
+    /// Classifier subtables probed (over `megaflow_hits` + misses: the average
+    /// lookups per hit OVS shows).
+    pub subtable_probes: Counter,
+    /// Packets sent to the management thread for translation.
+    pub upcalls: Counter,
+    /// Packets of a flow already upcalled, held until its megaflow arrives.
+    pub upcalls_coalesced: Counter,
+    /// Megaflows installed by the management thread (a gauge, set by the PMD).
+    pub megaflows: Counter,
     pub drops: [Counter; DropReason::COUNT],
     pub parse_errors: [Counter; ParseError::COUNT],
     /// Indexed by datapath port number (position in [`crate::DatapathSpec::ports`]).
@@ -107,6 +153,12 @@ impl PmdStats {
             idle_cycles: Counter::default(),
             rx_packets: Counter::default(),
             tx_packets: Counter::default(),
+            emc_hits: Counter::default(),
+            megaflow_hits: Counter::default(),
+            subtable_probes: Counter::default(),
+            upcalls: Counter::default(),
+            upcalls_coalesced: Counter::default(),
+            megaflows: Counter::default(),
             drops: Default::default(),
             parse_errors: std::array::from_fn(|_| Counter::default()),
             ports: (0..n_ports).map(|_| PortCounters::default()).collect(),
@@ -114,7 +166,7 @@ impl PmdStats {
     }
 
     #[inline(always)]
-    pub fn drop(&self, reason: DropReason, n: u64) {
+    pub fn count_drop(&self, reason: DropReason, n: u64) {
         if let Some(c) = self.drops.get(reason.index()) {
             c.add(n);
         }

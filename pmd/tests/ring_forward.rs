@@ -89,6 +89,7 @@ fn ring_ports_forward_exact_packets_and_counters() {
         mbufs: 0,
         mbuf_cache: 0,
         forward: vec![(0, 1)],
+        flows: None,
     };
     let ports: Vec<(PortSpec, Arc<dyn Port>)> = vec![
         (spec("p0", 1), Arc::new(DpdkPort::from_eth(p0))),

@@ -73,6 +73,7 @@ fn steady_state_forwarding_allocates_nothing() {
         mbufs: 0,
         mbuf_cache: 0,
         forward: vec![(0, 1)],
+        flows: None,
     };
     let ports: Vec<(PortSpec, Arc<dyn Port>)> = vec![
         (spec("p0", 1), Arc::new(DpdkPort::from_eth(p0))),

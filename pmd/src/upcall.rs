@@ -1,0 +1,76 @@
+//! Messages between the PMDs and the management thread.
+//!
+//! A PMD that finds no megaflow for a packet sends an [`Upcall`] (the key and the
+//! packet itself: ownership moves, nothing is copied) on the bounded upcall channel
+//! and goes on polling; a full channel is a counted drop, never a wait. The
+//! management thread translates the key through the OpenFlow tables and answers the
+//! PMD that missed with [`PmdCommand::Install`], which carries the packet back so the
+//! PMD executes it with the new megaflow, ahead of the packets of the same flow it
+//! held meanwhile. PMDs apply commands between bursts.
+
+use std::sync::Arc;
+
+use dpdk_ffi::Mbuf;
+use pipeline::actions::DpAction;
+use pipeline::flow_cache::FlowStats;
+use pipeline::FlowKey;
+
+/// A packet that missed the PMD's flow cache.
+pub struct Upcall {
+    /// The PMD that missed (its index in the datapath).
+    pub pmd: usize,
+    /// The packet's key; `in_port` is the datapath port number.
+    pub key: FlowKey,
+    pub packet: Mbuf,
+}
+
+/// A megaflow's actions, ready for the PMD: output ports are datapath port numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowActions {
+    actions: Vec<DpAction>,
+    /// Index of the last `Output`: the packet itself goes there, earlier outputs get
+    /// copies.
+    last_output: Option<usize>,
+}
+
+impl FlowActions {
+    pub fn new(actions: Vec<DpAction>) -> FlowActions {
+        let last_output = actions
+            .iter()
+            .rposition(|a| matches!(a, DpAction::Output(_)));
+        FlowActions {
+            actions,
+            last_output,
+        }
+    }
+
+    pub fn actions(&self) -> &[DpAction] {
+        &self.actions
+    }
+
+    pub fn last_output(&self) -> Option<usize> {
+        self.last_output
+    }
+}
+
+/// What the management thread asks of a PMD.
+pub enum PmdCommand {
+    /// Installs (or replaces) the megaflow `key`/`mask`, then executes `packet` (the
+    /// upcalled one) and the packets held for the same flow with it.
+    Install {
+        mask: FlowKey,
+        key: FlowKey,
+        actions: Arc<FlowActions>,
+        stats: Arc<FlowStats>,
+        packet: Option<Mbuf>,
+    },
+    /// Executes a packet with actions, installing nothing.
+    Execute {
+        actions: Arc<FlowActions>,
+        packet: Mbuf,
+    },
+    /// Removes the megaflow `key`/`mask`.
+    Remove { mask: FlowKey, key: FlowKey },
+    /// Removes every megaflow.
+    Flush,
+}
