@@ -22,6 +22,9 @@
 //!   set_field/load/move, learn, note).
 //! * [`rule`]: [`rule::FlowMod`] (a flow as added), [`rule::Rule`] (with
 //!   counters and times), [`rule::FlowFilter`] (del-flows / dump-flows selection).
+//! * [`syntax`]: `ovs-ofctl` text in and out: `add-flow`/`add-flows` lines,
+//!   `del-flows`/`dump-flows` selections, `dump-flows` lines (printed in
+//!   `match_format`'s field order, actions as `ofpacts_format`), [`syntax::PortMap`].
 //!
 //! # OVS compatibility
 //!
