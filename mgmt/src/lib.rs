@@ -36,6 +36,7 @@ pub mod config;
 pub mod console;
 pub mod control;
 pub mod metrics;
+pub mod ofproto;
 pub mod view;
 
 use std::io::Write;
