@@ -39,6 +39,7 @@
 pub mod action;
 pub mod field;
 pub mod flow_match;
+pub mod reference;
 pub mod rule;
 pub mod syntax;
 pub mod table;

@@ -786,3 +786,369 @@ pub fn lookup_linear(tables: &Tables, table: u8, key: &FlowKey) -> Option<RuleId
         .max_by_key(|(_, s)| (s.rule.flow.priority, std::cmp::Reverse(s.seq)))
         .map(|(id, _)| *id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::syntax::{parse_flow, parse_flow_filter, FilterMode, PortMap};
+    use super::*;
+    use crate::flow_key::ETH_TYPE_IPV4;
+
+    fn fm(s: &str) -> FlowMod {
+        parse_flow(s, &PortMap::new()).unwrap()
+    }
+
+    fn filter(s: &str, mode: FilterMode) -> FlowFilter {
+        parse_flow_filter(s, mode, &PortMap::new()).unwrap()
+    }
+
+    fn key(in_port: u32, dl_dst_last: u8) -> FlowKey {
+        FlowKey {
+            in_port,
+            dl_dst: [0, 0, 0, 0, 0, dl_dst_last],
+            dl_type: ETH_TYPE_IPV4,
+            nw_src: 0x0a00_0001,
+            ..FlowKey::default()
+        }
+    }
+
+    fn hit(t: &Tables, k: &FlowKey) -> Option<RuleId> {
+        let mut wc = FlowKey::default();
+        let id = t.lookup(0, k, &mut wc);
+        assert_eq!(id, lookup_linear(t, 0, k));
+        id
+    }
+
+    #[test]
+    fn highest_priority_wins_across_subtables() {
+        let mut t = Tables::new();
+        let low = t.add(fm("priority=1 actions=drop"), 0).unwrap();
+        let mid = t.add(fm("priority=5,in_port=1 actions=drop"), 0).unwrap();
+        let high = t
+            .add(
+                fm("priority=9,in_port=1,dl_dst=00:00:00:00:00:07 actions=drop"),
+                0,
+            )
+            .unwrap();
+        assert_eq!(t.n_subtables(0), 3);
+        assert_eq!(hit(&t, &key(1, 7)), Some(high));
+        assert_eq!(hit(&t, &key(1, 8)), Some(mid));
+        assert_eq!(hit(&t, &key(2, 7)), Some(low));
+        assert_eq!(t.lookup(1, &key(2, 7), &mut FlowKey::default()), None);
+    }
+
+    #[test]
+    fn early_stop_limits_the_mask() {
+        let mut t = Tables::new();
+        t.add(fm("priority=9,in_port=1 actions=drop"), 0).unwrap();
+        t.add(fm("priority=1,dl_dst=00:00:00:00:00:07 actions=drop"), 0)
+            .unwrap();
+        let mut wc = FlowKey::default();
+        assert!(t.lookup(0, &key(1, 7), &mut wc).is_some());
+        // The priority-1 subtable was never probed: dl_dst is not in the mask.
+        assert_eq!(wc.in_port, u32::MAX);
+        assert_eq!(wc.dl_dst, [0; 6]);
+        let mut wc = FlowKey::default();
+        t.lookup(0, &key(2, 7), &mut wc);
+        assert_eq!(wc.dl_dst, [0xff; 6]);
+    }
+
+    #[test]
+    fn equal_priority_overlap_goes_to_the_first_added() {
+        let mut t = Tables::new();
+        let a = t.add(fm("priority=5,in_port=1 actions=drop"), 0).unwrap();
+        let b = t
+            .add(fm("priority=5,dl_dst=00:00:00:00:00:07 actions=drop"), 0)
+            .unwrap();
+        assert_eq!(hit(&t, &key(1, 7)), Some(a));
+        // Removing and re-adding the first makes it the later one.
+        t.delete(&filter("in_port=1", FilterMode::DelFlows { strict: false }));
+        let a2 = t.add(fm("priority=5,in_port=1 actions=drop"), 0).unwrap();
+        assert_ne!(a, a2);
+        assert_eq!(hit(&t, &key(1, 7)), Some(b));
+    }
+
+    #[test]
+    fn add_replaces_identical_rule_as_a_new_rule() {
+        let mut t = Tables::new();
+        let a = t
+            .add(
+                fm("priority=5,in_port=1,idle_timeout=10 actions=output:2"),
+                0,
+            )
+            .unwrap();
+        assert!(t.credit(a, 3, 300, 500));
+        let b = t
+            .add(fm("cookie=0x7,priority=5,in_port=1 actions=output:3"), 1000)
+            .unwrap();
+        assert_ne!(a, b);
+        assert_eq!(t.len(), 1);
+        assert!(t.get(a).is_none());
+        let r = t.get(b).unwrap();
+        assert_eq!((r.n_packets, r.n_bytes), (0, 0));
+        assert_eq!((r.created_ms, r.modified_ms, r.used_ms), (1000, 1000, 1000));
+        assert_eq!(r.flow.cookie, 7);
+        assert_eq!(r.flow.idle_timeout, 0);
+        assert_eq!(r.flow.actions, vec![Action::Output(3)]);
+        assert!(!t.credit(a, 1, 1, 2000));
+        // Another priority is another rule.
+        t.add(fm("priority=6,in_port=1 actions=output:3"), 0)
+            .unwrap();
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn add_flows_is_all_or_nothing() {
+        let mut t = Tables::new();
+        let keep = t
+            .add(fm("priority=5,in_port=1 actions=output:2"), 0)
+            .unwrap();
+        let bad = vec![
+            fm("priority=5,in_port=1 actions=output:9"),
+            fm("priority=1,in_port=2 actions=output:3"),
+            FlowMod {
+                table_id: 255,
+                ..FlowMod::default()
+            },
+        ];
+        let e = t.add_flows(bad, 0).unwrap_err();
+        assert_eq!(e.index, 2);
+        assert_eq!(e.error, TableError::BadTableId(255));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.get(keep).unwrap().flow.actions, vec![Action::Output(2)]);
+
+        // A check_overlap conflict found while applying rolls everything back.
+        let batch = vec![
+            fm("priority=5,in_port=1 actions=output:9"),
+            fm("priority=1,in_port=2 actions=output:3"),
+            fm("priority=5,check_overlap,dl_dst=00:00:00:00:00:07 actions=drop"),
+        ];
+        let e = t.add_flows(batch, 0).unwrap_err();
+        assert_eq!(e.index, 2);
+        assert!(matches!(e.error, TableError::Overlap { .. }));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.get(keep).unwrap().flow.actions, vec![Action::Output(2)]);
+        assert_eq!(hit(&t, &key(1, 7)), Some(keep));
+
+        let ok = vec![
+            fm("priority=5,in_port=1 actions=output:9"),
+            fm("priority=1,in_port=2 actions=output:3"),
+        ];
+        let ids = t.add_flows(ok, 0).unwrap();
+        assert_eq!(ids.len(), 2);
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn validation_errors_name_the_problem() {
+        let mut t = Tables::new();
+        let back = FlowMod {
+            table_id: 3,
+            actions: vec![Action::GotoTable(2)],
+            ..FlowMod::default()
+        };
+        let e = t.add(back, 0).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "goto_table:2: must name a table after table 3"
+        );
+        let mut bad = fm("actions=drop");
+        bad.match_
+            .set_field(super::super::field::Field::TpDst, 80, None);
+        let e = t.add(bad, 0).unwrap_err();
+        assert!(e.to_string().starts_with("match: tp_dst"), "{e}");
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn delete_loose_and_strict() {
+        let mut t = Tables::new();
+        let flows = [
+            "priority=5,in_port=1 actions=output:2",
+            "priority=6,in_port=1,dl_dst=00:00:00:00:00:07 actions=output:3",
+            "priority=5,in_port=2 actions=output:1",
+            "table=1,priority=5,in_port=1 actions=output:2",
+            "cookie=0x12,priority=1 actions=output:4",
+        ];
+        t.add_flows(flows.iter().map(|s| fm(s)).collect(), 0)
+            .unwrap();
+        // Strict: same priority and identical match only (all tables: no table=).
+        let gone = t.delete(&filter(
+            "priority=5,in_port=1",
+            FilterMode::DelFlows { strict: true },
+        ));
+        assert_eq!(gone.len(), 2);
+        assert_eq!(gone[0].rule.flow.table_id, 0);
+        assert_eq!(gone[1].rule.flow.table_id, 1);
+        assert_eq!(gone[0].reason, RemovedReason::Delete);
+        assert!(t
+            .delete(&filter("in_port=1", FilterMode::DelFlows { strict: true }))
+            .is_empty());
+        // Loose: every rule at least as specific, any priority.
+        let gone = t.delete(&filter("in_port=1", FilterMode::DelFlows { strict: false }));
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].rule.flow.priority, 6);
+        // out_port and cookie narrow.
+        assert!(t
+            .delete(&filter(
+                "out_port=9",
+                FilterMode::DelFlows { strict: false }
+            ))
+            .is_empty());
+        let gone = t.delete(&filter(
+            "cookie=0x10/0xf0",
+            FilterMode::DelFlows { strict: false },
+        ));
+        assert_eq!(gone.len(), 1);
+        assert_eq!(t.len(), 1);
+        let gone = t.delete(&FlowFilter::default());
+        assert_eq!(gone.len(), 1);
+        assert!(t.is_empty());
+        assert_eq!(t.n_subtables(0), 0);
+    }
+
+    #[test]
+    fn dump_order_is_table_priority_insertion() {
+        let mut t = Tables::new();
+        let flows = [
+            "table=1,priority=1 actions=drop",
+            "priority=1,in_port=1 actions=drop",
+            "priority=3,in_port=2 actions=drop",
+            "priority=1,in_port=3 actions=drop",
+        ];
+        let ids = t
+            .add_flows(flows.iter().map(|s| fm(s)).collect(), 0)
+            .unwrap();
+        let order: Vec<RuleId> = t.iter().map(|(id, _)| id).collect();
+        assert_eq!(order, vec![ids[2], ids[1], ids[3], ids[0]]);
+        let d = t.dump(&filter("table=1", FilterMode::DumpFlows));
+        assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn modify_keeps_counters_and_times() {
+        let mut t = Tables::new();
+        let a = t
+            .add(
+                fm("priority=5,in_port=1,hard_timeout=10 actions=output:2"),
+                0,
+            )
+            .unwrap();
+        t.credit(a, 2, 200, 100);
+        let ids = t
+            .modify(
+                &filter("in_port=1", FilterMode::DelFlows { strict: false }),
+                &[Action::Output(4)],
+                None,
+                500,
+            )
+            .unwrap();
+        assert_eq!(ids, vec![a]);
+        let r = t.get(a).unwrap();
+        assert_eq!((r.n_packets, r.n_bytes), (2, 200));
+        assert_eq!((r.created_ms, r.modified_ms, r.used_ms), (0, 500, 100));
+        assert_eq!(r.flow.hard_timeout, 10);
+        assert_eq!(r.flow.actions, vec![Action::Output(4)]);
+    }
+
+    #[test]
+    fn idle_and_hard_timeouts_expire_with_injected_time() {
+        let mut t = Tables::new();
+        let idle = t
+            .add(fm("priority=1,in_port=1,idle_timeout=10 actions=drop"), 0)
+            .unwrap();
+        let hard = t
+            .add(fm("priority=1,in_port=2,hard_timeout=20 actions=drop"), 0)
+            .unwrap();
+        let both = t
+            .add(
+                fm("priority=1,in_port=3,idle_timeout=5,hard_timeout=8 actions=drop"),
+                0,
+            )
+            .unwrap();
+        let forever = t.add(fm("priority=1,in_port=4 actions=drop"), 0).unwrap();
+        assert_eq!(t.next_expiry_ms(), Some(5_001));
+        // Traffic keeps the idle rules alive; the hard timeout ignores it.
+        t.credit(idle, 1, 64, 9_000);
+        t.credit(both, 1, 64, 4_000);
+        assert!(t.expire(8_000).is_empty());
+        let gone = t.expire(8_001);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(
+            (gone[0].id, gone[0].reason),
+            (both, RemovedReason::HardTimeout)
+        );
+        assert!(t.expire(19_000).is_empty());
+        let gone = t.expire(19_001);
+        assert_eq!(
+            (gone[0].id, gone[0].reason),
+            (idle, RemovedReason::IdleTimeout)
+        );
+        let gone = t.expire(20_001);
+        assert_eq!(
+            (gone[0].id, gone[0].reason),
+            (hard, RemovedReason::HardTimeout)
+        );
+        assert!(t.expire(u64::MAX / 2).is_empty());
+        assert!(t.get(forever).is_some());
+        assert_eq!(t.next_expiry_ms(), None);
+        // A credit with no packets does not count as use.
+        let r = t
+            .add(fm("priority=1,in_port=5,idle_timeout=1 actions=drop"), 0)
+            .unwrap();
+        t.credit(r, 0, 0, 900);
+        assert_eq!(t.expire(1_001).len(), 1);
+    }
+
+    #[test]
+    fn learn_adds_refreshes_or_modifies() {
+        let mut t = Tables::new();
+        let f =
+            fm("table=20,priority=1,hard_timeout=300,dl_dst=00:00:00:00:00:07 actions=output:2");
+        let LearnOutcome::Added(id) = t.learn(f.clone(), 0) else {
+            panic!()
+        };
+        t.credit(id, 5, 500, 10);
+        assert_eq!(t.learn_preview(&f), LearnOutcome::Refreshed(id));
+        assert_eq!(t.learn(f.clone(), 1_000), LearnOutcome::Refreshed(id));
+        assert_eq!(t.get(id).unwrap().modified_ms, 1_000);
+        let mut g = f.clone();
+        g.actions = vec![Action::Output(3)];
+        assert_eq!(t.learn(g, 2_000), LearnOutcome::Modified(id));
+        let r = t.get(id).unwrap();
+        assert_eq!((r.n_packets, r.created_ms, r.modified_ms), (5, 0, 2_000));
+        assert_eq!(r.flow.actions, vec![Action::Output(3)]);
+        assert_eq!(t.len(), 1);
+        // The hard timeout restarts at each refresh.
+        assert!(t.expire(300_001).is_empty());
+        assert_eq!(t.expire(302_001).len(), 1);
+    }
+
+    #[test]
+    fn exact_5tuple_rules_share_one_subtable() {
+        let mut t = Tables::new();
+        let n = 10_000u32;
+        let flows: Vec<FlowMod> = (0..n)
+            .map(|i| {
+                fm(&format!(
+                    "priority=10,udp,nw_src=10.{}.{}.1,nw_dst=10.0.0.2,tp_src={},tp_dst=53 actions=output:2",
+                    i >> 8,
+                    i & 0xff,
+                    1000 + (i % 1000)
+                ))
+            })
+            .collect();
+        t.add_flows(flows, 0).unwrap();
+        assert_eq!(t.len(), n as usize);
+        assert_eq!(t.n_subtables(0), 1);
+        let k = FlowKey {
+            dl_type: ETH_TYPE_IPV4,
+            nw_proto: 17,
+            nw_src: 0x0a00_0000 | (0x12 << 16) | (0x34 << 8) | 1,
+            nw_dst: 0x0a00_0002,
+            tp_src: 1000 + ((0x1234 % 1000) as u16),
+            tp_dst: 53,
+            ..FlowKey::default()
+        };
+        assert!(hit(&t, &k).is_some());
+    }
+}

@@ -76,8 +76,9 @@ use crate::flow_key::{
 pub const MAX_RESUBMIT_DEPTH: usize = 64;
 /// Most resubmits in one translation (OVS `MAX_RESUBMITS` = 64 * 64).
 pub const MAX_RESUBMITS: usize = MAX_RESUBMIT_DEPTH * MAX_RESUBMIT_DEPTH;
-/// Most actions executed in one translation.
-pub const MAX_ACTIONS: usize = 4096;
+/// Most actions executed in one translation (above [`MAX_RESUBMITS`], since every
+/// resubmit is an action).
+pub const MAX_ACTIONS: usize = 4 * MAX_RESUBMITS;
 
 /// Why a translation was cut short (its datapath actions are then `drop`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
@@ -1181,5 +1182,305 @@ mod text {
             OFP_DEFAULT_PRIORITY,
             &FormatOptions::default(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::syntax::{parse_flow, PortMap};
+    use super::*;
+    use crate::actions::format_dp_actions;
+
+    const PORTS: [u32; 4] = [1, 2, 3, 4];
+
+    fn tables(flows: &[&str]) -> Tables {
+        let mut t = Tables::new();
+        let fms = flows
+            .iter()
+            .map(|s| parse_flow(s, &PortMap::new()).unwrap())
+            .collect();
+        t.add_flows(fms, 0).unwrap();
+        t
+    }
+
+    fn key(in_port: u32) -> FlowKey {
+        FlowKey {
+            in_port,
+            dl_type: ETH_TYPE_IPV4,
+            dl_src: [0, 0, 0, 0, 0, 1],
+            dl_dst: [0, 0, 0, 0, 0, 2],
+            nw_src: 0x0a00_0001,
+            nw_dst: 0x0a00_0002,
+            nw_proto: IPPROTO_TCP,
+            nw_ttl: 64,
+            tp_src: 1000,
+            tp_dst: 80,
+            ..FlowKey::default()
+        }
+    }
+
+    fn run(t: &Tables, k: &FlowKey) -> Translation {
+        translate(
+            t,
+            k,
+            &PORTS,
+            XlateOptions {
+                trace: true,
+                normal: None,
+            },
+        )
+    }
+
+    fn dp(t: &Tables, k: &FlowKey) -> String {
+        format_dp_actions(&run(t, k).actions)
+    }
+
+    #[test]
+    fn outputs_skip_in_port_unless_asked() {
+        let t = tables(&["actions=output:1,output:2,in_port,output:9,LOCAL"]);
+        assert_eq!(dp(&t, &key(1)), "2,1,4294967294");
+        let t = tables(&["actions=FLOOD"]);
+        assert_eq!(dp(&t, &key(2)), "1,3,4");
+        let t = tables(&["actions=ALL"]);
+        assert_eq!(dp(&t, &key(4)), "1,2,3");
+        let x = run(&tables(&["actions=output:9"]), &key(1));
+        assert_eq!(x.actions, vec![DpAction::Drop]);
+        assert!(format_trace(&x).contains(" >> Nonexistent output port 9"));
+    }
+
+    #[test]
+    fn miss_and_empty_actions_drop() {
+        let t = Tables::new();
+        let x = run(&t, &key(1));
+        assert_eq!(x.actions, vec![DpAction::Drop]);
+        assert!(x.rules.is_empty());
+        assert_eq!(
+            format_trace(&x).lines().nth(4),
+            Some(" 0. No match."),
+            "{}",
+            format_trace(&x)
+        );
+        let t = tables(&["priority=0 actions=drop"]);
+        assert_eq!(dp(&t, &key(1)), "drop");
+        assert_eq!(run(&t, &key(1)).rules.len(), 1);
+    }
+
+    #[test]
+    fn commits_are_lazy_and_minimal() {
+        // Set once, output twice: one set action. Set and restore: nothing.
+        let t = tables(&[
+            "actions=mod_dl_src:00:00:00:00:00:09,output:2,output:3,mod_dl_src:00:00:00:00:00:01,output:4",
+        ]);
+        assert_eq!(
+            dp(&t, &key(1)),
+            "set(eth(src=00:00:00:00:00:09)),2,3,set(eth(src=00:00:00:00:00:01)),4"
+        );
+        let t = tables(&["actions=mod_nw_dst:10.0.0.9,mod_nw_dst:10.0.0.2,output:2"]);
+        assert_eq!(dp(&t, &key(1)), "2");
+        // No output: the sets are never emitted.
+        let t = tables(&["actions=mod_nw_dst:10.0.0.9,dec_ttl"]);
+        assert_eq!(dp(&t, &key(1)), "drop");
+        // OVS's order: eth, ipv4, l4, vlan.
+        let t = tables(&[
+            "actions=mod_vlan_vid:5,mod_tp_dst:8080,dec_ttl,mod_dl_dst:00:00:00:00:00:07,output:2",
+        ]);
+        assert_eq!(
+            dp(&t, &key(1)),
+            "set(eth(dst=00:00:00:00:00:07)),set(ipv4(ttl=63)),set(tcp(dst=8080)),push_vlan(vid=5,pcp=0),2"
+        );
+    }
+
+    #[test]
+    fn vlan_changes_pop_and_push() {
+        let mut k = key(1);
+        k.vlan_tci[0] = VLAN_CFI | (3 << VLAN_PCP_SHIFT) | 10;
+        k.vlan_tpid[0] = ETH_TYPE_VLAN_8021Q;
+        let t = tables(&["actions=mod_vlan_vid:20,output:2"]);
+        assert_eq!(dp(&t, &k), "pop_vlan,push_vlan(vid=20,pcp=3),2");
+        let t = tables(&["actions=strip_vlan,output:2,push_vlan:0x88a8,mod_vlan_vid:7,output:3"]);
+        assert_eq!(
+            dp(&t, &k),
+            "pop_vlan,2,push_vlan(tpid=0x88a8,vid=7,pcp=0),3"
+        );
+        // Pushing a second tag keeps the first.
+        let t = tables(&["actions=push_vlan:0x88a8,output:2"]);
+        assert_eq!(dp(&t, &k), "push_vlan(tpid=0x88a8,vid=0,pcp=0),2");
+        // Stripping an untagged packet does nothing.
+        let t = tables(&["actions=strip_vlan,output:2"]);
+        assert_eq!(dp(&t, &key(1)), "2");
+    }
+
+    #[test]
+    fn resubmit_in_port_is_for_the_lookup_only() {
+        let t = tables(&[
+            "table=0,in_port=1 actions=resubmit(3,1),output:4",
+            "table=1,in_port=3 actions=in_port,output:3",
+        ]);
+        // table 1 matched in_port=3, but IN_PORT and the skip rule see port 1.
+        assert_eq!(dp(&t, &key(1)), "1,3,4");
+        let x = run(&t, &key(1));
+        assert_eq!(x.rules.len(), 2);
+        assert_eq!(x.mask.in_port, u32::MAX);
+    }
+
+    #[test]
+    fn goto_table_continues_in_a_later_table() {
+        let t = tables(&[
+            "table=0 actions=mod_nw_tos:16,goto_table:5",
+            "table=5,ip,nw_tos=16 actions=output:3",
+        ]);
+        assert_eq!(dp(&t, &key(1)), "set(ipv4(tos=0x10)),3");
+    }
+
+    #[test]
+    fn resubmit_depth_is_bounded_and_counted() {
+        let t = tables(&["actions=resubmit(,0)"]);
+        let x = run(&t, &key(1));
+        assert_eq!(x.error, Some(XlateError::TooDeep));
+        assert_eq!(x.actions, vec![DpAction::Drop]);
+        assert_eq!(x.rules.len(), MAX_RESUBMIT_DEPTH);
+        let mut stats = XlateStats::default();
+        stats.record(&x);
+        assert_eq!(stats.too_deep, 1);
+        assert!(format_trace(&x).contains("Translation failed"));
+
+        // A wide tree: 70 x 70 resubmits, two levels deep.
+        let fan = |t: u8| vec![format!("resubmit(,{t})"); 70].join(",");
+        let t = tables(&[
+            &format!("table=0 actions={}", fan(1)),
+            &format!("table=1 actions={}", fan(2)),
+            "table=2 actions=output:2",
+        ]);
+        let x = run(&t, &key(1));
+        assert_eq!(x.error, Some(XlateError::TooManyResubmits));
+        assert_eq!(x.actions, vec![DpAction::Drop]);
+        stats.record(&x);
+        assert_eq!(stats.too_many_resubmits, 1);
+
+        // Many actions per level, few levels.
+        let many = vec!["note:00"; 2000].join(",");
+        let t = tables(&[
+            &format!("table=0 actions={many},resubmit(,1),resubmit(,1),resubmit(,1)"),
+            &format!("table=1 actions={many},resubmit(,2),resubmit(,2),resubmit(,2)"),
+            &format!("table=2 actions={many},output:2"),
+        ]);
+        let x = run(&t, &key(1));
+        assert_eq!(x.error, Some(XlateError::TooManyActions));
+        stats.record(&x);
+        assert_eq!(stats.too_many_actions, 1);
+        assert_eq!(stats.translations, 3);
+    }
+
+    #[test]
+    fn dec_ttl_expiry_goes_to_the_controller_and_stops_the_list() {
+        let t = tables(&[
+            "table=0 actions=resubmit(,1),output:3",
+            "table=1 actions=dec_ttl,output:2",
+        ]);
+        let mut k = key(1);
+        assert_eq!(dp(&t, &k), "set(ipv4(ttl=63)),2,3");
+        k.nw_ttl = 1;
+        let x = run(&t, &k);
+        assert_eq!(
+            format_dp_actions(&x.actions),
+            "userspace(controller(max_len=65535)),3"
+        );
+        assert_eq!(x.n_controller, 1);
+    }
+
+    #[test]
+    fn normal_without_hook_is_flagged() {
+        let t = tables(&["actions=NORMAL,output:2"]);
+        let x = run(&t, &key(1));
+        assert!(x.normal_unsupported);
+        assert_eq!(format_dp_actions(&x.actions), "2");
+        assert!(format_trace(&x).contains(NORMAL_UNSUPPORTED));
+
+        struct ToAll;
+        impl NormalHook for ToAll {
+            fn normal(&mut self, flow: &FlowKey, wc: &mut FlowKey, ports: &[u32]) -> Vec<u32> {
+                wc.dl_dst = [0xff; 6];
+                if flow.dl_dst[0] & 1 != 0 {
+                    ports.to_vec()
+                } else {
+                    vec![3]
+                }
+            }
+        }
+        let mut hook = ToAll;
+        let x = translate(
+            &t,
+            &key(1),
+            &PORTS,
+            XlateOptions {
+                trace: false,
+                normal: Some(&mut hook),
+            },
+        );
+        assert!(!x.normal_unsupported);
+        assert_eq!(format_dp_actions(&x.actions), "3,2");
+        assert_eq!(x.mask.dl_dst, [0xff; 6]);
+    }
+
+    #[test]
+    fn set_field_needs_the_field() {
+        // arp_op on an IP packet is not set; dl_type joins the mask.
+        // (The flow parser refuses this; a FlowMod built in code is checked at
+        // run time.)
+        let mut t = Tables::new();
+        let f = FlowMod {
+            actions: vec![
+                Action::Load {
+                    dst: Subfield::whole(Field::ArpOp),
+                    value: 2,
+                },
+                Action::Output(2),
+            ],
+            ..FlowMod::default()
+        };
+        t.add(f, 0).unwrap();
+        let x = run(&t, &key(1));
+        assert_eq!(format_dp_actions(&x.actions), "2");
+        assert_eq!(x.final_flow.nw_proto, IPPROTO_TCP);
+        let t = tables(&["tcp actions=set_field:8080->tcp_dst,output:2"]);
+        assert_eq!(dp(&t, &key(1)), "set(tcp(dst=8080)),2");
+    }
+
+    #[test]
+    fn move_and_output_reg() {
+        let t = tables(&[
+            "actions=move:NXM_OF_IN_PORT[]->NXM_NX_REG0[0..15],load:3->NXM_NX_REG1[],output:NXM_NX_REG1[0..15],output:NXM_NX_REG0[0..15]",
+        ]);
+        // output to reg0 = in_port is skipped like any output to the input port.
+        let x = run(&t, &key(1));
+        assert_eq!(format_dp_actions(&x.actions), "3");
+        assert_eq!(x.final_flow.regs[..2], [1, 3]);
+    }
+
+    #[test]
+    fn trace_nests_non_tail_resubmits() {
+        let t = tables(&[
+            "table=0,in_port=1 actions=resubmit(,1),resubmit(,2)",
+            "table=1 actions=output:2",
+            "table=2,priority=7 actions=resubmit(,3)",
+        ]);
+        let x = run(&t, &key(1));
+        let text = format_trace(&x);
+        let body: Vec<&str> = text.lines().skip(4).take(8).collect();
+        assert_eq!(
+            body,
+            vec![
+                " 0. in_port=1, priority 32768",
+                "    resubmit(,1)",
+                "     1. priority 32768",
+                "            output:2",
+                "    resubmit(,2)",
+                " 2. priority 7",
+                "    resubmit(,3)",
+                " 3. No match.",
+            ],
+            "{text}"
+        );
+        assert!(text.ends_with("Datapath actions: 2\n"), "{text}");
     }
 }
