@@ -55,7 +55,7 @@
 //!
 //! # Deviations
 //!
-//! * No patch ports, tunnels ports, bonds, mirrors, conntrack, groups, meters or
+//! * No patch ports, tunnel ports, bonds, mirrors, conntrack, groups, meters or
 //!   recirculation; `set(tunnel(..))` is committed before any output, not only
 //!   before tunnel ports.
 //! * `fin_idle_timeout`/`fin_hard_timeout` of `learn` are ignored.
@@ -995,11 +995,18 @@ impl Ctx<'_, '_> {
 
 /// Prints a translation as `ovs-appctl ofproto/trace` does: the tables, rules and
 /// actions visited (nested resubmits indented), then `Final flow:`, `Megaflow:`
-/// and, last, `Datapath actions:`.
+/// and, last, `Datapath actions:`. The bridge is called `br`; see
+/// [`format_trace_named`].
 pub fn format_trace(t: &Translation) -> String {
+    format_trace_named(t, "br")
+}
+
+/// [`format_trace`] with the bridge's name in the `bridge("NAME")` header.
+pub fn format_trace_named(t: &Translation, bridge: &str) -> String {
     let mut s = String::new();
     s.push_str(&format!("Flow: {}\n\n", text::flow(&t.input)));
-    s.push_str("bridge(\"br\")\n-------------\n");
+    let title = format!("bridge(\"{bridge}\")");
+    s.push_str(&format!("{title}\n{}\n", "-".repeat(title.len())));
     print_nodes(&mut s, &t.trace, 0);
     s.push('\n');
     if t.final_flow == t.input {
