@@ -1,13 +1,13 @@
 //! The embedded demo: `ferroswitch run` with no config.
 //!
 //! Virtual devices only: `demo-src` is a net_pcap port replaying a generated pcap
-//! forever (`infinite_rx`), statically forwarded to `demo-sink`, a net_null port
-//! that discards what it is sent and receives nothing (`no-rx=1`).
+//! forever (`infinite_rx`); an OpenFlow rule on `br0` sends it to `demo-sink`, a
+//! net_null port that discards what it is sent and receives nothing (`no-rx=1`).
 //! The pcap holds a mix of 64 UDP flows with frame sizes from 64 to 1518 bytes.
 
 use std::path::{Path, PathBuf};
 
-use mgmt::config::{BridgeConfig, Config, ForwardConfig, PortConfig};
+use mgmt::config::{BridgeConfig, Config, PortConfig};
 use pipeline::{pcap, trafgen};
 
 /// Frame sizes of the demo mix (IMIX-like: mostly small, some large).
@@ -51,10 +51,8 @@ pub fn config(pcap_path: &Path) -> Config {
             ),
             port("demo-sink", 2, "net_null0,no-rx=1".into()),
         ],
-        forwards: vec![ForwardConfig {
-            in_port: "demo-src".into(),
-            output: "demo-sink".into(),
-        }],
+        forwards: Vec::new(),
+        flows: vec!["in_port=demo-src,actions=output:demo-sink".into()],
     });
     cfg
 }

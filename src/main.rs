@@ -6,11 +6,12 @@
 
 mod demo;
 mod dpview;
+mod slowpath;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -135,29 +136,60 @@ fn run(config: Option<PathBuf>, check: bool) -> Result<ExitCode> {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
 
+    let bridges = slowpath::bridges(&cfg).map_err(anyhow::Error::msg)?;
+
     let eal = dpdk_ffi::Eal::init(&eal_args).context("EAL initialisation")?;
-    let dp = match pmd::Datapath::start(&spec) {
-        Ok(dp) => Arc::new(dp),
+    let mut dp = match pmd::Datapath::start(&spec) {
+        Ok(dp) => dp,
         Err(e) => {
             let _ = eal.cleanup();
             bail!("{e}");
         }
     };
+
+    // The slow path: OpenFlow tables, upcalls, revalidation.
+    let control = slowpath::PmdControl {
+        commands: dp
+            .pmds()
+            .iter()
+            .filter_map(|p| p.commands.clone())
+            .collect(),
+    };
+    let ofproto = Arc::new(Mutex::new(mgmt::ofproto::Ofproto::new(
+        bridges,
+        control,
+        mgmt::ofproto::OfprotoConfig::default(),
+    )));
+    let slow_stop = Arc::new(AtomicBool::new(false));
+    let slow_threads = match dp.take_upcalls() {
+        Some(rx) => {
+            let recv = move |timeout| {
+                rx.recv_timeout(timeout)
+                    .ok()
+                    .map(|u: pmd::Upcall| (u.pmd, u.key, u.packet))
+            };
+            mgmt::udpif::spawn(ofproto.clone(), recv, slow_stop.clone())
+                .context("starting the slow-path threads")?
+        }
+        None => Vec::new(),
+    };
+    let dp = Arc::new(dp);
     let view = Arc::new(dpview::DpView {
         dp: dp.clone(),
         tsc_hz: dpdk_ffi::tsc_hz(),
     });
     let cfg = Arc::new(cfg);
     let mgmt_stop = Arc::new(AtomicBool::new(false));
-    let mgmt = match mgmt::spawn_management(
-        cfg.clone(),
-        view.clone(),
-        mgmt_stop.clone(),
-        mgmt::ManagementExtras::default(),
-    ) {
+    let extras = mgmt::ManagementExtras {
+        commands: Some(mgmt::udpif::commands(ofproto.clone())),
+        ..Default::default()
+    };
+    let mgmt = match mgmt::spawn_management(cfg.clone(), view.clone(), mgmt_stop.clone(), extras) {
         Ok(m) => m,
         Err(e) => {
             drop(view);
+            stop_slow_path(&slow_stop, slow_threads);
+            drop(ofproto);
             if let Ok(dp) = Arc::try_unwrap(dp) {
                 dp.stop();
             }
@@ -180,6 +212,8 @@ fn run(config: Option<PathBuf>, check: bool) -> Result<ExitCode> {
     eprintln!("ferroswitch: stopping");
     mgmt_stop.store(true, Ordering::Relaxed);
     mgmt.join();
+    stop_slow_path(&slow_stop, slow_threads);
+    drop(ofproto);
     let tsc_hz = view.tsc_hz;
     drop(view);
     let Ok(mut dp) = Arc::try_unwrap(dp) else {
@@ -199,6 +233,14 @@ fn run(config: Option<PathBuf>, check: bool) -> Result<ExitCode> {
         let _ = std::fs::remove_dir_all(dir);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn stop_slow_path(stop: &AtomicBool, threads: Vec<std::thread::JoinHandle<()>>) {
+    // Relaxed: a stop flag; the joins order the rest.
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
 }
 
 /// The datapath's view of the config: ports numbered in bridge order, static
@@ -248,6 +290,6 @@ fn datapath_spec(cfg: &Config, ncpus: usize) -> Result<pmd::DatapathSpec> {
         mbufs: cfg.dpdk.mbufs,
         mbuf_cache: cfg.dpdk.mbuf_cache,
         forward,
-        flows: None,
+        flows: Some(pmd::FlowSpec::default()),
     })
 }

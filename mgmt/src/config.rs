@@ -49,6 +49,8 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use pipeline::ofproto::syntax::{parse_flow, PortMap};
+use pipeline::ofproto::table::Tables;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -293,9 +295,20 @@ pub struct BridgeConfig {
     /// `[[bridge.port]]`.
     #[serde(rename = "port")]
     pub ports: Vec<PortConfig>,
-    /// `[[bridge.forward]]`: static forwarding until OpenFlow tables exist.
+    /// `[[bridge.forward]]`: static port-to-port forwarding, bypassing the
+    /// OpenFlow tables for the ports named.
     #[serde(rename = "forward")]
     pub forwards: Vec<ForwardConfig>,
+    /// OpenFlow flows in `ovs-ofctl add-flow` syntax, added at start (all or
+    /// nothing). Port names may stand for OpenFlow port numbers.
+    pub flows: Vec<String>,
+}
+
+impl BridgeConfig {
+    /// The bridge's ports by name, for flow syntax.
+    pub fn portmap(&self) -> PortMap {
+        self.ofports().into_iter().collect()
+    }
 }
 
 /// `[[bridge.port]]`.
@@ -883,6 +896,27 @@ impl Config {
                         ),
                     ));
                 }
+            }
+
+            // Flows: each must parse, and the whole list must go into the tables.
+            let portmap = bridge.portmap();
+            let mut fms = Vec::with_capacity(bridge.flows.len());
+            for (fi, text) in bridge.flows.iter().enumerate() {
+                match parse_flow(text, &portmap) {
+                    Ok(fm) => fms.push(fm),
+                    Err(e) => {
+                        return Err(ConfigError::invalid(
+                            format!("bridge[{bi}].flows[{fi}]"),
+                            e.to_string(),
+                        ))
+                    }
+                }
+            }
+            if let Err(e) = Tables::new().add_flows(fms, 0) {
+                return Err(ConfigError::invalid(
+                    format!("bridge[{bi}].flows[{}]", e.index),
+                    e.error.to_string(),
+                ));
             }
         }
         Ok(())

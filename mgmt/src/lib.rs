@@ -37,6 +37,7 @@ pub mod console;
 pub mod control;
 pub mod metrics;
 pub mod ofproto;
+pub mod udpif;
 pub mod view;
 
 use std::io::Write;

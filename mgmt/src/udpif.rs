@@ -1,0 +1,156 @@
+//! The slow path's threads and control commands, around an [`Ofproto`].
+//!
+//! - `mgmt-upcall`: takes upcalls from the PMDs (through a receive function the
+//!   binary supplies, so this crate needs no DPDK) and hands each to
+//!   [`Ofproto::handle_upcall`].
+//! - `mgmt-revalidator`: every [`REVALIDATE_EVERY`], credits rule counters, expires
+//!   rules and idle megaflows ([`Ofproto::run_periodic`]).
+//! - the control commands `add-flow`, `add-flows`, `del-flows`, `dump-flows`,
+//!   `ofproto-trace` and `dump-dp-flows`, as a [`CommandExtension`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use pipeline::FlowKey;
+
+use crate::control::{CommandExtension, Request, Response};
+use crate::ofproto::{DpControl, Ofproto};
+
+/// How often the revalidator runs.
+pub const REVALIDATE_EVERY: Duration = Duration::from_millis(500);
+
+/// The slow path shared by its threads and the control socket.
+pub type SharedOfproto<D> = Arc<Mutex<Ofproto<D>>>;
+
+fn lock<D: DpControl>(o: &SharedOfproto<D>) -> MutexGuard<'_, Ofproto<D>> {
+    // A panic while holding the lock leaves the tables as the last complete
+    // operation left them (every operation applies all or nothing).
+    o.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts the upcall handler and the revalidator. `recv` waits up to the given
+/// time for the next upcall: (PMD index, key, packet).
+pub fn spawn<D, R>(
+    ofproto: SharedOfproto<D>,
+    mut recv: R,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<Vec<JoinHandle<()>>>
+where
+    D: DpControl + 'static,
+    R: FnMut(Duration) -> Option<(usize, FlowKey, D::Packet)> + Send + 'static,
+{
+    let o = ofproto.clone();
+    let s = stop.clone();
+    let upcall = std::thread::Builder::new()
+        .name("mgmt-upcall".into())
+        .spawn(move || {
+            // Relaxed: a stop flag, joined afterwards.
+            while !s.load(Ordering::Relaxed) {
+                if let Some((pmd, key, packet)) = recv(Duration::from_millis(100)) {
+                    lock(&o).handle_upcall(pmd, key, packet);
+                }
+            }
+        })?;
+    let o = ofproto;
+    let revalidator = std::thread::Builder::new()
+        .name("mgmt-revalidator".into())
+        .spawn(move || {
+            let mut waited = Duration::ZERO;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                waited += Duration::from_millis(50);
+                if waited >= REVALIDATE_EVERY {
+                    waited = Duration::ZERO;
+                    lock(&o).run_periodic();
+                }
+            }
+        })?;
+    Ok(vec![upcall, revalidator])
+}
+
+/// The slow path's control commands, with their synopses.
+pub const COMMANDS: &[&str] = &[
+    "add-flow BRIDGE FLOW",
+    "add-flows BRIDGE FILE",
+    "del-flows BRIDGE [FLOW] [--strict]",
+    "dump-flows BRIDGE [FLOW] [--names]",
+    "ofproto-trace BRIDGE FLOW",
+    "dump-dp-flows",
+];
+
+/// The control commands over `ofproto`.
+pub fn commands<D: DpControl + 'static>(ofproto: SharedOfproto<D>) -> CommandExtension {
+    CommandExtension {
+        commands: COMMANDS.iter().map(|s| s.to_string()).collect(),
+        handler: Arc::new(move |req: &Request| handle(&ofproto, req)),
+    }
+}
+
+fn handle<D: DpControl>(o: &SharedOfproto<D>, req: &Request) -> Option<Response> {
+    let flags: Vec<&str> = req
+        .args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| a.starts_with("--"))
+        .collect();
+    let args: Vec<&str> = req
+        .args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let usage = |synopsis: &str| Response::failure(format!("usage: {synopsis}"));
+    let result = |r: Result<String, String>| match r {
+        Ok(s) => Response::success(s),
+        Err(e) => Response::failure(format!("{}: {e}", req.cmd)),
+    };
+    let unknown_flag = flags
+        .iter()
+        .find(|f| !matches!(**f, "--strict" | "--names" | "--json"));
+    if let Some(f) = unknown_flag {
+        return Some(Response::failure(format!(
+            "{}: unknown option {f}",
+            req.cmd
+        )));
+    }
+    Some(match req.cmd.as_str() {
+        "add-flow" => match args.as_slice() {
+            [br, flow] => result(lock(o).add_flow(br, flow).map(|()| String::new())),
+            _ => usage("add-flow BRIDGE FLOW"),
+        },
+        "add-flows" => match args.as_slice() {
+            // The client sends the file's text, not its name.
+            [br, text] => result(lock(o).add_flows(br, text).map(|()| String::new())),
+            _ => usage("add-flows BRIDGE FILE"),
+        },
+        "del-flows" => match args.as_slice() {
+            [br] => result(
+                lock(o)
+                    .del_flows(br, None, flags.contains(&"--strict"))
+                    .map(|_| String::new()),
+            ),
+            [br, flow] => result(
+                lock(o)
+                    .del_flows(br, Some(flow), flags.contains(&"--strict"))
+                    .map(|_| String::new()),
+            ),
+            _ => usage("del-flows BRIDGE [FLOW] [--strict]"),
+        },
+        "dump-flows" => match args.as_slice() {
+            [br] => result(lock(o).dump_flows(br, None, flags.contains(&"--names"))),
+            [br, flow] => result(lock(o).dump_flows(br, Some(flow), flags.contains(&"--names"))),
+            _ => usage("dump-flows BRIDGE [FLOW] [--names]"),
+        },
+        "ofproto-trace" => match args.as_slice() {
+            [br, flow] => result(lock(o).trace(br, flow)),
+            _ => usage("ofproto-trace BRIDGE FLOW"),
+        },
+        "dump-dp-flows" => match args.as_slice() {
+            [] => Response::success(lock(o).dump_dp_flows()),
+            _ => usage("dump-dp-flows"),
+        },
+        _ => return None,
+    })
+}

@@ -1,0 +1,94 @@
+//! Glue between the slow path (`mgmt::ofproto`) and the PMDs: megaflow installs
+//! and removals become `PmdCommand`s on the PMDs' command queues.
+
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use dpdk_ffi::Mbuf;
+use mgmt::config::Config;
+use mgmt::ofproto::{Bridge, BridgePort, DpControl};
+use pipeline::actions::DpAction;
+use pipeline::flow_cache::FlowStats;
+use pipeline::FlowKey;
+use pmd::{FlowActions, PmdCommand};
+
+/// The PMDs' command queues, by PMD index.
+pub struct PmdControl {
+    pub commands: Vec<Sender<PmdCommand>>,
+}
+
+impl DpControl for PmdControl {
+    type Packet = Mbuf;
+
+    fn install(
+        &self,
+        pmd: usize,
+        mask: &FlowKey,
+        key: &FlowKey,
+        actions: Vec<DpAction>,
+        stats: Arc<FlowStats>,
+        packet: Option<Mbuf>,
+    ) {
+        if let Some(q) = self.commands.get(pmd) {
+            // A PMD drains its queue every iteration, so this waits at most briefly;
+            // after shutdown the send fails and the packet is freed with the message.
+            let _ = q.send(PmdCommand::Install {
+                mask: *mask,
+                key: *key,
+                actions: Arc::new(FlowActions::new(actions)),
+                stats,
+                packet,
+            });
+        }
+    }
+
+    fn remove(&self, pmd: usize, mask: &FlowKey, key: &FlowKey) {
+        if let Some(q) = self.commands.get(pmd) {
+            let _ = q.send(PmdCommand::Remove {
+                mask: *mask,
+                key: *key,
+            });
+        }
+    }
+}
+
+/// The bridges of the config with their ports numbered as the datapath numbers
+/// them (bridge order, then port order) and their configured flows added.
+pub fn bridges(cfg: &Config) -> Result<Vec<Bridge>, String> {
+    let mut odp = 0usize;
+    let mut out = Vec::new();
+    for b in &cfg.bridges {
+        let ofports = b.ofports();
+        let ports = b
+            .ports
+            .iter()
+            .map(|p| {
+                let ofport = ofports
+                    .iter()
+                    .find(|(n, _)| *n == p.name)
+                    .map_or(0, |&(_, o)| o);
+                let bp = BridgePort {
+                    name: p.name.clone(),
+                    ofport,
+                    odp,
+                };
+                odp += 1;
+                bp
+            })
+            .collect();
+        let mut bridge = Bridge::new(&b.name, ports);
+        let mut fms = Vec::new();
+        for text in &b.flows {
+            fms.push(
+                pipeline::ofproto::syntax::parse_flow(text, &bridge.portmap)
+                    .map_err(|e| format!("bridge {:?}: {e}", b.name))?,
+            );
+        }
+        bridge
+            .tables
+            .add_flows(fms, 0)
+            .map_err(|e| format!("bridge {:?}: {e}", b.name))?;
+        out.push(bridge);
+    }
+    Ok(out)
+}
