@@ -4,9 +4,7 @@
 //! EAL, start the datapath (ports + PMD threads) and the management threads, wait
 //! for SIGINT/SIGTERM, stop everything in reverse order.
 
-mod demo;
-mod dpview;
-mod slowpath;
+use ferroswitch::{demo, dpview, ofctl, slowpath};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,7 +41,10 @@ enum Cmd {
     },
     /// Talk to the running daemon over its control socket.
     ///
-    /// Commands: show, port-stats [PORT], pmd-stats-show.
+    /// Commands: show, port-stats [PORT], pmd-stats-show, pmd-stats-clear,
+    /// add-flow BRIDGE FLOW, add-flows BRIDGE FILE (all or nothing; - for stdin),
+    /// del-flows BRIDGE [FLOW] [--strict], dump-flows BRIDGE [FLOW] [--names],
+    /// ofproto-trace BRIDGE FLOW, dump-dp-flows, version, help.
     Ctl {
         /// Control socket (default: $FERROSWITCH_CTL or /var/run/ferroswitch/ferroswitch.ctl).
         #[arg(long, short)]
@@ -54,6 +55,35 @@ enum Cmd {
         /// The command and its arguments.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
+    },
+    /// OpenFlow flow files offline: no daemon, no DPDK.
+    #[command(subcommand)]
+    Ofctl(OfctlCmd),
+}
+
+#[derive(Subcommand)]
+enum OfctlCmd {
+    /// Print the flows of FILE normalized (as ovs-ofctl prints them), or the first
+    /// error with its line. dump-flows output is accepted (counters are ignored).
+    ParseFlows {
+        file: PathBuf,
+        /// Port names: NAME=NUMBER,...
+        #[arg(long, default_value = "")]
+        ports: String,
+    },
+    /// Trace flow keys through the flows of a sandbox bridge, in order (a rule
+    /// learned by one key applies to the next), like ovs-appctl ofproto/trace; each
+    /// trace ends with `Datapath actions: ...`.
+    Trace {
+        /// The flows (ovs-ofctl add-flows syntax or dump-flows output).
+        #[arg(long)]
+        flows: PathBuf,
+        /// The bridge's ports: NAME=NUMBER,... (default: the ports the flows name).
+        #[arg(long, default_value = "")]
+        ports: String,
+        /// Flow keys in ovs-ofctl match syntax, e.g. 'in_port=1,dl_dst=ff:ff:ff:ff:ff:ff'.
+        #[arg(required = true)]
+        keys: Vec<String>,
     },
 }
 
@@ -66,6 +96,7 @@ fn main() -> ExitCode {
             json,
             command,
         } => ctl(socket, json, command),
+        Cmd::Ofctl(c) => run_ofctl(c),
     };
     match result {
         Ok(code) => code,
@@ -76,15 +107,42 @@ fn main() -> ExitCode {
     }
 }
 
+fn run_ofctl(c: OfctlCmd) -> Result<ExitCode> {
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    let out = match c {
+        OfctlCmd::ParseFlows { file, ports } => {
+            let ports = ofctl::parse_ports(&ports).map_err(anyhow::Error::msg)?;
+            ofctl::parse_flows_text(&read(&file)?, &ports)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+        }
+        OfctlCmd::Trace { flows, ports, keys } => {
+            let ports = ofctl::parse_ports(&ports).map_err(anyhow::Error::msg)?;
+            ofctl::trace(&read(&flows)?, &ports, &keys)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", flows.display()))?
+        }
+    };
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
 fn ctl(socket: Option<PathBuf>, json: bool, command: Vec<String>) -> Result<ExitCode> {
     let path = socket.unwrap_or_else(mgmt::control::default_socket_path);
     let mut words = command.into_iter();
     let cmd = words.next().unwrap_or_default();
-    let req = mgmt::control::Request {
-        cmd,
-        args: words.collect(),
-        json,
-    };
+    let mut args: Vec<String> = words.collect();
+    // add-flows sends the file's text: the daemon need not see the client's files.
+    if cmd == "add-flows" {
+        if let Some(file) = args.get_mut(1) {
+            *file = if file == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading flows from stdin")?
+            } else {
+                std::fs::read_to_string(&*file).with_context(|| format!("cannot read {file}"))?
+            };
+        }
+    }
+    let req = mgmt::control::Request { cmd, args, json };
     let resp = mgmt::control::call(&path, &req)?;
     if resp.ok {
         print!("{}", resp.output);

@@ -37,7 +37,7 @@ use pipeline::ofproto::syntax::{
 };
 use pipeline::ofproto::table::{LearnOutcome, RuleId, Tables};
 use pipeline::ofproto::xlate::{
-    format_trace, translate, translate_and_learn, Translation, XlateOptions,
+    format_trace_named, translate, translate_and_learn, Translation, XlateOptions,
 };
 use pipeline::FlowKey;
 
@@ -499,7 +499,7 @@ impl<D: DpControl> Ofproto<D> {
                 normal: None,
             },
         );
-        Ok(format_trace(&t).replace("bridge(\"br\")", &format!("bridge(\"{}\")", b.name)))
+        Ok(format_trace_named(&t, &b.name))
     }
 
     /// `dump-dp-flows`: every megaflow with its counters and actions.
