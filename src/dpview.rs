@@ -1,7 +1,7 @@
 //! The management layer's view of the running datapath: snapshots of the PMDs'
 //! counters and the ports' identity and driver statistics.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use mgmt::view::{DatapathView, PmdSnapshot, PortSnapshot};
 use pipeline::ParseError;
@@ -10,6 +10,18 @@ use pmd::{Datapath, DropReason};
 pub struct DpView {
     pub dp: Arc<Datapath>,
     pub tsc_hz: u64,
+    /// The PMD counters at the last `pmd-stats-clear`.
+    pub baseline: Mutex<Vec<PmdSnapshot>>,
+}
+
+impl DpView {
+    pub fn new(dp: Arc<Datapath>, tsc_hz: u64) -> DpView {
+        DpView {
+            dp,
+            tsc_hz,
+            baseline: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 impl DatapathView for DpView {
@@ -19,6 +31,22 @@ impl DatapathView for DpView {
 
     fn pmds(&self) -> Vec<PmdSnapshot> {
         pmd_snapshots(&self.dp, self.tsc_hz)
+    }
+
+    fn pmds_since_clear(&self) -> Vec<PmdSnapshot> {
+        let base = self.baseline.lock().unwrap_or_else(|e| e.into_inner());
+        self.pmds()
+            .into_iter()
+            .map(|p| match base.iter().find(|b| b.id == p.id) {
+                Some(b) => p.since(b),
+                None => p,
+            })
+            .collect()
+    }
+
+    fn clear_pmd_stats(&self) {
+        let now = self.pmds();
+        *self.baseline.lock().unwrap_or_else(|e| e.into_inner()) = now;
     }
 }
 
@@ -72,6 +100,12 @@ pub fn pmd_snapshots(dp: &Datapath, tsc_hz: u64) -> Vec<PmdSnapshot> {
                 idle_cycles: s.idle_cycles.get(),
                 rx_packets: s.rx_packets.get(),
                 tx_packets: s.tx_packets.get(),
+                emc_hits: s.emc_hits.get(),
+                megaflow_hits: s.megaflow_hits.get(),
+                subtable_lookups: s.subtable_probes.get(),
+                upcalls: s.upcalls.get(),
+                upcalls_coalesced: s.upcalls_coalesced.get(),
+                megaflows: s.megaflows.get(),
                 drops: DropReason::ALL
                     .iter()
                     .map(|r| (r.as_str(), s.drops[r.index()].get()))

@@ -232,10 +232,7 @@ fn run(config: Option<PathBuf>, check: bool) -> Result<ExitCode> {
         None => Vec::new(),
     };
     let dp = Arc::new(dp);
-    let view = Arc::new(dpview::DpView {
-        dp: dp.clone(),
-        tsc_hz: dpdk_ffi::tsc_hz(),
-    });
+    let view = Arc::new(dpview::DpView::new(dp.clone(), dpdk_ffi::tsc_hz()));
     let cfg = Arc::new(cfg);
     let mgmt_stop = Arc::new(AtomicBool::new(false));
     let extras = mgmt::ManagementExtras {

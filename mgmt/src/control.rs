@@ -69,6 +69,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "pmd-stats-show",
         "per-PMD counters (like ovs-appctl dpif-netdev/pmd-stats-show)",
     ),
+    (
+        "pmd-stats-clear",
+        "restart what pmd-stats-show counts (metrics are unaffected)",
+    ),
     ("version", "the daemon's version"),
     ("help", "this list"),
 ];
@@ -552,6 +556,10 @@ pub fn dispatch(
         "show" => no_args("show").unwrap_or_else(|| show(view, topo, json)),
         "port-stats" => port_stats(view, &args, json),
         "pmd-stats-show" => no_args("pmd-stats-show").unwrap_or_else(|| pmd_stats_show(view, json)),
+        "pmd-stats-clear" => no_args("pmd-stats-clear").unwrap_or_else(|| {
+            view.clear_pmd_stats();
+            Response::success(String::new())
+        }),
         "version" => no_args("version").unwrap_or_else(|| {
             if json {
                 Response::success(json!({ "version": env!("CARGO_PKG_VERSION") }).to_string())
@@ -779,7 +787,7 @@ fn port_stats(view: &dyn DatapathView, args: &[&str], json: bool) -> Response {
 }
 
 fn pmd_stats_show(view: &dyn DatapathView, json: bool) -> Response {
-    let pmds = view.pmds();
+    let pmds = view.pmds_since_clear();
     if json {
         return match serde_json::to_string(&pmds) {
             Ok(s) => Response::success(s),
@@ -807,6 +815,31 @@ fn pmd_stats_show(view: &dyn DatapathView, json: bool) -> Response {
         let _ = writeln!(out, "  iterations: {}", p.iterations);
         let _ = writeln!(out, "  packets received: {}", p.rx_packets);
         let _ = writeln!(out, "  packets sent: {}", p.tx_packets);
+        let _ = writeln!(out, "  emc hits: {}", p.emc_hits);
+        let _ = writeln!(out, "  megaflow hits: {}", p.megaflow_hits);
+        let lookups_per_hit = if p.megaflow_hits + p.upcalls > 0 {
+            p.subtable_lookups as f64 / (p.megaflow_hits + p.upcalls) as f64
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            out,
+            "  avg. subtable lookups per megaflow hit: {lookups_per_hit:.2}"
+        );
+        let lost = p
+            .drops
+            .iter()
+            .filter(|(r, _)| *r == "upcall_queue_full")
+            .map(|(_, n)| n)
+            .sum::<u64>();
+        let _ = writeln!(out, "  miss with success upcall: {}", p.upcalls);
+        let _ = writeln!(out, "  miss with failed upcall: {lost}");
+        let _ = writeln!(
+            out,
+            "  miss held for an upcall in flight: {}",
+            p.upcalls_coalesced
+        );
+        let _ = writeln!(out, "  megaflows: {}", p.megaflows);
         let _ = writeln!(
             out,
             "  idle cycles: {} ({:.2}%)",
@@ -932,6 +965,12 @@ name = "br0"
                 idle_cycles: 6000,
                 rx_packets: 100,
                 tx_packets: 99,
+                emc_hits: 90,
+                megaflow_hits: 8,
+                subtable_lookups: 15,
+                upcalls: 2,
+                upcalls_coalesced: 1,
+                megaflows: 3,
                 drops: vec![("tx_full", 1), ("no_forward", 0)],
                 parse_errors: vec![("runt", 2)],
                 tsc_hz: 2_500_000_000,
@@ -1031,6 +1070,13 @@ name = "br0"
              \x20 iterations: 1000\n\
              \x20 packets received: 100\n\
              \x20 packets sent: 99\n\
+             \x20 emc hits: 90\n\
+             \x20 megaflow hits: 8\n\
+             \x20 avg. subtable lookups per megaflow hit: 1.50\n\
+             \x20 miss with success upcall: 2\n\
+             \x20 miss with failed upcall: 0\n\
+             \x20 miss held for an upcall in flight: 1\n\
+             \x20 megaflows: 3\n\
              \x20 idle cycles: 6000 (60.00%)\n\
              \x20 processing cycles: 4000 (40.00%)\n\
              \x20 avg cycles per packet: 100.00 (10000/100)\n\
@@ -1051,7 +1097,7 @@ name = "br0"
         assert_eq!(
             run("dump-flows", &[], false),
             Response::failure(
-                "unknown command \"dump-flows\" (known commands: show, port-stats, pmd-stats-show, version, help)"
+                "unknown command \"dump-flows\" (known commands: show, port-stats, pmd-stats-show, pmd-stats-clear, version, help)"
             )
         );
         assert_eq!(
@@ -1059,27 +1105,23 @@ name = "br0"
             Some("show: unexpected argument \"br0\" (usage: show [--json])")
         );
         let ext = CommandExtension {
-            commands: vec!["pmd-stats-clear".to_string()],
+            commands: vec!["dump-flows".to_string()],
             handler: Arc::new(|req: &Request| {
-                (req.cmd == "pmd-stats-clear").then(|| Response::success("cleared\n"))
+                (req.cmd == "dump-flows").then(|| Response::success("flows\n"))
             }),
         };
-        let req = Request::new("pmd-stats-clear", vec![]);
+        let req = Request::new("dump-flows", vec![]);
         assert_eq!(
             dispatch(&req, &view(), &topo(), Some(&ext)),
-            Response::success("cleared\n")
+            Response::success("flows\n")
         );
         let req = Request::new("nope", vec![]);
         assert_eq!(
             dispatch(&req, &view(), &topo(), Some(&ext)).error.as_deref(),
-            Some("unknown command \"nope\" (known commands: show, port-stats, pmd-stats-show, version, help, pmd-stats-clear)")
+            Some("unknown command \"nope\" (known commands: show, port-stats, pmd-stats-show, pmd-stats-clear, version, help, dump-flows)")
         );
         let help = dispatch(&Request::new("help", vec![]), &view(), &topo(), Some(&ext));
-        assert!(
-            help.output.contains("  pmd-stats-clear\n"),
-            "{}",
-            help.output
-        );
+        assert!(help.output.contains("  dump-flows\n"), "{}", help.output);
         assert!(
             help.output.contains("  port-stats [PORT]"),
             "{}",
@@ -1146,7 +1188,7 @@ name = "br0"
         assert!(!r.ok);
         assert_eq!(
             r.error.as_deref(),
-            Some("unknown command \"frobnicate\" (known commands: show, port-stats, pmd-stats-show, version, help)")
+            Some("unknown command \"frobnicate\" (known commands: show, port-stats, pmd-stats-show, pmd-stats-clear, version, help)")
         );
 
         // Malformed lines get errors; the connection and server survive them;

@@ -204,6 +204,42 @@ const PMD_FAMILIES: &[(&str, &str, &str, PmdField)] = &[
         |p| p.tx_packets,
     ),
     (
+        "ferroswitch_pmd_emc_hits_total",
+        "counter",
+        "Packets found in the PMD's exact-match cache.",
+        |p| p.emc_hits,
+    ),
+    (
+        "ferroswitch_pmd_megaflow_hits_total",
+        "counter",
+        "Packets found by the PMD's megaflow classifier.",
+        |p| p.megaflow_hits,
+    ),
+    (
+        "ferroswitch_pmd_subtable_lookups_total",
+        "counter",
+        "Megaflow classifier subtables probed.",
+        |p| p.subtable_lookups,
+    ),
+    (
+        "ferroswitch_pmd_upcalls_total",
+        "counter",
+        "Packets sent to the slow path (flow-cache misses upcalled).",
+        |p| p.upcalls,
+    ),
+    (
+        "ferroswitch_pmd_upcalls_coalesced_total",
+        "counter",
+        "Packets held while their flow's upcall was in flight.",
+        |p| p.upcalls_coalesced,
+    ),
+    (
+        "ferroswitch_pmd_megaflows",
+        "gauge",
+        "Megaflows installed in the PMD.",
+        |p| p.megaflows,
+    ),
+    (
         "ferroswitch_pmd_tsc_hz",
         "gauge",
         "TSC frequency of the PMD's CPU in Hz (cycles per second).",
@@ -253,7 +289,7 @@ pub fn render(view: &dyn DatapathView) -> String {
         ),
         (
             "ferroswitch_parse_errors_total",
-            "Malformed packets counted and dropped by the parser, by reason.",
+            "Packets whose headers could only be partly parsed, by reason.",
             |p| &p.parse_errors,
         ),
     ];
@@ -422,6 +458,12 @@ mod tests {
                 idle_cycles: 600,
                 rx_packets: 100,
                 tx_packets: 99,
+                emc_hits: 90,
+                megaflow_hits: 8,
+                subtable_lookups: 15,
+                upcalls: 2,
+                upcalls_coalesced: 1,
+                megaflows: 3,
                 drops: vec![("tx_full", 3), ("no_forward", 0)],
                 parse_errors: vec![("runt", 1)],
                 tsc_hz: 2_000_000_000,
@@ -483,6 +525,24 @@ ferroswitch_pmd_rx_packets_total{pmd="0",cpu="1"} 100
 # HELP ferroswitch_pmd_tx_packets_total Packets transmitted by the PMD.
 # TYPE ferroswitch_pmd_tx_packets_total counter
 ferroswitch_pmd_tx_packets_total{pmd="0",cpu="1"} 99
+# HELP ferroswitch_pmd_emc_hits_total Packets found in the PMD's exact-match cache.
+# TYPE ferroswitch_pmd_emc_hits_total counter
+ferroswitch_pmd_emc_hits_total{pmd="0",cpu="1"} 90
+# HELP ferroswitch_pmd_megaflow_hits_total Packets found by the PMD's megaflow classifier.
+# TYPE ferroswitch_pmd_megaflow_hits_total counter
+ferroswitch_pmd_megaflow_hits_total{pmd="0",cpu="1"} 8
+# HELP ferroswitch_pmd_subtable_lookups_total Megaflow classifier subtables probed.
+# TYPE ferroswitch_pmd_subtable_lookups_total counter
+ferroswitch_pmd_subtable_lookups_total{pmd="0",cpu="1"} 15
+# HELP ferroswitch_pmd_upcalls_total Packets sent to the slow path (flow-cache misses upcalled).
+# TYPE ferroswitch_pmd_upcalls_total counter
+ferroswitch_pmd_upcalls_total{pmd="0",cpu="1"} 2
+# HELP ferroswitch_pmd_upcalls_coalesced_total Packets held while their flow's upcall was in flight.
+# TYPE ferroswitch_pmd_upcalls_coalesced_total counter
+ferroswitch_pmd_upcalls_coalesced_total{pmd="0",cpu="1"} 1
+# HELP ferroswitch_pmd_megaflows Megaflows installed in the PMD.
+# TYPE ferroswitch_pmd_megaflows gauge
+ferroswitch_pmd_megaflows{pmd="0",cpu="1"} 3
 # HELP ferroswitch_pmd_tsc_hz TSC frequency of the PMD's CPU in Hz (cycles per second).
 # TYPE ferroswitch_pmd_tsc_hz gauge
 ferroswitch_pmd_tsc_hz{pmd="0",cpu="1"} 2000000000
@@ -490,7 +550,7 @@ ferroswitch_pmd_tsc_hz{pmd="0",cpu="1"} 2000000000
 # TYPE ferroswitch_pmd_drops_total counter
 ferroswitch_pmd_drops_total{pmd="0",reason="tx_full"} 3
 ferroswitch_pmd_drops_total{pmd="0",reason="no_forward"} 0
-# HELP ferroswitch_parse_errors_total Malformed packets counted and dropped by the parser, by reason.
+# HELP ferroswitch_parse_errors_total Packets whose headers could only be partly parsed, by reason.
 # TYPE ferroswitch_parse_errors_total counter
 ferroswitch_parse_errors_total{pmd="0",reason="runt"} 1
 "#;
@@ -509,8 +569,8 @@ ferroswitch_parse_errors_total{pmd="0",reason="runt"} 1
         let got = render(&StaticView::default());
         let help = got.lines().filter(|l| l.starts_with("# HELP ")).count();
         let types = got.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(help, 18);
-        assert_eq!(types, 18);
+        assert_eq!(help, 24);
+        assert_eq!(types, 24);
         // Only build_info has a sample.
         let samples: Vec<&str> = got.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(samples, ["ferroswitch_build_info{version=\"0.1.0\"} 1"]);

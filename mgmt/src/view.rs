@@ -18,8 +18,18 @@ use serde::Serialize;
 pub trait DatapathView: Send + Sync {
     /// One snapshot per port, in a stable order (bridge order, then port order).
     fn ports(&self) -> Vec<PortSnapshot>;
-    /// One snapshot per PMD thread, ordered by PMD id.
+    /// One snapshot per PMD thread, ordered by PMD id. Counters are cumulative
+    /// since start (Prometheus counters never go back).
     fn pmds(&self) -> Vec<PmdSnapshot>;
+
+    /// The same, counted since the last [`DatapathView::clear_pmd_stats`]
+    /// (`pmd-stats-show`). Default: since start.
+    fn pmds_since_clear(&self) -> Vec<PmdSnapshot> {
+        self.pmds()
+    }
+
+    /// `pmd-stats-clear`: restart what [`DatapathView::pmds_since_clear`] counts.
+    fn clear_pmd_stats(&self) {}
 }
 
 /// One port's identity and cumulative counters.
@@ -85,6 +95,18 @@ pub struct PmdSnapshot {
     pub rx_packets: u64,
     /// Packets transmitted by this PMD.
     pub tx_packets: u64,
+    /// Packets found in the exact-match cache.
+    pub emc_hits: u64,
+    /// Packets found by the megaflow classifier.
+    pub megaflow_hits: u64,
+    /// Classifier subtables probed, over all lookups.
+    pub subtable_lookups: u64,
+    /// Packets sent to the slow path (misses with a successful upcall).
+    pub upcalls: u64,
+    /// Packets of a flow whose upcall was in flight, held for its megaflow.
+    pub upcalls_coalesced: u64,
+    /// Megaflows installed in this PMD now (a gauge).
+    pub megaflows: u64,
     /// Datapath drop reason -> count (e.g. `tx_full`, `no_forward`, `runt`).
     pub drops: Vec<(&'static str, u64)>,
     /// Parse error reason (`pipeline::stats::ParseError::as_str`) -> count.
@@ -94,6 +116,36 @@ pub struct PmdSnapshot {
 }
 
 impl PmdSnapshot {
+    /// These counters minus those of `base` (an earlier snapshot of the same PMD):
+    /// what was counted since. Gauges (`megaflows`, `tsc_hz`) and identity stay.
+    pub fn since(&self, base: &PmdSnapshot) -> PmdSnapshot {
+        let sub = |a: &[(&'static str, u64)], b: &[(&'static str, u64)]| {
+            a.iter()
+                .map(|(r, n)| {
+                    let before = b.iter().find(|(br, _)| br == r).map_or(0, |(_, m)| *m);
+                    (*r, n.saturating_sub(before))
+                })
+                .collect()
+        };
+        PmdSnapshot {
+            iterations: self.iterations.saturating_sub(base.iterations),
+            busy_cycles: self.busy_cycles.saturating_sub(base.busy_cycles),
+            idle_cycles: self.idle_cycles.saturating_sub(base.idle_cycles),
+            rx_packets: self.rx_packets.saturating_sub(base.rx_packets),
+            tx_packets: self.tx_packets.saturating_sub(base.tx_packets),
+            emc_hits: self.emc_hits.saturating_sub(base.emc_hits),
+            megaflow_hits: self.megaflow_hits.saturating_sub(base.megaflow_hits),
+            subtable_lookups: self.subtable_lookups.saturating_sub(base.subtable_lookups),
+            upcalls: self.upcalls.saturating_sub(base.upcalls),
+            upcalls_coalesced: self
+                .upcalls_coalesced
+                .saturating_sub(base.upcalls_coalesced),
+            drops: sub(&self.drops, &base.drops),
+            parse_errors: sub(&self.parse_errors, &base.parse_errors),
+            ..self.clone()
+        }
+    }
+
     /// Share of cycles spent busy, in percent (0.0 when no cycles were counted).
     pub fn busy_percent(&self) -> f64 {
         let total = self.busy_cycles.saturating_add(self.idle_cycles);
