@@ -50,7 +50,26 @@ impl DpControl for PmdControl {
             });
         }
     }
+
+    fn barrier(&self) {
+        let acks: Vec<_> = self
+            .commands
+            .iter()
+            .filter_map(|q| {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                q.send(PmdCommand::Barrier(tx)).ok().map(|()| rx)
+            })
+            .collect();
+        for rx in acks {
+            // A PMD applies commands every iteration: microseconds. The bound only
+            // matters if a PMD is gone.
+            let _ = rx.recv_timeout(BARRIER_TIMEOUT);
+        }
+    }
 }
+
+/// Longest wait for a PMD to acknowledge a barrier.
+const BARRIER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The bridges of the config with their ports numbered as the datapath numbers
 /// them (bridge order, then port order) and their configured flows added.

@@ -58,6 +58,9 @@ pub trait DpControl: Send {
     );
     /// Removes a megaflow from PMD `pmd`.
     fn remove(&self, pmd: usize, mask: &FlowKey, key: &FlowKey);
+    /// Returns once every PMD has applied what was sent to it before (bounded
+    /// wait). Default: nothing to wait for.
+    fn barrier(&self) {}
 }
 
 /// A port of a bridge.
@@ -326,10 +329,12 @@ impl<D: DpControl> Ofproto<D> {
         }
     }
 
-    /// Re-translates every megaflow after a table change; see the module docs.
+    /// Re-translates every megaflow after a table change (see the module docs);
+    /// returns once the PMDs have applied the resulting updates.
     pub fn revalidate(&mut self) {
         self.dirty = false;
         self.stats.revalidations += 1;
+        let changes = self.stats.megaflows_removed + self.stats.megaflows_updated;
         let ids: Vec<UFlowId> = self.flows.keys().copied().collect();
         for id in ids {
             let Some(f) = self.flows.get(&id) else {
@@ -358,6 +363,9 @@ impl<D: DpControl> Ofproto<D> {
                     .install(pmd, &old_mask, &key, actions, f.stats.clone(), None);
                 self.stats.megaflows_updated += 1;
             }
+        }
+        if self.stats.megaflows_removed + self.stats.megaflows_updated != changes {
+            self.dp.barrier();
         }
     }
 

@@ -553,6 +553,9 @@ fn apply_command(
             s.cache.clear();
             stats.megaflows.set(0);
         }
+        PmdCommand::Barrier(done) => {
+            let _ = done.try_send(());
+        }
     }
 }
 

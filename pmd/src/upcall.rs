@@ -73,4 +73,7 @@ pub enum PmdCommand {
     Remove { mask: FlowKey, key: FlowKey },
     /// Removes every megaflow.
     Flush,
+    /// Answers on the channel once every command sent before it is applied (so a
+    /// rule change can return only when the PMDs forward by it).
+    Barrier(crossbeam_channel::Sender<()>),
 }
