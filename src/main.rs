@@ -216,7 +216,10 @@ fn run(config: Option<PathBuf>, check: bool) -> Result<ExitCode> {
     let ofproto = Arc::new(Mutex::new(mgmt::ofproto::Ofproto::new(
         bridges,
         control,
-        mgmt::ofproto::OfprotoConfig::default(),
+        mgmt::ofproto::OfprotoConfig {
+            idle_ms: cfg.pmd.megaflow_idle_ms,
+            flow_limit: cfg.pmd.flow_limit,
+        },
     )));
     let slow_stop = Arc::new(AtomicBool::new(false));
     let slow_threads = match dp.take_upcalls() {
@@ -345,6 +348,10 @@ fn datapath_spec(cfg: &Config, ncpus: usize) -> Result<pmd::DatapathSpec> {
         mbufs: cfg.dpdk.mbufs,
         mbuf_cache: cfg.dpdk.mbuf_cache,
         forward,
-        flows: Some(pmd::FlowSpec::default()),
+        flows: Some(pmd::FlowSpec {
+            emc_entries: cfg.pmd.emc_entries,
+            emc_insert_inv_prob: cfg.pmd.emc_insert_inv_prob,
+            ..pmd::FlowSpec::default()
+        }),
     })
 }

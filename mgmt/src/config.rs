@@ -23,6 +23,10 @@
 //! cpus = []                      # default: every CPU except mgmt_cpu
 //! mgmt_cpu = 0                   # EAL main lcore + management thread
 //! burst = 32                     # 1..=64
+//! emc_entries = 8192             # per PMD, 0 disables the EMC
+//! emc_insert_inv_prob = 100      # insert on 1 in N megaflow hits
+//! megaflow_idle_ms = 10000       # idle megaflows removed after this
+//! flow_limit = 200000            # most megaflows kept
 //!
 //! [control]
 //! socket = "/var/run/ferroswitch/ferroswitch.ctl"
@@ -229,6 +233,15 @@ pub struct PmdConfig {
     pub mgmt_cpu: usize,
     /// Packets per rx burst, 1..=64.
     pub burst: usize,
+    /// Exact-match cache slots per PMD (0 disables the EMC), at most 1048576.
+    pub emc_entries: usize,
+    /// Insert into the EMC on 1 in N megaflow hits (OVS's `emc-insert-inv-prob`;
+    /// 1 = always, 0 = never).
+    pub emc_insert_inv_prob: u32,
+    /// A megaflow with no packets for this many milliseconds is removed.
+    pub megaflow_idle_ms: u64,
+    /// Most megaflows kept (OVS's `flow-limit`); the least recently active go first.
+    pub flow_limit: usize,
 }
 
 impl Default for PmdConfig {
@@ -237,6 +250,10 @@ impl Default for PmdConfig {
             cpus: Vec::new(),
             mgmt_cpu: 0,
             burst: 32,
+            emc_entries: 8192,
+            emc_insert_inv_prob: 100,
+            megaflow_idle_ms: 10_000,
+            flow_limit: 200_000,
         }
     }
 }
@@ -706,6 +723,18 @@ impl Config {
                     ));
                 }
             }
+        }
+        if p.emc_entries > 1 << 20 {
+            return Err(ConfigError::invalid(
+                "pmd.emc_entries",
+                format!("{} out of range (0..=1048576)", p.emc_entries),
+            ));
+        }
+        if p.flow_limit == 0 {
+            return Err(ConfigError::invalid(
+                "pmd.flow_limit",
+                "0 out of range (at least 1)",
+            ));
         }
         if p.burst == 0 || p.burst > MAX_BURST {
             return Err(ConfigError::invalid(
@@ -1549,7 +1578,7 @@ name = "br0"
         assert_eq!(
             e,
             format!(
-                "{}: pmd.mgmt: unknown field `mgmt`, expected one of `cpus`, `mgmt_cpu`, `burst` (line 3)",
+                "{}: pmd.mgmt: unknown field `mgmt`, expected one of `cpus`, `mgmt_cpu`, `burst`, `emc_entries`, `emc_insert_inv_prob`, `megaflow_idle_ms`, `flow_limit` (line 3)",
                 file.display()
             )
         );
@@ -1561,7 +1590,7 @@ name = "br0"
                 "error": e,
                 "file": file.display().to_string(),
                 "path": "pmd.mgmt",
-                "reason": "unknown field `mgmt`, expected one of `cpus`, `mgmt_cpu`, `burst` (line 3)",
+                "reason": "unknown field `mgmt`, expected one of `cpus`, `mgmt_cpu`, `burst`, `emc_entries`, `emc_insert_inv_prob`, `megaflow_idle_ms`, `flow_limit` (line 3)",
             })
         );
         std::fs::remove_dir_all(&dir).unwrap();
