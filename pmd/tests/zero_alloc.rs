@@ -1,6 +1,7 @@
 //! The PMD loop allocates nothing in steady state: with a counting global allocator,
-//! thousands of packets are forwarded between net_ring ports while the count of heap
-//! allocations (all threads) stays where it was.
+//! thousands of packets are forwarded between net_ring ports, by the static stage
+//! and by the flow stage (parse, EMC/classifier, actions with a VLAN push), while
+//! the count of heap allocations (all threads) stays where it was.
 //!
 //! One test per file: EAL initialises once per process.
 
@@ -8,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dpdk_ffi::{CountingAlloc, Eal, EthPort, Mbuf, Mempool, Ring};
-use pmd::{Datapath, DatapathSpec, DpdkPort, Port, PortSpec};
+use pipeline::actions::DpAction;
+use pipeline::FlowKey;
+use pmd::{Datapath, DatapathSpec, DpdkPort, FlowActions, FlowSpec, PmdCommand, Port, PortSpec};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc::new();
@@ -60,26 +63,31 @@ fn steady_state_forwarding_allocates_nothing() {
     ];
     let eal = Eal::init(&args).expect("EAL init");
     let pool = Arc::new(Mempool::pktmbuf("zalloc_pool", 8191, 64, 2048 + 128).expect("mempool"));
-    let rings: Vec<Arc<Ring>> = ["zrx0", "ztx0", "zrx1", "ztx1"]
+    let rings: Vec<Arc<Ring>> = ["zrx0", "ztx0", "zrx1", "ztx1", "zrx2", "ztx2"]
         .iter()
         .map(|n| Arc::new(Ring::create(n, 4096).expect("ring")))
         .collect();
     let p0 = EthPort::from_rings("zring_p0", &rings[0..1], &rings[1..2], pool.clone()).expect("p0");
     let p1 = EthPort::from_rings("zring_p1", &rings[2..3], &rings[3..4], pool.clone()).expect("p1");
+    let p2 = EthPort::from_rings("zring_p2", &rings[4..5], &rings[5..6], pool.clone()).expect("p2");
+    // p0 -> p1 statically; p2 through the flow stage.
     let dspec = DatapathSpec {
-        ports: vec![spec("p0", 1), spec("p1", 2)],
+        ports: vec![spec("p0", 1), spec("p1", 2), spec("p2", 3)],
         pmd_cpus: vec![if cpus > 1 { 1 } else { 0 }],
         burst: 32,
         mbufs: 0,
         mbuf_cache: 0,
         forward: vec![(0, 1)],
-        flows: None,
+        flows: Some(FlowSpec::default()),
     };
     let ports: Vec<(PortSpec, Arc<dyn Port>)> = vec![
         (spec("p0", 1), Arc::new(DpdkPort::from_eth(p0))),
         (spec("p1", 2), Arc::new(DpdkPort::from_eth(p1))),
+        (spec("p2", 3), Arc::new(DpdkPort::from_eth(p2))),
     ];
-    let dp = Datapath::start_with_ports(&dspec, ports, pool.clone()).expect("datapath");
+    let mut dp = Datapath::start_with_ports(&dspec, ports, pool.clone()).expect("datapath");
+    let upcalls = dp.take_upcalls().expect("upcalls");
+    let commands = dp.pmds()[0].commands.clone().expect("commands");
     let stats = dp.pmds()[0].stats.clone();
     let frame = pipeline::trafgen::udp_frame(&pipeline::trafgen::flows(1)[0], 64, 0);
 
@@ -114,12 +122,71 @@ fn steady_state_forwarding_allocates_nothing() {
         "the datapath allocated {} times while forwarding 20000 packets",
         after - before
     );
+
+    // The flow stage: the first packet upcalls; install a megaflow (in_port exact)
+    // that tags VLAN 5 and outputs to p1, outside the counted window.
+    send(&rings[4], &pool, &frame, 1);
+    let up = upcalls
+        .recv_timeout(Duration::from_secs(10))
+        .expect("upcall");
+    let mask = FlowKey {
+        in_port: u32::MAX,
+        ..FlowKey::default()
+    };
+    commands
+        .send(PmdCommand::Install {
+            mask,
+            key: up.key,
+            actions: Arc::new(FlowActions::new(vec![
+                DpAction::PushVlan {
+                    tpid: 0x8100,
+                    tci: 0x1000 | 5,
+                },
+                DpAction::Output(1),
+            ])),
+            stats: Arc::default(),
+            packet: Some(up.packet),
+        })
+        .expect("install");
+    let base = stats.tx_packets.get();
+    send(&rings[4], &pool, &frame, 1000);
+    while stats.tx_packets.get() < base + 1001 {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(30),
+            "flow warm-up"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(drain(&rings[3]), 1001);
+    let before = ALLOC.allocations();
+    for round in 1..=20u64 {
+        send(&rings[4], &pool, &frame, 1000);
+        while stats.tx_packets.get() < base + 1001 + round * 1000 {
+            assert!(
+                Instant::now() < deadline + Duration::from_secs(60),
+                "not forwarded"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(drain(&rings[3]), 1000);
+    }
+    let after = ALLOC.allocations();
+    assert_eq!(stats.upcalls.get(), 1, "one upcall, then hits only");
+    assert_eq!(
+        after - before,
+        0,
+        "the flow stage allocated {} times while forwarding 20000 packets",
+        after - before
+    );
+
     // The counter does count: a Vec allocates.
     let v: Vec<u8> = Vec::with_capacity(16);
     drop(v);
     assert!(ALLOC.allocations() > after);
 
+    drop(commands);
     dp.stop();
+    drop(upcalls);
     drop(rings);
     assert_eq!(pool.in_use(), 0);
     drop(pool);
