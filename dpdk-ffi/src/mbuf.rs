@@ -222,6 +222,8 @@ unsafe fn data_len_of(m: *const sys::rte_mbuf) -> u16 {
 pub struct MbufBurst {
     pkts: [*mut sys::rte_mbuf; MAX_BURST],
     len: usize,
+    /// Entries taken out since the last fill (their slots are null).
+    taken: usize,
 }
 
 // SAFETY: the burst owns the references of the non-null pointers it holds, like a
@@ -239,6 +241,7 @@ impl MbufBurst {
         MbufBurst {
             pkts: [ptr::null_mut(); MAX_BURST],
             len: 0,
+            taken: 0,
         }
     }
 
@@ -265,6 +268,7 @@ impl MbufBurst {
     pub(crate) unsafe fn set_len(&mut self, len: usize) {
         debug_assert!(len <= MAX_BURST);
         self.len = len;
+        self.taken = 0;
     }
 
     /// Bytes of packet `i`'s first segment; `None` if `i` is out of range or taken.
@@ -361,6 +365,9 @@ impl MbufBurst {
         }
         let slot = self.pkts.get_mut(i)?;
         let p = std::mem::replace(slot, ptr::null_mut());
+        if !p.is_null() {
+            self.taken += 1;
+        }
         // SAFETY: non-null entries below len are references this burst owns; the
         // slot was nulled, so ownership moves to the Mbuf exactly once.
         NonNull::new(p).map(|p| unsafe { Mbuf::from_raw(p) })
@@ -369,13 +376,16 @@ impl MbufBurst {
     /// Frees every packet still in the burst (in bulk) and empties it.
     #[inline]
     pub fn clear(&mut self) {
-        if self.len == 0 {
+        if self.len == 0 || self.taken == self.len {
+            // Nothing left to free (every packet was taken): skip the call.
+            self.len = 0;
             return;
         }
         // SAFETY: rte_pktmbuf_free_bulk skips NULL entries; the others are owned
         // references, freed once, after which len is reset so none is reused.
         unsafe { sys::rte_pktmbuf_free_bulk(self.pkts.as_mut_ptr(), self.len as u32) };
         self.len = 0;
+        self.taken = 0;
     }
 }
 
@@ -505,6 +515,7 @@ impl TxBuffer {
             }
         }
         burst.len = 0;
+        burst.taken = 0;
         self.len += moved;
         self.bytes += bytes;
         Some(Appended {

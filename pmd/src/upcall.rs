@@ -31,6 +31,9 @@ pub struct FlowActions {
     /// Index of the last `Output`: the packet itself goes there, earlier outputs get
     /// copies.
     last_output: Option<usize>,
+    /// The port, when the actions are just one output (the common case, taken
+    /// without dispatching on each action).
+    single_output: Option<u32>,
 }
 
 impl FlowActions {
@@ -38,10 +41,19 @@ impl FlowActions {
         let last_output = actions
             .iter()
             .rposition(|a| matches!(a, DpAction::Output(_)));
+        let single_output = match actions.as_slice() {
+            [DpAction::Output(p)] => Some(*p),
+            _ => None,
+        };
         FlowActions {
             actions,
             last_output,
+            single_output,
         }
+    }
+
+    pub fn single_output(&self) -> Option<u32> {
+        self.single_output
     }
 
     pub fn actions(&self) -> &[DpAction] {
