@@ -9,6 +9,8 @@
 mod ovs;
 mod procstat;
 mod runner;
+mod scenario;
+mod xlate;
 
 use std::path::PathBuf;
 
@@ -43,6 +45,10 @@ struct Cli {
     /// `FERROSWITCH_PERF_PEERS=1 bash scripts/setup.sh`).
     #[arg(long, global = true, value_enum)]
     peer: Vec<runner::Peer>,
+    /// Longest wait, seconds, for a contender to start (100k flows are parsed at
+    /// start-up) and for its megaflows to be installed before the warm-up.
+    #[arg(long, global = true, default_value_t = 120)]
+    settle_max: u64,
 }
 
 #[derive(Subcommand)]
@@ -50,6 +56,24 @@ enum Scenario {
     /// Port to port: net_pcap infinite_rx (64-byte frames) -> 1 PMD -> net_null,
     /// static forwarding, against dpdk-testpmd --forward-mode=io on the same vdevs.
     P2p,
+    /// One UDP flow through the OpenFlow path: `in_port=src,actions=output:sink`.
+    #[command(name = "1flow")]
+    OneFlow,
+    /// 10k UDP flows against 10k exact 5-tuple rules (+ priority=0 drop).
+    #[command(name = "10k-flows")]
+    Flows10k,
+    /// 100k UDP flows against 100k exact 5-tuple rules (+ priority=0 drop).
+    #[command(name = "100k-flows")]
+    Flows100k,
+    /// New megaflows per second from a cold cache: 100k flows, 100k rules.
+    #[command(name = "flow-setup")]
+    FlowSetup,
+    /// Translations per second through br-tun and 10k/100k-rule tables (no DPDK).
+    Xlate {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 2.0)]
+        secs: f64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -62,8 +86,14 @@ fn main() -> Result<()> {
         main_cpu: cli.main_cpu,
         ferroswitch: cli.ferroswitch,
         peers: cli.peer,
+        settle_max: cli.settle_max,
     };
     match cli.scenario {
         Scenario::P2p => runner::p2p(&opts),
+        Scenario::OneFlow => runner::flows(&opts, runner::FlowScenario::OneFlow),
+        Scenario::Flows10k => runner::flows(&opts, runner::FlowScenario::Flows10k),
+        Scenario::Flows100k => runner::flows(&opts, runner::FlowScenario::Flows100k),
+        Scenario::FlowSetup => runner::flow_setup(&opts),
+        Scenario::Xlate { secs } => xlate::run(&opts, secs),
     }
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::procstat;
-use crate::runner::{Opts, Sample};
+use crate::runner::{self, Opts, Ramp, Sample};
 
 /// The DPDK build of ovs-vswitchd that Debian's `openvswitch-switch-dpdk` installs
 /// (the `ovs-vswitchd` alternative keeps pointing at the plain build).
@@ -97,8 +97,8 @@ impl Port {
 
 /// What a scenario asks of OVS: bridge `br0` (netdev datapath) with these ports
 /// (OpenFlow port numbers 1, 2, ... in this order), its flow table replaced by
-/// `flows` (`ovs-ofctl add-flows` syntax; port names allowed), and the port whose
-/// transmitted packets are counted.
+/// `flows` (`ovs-ofctl add-flows` syntax; port names allowed unless `flows_first`),
+/// and the port whose transmitted packets are counted.
 #[derive(Clone, Debug)]
 pub struct Setup {
     pub ports: Vec<Port>,
@@ -108,6 +108,11 @@ pub struct Setup {
     pub other_config: Vec<(String, String)>,
     /// The port whose tx packets are the forwarding rate.
     pub count_port: String,
+    /// Add the flows before the ports, so that the first packet already meets the
+    /// whole table (a cold megaflow cache, as ferroswitch starting with its flows in
+    /// the config). The flows must then name ports by number (1, 2, ... in `ports`
+    /// order): ovs-ofctl resolves names only of existing ports.
+    pub flows_first: bool,
 }
 
 impl Setup {
@@ -121,6 +126,7 @@ impl Setup {
             flows: vec!["in_port=src,actions=output:sink".to_string()],
             other_config: Vec::new(),
             count_port: "sink".to_string(),
+            flows_first: false,
         }
     }
 }
@@ -265,6 +271,8 @@ impl Ovs {
             ("dpdk-socket-mem".to_string(), "1024".to_string()),
             ("dpdk-extra".to_string(), eal),
         ];
+        // The scenario's settings replace the defaults of the same key.
+        kv.retain(|(k, _)| !setup.other_config.iter().any(|(o, _)| o == k));
         kv.extend(setup.other_config.iter().cloned());
         let sets: Vec<String> = kv
             .iter()
@@ -334,9 +342,19 @@ impl Ovs {
             BRIDGE.into(),
             "datapath_type=netdev".into(),
         ];
+        if setup.flows_first {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            let r = self.vsctl(&a);
+            self.check_alive()?;
+            r.map_err(|e| anyhow::anyhow!("{e:#}{}", self.log_errors()))?;
+            self.replace_flows(setup)?;
+            args.clear();
+        }
         for (i, p) in setup.ports.iter().enumerate() {
+            if !args.is_empty() {
+                args.push("--".into());
+            }
             args.extend([
-                "--".into(),
                 "add-port".into(),
                 BRIDGE.into(),
                 p.name.clone(),
@@ -369,13 +387,52 @@ impl Ovs {
                 );
             }
         }
-        // Replace the bridge's default NORMAL flow with the scenario's rules.
+        if !setup.flows_first {
+            self.replace_flows(setup)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the bridge's default NORMAL flow with the scenario's rules.
+    fn replace_flows(&self, setup: &Setup) -> Result<()> {
         self.ofctl(&["del-flows", BRIDGE])?;
         let flows = self.path("flows.txt");
         std::fs::write(&flows, setup.flows.join("\n") + "\n")?;
         let flows = flows.display().to_string();
         self.ofctl(&["add-flows", BRIDGE, &flows])?;
         Ok(())
+    }
+
+    /// `ovs-appctl -t <this instance's ovs-vswitchd> ARGS`.
+    pub fn appctl(&self, args: &[&str]) -> Result<String> {
+        let mut c = self.cmd("ovs-appctl");
+        c.arg("-t")
+            .arg(self.path("ovs-vswitchd.ctl"))
+            .arg("--timeout=30")
+            .args(args);
+        self.run(c)
+    }
+
+    /// Datapath flows (megaflows) installed now, over all PMDs (`dpctl/show`'s
+    /// `flows:` line; cheap, unlike dumping them).
+    pub fn megaflows(&self) -> Option<usize> {
+        let out = self.appctl(&["dpctl/show"]).ok()?;
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix("flows:"))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// `upcall/show`'s flows line (current, average, max, limit), for diagnostics:
+    /// OVS adapts its flow limit as it goes (from 10,000 up).
+    pub fn upcall_flows_line(&self) -> String {
+        self.appctl(&["upcall/show"])
+            .ok()
+            .and_then(|o| {
+                o.lines()
+                    .find(|l| l.trim_start().starts_with("flows"))
+                    .map(|l| l.trim().to_string())
+            })
+            .unwrap_or_default()
     }
 
     /// The process id of ovs-vswitchd.
@@ -449,7 +506,15 @@ impl Drop for Ovs {
 /// Starts OVS with `setup`, waits until `setup.count_port` transmits and the PMD is
 /// up, warms up, then counts that port's packets and the PMD thread's CPU time over
 /// the window, as the ferroswitch runner does. OVS is gone when this returns.
-pub fn throughput(opts: &Opts, setup: &Setup, rep: usize) -> Result<Sample> {
+///
+/// With `megaflows`, the warm-up first waits until OVS's megaflow count reaches it or
+/// stops growing (bounded by `--settle-max`).
+pub fn throughput(
+    opts: &Opts,
+    setup: &Setup,
+    rep: usize,
+    megaflows: Option<usize>,
+) -> Result<Sample> {
     let tag = format!("{}-{rep}", std::process::id());
     let mut ovs = Ovs::start(opts, setup, &tag)?;
     let pid = ovs.vswitchd_pid().context("ovs-vswitchd pid")?;
@@ -470,6 +535,13 @@ pub fn throughput(opts: &Opts, setup: &Setup, rep: usize) -> Result<Sample> {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    if let Some(target) = megaflows {
+        let (n, secs) = runner::settle(opts, target, || ovs.megaflows());
+        eprintln!(
+            "  ovs: {n} megaflows after {secs:.1} s (want {target}); {}",
+            ovs.upcall_flows_line()
+        );
+    }
     std::thread::sleep(Duration::from_secs(opts.warmup));
     let sample = |what| -> Result<(Instant, u64, f64)> {
         let t = Instant::now();
@@ -488,4 +560,17 @@ pub fn throughput(opts: &Opts, setup: &Setup, rep: usize) -> Result<Sample> {
         wall_mpps: pkts / (t1 - t0).as_secs_f64() / 1e6,
         cpu_mpps: pkts / (c1 - c0).max(1e-3) / 1e6,
     })
+}
+
+/// Flow setup from a cold cache: starts OVS with `setup` (which should have
+/// `flows_first`, so traffic meets the whole table) and samples its megaflow count
+/// until `target` is reached or the count stops growing. OVS is gone when this
+/// returns.
+pub fn flow_setup(opts: &Opts, setup: &Setup, rep: usize, target: usize) -> Result<Ramp> {
+    let tag = format!("{}-fs{rep}", std::process::id());
+    let mut ovs = Ovs::start(opts, setup, &tag)?;
+    let ramp = runner::ramp(opts, target, || ovs.megaflows());
+    eprintln!("  ovs: {}", ovs.upcall_flows_line());
+    ovs.check_alive()?;
+    ramp
 }

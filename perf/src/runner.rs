@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use pipeline::{pcap, trafgen};
 
+use crate::scenario::{self, Scenario};
 use crate::{ovs, procstat};
 
 /// Optional contenders besides ferroswitch and testpmd.
@@ -28,6 +28,8 @@ pub struct Opts {
     pub main_cpu: usize,
     pub ferroswitch: Option<PathBuf>,
     pub peers: Vec<Peer>,
+    /// Longest wait for start-up and for megaflows to be installed, seconds.
+    pub settle_max: u64,
 }
 
 impl Opts {
@@ -81,8 +83,16 @@ fn ferroswitch_bin(opts: &Opts) -> Result<PathBuf> {
     Ok(root.join("target/release/ferroswitch"))
 }
 
-/// Port-to-port: 64-byte frames from net_pcap infinite_rx to net_null.
-pub fn p2p(opts: &Opts) -> Result<()> {
+/// What every scenario run needs: the binary, a work directory (removed with the
+/// DPDK runtime directories of this run's contenders on every path, errors
+/// included, when the guard drops).
+struct Run {
+    bin: PathBuf,
+    dir: PathBuf,
+    _cleanup: RemoveOnDrop,
+}
+
+fn prepare(opts: &Opts, what: &str) -> Result<Run> {
     if hugepages_free() < 512 {
         bail!(
             "perf needs at least 512 free hugepages (have {}): run scripts/setup.sh",
@@ -94,7 +104,7 @@ pub fn p2p(opts: &Opts) -> Result<()> {
         let stray = ovs::stray_vswitchds();
         if !stray.is_empty() {
             eprintln!(
-                "p2p: warning: ovs-vswitchd already running (pid {stray:?}): it may poll a core \
+                "{what}: warning: ovs-vswitchd already running (pid {stray:?}): it may poll a core \
                  and spoil every figure; stop it (service openvswitch-switch stop)"
             );
         }
@@ -103,66 +113,254 @@ pub fn p2p(opts: &Opts) -> Result<()> {
     let pid = std::process::id();
     let dir = std::env::temp_dir().join(format!("ferroswitch-perf-{pid}"));
     std::fs::create_dir_all(&dir)?;
-    // The work directory and the DPDK runtime directories of this run's contenders
-    // go away on every path, errors included.
     let mut leftovers = vec![dir.clone(), dpdk_runtime_dir(&format!("fs-perf-{pid}"))];
     leftovers.extend((1..=opts.reps).map(|r| dpdk_runtime_dir(&format!("fs-perf-tp-{pid}-{r}"))));
-    let _cleanup = RemoveOnDrop(leftovers);
-    let flow = trafgen::flows(1)[0];
-    let frames: Vec<Vec<u8>> = (0..64).map(|i| trafgen::udp_frame(&flow, 64, i)).collect();
-    let pcap_path = dir.join("p2p-64.pcap");
-    std::fs::write(&pcap_path, pcap::write(frames.iter().map(|f| f.as_slice())))?;
-    let src = format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap_path.display());
-    let sink = "net_null0,no-rx=1".to_string();
-    let ovs_setup = ovs::Setup::p2p(&src, &sink);
+    Ok(Run {
+        bin,
+        dir,
+        _cleanup: RemoveOnDrop(leftovers),
+    })
+}
 
+/// Medians of one scenario's repetitions.
+struct Medians {
+    fs: Sample,
+    tp: Sample,
+    ovs: Option<Sample>,
+}
+
+/// Runs ferroswitch, testpmd and the peers on `sc` in alternating repetitions.
+fn measure(opts: &Opts, run: &Run, sc: &Scenario) -> Result<Medians> {
+    let name = sc.name;
     let mut fs = Vec::new();
     let mut tp = Vec::new();
     let mut ov = Vec::new();
     for rep in 1..=opts.reps {
-        let f = run_ferroswitch(opts, &bin, &dir, &src, &sink, rep)?;
+        let f = run_ferroswitch(opts, &run.bin, &run.dir, sc, rep)?;
         eprintln!(
-            "p2p rep {rep}: ferroswitch {:.2} Mpps wall, {:.2} Mpps on-CPU",
+            "{name} rep {rep}: ferroswitch {:.2} Mpps wall, {:.2} Mpps on-CPU",
             f.wall_mpps, f.cpu_mpps
         );
         fs.push(f);
-        let t = run_testpmd(opts, &src, &sink, rep)?;
+        let t = run_testpmd(opts, sc, rep)?;
         eprintln!(
-            "p2p rep {rep}: testpmd     {:.2} Mpps wall, {:.2} Mpps on-CPU",
+            "{name} rep {rep}: testpmd     {:.2} Mpps wall, {:.2} Mpps on-CPU",
             t.wall_mpps, t.cpu_mpps
         );
         tp.push(t);
         if opts.has_peer(Peer::Ovs) {
-            let o = ovs::throughput(opts, &ovs_setup, rep)?;
+            let o = ovs::throughput(opts, &sc.ovs, rep, sc.megaflows)?;
             eprintln!(
-                "p2p rep {rep}: ovs         {:.2} Mpps wall, {:.2} Mpps on-CPU",
+                "{name} rep {rep}: ovs         {:.2} Mpps wall, {:.2} Mpps on-CPU",
                 o.wall_mpps, o.cpu_mpps
             );
             ov.push(o);
         }
     }
-    let fs_wall = median(fs.iter().map(|s| s.wall_mpps).collect());
-    let tp_wall = median(tp.iter().map(|s| s.wall_mpps).collect());
-    let fs_cpu = median(fs.iter().map(|s| s.cpu_mpps).collect());
-    let tp_cpu = median(tp.iter().map(|s| s.cpu_mpps).collect());
-    // Peers' figures go at the end of the line: ` ovs_mpps=W`.
-    let peer = |f: fn(&Sample) -> f64| -> String {
-        if ov.is_empty() {
-            String::new()
-        } else {
-            format!(" ovs_mpps={:.2}", median(ov.iter().map(f).collect()))
-        }
+    let med = |v: &[Sample]| Sample {
+        wall_mpps: median(v.iter().map(|s| s.wall_mpps).collect()),
+        cpu_mpps: median(v.iter().map(|s| s.cpu_mpps).collect()),
     };
-    println!(
-        "p2p wall-clock ferroswitch_mpps={fs_wall:.2} testpmd_mpps={tp_wall:.2} ratio={:.3}{}",
-        fs_wall / tp_wall.max(1e-9),
-        peer(|s| s.wall_mpps)
+    Ok(Medians {
+        fs: med(&fs),
+        tp: med(&tp),
+        ovs: (!ov.is_empty()).then(|| med(&ov)),
+    })
+}
+
+/// `NAME[ wall-clock] ferroswitch_mpps=X testpmd_mpps=Y ratio=X/Y[ ovs_mpps=W]`.
+fn result_line(name: &str, m: &Medians, f: fn(&Sample) -> f64) -> String {
+    let (fs, tp) = (f(&m.fs), f(&m.tp));
+    // Peers' figures go at the end of the line: ` ovs_mpps=W`.
+    let peer = m
+        .ovs
+        .as_ref()
+        .map(|o| format!(" ovs_mpps={:.2}", f(o)))
+        .unwrap_or_default();
+    format!(
+        "{name} ferroswitch_mpps={fs:.2} testpmd_mpps={tp:.2} ratio={:.3}{peer}",
+        fs / tp.max(1e-9)
+    )
+}
+
+/// Port-to-port: 64-byte frames from net_pcap infinite_rx to net_null, static
+/// forwarding. Prints the wall-clock and the on-CPU line.
+pub fn p2p(opts: &Opts) -> Result<()> {
+    let run = prepare(opts, "p2p")?;
+    let sc = scenario::p2p(&run.dir)?;
+    let m = measure(opts, &run, &sc)?;
+    println!("{}", result_line("p2p wall-clock", &m, |s| s.wall_mpps));
+    println!("{}", result_line("p2p", &m, |s| s.cpu_mpps));
+    Ok(())
+}
+
+/// The OpenFlow scenarios (`1flow`, `10k-flows`, `100k-flows`): the wall-clock
+/// figures go to stderr, the one result line (on-CPU medians) to stdout.
+pub fn flows(opts: &Opts, which: FlowScenario) -> Result<()> {
+    let name = which.name();
+    let run = prepare(opts, name)?;
+    let sc = match which {
+        FlowScenario::OneFlow => scenario::one_flow(&run.dir)?,
+        FlowScenario::Flows10k => scenario::many_flows(&run.dir, name, 10_000)?,
+        FlowScenario::Flows100k => scenario::many_flows(&run.dir, name, 100_000)?,
+    };
+    let m = measure(opts, &run, &sc)?;
+    eprintln!(
+        "{}",
+        result_line(&format!("{name} wall-clock"), &m, |s| s.wall_mpps)
     );
-    println!(
-        "p2p ferroswitch_mpps={fs_cpu:.2} testpmd_mpps={tp_cpu:.2} ratio={:.3}{}",
-        fs_cpu / tp_cpu.max(1e-9),
-        peer(|s| s.cpu_mpps)
-    );
+    println!("{}", result_line(name, &m, |s| s.cpu_mpps));
+    Ok(())
+}
+
+/// The throughput scenarios through the OpenFlow tables.
+#[derive(Clone, Copy, Debug)]
+pub enum FlowScenario {
+    OneFlow,
+    Flows10k,
+    Flows100k,
+}
+
+impl FlowScenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            FlowScenario::OneFlow => "1flow",
+            FlowScenario::Flows10k => "10k-flows",
+            FlowScenario::Flows100k => "100k-flows",
+        }
+    }
+}
+
+/// Flows of the flow-setup scenario: every one needs a megaflow of its own.
+pub const SETUP_FLOWS: usize = 100_000;
+/// The ramp is timed until this fraction of the flows has a megaflow.
+const RAMP_END: f64 = 0.9;
+
+/// One observed megaflow ramp.
+#[derive(Clone, Copy, Debug)]
+pub struct Ramp {
+    /// Megaflows at the first and the last sample of the ramp.
+    pub first: usize,
+    pub last: usize,
+    /// Seconds between those samples.
+    pub secs: f64,
+    /// The count stopped growing before the target.
+    pub plateau: bool,
+}
+
+impl Ramp {
+    pub fn flows_per_s(&self) -> f64 {
+        self.last.saturating_sub(self.first) as f64 / self.secs.max(1e-6)
+    }
+}
+
+/// Samples a megaflow count as the cache fills from cold: from the first sample
+/// that answers until `RAMP_END` of `target` (or until it stops growing for 3 s,
+/// or `--settle-max`). A sample's time is the middle of its request; samples are
+/// paced to leave the switch most of its time (a dump can hold the slow path).
+pub fn ramp(opts: &Opts, target: usize, mut count: impl FnMut() -> Option<usize>) -> Result<Ramp> {
+    let end_at = (target as f64 * RAMP_END).ceil() as usize;
+    let start = Instant::now();
+    let limit = Duration::from_secs(opts.settle_max);
+    let mut first: Option<(Instant, usize)> = None;
+    let mut last_growth: Option<(Instant, usize)> = None;
+    loop {
+        let t0 = Instant::now();
+        let n = count();
+        let t1 = Instant::now();
+        let at = t0 + (t1 - t0) / 2;
+        if let Some(n) = n {
+            let (ft, fnn) = *first.get_or_insert((at, n));
+            if last_growth.is_none_or(|(_, m)| n > m) {
+                last_growth = Some((at, n));
+            }
+            let (gt, gn) = last_growth.unwrap_or((at, n));
+            let done = n >= end_at;
+            let stalled = at.duration_since(gt) >= Duration::from_secs(3);
+            if done || stalled || start.elapsed() > limit {
+                let (lt, ln) = if done { (at, n) } else { (gt, gn) };
+                if fnn * 2 > ln.max(1) {
+                    eprintln!(
+                        "  warning: {fnn} of {ln} megaflows were already installed at the first \
+                         sample; the ramp was mostly missed"
+                    );
+                }
+                return Ok(Ramp {
+                    first: fnn,
+                    last: ln,
+                    secs: lt.duration_since(ft).as_secs_f64(),
+                    plateau: !done,
+                });
+            }
+        } else if start.elapsed() > limit {
+            bail!("no megaflow count within {} s", opts.settle_max);
+        }
+        // Pace: at most a quarter of the time counting (the ctl client runs on the
+        // management CPU, beside the upcall handler).
+        std::thread::sleep((t1 - t0) * 3 + Duration::from_millis(5));
+    }
+}
+
+/// Waits until the megaflow count reaches `target` or stops growing for 3 s
+/// (bounded by `--settle-max`); returns the count and the seconds waited.
+pub fn settle(
+    opts: &Opts,
+    target: usize,
+    mut count: impl FnMut() -> Option<usize>,
+) -> (usize, f64) {
+    let start = Instant::now();
+    let mut best = 0;
+    let mut since = Instant::now();
+    loop {
+        let n = count().unwrap_or(0);
+        if n > best {
+            best = n;
+            since = Instant::now();
+        }
+        if n >= target
+            || since.elapsed() >= Duration::from_secs(3)
+            || start.elapsed() >= Duration::from_secs(opts.settle_max)
+        {
+            return (n, start.elapsed().as_secs_f64());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// New megaflows per second from a cold cache: 100k distinct flows against the
+/// 100k-rule table, each contender started with its flows and the traffic running
+/// from its first packet; medians over the repetitions.
+pub fn flow_setup(opts: &Opts) -> Result<()> {
+    let run = prepare(opts, "flow-setup")?;
+    let sc = scenario::many_flows(&run.dir, "flow-setup", SETUP_FLOWS)?;
+    let mut fs = Vec::new();
+    let mut ov = Vec::new();
+    let show = |who: &str, rep: usize, r: &Ramp| {
+        eprintln!(
+            "flow-setup rep {rep}: {who:<11} {:.0} megaflows/s ({} -> {} in {:.2} s{})",
+            r.flows_per_s(),
+            r.first,
+            r.last,
+            r.secs,
+            if r.plateau { ", stopped growing" } else { "" }
+        );
+    };
+    for rep in 1..=opts.reps {
+        let r = ferroswitch_ramp(opts, &run, &sc, rep)?;
+        show("ferroswitch", rep, &r);
+        fs.push(r.flows_per_s());
+        if opts.has_peer(Peer::Ovs) {
+            let r = ovs::flow_setup(opts, &sc.ovs, rep, SETUP_FLOWS)?;
+            show("ovs", rep, &r);
+            ov.push(r.flows_per_s());
+        }
+    }
+    let peer = if ov.is_empty() {
+        String::new()
+    } else {
+        format!(" ovs_flows_per_s={:.0}", median(ov))
+    };
+    println!("flow-setup ferroswitch_flows_per_s={:.0}{peer}", median(fs));
     Ok(())
 }
 
@@ -184,8 +382,12 @@ fn dpdk_runtime_dir(prefix: &str) -> PathBuf {
 
 /// Sends SIGINT and waits for the process to exit (SIGKILL after 10 s).
 fn interrupt(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
     let _ = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
+        .stderr(Stdio::null())
         .status();
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -198,20 +400,19 @@ fn interrupt(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn run_ferroswitch(
-    opts: &Opts,
-    bin: &Path,
-    dir: &Path,
-    src: &str,
-    sink: &str,
-    rep: usize,
-) -> Result<Sample> {
-    let sock = dir.join("fs.ctl");
-    let cfg = format!(
+/// ferroswitch's configuration for scenario `sc`: one PMD on the forwarding CPU,
+/// bridge br0 with the scenario's flows, ports `src` (OpenFlow port 1) and `sink`
+/// (2), and the scenario's static forwarding.
+fn ferroswitch_config(opts: &Opts, sock: &Path, sc: &Scenario) -> String {
+    let mbufs = sc
+        .mbufs
+        .map(|n| format!("mbufs = {n}\n"))
+        .unwrap_or_default();
+    format!(
         r#"[dpdk]
 file_prefix = "fs-perf-{pid}"
 log_level = "warning"
-[pmd]
+{mbufs}[pmd]
 mgmt_cpu = {main}
 cpus = [{fwd}]
 [control]
@@ -221,34 +422,236 @@ listen = "off"
 console = false
 [[bridge]]
 name = "br0"
-  [[bridge.port]]
+{keys}  [[bridge.port]]
   name = "src"
+  ofport = 1
   options = {{ dpdk-devargs = "{src}" }}
   [[bridge.port]]
   name = "sink"
+  ofport = 2
   options = {{ dpdk-devargs = "{sink}" }}
-  [[bridge.forward]]
-  in_port = "src"
-  output = "sink"
-"#,
+{tables}"#,
         pid = std::process::id(),
         main = opts.main_cpu,
         fwd = opts.fwd_cpu,
         sock = sock.display(),
-    );
-    let cfg_path = dir.join("p2p.toml");
-    std::fs::write(&cfg_path, cfg)?;
-    let log = std::fs::File::create(dir.join(format!("ferroswitch-{rep}.log")))?;
-    let mut child = Command::new(bin)
+        src = sc.src,
+        sink = sc.sink,
+        keys = sc.fs_bridge_keys,
+        tables = sc.fs_bridge_tables,
+    )
+}
+
+/// A running ferroswitch (SIGINT and waited for when dropped).
+struct Daemon {
+    child: Child,
+    sock: PathBuf,
+    /// The PMD thread.
+    tid: u32,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        interrupt(&mut self.child);
+    }
+}
+
+/// How far [`start_ferroswitch`] waits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ready {
+    /// The control socket answers and the PMD thread exists.
+    Pmd,
+    /// The control socket file exists: the PMDs were started just before it (they
+    /// forward from then on), so a cold cache's ramp can be watched from here.
+    Socket,
+}
+
+/// Starts ferroswitch on `sc` and waits until it is `ready` (start-up time to
+/// stderr: large flow tables are parsed then).
+fn start_ferroswitch(
+    opts: &Opts,
+    bin: &Path,
+    dir: &Path,
+    sc: &Scenario,
+    tag: &str,
+    ready: Ready,
+) -> Result<Daemon> {
+    let sock = dir.join("fs.ctl");
+    let _ = std::fs::remove_file(&sock);
+    let cfg_path = dir.join(format!("{}.toml", sc.name));
+    std::fs::write(&cfg_path, ferroswitch_config(opts, &sock, sc))?;
+    let log_path = dir.join(format!("ferroswitch-{tag}.log"));
+    let log = std::fs::File::create(&log_path)?;
+    let started = Instant::now();
+    let child = Command::new(bin)
         .args(["run", "--config"])
         .arg(&cfg_path)
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
         .context("starting ferroswitch")?;
-    let result = measure_ferroswitch(opts, bin, &sock, &mut child);
-    interrupt(&mut child);
-    result
+    let mut d = Daemon {
+        child,
+        sock,
+        tid: 0,
+    };
+    let pid = d.child.id();
+    let deadline = started + Duration::from_secs(opts.settle_max.max(30));
+    d.tid = loop {
+        if let Ok(Some(st)) = d.child.try_wait() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            bail!(
+                "ferroswitch exited during start-up ({st}): {}",
+                log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+            );
+        }
+        if ready == Ready::Socket && d.sock.exists() {
+            break 0;
+        }
+        if ready == Ready::Pmd && sink_tx_packets(bin, &d.sock).is_some() {
+            if let Some(t) = procstat::find_thread(pid, "pmd-c") {
+                break t;
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "ferroswitch did not come up within {} s",
+                opts.settle_max.max(30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(match ready {
+            Ready::Pmd => 20,
+            Ready::Socket => 1,
+        }));
+    };
+    if sc.megaflows.is_some() {
+        eprintln!(
+            "  ferroswitch: up in {:.2} s (config {} KiB)",
+            started.elapsed().as_secs_f64(),
+            std::fs::metadata(&cfg_path)
+                .map(|m| m.len() / 1024)
+                .unwrap_or(0)
+        );
+    }
+    Ok(d)
+}
+
+fn run_ferroswitch(
+    opts: &Opts,
+    bin: &Path,
+    dir: &Path,
+    sc: &Scenario,
+    rep: usize,
+) -> Result<Sample> {
+    let d = start_ferroswitch(opts, bin, dir, sc, &rep.to_string(), Ready::Pmd)?;
+    if let Some(target) = sc.megaflows {
+        let mut mf = MegaflowCounter::new(bin, &d.sock);
+        let (n, secs) = settle(opts, target, || mf.count());
+        eprintln!(
+            "  ferroswitch: {n} megaflows after {secs:.1} s (want {target}; counted by {})",
+            mf.source()
+        );
+    }
+    measure_ferroswitch(opts, bin, &d)
+}
+
+/// Flow setup from a cold cache: ferroswitch starts with the whole table in its
+/// config and the traffic from its first packet; the ramp of its megaflow count.
+fn ferroswitch_ramp(opts: &Opts, run: &Run, sc: &Scenario, rep: usize) -> Result<Ramp> {
+    let mut tag = format!("fs{rep}");
+    let mut mf_gauge = None;
+    loop {
+        let d = start_ferroswitch(opts, &run.bin, &run.dir, sc, &tag, Ready::Socket)?;
+        let mut mf = MegaflowCounter::new(&run.bin, &d.sock);
+        mf.gauge = mf_gauge;
+        let r = ramp(opts, SETUP_FLOWS, || mf.count())?;
+        // A daemon with the gauge's field that does not fill it yet reports 0:
+        // then again, counting with dump-dp-flows.
+        if mf.gauge == Some(true) && r.last == 0 && mf.dump_count().unwrap_or(0) > 0 {
+            eprintln!("  ferroswitch: the megaflows gauge stays 0; again with dump-dp-flows");
+            mf_gauge = Some(false);
+            tag.push('d');
+            continue;
+        }
+        eprintln!("  ferroswitch: megaflows counted by {}", mf.source());
+        return Ok(r);
+    }
+}
+
+/// ferroswitch's megaflow count: the per-PMD `megaflows` gauge of `pmd-stats-show
+/// --json` where the daemon reports it, else the lines of `dump-dp-flows` (which
+/// formats every megaflow under the slow path's lock: slower, and it holds up
+/// upcalls while it runs).
+struct MegaflowCounter<'a> {
+    bin: &'a Path,
+    sock: &'a Path,
+    /// None: not decided yet; Some(true): the gauge; Some(false): dump-dp-flows.
+    gauge: Option<bool>,
+}
+
+impl<'a> MegaflowCounter<'a> {
+    fn new(bin: &'a Path, sock: &'a Path) -> Self {
+        MegaflowCounter {
+            bin,
+            sock,
+            gauge: None,
+        }
+    }
+
+    fn source(&self) -> &'static str {
+        match self.gauge {
+            Some(true) => "pmd-stats-show's megaflows gauge",
+            Some(false) => "dump-dp-flows lines",
+            None => "nothing yet",
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new(self.bin)
+            .arg("ctl")
+            .arg("--socket")
+            .arg(self.sock)
+            .args(args)
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Sum of the PMDs' `megaflows`, if every PMD reports one.
+    fn gauge_count(&self) -> Option<usize> {
+        let out = self.ctl(&["--json", "pmd-stats-show"])?;
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        v.as_array()?
+            .iter()
+            .map(|p| p.get("megaflows")?.as_u64().map(|n| n as usize))
+            .sum()
+    }
+
+    fn dump_count(&self) -> Option<usize> {
+        let out = self.ctl(&["dump-dp-flows"])?;
+        Some(out.lines().filter(|l| !l.trim().is_empty()).count())
+    }
+
+    /// The count now; the first answer decides the source (the gauge if
+    /// `pmd-stats-show --json` has it).
+    fn count(&mut self) -> Option<usize> {
+        match self.gauge {
+            Some(true) => self.gauge_count(),
+            Some(false) => self.dump_count(),
+            None => {
+                if let Some(g) = self.gauge_count() {
+                    self.gauge = Some(true);
+                    return Some(g);
+                }
+                let d = self.dump_count()?;
+                self.gauge = Some(false);
+                Some(d)
+            }
+        }
+    }
 }
 
 fn sink_tx_packets(bin: &Path, sock: &Path) -> Option<u64> {
@@ -269,41 +672,28 @@ fn sink_tx_packets(bin: &Path, sock: &Path) -> Option<u64> {
         .as_u64()
 }
 
-fn measure_ferroswitch(opts: &Opts, bin: &Path, sock: &Path, child: &mut Child) -> Result<Sample> {
-    let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let tid = loop {
-        if let Ok(Some(st)) = child.try_wait() {
-            bail!("ferroswitch exited during start-up ({st})");
-        }
-        if sink_tx_packets(bin, sock).is_some() {
-            if let Some(t) = procstat::find_thread(pid, "pmd-c") {
-                break t;
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("ferroswitch did not come up within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+fn measure_ferroswitch(opts: &Opts, bin: &Path, d: &Daemon) -> Result<Sample> {
+    let pid = d.child.id();
     std::thread::sleep(Duration::from_secs(opts.warmup));
     let sample = |what| -> Result<(Instant, u64, f64)> {
         let t = Instant::now();
-        let n = sink_tx_packets(bin, sock).with_context(|| format!("reading {what} counters"))?;
-        let c = procstat::thread_cpu_seconds(pid, tid).context("reading PMD CPU time")?;
+        let n =
+            sink_tx_packets(bin, &d.sock).with_context(|| format!("reading {what} counters"))?;
+        let c = procstat::thread_cpu_seconds(pid, d.tid).context("reading PMD CPU time")?;
         Ok((t, n, c))
     };
     let (t0, n0, c0) = sample("start")?;
     std::thread::sleep(Duration::from_secs(opts.window));
     let (t1, n1, c1) = sample("end")?;
-    let pkts = (n1 - n0) as f64;
+    let pkts = n1.saturating_sub(n0) as f64;
     Ok(Sample {
         wall_mpps: pkts / (t1 - t0).as_secs_f64() / 1e6,
         cpu_mpps: pkts / (c1 - c0).max(1e-3) / 1e6,
     })
 }
 
-fn run_testpmd(opts: &Opts, src: &str, sink: &str, rep: usize) -> Result<Sample> {
+fn run_testpmd(opts: &Opts, sc: &Scenario, rep: usize) -> Result<Sample> {
+    let mbufs = sc.mbufs.map(|n| format!("--total-num-mbufs={n}"));
     let mut child = Command::new("stdbuf")
         .args(["-oL", "dpdk-testpmd"])
         .arg("-l")
@@ -316,9 +706,9 @@ fn run_testpmd(opts: &Opts, src: &str, sink: &str, rep: usize) -> Result<Sample>
             "--no-pci",
             "--log-level=4",
             "--vdev",
-            src,
+            &sc.src,
             "--vdev",
-            sink,
+            &sc.sink,
             "--",
         ])
         .args([
@@ -327,6 +717,7 @@ fn run_testpmd(opts: &Opts, src: &str, sink: &str, rep: usize) -> Result<Sample>
             "--burst=32",
             "--stats-period=1",
         ])
+        .args(mbufs)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

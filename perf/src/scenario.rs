@@ -1,0 +1,235 @@
+//! What each benchmark scenario sends and which rules every contender gets.
+//!
+//! A [`Scenario`] is the traffic (a pcap replayed forever by `net_pcap`), the
+//! ferroswitch bridge configuration (static forwarding or OpenFlow rules), the
+//! Open vSwitch [`Setup`] with the same rules, and what testpmd (the forwarding
+//! limit, `--forward-mode=io`) needs. The runner measures every scenario the same
+//! way; see `runner.rs`.
+
+use std::path::Path;
+
+use anyhow::Result;
+use pipeline::{pcap, trafgen};
+
+use crate::ovs::Setup;
+
+/// One throughput scenario, ready to run (its pcap written).
+pub struct Scenario {
+    /// Printed at the start of the result lines (`p2p`, `1flow`, ...).
+    pub name: &'static str,
+    /// Devargs of the traffic source (net_pcap, infinite_rx) and the sink (net_null).
+    pub src: String,
+    pub sink: String,
+    /// TOML keys of ferroswitch's bridge br0 (before its port tables): `flows`.
+    pub fs_bridge_keys: String,
+    /// TOML tables after br0's ports: `[[bridge.forward]]`.
+    pub fs_bridge_tables: String,
+    /// `dpdk.mbufs` for ferroswitch and `--total-num-mbufs` for testpmd, when the
+    /// defaults are too few (net_pcap's infinite_rx holds the whole pcap in mbufs).
+    pub mbufs: Option<u32>,
+    /// The same bridge for OVS.
+    pub ovs: Setup,
+    /// Megaflows the traffic needs: the warm-up first waits until they are installed
+    /// (the count stops growing), so that the window measures the fast path only.
+    pub megaflows: Option<usize>,
+}
+
+/// Frames per pcap for single-flow scenarios (payload bytes vary, the flow doesn't).
+const ONE_FLOW_FRAMES: usize = 64;
+/// Length of every benchmark frame (without FCS), as in OVS-DPDK's and testpmd's
+/// usual 64-byte figures.
+pub const FRAME_LEN: usize = 64;
+
+fn write_pcap(dir: &Path, name: &str, frames: &[Vec<u8>]) -> Result<String> {
+    let path = dir.join(format!("{name}.pcap"));
+    std::fs::write(&path, pcap::write(frames.iter().map(|f| f.as_slice())))?;
+    Ok(format!(
+        "net_pcap0,rx_pcap={},infinite_rx=1",
+        path.display()
+    ))
+}
+
+const SINK: &str = "net_null0,no-rx=1";
+
+/// Port to port, static forwarding (`[[bridge.forward]]`): the switch's floor.
+pub fn p2p(dir: &Path) -> Result<Scenario> {
+    let flow = trafgen::flows(1)[0];
+    let frames: Vec<Vec<u8>> = (0..ONE_FLOW_FRAMES)
+        .map(|i| trafgen::udp_frame(&flow, FRAME_LEN, i as u8))
+        .collect();
+    let src = write_pcap(dir, "p2p-64", &frames)?;
+    Ok(Scenario {
+        name: "p2p",
+        ovs: Setup::p2p(&src, SINK),
+        src,
+        sink: SINK.to_string(),
+        fs_bridge_keys: String::new(),
+        fs_bridge_tables: "  [[bridge.forward]]\n  in_port = \"src\"\n  output = \"sink\"\n".into(),
+        mbufs: None,
+        megaflows: None,
+    })
+}
+
+/// One UDP flow through the OpenFlow path: rule `in_port=src,actions=output:sink`.
+pub fn one_flow(dir: &Path) -> Result<Scenario> {
+    let flow = trafgen::flows(1)[0];
+    let frames: Vec<Vec<u8>> = (0..ONE_FLOW_FRAMES)
+        .map(|i| trafgen::udp_frame(&flow, FRAME_LEN, i as u8))
+        .collect();
+    let src = write_pcap(dir, "1flow-64", &frames)?;
+    let flows = vec!["in_port=src,actions=output:sink".to_string()];
+    let mut setup = Setup::p2p(&src, SINK);
+    setup.flows = flows.clone();
+    Ok(Scenario {
+        name: "1flow",
+        ovs: setup,
+        src,
+        sink: SINK.to_string(),
+        fs_bridge_keys: toml_flows(&flows),
+        fs_bridge_tables: String::new(),
+        mbufs: None,
+        megaflows: Some(1),
+    })
+}
+
+/// `n` distinct UDP 5-tuples: source and destination addresses and ports all vary
+/// (the source address alone keeps them distinct, up to 2^24).
+pub fn five_tuples(n: usize) -> Vec<trafgen::UdpFlow> {
+    (0..n)
+        .map(|i| {
+            let j = (i as u32).wrapping_mul(2_654_435_761); // spread the other fields
+            trafgen::UdpFlow {
+                dl_src: [0x02, 0, 0, 0, 0, 0x01],
+                dl_dst: [0x02, 0, 0, 0, 0, 0x02],
+                nw_src: [10, (i >> 16) as u8, (i >> 8) as u8, i as u8],
+                nw_dst: [172, 16 + (j >> 28) as u8, (j >> 20) as u8, (j >> 12) as u8],
+                tp_src: 1024 + (i % 60_000) as u16,
+                tp_dst: 1 + (j % 50_000) as u16,
+            }
+        })
+        .collect()
+}
+
+fn ip(a: [u8; 4]) -> String {
+    format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3])
+}
+
+/// The exact 5-tuple rule of `f`, from OpenFlow port 1 (`src`) to 2 (`sink`).
+/// Numbers, not names: OVS gets these rules before its ports exist.
+pub fn five_tuple_rule(f: &trafgen::UdpFlow) -> String {
+    format!(
+        "priority=10,udp,in_port=1,nw_src={},nw_dst={},tp_src={},tp_dst={} actions=output:2",
+        ip(f.nw_src),
+        ip(f.nw_dst),
+        f.tp_src,
+        f.tp_dst
+    )
+}
+
+/// The rule table of the many-flow scenarios: one exact 5-tuple rule per flow and
+/// a lowest-priority drop.
+pub fn five_tuple_rules(flows: &[trafgen::UdpFlow]) -> Vec<String> {
+    let mut rules: Vec<String> = flows.iter().map(five_tuple_rule).collect();
+    rules.push("priority=0 actions=drop".to_string());
+    rules
+}
+
+/// Enough mbufs for the pcap held by infinite_rx plus rings and caches: the next
+/// power of two minus one (DPDK's best mempool size) above `frames` + 16384.
+fn mbufs_for(frames: usize) -> u32 {
+    ((frames + 16_384).next_power_of_two() - 1) as u32
+}
+
+/// `n` flows against `n` exact 5-tuple rules (+ a drop): every flow needs its own
+/// megaflow.
+pub fn many_flows(dir: &Path, name: &'static str, n: usize) -> Result<Scenario> {
+    let flows = five_tuples(n);
+    let frames: Vec<Vec<u8>> = flows
+        .iter()
+        .map(|f| trafgen::udp_frame(f, FRAME_LEN, 0))
+        .collect();
+    let src = write_pcap(dir, name, &frames)?;
+    let rules = five_tuple_rules(&flows);
+    let mut setup = Setup::p2p(&src, SINK);
+    setup.flows = rules.clone();
+    setup.flows_first = true;
+    // net_pcap's infinite_rx keeps the whole pcap in mbufs of OVS's shared mempool.
+    if n > 50_000 {
+        setup
+            .other_config
+            .push(("dpdk-socket-mem".to_string(), "1536".to_string()));
+    }
+    Ok(Scenario {
+        name,
+        ovs: setup,
+        src,
+        sink: SINK.to_string(),
+        fs_bridge_keys: toml_flows(&rules),
+        fs_bridge_tables: String::new(),
+        mbufs: Some(mbufs_for(n)),
+        megaflows: Some(n),
+    })
+}
+
+/// A TOML string (basic string, escaped).
+fn toml_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `flows = [ ... ]` of bridge br0, one rule a line (a key of the bridge table: it
+/// goes before the first `[[bridge.port]]`).
+fn toml_flows(flows: &[String]) -> String {
+    let mut out = String::from("  flows = [\n");
+    for f in flows {
+        out.push_str("    ");
+        out.push_str(&toml_str(f));
+        out.push_str(",\n");
+    }
+    out.push_str("  ]\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pipeline::ofproto::syntax::{parse_flows, PortMap};
+
+    #[test]
+    fn five_tuples_are_distinct_and_rules_parse() {
+        let flows = five_tuples(100_000);
+        let set: std::collections::HashSet<_> = flows
+            .iter()
+            .map(|f| (f.nw_src, f.nw_dst, f.tp_src, f.tp_dst))
+            .collect();
+        assert_eq!(set.len(), flows.len());
+        let rules = five_tuple_rules(&flows[..100]);
+        let fms = parse_flows(&rules.join("\n"), &PortMap::new()).unwrap();
+        assert_eq!(fms.len(), 101);
+    }
+
+    #[test]
+    fn toml_strings_are_escaped() {
+        assert_eq!(toml_str(r#"a"b\c"#), r#""a\"b\\c""#);
+        let t = toml_flows(&["in_port=src,actions=output:sink".to_string()]);
+        assert_eq!(
+            t,
+            "  flows = [\n    \"in_port=src,actions=output:sink\",\n  ]\n"
+        );
+    }
+
+    #[test]
+    fn mbufs_cover_the_pcap() {
+        assert_eq!(mbufs_for(10_000), 32_767);
+        assert_eq!(mbufs_for(100_000), 131_071);
+    }
+}
