@@ -319,6 +319,7 @@ mod tests {
         let r = c.install(&m, &key(|k| k.in_port = 1), Arc::new(7), Arc::default());
         let p = key(|k| {
             k.in_port = 1;
+            k.dl_type = crate::flow_key::ETH_TYPE_IPV4;
             k.tp_dst = 80;
         });
         assert_eq!(lookup1(&mut c, &p), Hit::Megaflow(r));
