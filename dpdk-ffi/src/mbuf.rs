@@ -526,6 +526,42 @@ impl TxBuffer {
         })
     }
 
+    /// Moves the packets of `burst` at positions `range` (skipping taken slots) to
+    /// the end of this buffer, in order. Returns (packets, bytes) moved, or `None`,
+    /// moving nothing, if they might not fit (flush first).
+    #[inline]
+    pub fn append_range(
+        &mut self,
+        burst: &mut MbufBurst,
+        range: std::ops::Range<usize>,
+    ) -> Option<(u64, u64)> {
+        let end = range.end.min(burst.len);
+        let src = burst.pkts.get_mut(range.start..end)?;
+        let dst = self.pkts.get_mut(self.len..)?;
+        if src.len() > dst.len() {
+            return None;
+        }
+        let (mut moved, mut bytes) = (0usize, 0u64);
+        for slot in src.iter_mut() {
+            let m = std::mem::replace(slot, ptr::null_mut());
+            if m.is_null() {
+                continue;
+            }
+            // SAFETY: a non-null entry below burst.len is an mbuf the burst owns; its
+            // slot was nulled above (and counted as taken below), so it moves once.
+            bytes += u64::from(unsafe { pkt_len_of(m) });
+            // Always Some: src.len() <= dst.len() was checked above.
+            if let Some(d) = dst.get_mut(moved) {
+                *d = m;
+                moved += 1;
+            }
+        }
+        burst.taken += moved;
+        self.len += moved;
+        self.bytes += bytes;
+        Some((moved as u64, bytes))
+    }
+
     /// Raw view for the tx call.
     #[inline]
     pub(crate) fn raw(&mut self) -> (*mut *mut sys::rte_mbuf, usize) {

@@ -28,8 +28,8 @@ use crate::upcall::{FlowActions, PmdCommand, Upcall};
 const ETH_HEADER_LEN: usize = 14;
 /// Distinct flows whose upcall may be in flight at once (per PMD).
 const MAX_INFLIGHT: usize = 64;
-/// Packets held while their flow's upcall is in flight (per PMD).
-const MAX_HELD: usize = 1024;
+/// Packets held per flow while its upcall is in flight.
+const HELD_PER_FLOW: usize = 64;
 /// Control messages applied per iteration at most (bounds the time away from rx).
 const MAX_COMMANDS_PER_ITERATION: usize = 32;
 
@@ -66,12 +66,14 @@ pub struct PmdContext {
     pub stats: Arc<PmdStats>,
 }
 
-/// A flow whose upcall is in flight.
-#[derive(Clone, Copy)]
+/// A flow whose upcall is in flight, with the packets of it that arrived since
+/// (executed in order once its megaflow is installed).
 struct Inflight {
     hash: u32,
     key: FlowKey,
     since: u64,
+    held: [Option<Mbuf>; HELD_PER_FLOW],
+    n_held: usize,
 }
 
 /// Per-thread state, allocated once before the loop.
@@ -83,7 +85,6 @@ struct Scratch {
     hits: [Hit; MAX_BURST],
     cache: FlowCache<FlowActions>,
     inflight: Vec<Inflight>,
-    held: Vec<(u32, FlowKey, Mbuf)>,
     tsc_hz: u64,
     now: u64,
 }
@@ -102,7 +103,6 @@ pub fn run(mut ctx: PmdContext, stop: &AtomicBool) {
         hits: [Hit::Miss; MAX_BURST],
         cache: FlowCache::new(emc_entries, emc_inv),
         inflight: Vec::with_capacity(MAX_INFLIGHT),
-        held: Vec::with_capacity(MAX_HELD),
         tsc_hz: dpdk_ffi::tsc_hz().max(1),
         now: rdtsc(),
     };
@@ -347,10 +347,20 @@ fn flow_stage(
             flow.stats.credit((j - i) as u64, bytes, s.now, flags);
             match flow.actions.single_output() {
                 Some(port) => {
-                    for k in i..j {
-                        if let Some(m) = s.burst.take(k) {
-                            push_tx(stats, port as usize, m, &mut s.txbufs, txqs);
+                    let port = port as usize;
+                    if let Some(buf) = s.txbufs.get_mut(port) {
+                        if buf.room() < j - i {
+                            if let Some(txq) = txqs.get_mut(port) {
+                                flush_port(stats, port, txq.as_mut(), buf);
+                            }
                         }
+                        // Fits after a flush (a run is at most a burst); a packet
+                        // left behind (impossible) is freed with the burst, counted.
+                        if buf.append_range(&mut s.burst, i..j).is_none() {
+                            stats.count_drop(DropReason::TxFull, (j - i) as u64);
+                        }
+                    } else {
+                        stats.count_drop(DropReason::NoForward, (j - i) as u64);
                     }
                 }
                 None => {
@@ -395,12 +405,18 @@ fn miss(
     key: FlowKey,
     m: Mbuf,
 ) {
-    if s.inflight.iter().any(|e| e.hash == hash && e.key == key) {
-        if s.held.len() < MAX_HELD {
-            s.held.push((hash, key, m));
-            stats.upcalls_coalesced.add(1);
-        } else {
-            stats.count_drop(DropReason::UpcallHoldFull, 1);
+    if let Some(e) = s
+        .inflight
+        .iter_mut()
+        .find(|e| e.hash == hash && e.key == key)
+    {
+        match e.held.get_mut(e.n_held) {
+            Some(slot) => {
+                *slot = Some(m);
+                e.n_held += 1;
+                stats.upcalls_coalesced.add(1);
+            }
+            None => stats.count_drop(DropReason::UpcallHoldFull, 1),
         }
         return;
     }
@@ -416,6 +432,8 @@ fn miss(
                     hash,
                     key,
                     since: s.now,
+                    held: std::array::from_fn(|_| None),
+                    n_held: 0,
                 });
             }
         }
@@ -533,20 +551,21 @@ fn apply_command(
                     .zip(key.words())
                     .all(|((a, m), b)| a & m == b & m)
             };
-            s.inflight.retain(|e| !covers(&e.key));
             if let Some(m) = packet {
                 fstats.credit(1, u64::from(m.pkt_len()), s.now, 0);
                 execute(stats, &f.pool, &actions, m, &mut s.txbufs, txqs);
             }
-            // The flow's held packets, in arrival order.
-            let mut i = 0;
-            while i < s.held.len() {
-                if s.held.get(i).is_some_and(|(_, k, _)| covers(k)) {
-                    let (_, _, m) = s.held.remove(i);
+            // Flows the megaflow covers: their held packets, each flow in order.
+            let mut i = s.inflight.len();
+            while i > 0 {
+                i -= 1;
+                if !s.inflight.get(i).is_some_and(|e| covers(&e.key)) {
+                    continue;
+                }
+                let mut e = s.inflight.swap_remove(i);
+                for m in e.held.iter_mut().take(e.n_held).filter_map(Option::take) {
                     fstats.credit(1, u64::from(m.pkt_len()), s.now, 0);
                     execute(stats, &f.pool, &actions, m, &mut s.txbufs, txqs);
-                } else {
-                    i += 1;
                 }
             }
         }
@@ -570,29 +589,18 @@ fn apply_command(
 /// Forgets upcalls unanswered for a second and drops the packets held for them.
 #[cold]
 fn expire_inflight(ctx: &mut PmdContext, s: &mut Scratch) {
-    let limit = s.tsc_hz;
-    let now = s.now;
-    let stale: [Option<(u32, FlowKey)>; MAX_INFLIGHT] = {
-        let mut out = [None; MAX_INFLIGHT];
-        let mut n = 0;
-        for e in s
-            .inflight
-            .iter()
-            .filter(|e| now.wrapping_sub(e.since) > limit)
+    let (limit, now) = (s.tsc_hz, s.now);
+    let mut i = s.inflight.len();
+    while i > 0 {
+        i -= 1;
+        if s.inflight
+            .get(i)
+            .is_some_and(|e| now.wrapping_sub(e.since) > limit)
         {
-            if let Some(slot) = out.get_mut(n) {
-                *slot = Some((e.hash, e.key));
-                n += 1;
-            }
+            let e = s.inflight.swap_remove(i);
+            ctx.stats
+                .count_drop(DropReason::UpcallTimeout, e.n_held as u64);
         }
-        out
-    };
-    for (hash, key) in stale.iter().flatten() {
-        s.inflight.retain(|e| !(e.hash == *hash && e.key == *key));
-        let before = s.held.len();
-        s.held.retain(|(h, k, _)| !(*h == *hash && k == key));
-        ctx.stats
-            .count_drop(DropReason::UpcallTimeout, (before - s.held.len()) as u64);
     }
 }
 
