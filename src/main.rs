@@ -224,8 +224,8 @@ fn run(config: Option<PathBuf>, check: bool) -> Result<ExitCode> {
     let slow_stop = Arc::new(AtomicBool::new(false));
     let slow_threads = match dp.take_upcalls() {
         Some(rx) => {
-            let recv = move |timeout| {
-                rx.recv_timeout(timeout)
+            let recv = move || {
+                rx.try_recv()
                     .ok()
                     .map(|u: pmd::Upcall| (u.pmd, u.key, u.packet))
             };

@@ -175,8 +175,8 @@ fn openflow_datapath_exact_output_and_rule_change_mid_stream() {
     let stop = Arc::new(AtomicBool::new(false));
     let threads = mgmt::udpif::spawn(
         ofproto.clone(),
-        move |t| {
-            rx.recv_timeout(t)
+        move || {
+            rx.try_recv()
                 .ok()
                 .map(|u: pmd::Upcall| (u.pmd, u.key, u.packet))
         },

@@ -18,6 +18,10 @@ use pipeline::FlowKey;
 use crate::control::{CommandExtension, Request, Response};
 use crate::ofproto::{DpControl, Ofproto};
 
+/// Upcalls handled per lock of the slow path at most (so control commands wait
+/// little behind a flood of misses).
+const UPCALL_BATCH: usize = 256;
+
 /// How often the revalidator runs.
 pub const REVALIDATE_EVERY: Duration = Duration::from_millis(500);
 
@@ -30,8 +34,13 @@ fn lock<D: DpControl>(o: &SharedOfproto<D>) -> MutexGuard<'_, Ofproto<D>> {
     o.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Starts the upcall handler and the revalidator. `recv` waits up to the given
-/// time for the next upcall: (PMD index, key, packet).
+/// How long the upcall handler sleeps when the queue is empty. It polls rather than
+/// blocks: a blocked receiver would make every PMD that enqueues an upcall wake it
+/// with a syscall, and PMDs make no syscalls.
+pub const UPCALL_POLL: Duration = Duration::from_micros(50);
+
+/// Starts the upcall handler and the revalidator. `recv` returns the next upcall
+/// if one is queued, without waiting: (PMD index, key, packet).
 pub fn spawn<D, R>(
     ofproto: SharedOfproto<D>,
     mut recv: R,
@@ -39,7 +48,7 @@ pub fn spawn<D, R>(
 ) -> std::io::Result<Vec<JoinHandle<()>>>
 where
     D: DpControl + 'static,
-    R: FnMut(Duration) -> Option<(usize, FlowKey, D::Packet)> + Send + 'static,
+    R: FnMut() -> Option<(usize, FlowKey, D::Packet)> + Send + 'static,
 {
     let o = ofproto.clone();
     let s = stop.clone();
@@ -48,8 +57,18 @@ where
         .spawn(move || {
             // Relaxed: a stop flag, joined afterwards.
             while !s.load(Ordering::Relaxed) {
-                if let Some((pmd, key, packet)) = recv(Duration::from_millis(100)) {
-                    lock(&o).handle_upcall(pmd, key, packet);
+                let Some((pmd, key, packet)) = recv() else {
+                    std::thread::sleep(UPCALL_POLL);
+                    continue;
+                };
+                // Handle what is queued under one lock, a bounded batch at a time.
+                let mut o = lock(&o);
+                o.handle_upcall(pmd, key, packet);
+                for _ in 0..UPCALL_BATCH {
+                    match recv() {
+                        Some((pmd, key, packet)) => o.handle_upcall(pmd, key, packet),
+                        None => break,
+                    }
                 }
             }
         })?;

@@ -61,7 +61,10 @@ pub fn run(secs: f64) -> Result<()> {
         nw_dst: u32::MAX,
         ..FlowKey::default()
     };
-    for (emc_entries, what) in [(8192usize, "burst_lookup_emc"), (0, "burst_lookup_megaflow")] {
+    for (emc_entries, what) in [
+        (8192usize, "burst_lookup_emc"),
+        (0, "burst_lookup_megaflow"),
+    ] {
         let mut cache: FlowCache<u32> = FlowCache::new(emc_entries, 1);
         for (i, k) in keys.iter().enumerate() {
             cache.install(&mask, k, Arc::new(i as u32), Arc::default());
@@ -74,5 +77,70 @@ pub fn run(secs: f64) -> Result<()> {
         });
         println!("fastpath {what} ns_per_packet={ns:.2}");
     }
+    Ok(())
+}
+
+/// A datapath that takes megaflows and does nothing with them.
+struct NullDp;
+
+impl mgmt::ofproto::DpControl for NullDp {
+    type Packet = ();
+    fn install(
+        &self,
+        _pmd: usize,
+        _mask: &FlowKey,
+        _key: &FlowKey,
+        actions: Vec<pipeline::actions::DpAction>,
+        stats: Arc<pipeline::flow_cache::FlowStats>,
+        _packet: Option<()>,
+    ) {
+        black_box((actions, stats));
+    }
+    fn remove(&self, _pmd: usize, _mask: &FlowKey, _key: &FlowKey) {}
+}
+
+/// Upcalls per second the slow path handles by itself (translation through `n`
+/// exact 5-tuple rules, megaflow bookkeeping), with a datapath that does nothing:
+/// the ceiling of the flow-setup rate on the management thread.
+pub fn upcalls(n: usize) -> Result<()> {
+    use mgmt::ofproto::{Bridge, BridgePort, Ofproto, OfprotoConfig};
+    let fl = crate::scenario::five_tuples(n);
+    let text = crate::scenario::five_tuple_rules(&fl).join("\n");
+    let ports = vec![
+        BridgePort {
+            name: "src".into(),
+            ofport: 1,
+            odp: 0,
+        },
+        BridgePort {
+            name: "sink".into(),
+            ofport: 2,
+            odp: 1,
+        },
+    ];
+    let mut o = Ofproto::new(
+        vec![Bridge::new("br0", ports)],
+        NullDp,
+        OfprotoConfig::default(),
+    );
+    o.add_flows("br0", &text).map_err(anyhow::Error::msg)?;
+    let keys: Vec<FlowKey> = fl
+        .iter()
+        .map(|f| {
+            let mut k = FlowKey::default();
+            pipeline::parse(&udp_frame(f, 64, 0), 0, &mut k);
+            k
+        })
+        .collect();
+    let start = Instant::now();
+    for k in &keys {
+        o.handle_upcall(0, *k, ());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "upcall {n}-rules upcalls_per_s={:.0} megaflows={}",
+        keys.len() as f64 / secs,
+        o.n_megaflows()
+    );
     Ok(())
 }

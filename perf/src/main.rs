@@ -6,8 +6,8 @@
 //! Never run anything else of yours (builds, tests) while this measures: the machine
 //! has two cores and a PMD owns one.
 
-mod ovs;
 mod fastpath;
+mod ovs;
 mod procstat;
 mod runner;
 mod scenario;
@@ -76,6 +76,12 @@ enum Scenario {
         #[arg(long, default_value_t = 1.0)]
         secs: f64,
     },
+    /// Upcalls per second the slow path handles with a do-nothing datapath, through
+    /// N exact 5-tuple rules (no DPDK).
+    Upcall {
+        #[arg(long, default_value_t = 100_000)]
+        rules: usize,
+    },
     /// Translations per second through br-tun and 10k/100k-rule tables (no DPDK).
     Xlate {
         /// Seconds per measurement.
@@ -104,5 +110,6 @@ fn main() -> Result<()> {
         Scenario::FlowSetup => runner::flow_setup(&opts),
         Scenario::Xlate { secs } => xlate::run(&opts, secs),
         Scenario::Fastpath { secs } => fastpath::run(secs),
+        Scenario::Upcall { rules } => fastpath::upcalls(rules),
     }
 }
