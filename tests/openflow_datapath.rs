@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dpdk_ffi::{Eal, EthPort, Mbuf, Mempool, Ring};
+use dpdk_ffi::{Mbuf, Mempool, Ring};
 use ferroswitch::slowpath::PmdControl;
 use mgmt::ofproto::{Bridge, BridgePort, Ofproto, OfprotoConfig};
 use pipeline::actions::{execute, DpAction, Emitted, TunnelMeta};
@@ -26,7 +26,7 @@ use pipeline::ofproto::table::Tables;
 use pipeline::ofproto::xlate::{translate, XlateOptions};
 use pipeline::trafgen::{flows, udp_frame};
 use pipeline::FlowKey;
-use pmd::{Datapath, DatapathSpec, DpdkPort, DropReason, FlowSpec, Port, PortSpec};
+use pmd::{testing, Datapath, DatapathSpec, DropReason, FlowSpec};
 
 const FLOWS: &str = "\
 priority=100,udp,nw_dst=10.1.0.0 actions=output:p1
@@ -105,47 +105,12 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn openflow_datapath_exact_output_and_rule_change_mid_stream() {
-    let cpus = core_affinity::get_core_ids().map(|c| c.len()).unwrap_or(1);
-    let args: Vec<String> = vec![
-        "openflow_datapath".into(),
-        "-l".into(),
-        "0".into(),
-        "--no-huge".into(),
-        "-m".into(),
-        "256".into(),
-        "--no-pci".into(),
-        format!("--file-prefix=fs-ofdp-{}", std::process::id()),
-        "--log-level=warning".into(),
-        "--no-telemetry".into(),
-    ];
-    let eal = Eal::init(&args).expect("EAL init");
+    let eal = testing::eal("openflow_datapath");
     let pool = Arc::new(Mempool::pktmbuf("ofdp_pool", 16383, 64, 2048 + 128).expect("mempool"));
-    let names = ["orx0", "otx0", "orx1", "otx1", "orx2", "otx2"];
-    let rings: Vec<Arc<Ring>> = names
-        .iter()
-        .map(|n| Arc::new(Ring::create(n, 8192).expect("ring")))
-        .collect();
-    let mut ports: Vec<(PortSpec, Arc<dyn Port>)> = Vec::new();
-    for p in 0..3usize {
-        let eth = EthPort::from_rings(
-            &format!("oring_p{p}"),
-            &rings[2 * p..2 * p + 1],
-            &rings[2 * p + 1..2 * p + 2],
-            pool.clone(),
-        )
-        .expect("ring port");
-        let spec = PortSpec {
-            bridge: "br0".into(),
-            name: format!("p{p}"),
-            ofport: p as u32 + 1,
-            devargs: String::new(),
-            n_rxq: 1,
-        };
-        ports.push((spec, Arc::new(DpdkPort::from_eth(eth))));
-    }
+    let (rings, ports) = testing::ring_ports("of", 3, 8192, &pool);
     let dspec = DatapathSpec {
         ports: ports.iter().map(|(s, _)| s.clone()).collect(),
-        pmd_cpus: vec![if cpus > 1 { 1 } else { 0 }],
+        pmd_cpus: vec![testing::pmd_cpu()],
         burst: 32,
         mbufs: 0,
         mbuf_cache: 0,

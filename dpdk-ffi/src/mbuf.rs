@@ -484,21 +484,39 @@ impl TxBuffer {
     /// has room for a burst).
     #[inline]
     pub fn append_burst(&mut self, burst: &mut MbufBurst, min_len: u16) -> Option<Appended> {
-        let (Some(src), Some(dst)) = (burst.pkts.get(..burst.len), self.pkts.get_mut(self.len..))
-        else {
-            return None;
-        };
+        let a = self.append_range(burst, 0..burst.len, min_len)?;
+        burst.len = 0;
+        burst.taken = 0;
+        Some(a)
+    }
+
+    /// Moves the packets of `burst` at positions `range` (skipping taken slots) to
+    /// the end of this buffer, in order; those shorter than `min_len` are freed
+    /// instead (runts). Moves nothing and returns `None` if they might not fit.
+    #[inline]
+    pub fn append_range(
+        &mut self,
+        burst: &mut MbufBurst,
+        range: std::ops::Range<usize>,
+        min_len: u16,
+    ) -> Option<Appended> {
+        let end = range.end.min(burst.len);
+        let src = burst.pkts.get_mut(range.start..end)?;
+        let dst = self.pkts.get_mut(self.len..)?;
         if src.len() > dst.len() {
             return None;
         }
         // Plain locals, so the loop keeps them in registers.
-        let (mut moved, mut bytes, mut runts, mut runt_bytes) = (0usize, 0u64, 0u64, 0u64);
-        for &m in src {
+        let (mut moved, mut taken, mut bytes, mut runts, mut runt_bytes) =
+            (0usize, 0usize, 0u64, 0u64, 0u64);
+        for slot in src.iter_mut() {
+            let m = std::mem::replace(slot, ptr::null_mut());
             if m.is_null() {
                 continue;
             }
-            // SAFETY: non-null entries below burst.len are mbufs the burst owns; the
-            // burst is emptied below (len = 0) without freeing, so each moves once.
+            taken += 1;
+            // SAFETY: a non-null entry below burst.len is an mbuf the burst owns; its
+            // slot was nulled above (and counted as taken), so it moves once.
             let (pkt_len, data_len) = unsafe { (pkt_len_of(m), data_len_of(m)) };
             if data_len < min_len {
                 runts += 1;
@@ -514,8 +532,7 @@ impl TxBuffer {
                 bytes += u64::from(pkt_len);
             }
         }
-        burst.len = 0;
-        burst.taken = 0;
+        burst.taken += taken;
         self.len += moved;
         self.bytes += bytes;
         Some(Appended {
@@ -524,42 +541,6 @@ impl TxBuffer {
             runts,
             runt_bytes,
         })
-    }
-
-    /// Moves the packets of `burst` at positions `range` (skipping taken slots) to
-    /// the end of this buffer, in order. Returns (packets, bytes) moved, or `None`,
-    /// moving nothing, if they might not fit (flush first).
-    #[inline]
-    pub fn append_range(
-        &mut self,
-        burst: &mut MbufBurst,
-        range: std::ops::Range<usize>,
-    ) -> Option<(u64, u64)> {
-        let end = range.end.min(burst.len);
-        let src = burst.pkts.get_mut(range.start..end)?;
-        let dst = self.pkts.get_mut(self.len..)?;
-        if src.len() > dst.len() {
-            return None;
-        }
-        let (mut moved, mut bytes) = (0usize, 0u64);
-        for slot in src.iter_mut() {
-            let m = std::mem::replace(slot, ptr::null_mut());
-            if m.is_null() {
-                continue;
-            }
-            // SAFETY: a non-null entry below burst.len is an mbuf the burst owns; its
-            // slot was nulled above (and counted as taken below), so it moves once.
-            bytes += u64::from(unsafe { pkt_len_of(m) });
-            // Always Some: src.len() <= dst.len() was checked above.
-            if let Some(d) = dst.get_mut(moved) {
-                *d = m;
-                moved += 1;
-            }
-        }
-        burst.taken += moved;
-        self.len += moved;
-        self.bytes += bytes;
-        Some((moved as u64, bytes))
     }
 
     /// Raw view for the tx call.

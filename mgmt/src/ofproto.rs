@@ -205,19 +205,6 @@ pub struct Ofproto<D: DpControl> {
     pub stats: OfprotoStats,
 }
 
-fn masked(key: &FlowKey, mask: &FlowKey) -> FlowKey {
-    let mut out = FlowKey::default();
-    for ((o, k), m) in out
-        .words_mut()
-        .iter_mut()
-        .zip(key.words())
-        .zip(mask.words())
-    {
-        *o = k & m;
-    }
-    out
-}
-
 /// `inner` asks for no bit `outer` lacks.
 fn mask_within(inner: &FlowKey, outer: &FlowKey) -> bool {
     inner
@@ -329,7 +316,7 @@ impl<D: DpControl> Ofproto<D> {
             self.dirty = true;
         }
         let mask = t.mask;
-        let mkey = masked(&key, &mask);
+        let mkey = key.masked(&mask);
         let stats: Arc<FlowStats> = Arc::default();
         let id: UFlowId = (pmd, *mask.words(), *mkey.words());
         let now = self.now_ms();

@@ -108,19 +108,6 @@ pub struct FlowCache<A> {
     emc: Emc<FlowRef>,
 }
 
-fn masked(key: &FlowKey, mask: &FlowKey) -> FlowKey {
-    let mut out = FlowKey::default();
-    for ((o, k), m) in out
-        .words_mut()
-        .iter_mut()
-        .zip(key.words())
-        .zip(mask.words())
-    {
-        *o = k & m;
-    }
-    out
-}
-
 impl<A> FlowCache<A> {
     /// `emc_entries` slots of EMC (0 disables it), inserting on 1 in
     /// `emc_insert_inv_prob` classifier hits.
@@ -161,7 +148,7 @@ impl<A> FlowCache<A> {
     ) -> FlowRef {
         let flow = Megaflow {
             mask: *mask,
-            key: masked(key, mask),
+            key: key.masked(mask),
             actions,
             stats,
         };
@@ -385,7 +372,7 @@ mod tests {
             // sound translation, so overlapping megaflows agree.
             let value_of = |k: &FlowKey| u32::from(k.tp_dst) + 100;
             for (install, m, k, _) in ops {
-                let mk = masked(&k, &m);
+                let mk = k.masked(&m);
                 let sound = m.tp_dst == u16::MAX;
                 if install && sound {
                     reference.retain(|(rm, rk, _)| !(*rm == m && *rk == mk));
@@ -401,7 +388,7 @@ mod tests {
                 }
                 // Look up between changes, so the EMC fills and goes stale.
                 for p in &probes {
-                    let expect = reference.iter().find(|(rm, rk, _)| masked(p, rm) == *rk).map(|(_, _, v)| *v);
+                    let expect = reference.iter().find(|(rm, rk, _)| p.masked(rm) == *rk).map(|(_, _, v)| *v);
                     let got = match lookup1(&mut c, p) {
                         Hit::Emc(r) | Hit::Megaflow(r) => c.get(r).map(|f| *f.actions),
                         Hit::Miss => None,

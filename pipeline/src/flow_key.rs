@@ -209,6 +209,21 @@ const _: () = assert!(core::mem::size_of::<FlowKey>() == FLOW_KEY_WORDS * 8);
 const _: () = assert!(core::mem::align_of::<FlowKey>() == 8);
 
 impl FlowKey {
+    /// `self & mask`, word by word: the key as a megaflow with that mask sees it.
+    #[inline]
+    pub fn masked(&self, mask: &FlowKey) -> FlowKey {
+        let mut out = FlowKey::default();
+        for ((o, k), m) in out
+            .words_mut()
+            .iter_mut()
+            .zip(self.words())
+            .zip(mask.words())
+        {
+            *o = k & m;
+        }
+        out
+    }
+
     /// The key as `u64` words, for masked hashing and comparison.
     ///
     /// The mapping of fields to words follows the struct layout on the host's

@@ -18,6 +18,7 @@ pub mod datapath;
 pub mod poll_loop;
 pub mod port;
 pub mod stats;
+pub mod testing;
 pub mod upcall;
 
 pub use datapath::{

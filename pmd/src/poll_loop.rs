@@ -356,7 +356,7 @@ fn flow_stage(
                         }
                         // Fits after a flush (a run is at most a burst); a packet
                         // left behind (impossible) is freed with the burst, counted.
-                        if buf.append_range(&mut s.burst, i..j).is_none() {
+                        if buf.append_range(&mut s.burst, i..j, 0).is_none() {
                             stats.count_drop(DropReason::TxFull, (j - i) as u64);
                         }
                     } else {

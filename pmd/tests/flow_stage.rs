@@ -10,24 +10,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dpdk_ffi::{Eal, EthPort, Mbuf, Mempool, Ring};
+use dpdk_ffi::{Mbuf, Mempool};
 use pipeline::actions::{execute, DpAction, Emitted, TunnelMeta};
 use pipeline::flow_cache::FlowStats;
 use pipeline::trafgen::{flows, udp_frame};
 use pipeline::FlowKey;
-use pmd::{
-    Datapath, DatapathSpec, DpdkPort, DropReason, FlowActions, FlowSpec, PmdCommand, Port, PortSpec,
-};
-
-fn spec(name: &str, ofport: u32) -> PortSpec {
-    PortSpec {
-        bridge: "br0".into(),
-        name: name.into(),
-        ofport,
-        devargs: String::new(),
-        n_rxq: 1,
-    }
-}
+use pmd::{testing, Datapath, DatapathSpec, DropReason, FlowActions, FlowSpec, PmdCommand};
 
 /// The actions for each of the three flows (by nw_dst's last byte).
 fn actions_for(key: &FlowKey) -> Vec<DpAction> {
@@ -54,43 +42,12 @@ fn actions_for(key: &FlowKey) -> Vec<DpAction> {
 
 #[test]
 fn flow_stage_upcalls_installs_and_executes() {
-    let cpus = core_affinity::get_core_ids().map(|c| c.len()).unwrap_or(1);
-    let args: Vec<String> = vec![
-        "flow_stage".into(),
-        "-l".into(),
-        "0".into(),
-        "--no-huge".into(),
-        "-m".into(),
-        "256".into(),
-        "--no-pci".into(),
-        format!("--file-prefix=fs-flow-{}", std::process::id()),
-        "--log-level=warning".into(),
-        "--no-telemetry".into(),
-    ];
-    let eal = Eal::init(&args).expect("EAL init");
+    let eal = testing::eal("flow_stage");
     let pool = Arc::new(Mempool::pktmbuf("flow_pool", 8191, 64, 2048 + 128).expect("mempool"));
-    let names = ["frx0", "ftx0", "frx1", "ftx1", "frx2", "ftx2"];
-    let rings: Vec<Arc<Ring>> = names
-        .iter()
-        .map(|n| Arc::new(Ring::create(n, 2048).expect("ring")))
-        .collect();
-    let mut ports: Vec<(PortSpec, Arc<dyn Port>)> = Vec::new();
-    for p in 0..3 {
-        let eth = EthPort::from_rings(
-            &format!("fring_p{p}"),
-            &rings[2 * p..2 * p + 1],
-            &rings[2 * p + 1..2 * p + 2],
-            pool.clone(),
-        )
-        .expect("ring port");
-        ports.push((
-            spec(&format!("p{p}"), p as u32 + 1),
-            Arc::new(DpdkPort::from_eth(eth)),
-        ));
-    }
+    let (rings, ports) = testing::ring_ports("fs", 3, 2048, &pool);
     let dspec = DatapathSpec {
         ports: ports.iter().map(|(s, _)| s.clone()).collect(),
-        pmd_cpus: vec![if cpus > 1 { 1 } else { 0 }],
+        pmd_cpus: vec![testing::pmd_cpu()],
         burst: 32,
         mbufs: 0,
         mbuf_cache: 0,

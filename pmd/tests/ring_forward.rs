@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dpdk_ffi::{Eal, EthPort, Mbuf, Mempool, Ring};
+use dpdk_ffi::{Mbuf, Mempool};
 use pipeline::ParseError;
-use pmd::{Datapath, DatapathSpec, DpdkPort, DropReason, Port, PortSpec};
+use pmd::{testing, Datapath, DatapathSpec, DropReason};
 
 fn udp_frame(i: u16, payload_len: usize) -> Vec<u8> {
     let payload = vec![i as u8; payload_len];
@@ -21,42 +21,11 @@ fn udp_frame(i: u16, payload_len: usize) -> Vec<u8> {
     out
 }
 
-fn spec(name: &str, ofport: u32) -> PortSpec {
-    PortSpec {
-        bridge: "br0".into(),
-        name: name.into(),
-        ofport,
-        devargs: String::new(),
-        n_rxq: 1,
-    }
-}
-
 #[test]
 fn ring_ports_forward_exact_packets_and_counters() {
-    let cpus = core_affinity::get_core_ids().map(|c| c.len()).unwrap_or(1);
-    let pmd_cpu = if cpus > 1 { 1 } else { 0 };
-    let args: Vec<String> = [
-        "ring_forward".to_string(),
-        "-l".into(),
-        "0".into(),
-        "--no-huge".into(),
-        "-m".into(),
-        "256".into(),
-        "--no-pci".into(),
-        format!("--file-prefix=fs-ring-{}", std::process::id()),
-        "--log-level=warning".into(),
-        "--no-telemetry".into(),
-    ]
-    .into();
-    let eal = Eal::init(&args).expect("EAL init");
+    let eal = testing::eal("ring_forward");
     let pool = Arc::new(Mempool::pktmbuf("ring_test_pool", 4095, 32, 2048 + 128).expect("mempool"));
-
-    let rings: Vec<Arc<Ring>> = ["rx0", "tx0", "rx1", "tx1"]
-        .iter()
-        .map(|n| Arc::new(Ring::create(n, 1024).expect("ring")))
-        .collect();
-    let p0 = EthPort::from_rings("ring_p0", &rings[0..1], &rings[1..2], pool.clone()).expect("p0");
-    let p1 = EthPort::from_rings("ring_p1", &rings[2..3], &rings[3..4], pool.clone()).expect("p1");
+    let (rings, ports) = testing::ring_ports("rf", 2, 1024, &pool);
 
     // Into p0: 100 UDP frames of growing size, one runt, one truncated IPv4.
     let mut sent = Vec::new();
@@ -83,18 +52,14 @@ fn ring_ports_forward_exact_packets_and_counters() {
     }
 
     let dspec = DatapathSpec {
-        ports: vec![spec("p0", 1), spec("p1", 2)],
-        pmd_cpus: vec![pmd_cpu],
+        ports: ports.iter().map(|(s, _)| s.clone()).collect(),
+        pmd_cpus: vec![testing::pmd_cpu()],
         burst: 32,
         mbufs: 0,
         mbuf_cache: 0,
         forward: vec![(0, 1)],
         flows: None,
     };
-    let ports: Vec<(PortSpec, Arc<dyn Port>)> = vec![
-        (spec("p0", 1), Arc::new(DpdkPort::from_eth(p0))),
-        (spec("p1", 2), Arc::new(DpdkPort::from_eth(p1))),
-    ];
     let dp = Datapath::start_with_ports(&dspec, ports, pool.clone()).expect("datapath");
 
     let total_in = sent.len() as u64 + 1 + 3;

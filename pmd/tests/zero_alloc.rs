@@ -8,23 +8,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dpdk_ffi::{CountingAlloc, Eal, EthPort, Mbuf, Mempool, Ring};
+use dpdk_ffi::{CountingAlloc, Mbuf, Mempool, Ring};
 use pipeline::actions::DpAction;
 use pipeline::FlowKey;
-use pmd::{Datapath, DatapathSpec, DpdkPort, FlowActions, FlowSpec, PmdCommand, Port, PortSpec};
+use pmd::{testing, Datapath, DatapathSpec, FlowActions, FlowSpec, PmdCommand};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc::new();
-
-fn spec(name: &str, ofport: u32) -> PortSpec {
-    PortSpec {
-        bridge: "br0".into(),
-        name: name.into(),
-        ofport,
-        devargs: String::new(),
-        n_rxq: 1,
-    }
-}
 
 /// Enqueues `n` copies of `frame` into `ring` (DPDK memory only: no heap).
 fn send(ring: &Ring, pool: &Mempool, frame: &[u8], n: usize) {
@@ -48,43 +38,19 @@ fn drain(ring: &Ring) -> u64 {
 
 #[test]
 fn steady_state_forwarding_allocates_nothing() {
-    let cpus = core_affinity::get_core_ids().map(|c| c.len()).unwrap_or(1);
-    let args: Vec<String> = vec![
-        "zero_alloc".into(),
-        "-l".into(),
-        "0".into(),
-        "--no-huge".into(),
-        "-m".into(),
-        "256".into(),
-        "--no-pci".into(),
-        format!("--file-prefix=fs-zalloc-{}", std::process::id()),
-        "--log-level=warning".into(),
-        "--no-telemetry".into(),
-    ];
-    let eal = Eal::init(&args).expect("EAL init");
+    let eal = testing::eal("zero_alloc");
     let pool = Arc::new(Mempool::pktmbuf("zalloc_pool", 8191, 64, 2048 + 128).expect("mempool"));
-    let rings: Vec<Arc<Ring>> = ["zrx0", "ztx0", "zrx1", "ztx1", "zrx2", "ztx2"]
-        .iter()
-        .map(|n| Arc::new(Ring::create(n, 4096).expect("ring")))
-        .collect();
-    let p0 = EthPort::from_rings("zring_p0", &rings[0..1], &rings[1..2], pool.clone()).expect("p0");
-    let p1 = EthPort::from_rings("zring_p1", &rings[2..3], &rings[3..4], pool.clone()).expect("p1");
-    let p2 = EthPort::from_rings("zring_p2", &rings[4..5], &rings[5..6], pool.clone()).expect("p2");
+    let (rings, ports) = testing::ring_ports("za", 3, 4096, &pool);
     // p0 -> p1 statically; p2 through the flow stage.
     let dspec = DatapathSpec {
-        ports: vec![spec("p0", 1), spec("p1", 2), spec("p2", 3)],
-        pmd_cpus: vec![if cpus > 1 { 1 } else { 0 }],
+        ports: ports.iter().map(|(s, _)| s.clone()).collect(),
+        pmd_cpus: vec![testing::pmd_cpu()],
         burst: 32,
         mbufs: 0,
         mbuf_cache: 0,
         forward: vec![(0, 1)],
         flows: Some(FlowSpec::default()),
     };
-    let ports: Vec<(PortSpec, Arc<dyn Port>)> = vec![
-        (spec("p0", 1), Arc::new(DpdkPort::from_eth(p0))),
-        (spec("p1", 2), Arc::new(DpdkPort::from_eth(p1))),
-        (spec("p2", 3), Arc::new(DpdkPort::from_eth(p2))),
-    ];
     let mut dp = Datapath::start_with_ports(&dspec, ports, pool.clone()).expect("datapath");
     let upcalls = dp.take_upcalls().expect("upcalls");
     let commands = dp.pmds()[0].commands.clone().expect("commands");

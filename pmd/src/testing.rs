@@ -1,0 +1,72 @@
+//! Support for DPDK tests on virtual devices: the EAL of a test process and ports
+//! backed by DPDK rings the test fills and drains. Not used by the switch itself.
+
+use std::sync::Arc;
+
+use dpdk_ffi::{Eal, EthPort, Mempool, Ring};
+
+use crate::datapath::PortSpec;
+use crate::port::{DpdkPort, Port};
+
+/// Initialises the EAL of this test process: no hugepages, no PCI, a
+/// `--file-prefix` unique to `name` and the process, so tests never collide.
+pub fn eal(name: &str) -> Eal {
+    let args: Vec<String> = vec![
+        name.into(),
+        "-l".into(),
+        "0".into(),
+        "--no-huge".into(),
+        "-m".into(),
+        "256".into(),
+        "--no-pci".into(),
+        format!("--file-prefix=fs-{name}-{}", std::process::id()),
+        "--log-level=warning".into(),
+        "--no-telemetry".into(),
+    ];
+    Eal::init(&args).expect("EAL init")
+}
+
+/// The CPU for a test's PMD: 1 when the machine has two CPUs or more, else 0.
+pub fn pmd_cpu() -> usize {
+    let cpus = core_affinity::get_core_ids().map_or(1, |c| c.len());
+    usize::from(cpus > 1)
+}
+
+/// Ports as [`crate::Datapath::start_with_ports`] takes them.
+pub type OpenedPorts = Vec<(PortSpec, Arc<dyn Port>)>;
+
+/// `n` ports `p0`..`p{n-1}` (OpenFlow ports 1..=n, bridge `br0`), each over two
+/// rings: `rings[2 * i]` is what port i receives (the test enqueues there),
+/// `rings[2 * i + 1]` what it sends (the test dequeues there). `tag` keeps the
+/// DPDK names of several calls apart.
+pub fn ring_ports(
+    tag: &str,
+    n: usize,
+    ring_size: u32,
+    pool: &Arc<Mempool>,
+) -> (Vec<Arc<Ring>>, OpenedPorts) {
+    let mut rings = Vec::new();
+    let mut ports: OpenedPorts = Vec::new();
+    for i in 0..n {
+        let rx = Arc::new(Ring::create(&format!("{tag}rx{i}"), ring_size).expect("ring"));
+        let tx = Arc::new(Ring::create(&format!("{tag}tx{i}"), ring_size).expect("ring"));
+        let eth = EthPort::from_rings(
+            &format!("{tag}_p{i}"),
+            std::slice::from_ref(&rx),
+            std::slice::from_ref(&tx),
+            pool.clone(),
+        )
+        .expect("ring port");
+        rings.push(rx);
+        rings.push(tx);
+        let spec = PortSpec {
+            bridge: "br0".into(),
+            name: format!("p{i}"),
+            ofport: i as u32 + 1,
+            devargs: String::new(),
+            n_rxq: 1,
+        };
+        ports.push((spec, Arc::new(DpdkPort::from_eth(eth))));
+    }
+    (rings, ports)
+}
