@@ -69,7 +69,7 @@ impl DpControl for PmdControl {
 }
 
 /// Longest wait for a PMD to acknowledge a barrier.
-const BARRIER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+const BARRIER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The bridges of the config with their ports numbered as the datapath numbers
 /// them (bridge order, then port order) and their configured flows added.

@@ -26,7 +26,7 @@ use pipeline::ofproto::table::Tables;
 use pipeline::ofproto::xlate::{translate, XlateOptions};
 use pipeline::trafgen::{flows, udp_frame};
 use pipeline::FlowKey;
-use pmd::{testing, Datapath, DatapathSpec, DropReason, FlowSpec};
+use pmd::{testing, Datapath, DatapathSpec, DropReason, FlowSpec, PmdStats};
 
 const FLOWS: &str = "\
 priority=100,udp,nw_dst=10.1.0.0 actions=output:p1
@@ -95,10 +95,25 @@ fn drain(ring: &Ring) -> Vec<Vec<u8>> {
     out
 }
 
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+fn wait_for(what: &str, stats: &PmdStats, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() > deadline {
+            let drops: Vec<String> = DropReason::ALL
+                .iter()
+                .map(|r| format!("{}={}", r.as_str(), stats.drops[r.index()].get()))
+                .collect();
+            panic!(
+                "timed out waiting for {what}: rx {} tx {} emc {} megaflow {} upcalls {} held {} drops {}",
+                stats.rx_packets.get(),
+                stats.tx_packets.get(),
+                stats.emc_hits.get(),
+                stats.megaflow_hits.get(),
+                stats.upcalls.get(),
+                stats.upcalls_coalesced.get(),
+                drops.join(" ")
+            );
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -192,7 +207,7 @@ fn openflow_datapath_exact_output_and_rule_change_mid_stream() {
     }
     send(&rings[0], &pool, &input);
     let want_tx = (expect.get(&2).map_or(0, Vec::len) + expect.get(&3).map_or(0, Vec::len)) as u64;
-    wait_for("phase 1 output", || {
+    wait_for("phase 1 output", &stats, || {
         stats.tx_packets.get() >= want_tx
             && stats.drops[DropReason::FlowDrop.index()].get() >= expected_drops
     });
@@ -257,6 +272,8 @@ fn openflow_datapath_exact_output_and_rule_change_mid_stream() {
     let flow_a = fl[0]; // 10.1.0.0 -> p1, to be moved to p2
     let flow_c = fl[2]; // 10.1.0.2 -> p2 with VLAN 30, all along
     let c_frames: Vec<Vec<u8>> = (0..200u8).map(|s| udp_frame(&flow_c, 64, s)).collect();
+    // Counted before the sender starts: it runs concurrently from here on.
+    let tx0 = stats.tx_packets.get();
     let sender = {
         let (ring, pool, frames) = (rings[0].clone(), pool.clone(), c_frames.clone());
         std::thread::spawn(move || {
@@ -268,10 +285,9 @@ fn openflow_datapath_exact_output_and_rule_change_mid_stream() {
     };
     let before: Vec<Vec<u8>> = (0..100u8).map(|s| udp_frame(&flow_a, 64, s)).collect();
     let after: Vec<Vec<u8>> = (100..200u8).map(|s| udp_frame(&flow_a, 64, s)).collect();
-    let tx0 = stats.tx_packets.get();
     let p1_before = dp.port_totals(1).tx_packets;
     send(&rings[0], &pool, &before);
-    wait_for("flow A before the change", || {
+    wait_for("flow A before the change", &stats, || {
         dp.port_totals(1).tx_packets >= p1_before + 100
     });
     ofproto
@@ -281,7 +297,9 @@ fn openflow_datapath_exact_output_and_rule_change_mid_stream() {
         .expect("add-flow");
     send(&rings[0], &pool, &after);
     sender.join().expect("sender");
-    wait_for("phase 2 output", || stats.tx_packets.get() >= tx0 + 400);
+    wait_for("phase 2 output", &stats, || {
+        stats.tx_packets.get() >= tx0 + 400
+    });
     let p1 = drain(&rings[3]);
     let p2 = drain(&rings[5]);
     let a_p1: Vec<u8> = p1
