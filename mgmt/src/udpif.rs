@@ -34,10 +34,13 @@ fn lock<D: DpControl>(o: &SharedOfproto<D>) -> MutexGuard<'_, Ofproto<D>> {
     o.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// How long the upcall handler sleeps when the queue is empty. It polls rather than
-/// blocks: a blocked receiver would make every PMD that enqueues an upcall wake it
-/// with a syscall, and PMDs make no syscalls.
-pub const UPCALL_POLL: Duration = Duration::from_micros(50);
+/// How long the upcall handler sleeps when the queue is empty: from the first
+/// value right after an upcall, doubling while nothing comes, up to the second. It
+/// polls rather than blocks: a blocked receiver would make every PMD that enqueues
+/// an upcall wake it with a syscall, and PMDs make no syscalls. It backs off
+/// because a thread waking 20,000 times a second slows the PMD on a sibling
+/// hyperthread (`perf p2p`).
+pub const UPCALL_POLL: (Duration, Duration) = (Duration::from_micros(20), Duration::from_millis(1));
 
 /// Starts the upcall handler and the revalidator. `recv` returns the next upcall
 /// if one is queued, without waiting: (PMD index, key, packet).
@@ -55,12 +58,15 @@ where
     let upcall = std::thread::Builder::new()
         .name("mgmt-upcall".into())
         .spawn(move || {
+            let mut idle = UPCALL_POLL.0;
             // Relaxed: a stop flag, joined afterwards.
             while !s.load(Ordering::Relaxed) {
                 let Some((pmd, key, packet)) = recv() else {
-                    std::thread::sleep(UPCALL_POLL);
+                    std::thread::sleep(idle);
+                    idle = (idle * 2).min(UPCALL_POLL.1);
                     continue;
                 };
+                idle = UPCALL_POLL.0;
                 // Handle what is queued under one lock, a bounded batch at a time.
                 let mut o = lock(&o);
                 o.handle_upcall(pmd, key, packet);

@@ -95,6 +95,8 @@ fn steady_state_forwarding_allocates_nothing() {
     let up = upcalls
         .recv_timeout(Duration::from_secs(10))
         .expect("upcall");
+    // Before the install: once applied, it sends the upcalled packet out.
+    let base = stats.tx_packets.get();
     let mask = FlowKey {
         in_port: u32::MAX,
         ..FlowKey::default()
@@ -114,7 +116,14 @@ fn steady_state_forwarding_allocates_nothing() {
             packet: Some(up.packet),
         })
         .expect("install");
-    let base = stats.tx_packets.get();
+    // Once the upcalled packet is out, the megaflow is in: then the burst.
+    while stats.tx_packets.get() < base + 1 {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(30),
+            "install"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     send(&rings[4], &pool, &frame, 1000);
     while stats.tx_packets.get() < base + 1001 {
         assert!(
