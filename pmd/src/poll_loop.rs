@@ -297,9 +297,13 @@ fn flow_stage(
             continue;
         };
         if data.len() < ETH_HEADER_LEN {
-            // Not a frame: dropped below (the key stays a miss that is never upcalled).
+            // Not a frame: dropped below. Its key names no port (megaflows always
+            // match in_port), so it misses and is never upcalled.
             runts += 1;
-            *key = FlowKey::default();
+            *key = FlowKey {
+                in_port: u32::MAX,
+                ..FlowKey::default()
+            };
             continue;
         }
         if let Some(e) = parse(data, in_port as u32, key) {
