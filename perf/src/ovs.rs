@@ -456,22 +456,7 @@ impl Ovs {
 
     /// Stops a daemon: SIGTERM, SIGKILL after 10 s.
     fn stop(child: &mut Child) {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        runner::signal_and_wait(child, "-TERM");
     }
 }
 

@@ -382,11 +382,17 @@ fn dpdk_runtime_dir(prefix: &str) -> PathBuf {
 
 /// Sends SIGINT and waits for the process to exit (SIGKILL after 10 s).
 fn interrupt(child: &mut Child) {
+    signal_and_wait(child, "-INT");
+}
+
+/// Sends `signal` (as `kill` takes it, e.g. `-TERM`) and waits for the process to
+/// exit, SIGKILL after 10 s.
+pub fn signal_and_wait(child: &mut Child, signal: &str) {
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
     let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .stderr(Stdio::null())
         .status();
     let deadline = Instant::now() + Duration::from_secs(10);
