@@ -26,7 +26,7 @@ use pipeline::ofproto::table::Tables;
 use pipeline::ofproto::xlate::{translate, XlateOptions};
 use pipeline::trafgen::{flows, udp_frame};
 use pipeline::FlowKey;
-use pmd::{testing, Datapath, DatapathSpec, DropReason, FlowSpec, PmdStats};
+use pmd::{testing, Datapath, DropReason, FlowSpec, PmdStats};
 
 const FLOWS: &str = "\
 priority=100,udp,nw_dst=10.1.0.0 actions=output:p1
@@ -123,15 +123,7 @@ fn openflow_datapath_exact_output_and_rule_change_mid_stream() {
     let eal = testing::eal("openflow_datapath");
     let pool = Arc::new(Mempool::pktmbuf("ofdp_pool", 16383, 64, 2048 + 128).expect("mempool"));
     let (rings, ports) = testing::ring_ports("of", 3, 8192, &pool);
-    let dspec = DatapathSpec {
-        ports: ports.iter().map(|(s, _)| s.clone()).collect(),
-        pmd_cpus: vec![testing::pmd_cpu()],
-        burst: 32,
-        mbufs: 0,
-        mbuf_cache: 0,
-        forward: vec![],
-        flows: Some(FlowSpec::default()),
-    };
+    let dspec = testing::spec(&ports, vec![], Some(FlowSpec::default()));
     let mut dp = Datapath::start_with_ports(&dspec, ports, pool.clone()).expect("datapath");
     let stats = dp.pmds()[0].stats.clone();
 

@@ -70,3 +70,21 @@ pub fn ring_ports(
     }
     (rings, ports)
 }
+
+/// The spec of a test datapath over `ports`: one PMD on [`pmd_cpu`], bursts of 32,
+/// the caller's mempool (`mbufs` unused), the given static forwarding and flow stage.
+pub fn spec(
+    ports: &OpenedPorts,
+    forward: Vec<(usize, usize)>,
+    flows: Option<crate::FlowSpec>,
+) -> crate::DatapathSpec {
+    crate::DatapathSpec {
+        ports: ports.iter().map(|(s, _)| s.clone()).collect(),
+        pmd_cpus: vec![pmd_cpu()],
+        burst: 32,
+        mbufs: 0,
+        mbuf_cache: 0,
+        forward,
+        flows,
+    }
+}

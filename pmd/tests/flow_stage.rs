@@ -15,7 +15,7 @@ use pipeline::actions::{execute, DpAction, Emitted, TunnelMeta};
 use pipeline::flow_cache::FlowStats;
 use pipeline::trafgen::{flows, udp_frame};
 use pipeline::FlowKey;
-use pmd::{testing, Datapath, DatapathSpec, DropReason, FlowActions, FlowSpec, PmdCommand};
+use pmd::{testing, Datapath, DropReason, FlowActions, FlowSpec, PmdCommand};
 
 /// The actions for each of the three flows (by nw_dst's last byte).
 fn actions_for(key: &FlowKey) -> Vec<DpAction> {
@@ -45,18 +45,14 @@ fn flow_stage_upcalls_installs_and_executes() {
     let eal = testing::eal("flow_stage");
     let pool = Arc::new(Mempool::pktmbuf("flow_pool", 8191, 64, 2048 + 128).expect("mempool"));
     let (rings, ports) = testing::ring_ports("fs", 3, 2048, &pool);
-    let dspec = DatapathSpec {
-        ports: ports.iter().map(|(s, _)| s.clone()).collect(),
-        pmd_cpus: vec![testing::pmd_cpu()],
-        burst: 32,
-        mbufs: 0,
-        mbuf_cache: 0,
-        forward: vec![],
-        flows: Some(FlowSpec {
+    let dspec = testing::spec(
+        &ports,
+        vec![],
+        Some(FlowSpec {
             emc_insert_inv_prob: 1,
             ..FlowSpec::default()
         }),
-    };
+    );
     let mut dp = Datapath::start_with_ports(&dspec, ports, pool.clone()).expect("datapath");
     let upcalls = dp.take_upcalls().expect("upcall queue");
     let commands = dp.pmds()[0].commands.clone().expect("command queue");

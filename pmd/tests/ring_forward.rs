@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use dpdk_ffi::{Mbuf, Mempool};
 use pipeline::ParseError;
-use pmd::{testing, Datapath, DatapathSpec, DropReason};
+use pmd::{testing, Datapath, DropReason};
 
 fn udp_frame(i: u16, payload_len: usize) -> Vec<u8> {
     let payload = vec![i as u8; payload_len];
@@ -51,15 +51,7 @@ fn ring_ports_forward_exact_packets_and_counters() {
             .unwrap_or_else(|_| panic!("ring full"));
     }
 
-    let dspec = DatapathSpec {
-        ports: ports.iter().map(|(s, _)| s.clone()).collect(),
-        pmd_cpus: vec![testing::pmd_cpu()],
-        burst: 32,
-        mbufs: 0,
-        mbuf_cache: 0,
-        forward: vec![(0, 1)],
-        flows: None,
-    };
+    let dspec = testing::spec(&ports, vec![(0, 1)], None);
     let dp = Datapath::start_with_ports(&dspec, ports, pool.clone()).expect("datapath");
 
     let total_in = sent.len() as u64 + 1 + 3;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use dpdk_ffi::{CountingAlloc, Mbuf, Mempool, Ring};
 use pipeline::actions::DpAction;
 use pipeline::FlowKey;
-use pmd::{testing, Datapath, DatapathSpec, FlowActions, FlowSpec, PmdCommand};
+use pmd::{testing, Datapath, FlowActions, FlowSpec, PmdCommand};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc::new();
@@ -42,15 +42,7 @@ fn steady_state_forwarding_allocates_nothing() {
     let pool = Arc::new(Mempool::pktmbuf("zalloc_pool", 8191, 64, 2048 + 128).expect("mempool"));
     let (rings, ports) = testing::ring_ports("za", 3, 4096, &pool);
     // p0 -> p1 statically; p2 through the flow stage.
-    let dspec = DatapathSpec {
-        ports: ports.iter().map(|(s, _)| s.clone()).collect(),
-        pmd_cpus: vec![testing::pmd_cpu()],
-        burst: 32,
-        mbufs: 0,
-        mbuf_cache: 0,
-        forward: vec![(0, 1)],
-        flows: Some(FlowSpec::default()),
-    };
+    let dspec = testing::spec(&ports, vec![(0, 1)], Some(FlowSpec::default()));
     let mut dp = Datapath::start_with_ports(&dspec, ports, pool.clone()).expect("datapath");
     let upcalls = dp.take_upcalls().expect("upcalls");
     let commands = dp.pmds()[0].commands.clone().expect("commands");
