@@ -128,6 +128,26 @@ pub fn rdtsc() -> u64 {
     t
 }
 
+/// Starts loading the cache line holding `*p` into all cache levels (DPDK's
+/// `rte_prefetch0`), inline: the PMD issues one for each level of a burst's
+/// lookups before reading it.
+#[inline(always)]
+pub fn prefetch0<T>(p: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it never faults and has no effect on memory or
+    // program state; SSE is part of the x86_64 baseline.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+            (p as *const T).cast::<i8>(),
+        )
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: rte_prefetch0 is a hint with no effect on memory.
+    unsafe {
+        sys::fs_prefetch0((p as *const T).cast::<libc::c_void>())
+    };
+}
+
 /// TSC ticks per second as EAL measured them (0 before EAL init).
 pub fn tsc_hz() -> u64 {
     if !Eal::is_initialised() {

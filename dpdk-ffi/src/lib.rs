@@ -23,7 +23,7 @@ mod mempool;
 mod ring;
 
 pub use alloc_count::CountingAlloc;
-pub use eal::{lcore_id, rdtsc, register_thread, tsc_hz, unregister_thread, Eal};
+pub use eal::{lcore_id, prefetch0, rdtsc, register_thread, tsc_hz, unregister_thread, Eal};
 pub use error::{strerror, DpdkError, Result};
 pub use ethdev::{device_name, EthPort, Link, PortConf, PortStats, RxQueue, TxQueue};
 pub use mbuf::{Appended, Mbuf, MbufBurst, TxBuffer, TxResult, MAX_BURST, TX_BUFFER_SIZE};

@@ -12,8 +12,6 @@
 //!
 //! Thread safety: a `Dpcls` is owned by one PMD thread; nothing in it is shared.
 
-use hashbrown::HashTable;
-
 use crate::flow_key::{FlowKey, FLOW_KEY_WORDS};
 
 type Words = [u64; FLOW_KEY_WORDS];
@@ -75,15 +73,6 @@ impl Mask {
         h ^ (h >> 32)
     }
 
-    /// `key & mask == stored` (stored is already masked).
-    #[inline]
-    fn matches(&self, stored: &Words, key: &Words) -> bool {
-        self.active().iter().all(|&i| {
-            let i = i as usize;
-            matches!((key.get(i), self.words.get(i), stored.get(i)), (Some(k), Some(m), Some(s)) if k & m == *s)
-        })
-    }
-
     fn apply(&self, key: &FlowKey) -> Words {
         let mut out = [0u64; FLOW_KEY_WORDS];
         for ((o, k), m) in out.iter_mut().zip(key.words()).zip(&self.words) {
@@ -93,32 +82,288 @@ impl Mask {
     }
 }
 
-struct Entry<V> {
-    hash: u64,
-    key: Words,
-    value: V,
+/// Slots per bucket: one 64-byte cache line of signatures and row numbers.
+const SLOTS: usize = 8;
+/// A slot never used since the last rebuild: a probe that sees one stops.
+const EMPTY: u32 = u32::MAX;
+/// A slot whose megaflow was removed: probes go past it, inserts reuse it.
+const TOMB: u32 = u32::MAX - 1;
+
+/// Eight (signature, row) slots, one cache line.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Bucket {
+    sig: [u32; SLOTS],
+    row: [u32; SLOTS],
+}
+
+const EMPTY_BUCKET: Bucket = Bucket {
+    sig: [0; SLOTS],
+    row: [EMPTY; SLOTS],
+};
+
+/// Memory prefetch hint for batch lookups. This crate stays free of `unsafe`, so
+/// the hint comes from the caller (the PMD passes the CPU's prefetch instruction);
+/// [`NoPrefetch`] does nothing.
+pub trait Prefetch {
+    /// Starts bringing the cache line at `p` in; never faults, has no effect on
+    /// memory.
+    fn prefetch<T>(p: &T);
+}
+
+/// No prefetching (tests, the slow path).
+pub struct NoPrefetch;
+
+impl Prefetch for NoPrefetch {
+    #[inline(always)]
+    fn prefetch<T>(_: &T) {}
+}
+
+/// Signature stored in a slot: the hash's high half (the bucket comes from the low
+/// bits).
+#[inline(always)]
+fn sig_of(h: u64) -> u32 {
+    (h >> 32) as u32
 }
 
 /// All megaflows with one mask.
+///
+/// Layout for big tables (100k megaflows must not cost a cache miss per word): a
+/// bucket array of 8 signature/row slots per cache line, probed linearly, and the
+/// masked keys stored compactly — only the mask's non-zero words, `n` per row — in
+/// one array, their values in another. A lookup reads one bucket line, one row
+/// (usually one line) and one value; [`Dpcls::lookup_batch_prefetch`] prefetches
+/// each level for a whole batch before reading it.
 pub struct Subtable<V> {
     mask: Mask,
-    table: HashTable<Entry<V>>,
+    buckets: Vec<Bucket>,
+    /// Slots holding a row or a tombstone (what drives a rebuild).
+    used_slots: usize,
+    /// Compact masked keys, `mask.n` words per row.
+    rows: Vec<u64>,
+    /// Row `r`'s value; `None` for a free row.
+    values: Vec<Option<V>>,
+    free_rows: Vec<u32>,
+    len: usize,
     hits: u64,
 }
 
 impl<V> Subtable<V> {
+    fn new(mask: Mask) -> Self {
+        Subtable {
+            mask,
+            buckets: Vec::new(),
+            used_slots: 0,
+            rows: Vec::new(),
+            values: Vec::new(),
+            free_rows: Vec::new(),
+            len: 0,
+            hits: 0,
+        }
+    }
+
     pub fn mask(&self) -> &Mask {
         &self.mask
     }
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.len
     }
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.len == 0
     }
     /// Hits since the last [`Dpcls::rerank`].
     pub fn hits(&self) -> u64 {
         self.hits
+    }
+
+    #[inline(always)]
+    fn row(&self, r: u32) -> &[u64] {
+        let n = self.mask.n as usize;
+        let start = r as usize * n;
+        self.rows.get(start..start + n).unwrap_or(&[])
+    }
+
+    /// Whether row `r` is `key & mask`.
+    #[inline(always)]
+    fn row_matches(&self, r: u32, key: &Words) -> bool {
+        let row = self.row(r);
+        row.len() == self.mask.n as usize
+            && row.iter().zip(self.mask.active()).all(|(&s, &i)| {
+                let i = i as usize;
+                matches!((key.get(i), self.mask.words.get(i)), (Some(k), Some(m)) if k & m == s)
+            })
+    }
+
+    /// The hash of row `r` (equal to the mask's hash of any key it matches).
+    fn row_hash(&self, r: u32) -> u64 {
+        let h = self
+            .row(r)
+            .iter()
+            .fold(u64::from(self.mask.n), |h, &w| mix(h, w));
+        h ^ (h >> 32)
+    }
+
+    #[inline(always)]
+    fn home(&self, h: u64) -> usize {
+        (h as usize) & self.buckets.len().wrapping_sub(1)
+    }
+
+    /// The (bucket, slot) holding the row that matches `key`, probing from the
+    /// home bucket of `h` until a bucket with a never-used slot.
+    #[inline]
+    fn find_slot(&self, h: u64, key: &Words) -> Option<(usize, usize)> {
+        let nb = self.buckets.len();
+        if nb == 0 {
+            return None;
+        }
+        let sig = sig_of(h);
+        let mut b = self.home(h);
+        for _ in 0..nb {
+            let bucket = self.buckets.get(b)?;
+            let mut open = false;
+            for (s, (&r, &g)) in bucket.row.iter().zip(&bucket.sig).enumerate() {
+                if r == EMPTY {
+                    open = true;
+                } else if r != TOMB && g == sig && self.row_matches(r, key) {
+                    return Some((b, s));
+                }
+            }
+            if open {
+                return None;
+            }
+            b = (b + 1) & (nb - 1);
+        }
+        None
+    }
+
+    #[inline]
+    fn find(&self, h: u64, key: &Words) -> Option<u32> {
+        let (b, s) = self.find_slot(h, key)?;
+        self.buckets.get(b)?.row.get(s).copied()
+    }
+
+    /// Puts row `r` (hash `h`) in the first free or tombstoned slot of its probe
+    /// sequence. The table must have room (see [`Subtable::reserve_one`]).
+    fn place(&mut self, h: u64, r: u32) {
+        let nb = self.buckets.len();
+        let mut b = self.home(h);
+        for _ in 0..nb {
+            if let Some(bucket) = self.buckets.get_mut(b) {
+                if let Some(s) = bucket.row.iter().position(|&x| x == EMPTY || x == TOMB) {
+                    if bucket.row.get(s) == Some(&EMPTY) {
+                        self.used_slots += 1;
+                    }
+                    if let (Some(rs), Some(gs)) = (bucket.row.get_mut(s), bucket.sig.get_mut(s)) {
+                        *rs = r;
+                        *gs = sig_of(h);
+                    }
+                    return;
+                }
+            }
+            b = (b + 1) & (nb - 1);
+        }
+    }
+
+    /// Rebuilds the bucket array for `len` rows at most half full, dropping
+    /// tombstones.
+    fn rebuild(&mut self, len: usize) {
+        let nb = (len * 2).div_ceil(SLOTS).max(1).next_power_of_two();
+        self.buckets.clear();
+        self.buckets.resize(nb, EMPTY_BUCKET);
+        self.used_slots = 0;
+        let live: Vec<u32> = (0..self.values.len() as u32)
+            .filter(|&r| matches!(self.values.get(r as usize), Some(Some(_))))
+            .collect();
+        for r in live {
+            let h = self.row_hash(r);
+            self.place(h, r);
+        }
+    }
+
+    /// Makes room for one more row: the buckets stay at most half used
+    /// (rows plus tombstones).
+    fn reserve_one(&mut self) {
+        if (self.used_slots + 1) * 2 > self.buckets.len() * SLOTS {
+            self.rebuild((self.len + 1).max(self.len * 2));
+        }
+    }
+
+    fn insert(&mut self, masked: &Words, value: V) -> Option<V> {
+        let h = self.mask.hash(masked);
+        if let Some(r) = self.find(h, masked) {
+            return self
+                .values
+                .get_mut(r as usize)
+                .and_then(|v| v.replace(value));
+        }
+        self.reserve_one();
+        let r = match self.free_rows.pop() {
+            Some(r) => {
+                let n = self.mask.n as usize;
+                let start = r as usize * n;
+                if let Some(row) = self.rows.get_mut(start..start + n) {
+                    for (o, &i) in row.iter_mut().zip(self.mask.active()) {
+                        *o = masked.get(i as usize).copied().unwrap_or(0);
+                    }
+                }
+                if let Some(v) = self.values.get_mut(r as usize) {
+                    *v = Some(value);
+                }
+                r
+            }
+            None => {
+                let r = self.values.len() as u32;
+                for &i in self.mask.active() {
+                    self.rows.push(masked.get(i as usize).copied().unwrap_or(0));
+                }
+                self.values.push(Some(value));
+                r
+            }
+        };
+        self.place(h, r);
+        self.len += 1;
+        None
+    }
+
+    fn remove(&mut self, masked: &Words) -> Option<V> {
+        let h = self.mask.hash(masked);
+        let (b, s) = self.find_slot(h, masked)?;
+        self.remove_at(b, s)
+    }
+
+    fn remove_at(&mut self, b: usize, s: usize) -> Option<V> {
+        let bucket = self.buckets.get_mut(b)?;
+        let r = std::mem::replace(bucket.row.get_mut(s)?, TOMB);
+        if let Some(g) = bucket.sig.get_mut(s) {
+            *g = 0;
+        }
+        let v = self.values.get_mut(r as usize)?.take();
+        self.free_rows.push(r);
+        self.len -= 1;
+        // Many tombstones: probes get long. Rebuild for what is left.
+        if (self.used_slots - self.len) * 4 > self.buckets.len() * SLOTS {
+            self.rebuild(self.len);
+        }
+        v
+    }
+
+    /// The masked key of row `r` as a full key.
+    fn row_key(&self, r: u32) -> FlowKey {
+        let mut k = FlowKey::default();
+        let words = k.words_mut();
+        for (&w, &i) in self.row(r).iter().zip(self.mask.active()) {
+            if let Some(o) = words.get_mut(i as usize) {
+                *o = w;
+            }
+        }
+        k
+    }
+
+    fn live_rows(&self) -> impl Iterator<Item = (u32, &V)> + '_ {
+        self.values
+            .iter()
+            .enumerate()
+            .filter_map(|(r, v)| v.as_ref().map(|v| (r as u32, v)))
     }
 }
 
@@ -162,33 +407,17 @@ impl<V> Dpcls<V> {
         let pos = match self.subtables.iter().position(|s| s.mask == m) {
             Some(p) => p,
             None => {
-                self.subtables.push(Subtable {
-                    mask: m,
-                    table: HashTable::new(),
-                    hits: 0,
-                });
+                self.subtables.push(Subtable::new(m));
                 self.subtables.len() - 1
             }
         };
         let st = self.subtables.get_mut(pos)?;
         let masked = st.mask.apply(key);
-        let hash = st.mask.hash(&masked);
-        match st.table.find_mut(hash, |e| e.key == masked) {
-            Some(e) => Some(std::mem::replace(&mut e.value, value)),
-            None => {
-                st.table.insert_unique(
-                    hash,
-                    Entry {
-                        hash,
-                        key: masked,
-                        value,
-                    },
-                    |e| e.hash,
-                );
-                self.len += 1;
-                None
-            }
+        let old = st.insert(&masked, value);
+        if old.is_none() {
+            self.len += 1;
         }
+        old
     }
 
     /// Removes the megaflow `key`/`mask` (an empty subtable goes too).
@@ -197,14 +426,12 @@ impl<V> Dpcls<V> {
         let pos = self.subtables.iter().position(|s| s.mask == m)?;
         let st = self.subtables.get_mut(pos)?;
         let masked = st.mask.apply(key);
-        let hash = st.mask.hash(&masked);
-        let entry = st.table.find_entry(hash, |e| e.key == masked).ok()?;
-        let (e, _) = entry.remove();
+        let v = st.remove(&masked)?;
         self.len -= 1;
-        if st.table.is_empty() {
+        if st.is_empty() {
             self.subtables.remove(pos);
         }
-        Some(e.value)
+        Some(v)
     }
 
     /// The value of the megaflow `key` falls in, and how many subtables were probed.
@@ -215,20 +442,38 @@ impl<V> Dpcls<V> {
         for st in self.subtables.iter_mut() {
             probed += 1;
             let h = st.mask.hash(words);
-            if let Some(e) = st.table.find(h, |e| st.mask.matches(&e.key, words)) {
+            if let Some(r) = st.find(h, words) {
                 st.hits += 1;
-                return (Some(&e.value), probed);
+                return (st.values.get(r as usize).and_then(Option::as_ref), probed);
             }
         }
         (None, probed)
+    }
+
+    /// [`Dpcls::lookup_batch_prefetch`] without prefetching.
+    #[inline]
+    pub fn lookup_batch(&mut self, keys: &[FlowKey], todo: u64, out: &mut [Option<V>]) -> u32
+    where
+        V: Copy,
+    {
+        self.lookup_batch_prefetch::<NoPrefetch>(keys, todo, out)
     }
 
     /// Looks up the keys of a batch whose bit is set in `todo` (bit i: `keys[i]`; at
     /// most 64 keys), subtable by subtable, so each subtable's mask stays hot while the
     /// batch goes through it. `out[i]` gets key i's value (`None` on a miss; entries
     /// not in `todo` are left alone). Returns the number of subtable probes made.
+    ///
+    /// Each subtable is visited in three passes over the batch so that memory
+    /// latency overlaps: hash every key and prefetch its bucket; scan the buckets
+    /// for a matching signature and prefetch that row and value; compare.
     #[inline]
-    pub fn lookup_batch(&mut self, keys: &[FlowKey], todo: u64, out: &mut [Option<V>]) -> u32
+    pub fn lookup_batch_prefetch<P: Prefetch>(
+        &mut self,
+        keys: &[FlowKey],
+        todo: u64,
+        out: &mut [Option<V>],
+    ) -> u32
     where
         V: Copy,
     {
@@ -243,23 +488,83 @@ impl<V> Dpcls<V> {
                 *o = None;
             }
         }
+        let mut hs = [0u64; 64];
+        let mut cand = [EMPTY; 64];
         let mut probes = 0u32;
         for st in self.subtables.iter_mut() {
             if todo == 0 {
                 break;
             }
+            if st.buckets.is_empty() {
+                continue;
+            }
+            let n_words = st.mask.n as usize;
+            // Pass 1: hashes, bucket prefetches.
             let mut rest = todo;
             while rest != 0 {
                 let i = rest.trailing_zeros() as usize;
                 rest &= rest - 1;
-                let (Some(key), Some(slot)) = (keys.get(i), out.get_mut(i)) else {
+                let (Some(key), Some(h)) = (keys.get(i), hs.get_mut(i)) else {
                     continue;
                 };
+                *h = st.mask.hash(key.words());
+                if let Some(b) = st.buckets.get(st.home(*h)) {
+                    P::prefetch(b);
+                }
                 probes += 1;
+            }
+            // Pass 2: the first signature match of the home bucket; prefetch its
+            // row and value.
+            let mut rest = todo;
+            while rest != 0 {
+                let i = rest.trailing_zeros() as usize;
+                rest &= rest - 1;
+                let (Some(&h), Some(c)) = (hs.get(i), cand.get_mut(i)) else {
+                    continue;
+                };
+                *c = EMPTY;
+                let Some(b) = st.buckets.get(st.home(h)) else {
+                    continue;
+                };
+                let sig = sig_of(h);
+                for (&g, &r) in b.sig.iter().zip(&b.row) {
+                    if g == sig && r < TOMB {
+                        *c = r;
+                        break;
+                    }
+                }
+                if *c != EMPTY {
+                    let start = *c as usize * n_words;
+                    if let Some(w) = st.rows.get(start) {
+                        P::prefetch(w);
+                    }
+                    if let Some(w) = st.rows.get(start + n_words.saturating_sub(1)) {
+                        P::prefetch(w);
+                    }
+                    if let Some(v) = st.values.get(*c as usize) {
+                        P::prefetch(v);
+                    }
+                }
+            }
+            // Pass 3: compare; anything else (a signature collision, an overflowed
+            // bucket) takes the full probe.
+            let mut rest = todo;
+            while rest != 0 {
+                let i = rest.trailing_zeros() as usize;
+                rest &= rest - 1;
+                let (Some(key), Some(&h), Some(&c)) = (keys.get(i), hs.get(i), cand.get(i)) else {
+                    continue;
+                };
                 let words = key.words();
-                let h = st.mask.hash(words);
-                if let Some(e) = st.table.find(h, |e| st.mask.matches(&e.key, words)) {
-                    *slot = Some(e.value);
+                let r = if c != EMPTY && st.row_matches(c, words) {
+                    Some(c)
+                } else {
+                    st.find(h, words)
+                };
+                if let Some(Some(v)) = r.and_then(|r| st.values.get(r as usize)) {
+                    if let Some(o) = out.get_mut(i) {
+                        *o = Some(*v);
+                    }
                     st.hits += 1;
                     todo &= !(1u64 << i);
                 }
@@ -280,11 +585,7 @@ impl<V> Dpcls<V> {
     pub fn iter(&self) -> impl Iterator<Item = (FlowKey, FlowKey, &V)> + '_ {
         self.subtables.iter().flat_map(|st| {
             let mask = st.mask.to_key();
-            st.table.iter().map(move |e| {
-                let mut k = FlowKey::default();
-                *k.words_mut() = e.key;
-                (mask, k, &e.value)
-            })
+            st.live_rows().map(move |(r, v)| (mask, st.row_key(r), v))
         })
     }
 
@@ -292,15 +593,22 @@ impl<V> Dpcls<V> {
     pub fn retain(&mut self, mut keep: impl FnMut(&FlowKey, &FlowKey, &mut V) -> bool) {
         for st in &mut self.subtables {
             let mask = st.mask.to_key();
-            let before = st.table.len();
-            st.table.retain(|e| {
-                let mut k = FlowKey::default();
-                *k.words_mut() = e.key;
-                keep(&mask, &k, &mut e.value)
-            });
-            self.len -= before - st.table.len();
+            let rows: Vec<u32> = st.live_rows().map(|(r, _)| r).collect();
+            for r in rows {
+                let k = st.row_key(r);
+                let Some(Some(v)) = st.values.get_mut(r as usize) else {
+                    continue;
+                };
+                if !keep(&mask, &k, v) {
+                    let h = st.row_hash(r);
+                    if let Some((b, s)) = st.find_slot(h, k.words()) {
+                        st.remove_at(b, s);
+                    }
+                }
+            }
         }
-        self.subtables.retain(|st| !st.table.is_empty());
+        self.subtables.retain(|st| !st.is_empty());
+        self.len = self.subtables.iter().map(|st| st.len).sum();
     }
 }
 
@@ -366,6 +674,61 @@ mod tests {
         c.rerank();
         assert_eq!(c.subtables()[0].mask().to_key(), m2);
         assert_eq!(c.lookup(&key(|k| k.tp_dst = 53)), (Some(&2), 1));
+    }
+
+    /// Many megaflows in one subtable, through growth, tombstones and rebuilds:
+    /// every live one is found (single and batch), every removed one is not.
+    #[test]
+    fn big_table_with_churn() {
+        let mut c = Dpcls::new();
+        let m = key(|k| {
+            k.in_port = u32::MAX;
+            k.nw_src = u32::MAX;
+            k.tp_dst = u16::MAX;
+        });
+        let k = |i: u32| {
+            key(|k| {
+                k.in_port = i % 7;
+                k.nw_src = i.wrapping_mul(2_654_435_761);
+                k.tp_dst = (i % 1000) as u16;
+                k.tp_src = 99; // not in the mask
+            })
+        };
+        let mut live = std::collections::HashMap::new();
+        for round in 0..4u32 {
+            for i in 0..5000u32 {
+                let id = round * 3000 + i;
+                assert_eq!(c.insert(&m, &k(id), id), live.insert(id, id));
+            }
+            // Remove two in three of this round's range.
+            for i in (0..5000u32).filter(|i| i % 3 != 0) {
+                let id = round * 3000 + i;
+                assert_eq!(c.remove(&m, &k(id)), live.remove(&id), "remove {id}");
+            }
+            assert_eq!(c.len(), live.len());
+        }
+        c.retain(|_, _, v| *v % 2 == 0);
+        live.retain(|_, v| *v % 2 == 0);
+        assert_eq!(c.len(), live.len());
+        assert_eq!(c.iter().count(), live.len());
+        let probes: Vec<u32> = (0..17_000u32).collect();
+        for chunk in probes.chunks(64) {
+            let keys: Vec<FlowKey> = chunk.iter().map(|&i| k(i)).collect();
+            let mut out = vec![None; keys.len()];
+            c.lookup_batch(&keys, u64::MAX, &mut out);
+            for (&i, got) in chunk.iter().zip(&out) {
+                assert_eq!(*got, live.get(&i).copied(), "batch {i}");
+                assert_eq!(
+                    c.lookup(&k(i)).0.copied(),
+                    live.get(&i).copied(),
+                    "single {i}"
+                );
+            }
+        }
+        for (mask, mk, v) in c.iter() {
+            assert_eq!(mask, m);
+            assert_eq!(mk, masked(&k(*v), &m));
+        }
     }
 
     /// A random sparse key over a few fields with few values, so masks and keys collide.

@@ -113,6 +113,22 @@ impl<V: Copy + Default> Emc<V> {
         [a, b]
     }
 
+    /// Whether misses insert (the EMC is on); when not, prefetching its slots is wasted.
+    #[inline(always)]
+    pub fn inserting(&self) -> bool {
+        self.insert_inv_prob != 0
+    }
+
+    /// Prefetches the two slots `hash` may be cached in.
+    #[inline(always)]
+    pub fn prefetch<P: crate::dpcls::Prefetch>(&self, hash: u32) {
+        for i in self.candidates(hash) {
+            if let Some(s) = self.slots.get(i) {
+                P::prefetch(s);
+            }
+        }
+    }
+
     /// The value cached for exactly `key` (whose [`key_hash`] is `hash`).
     #[inline]
     pub fn lookup(&self, hash: u32, key: &FlowKey) -> Option<V> {

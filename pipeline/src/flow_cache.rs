@@ -15,7 +15,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::dpcls::Dpcls;
+use crate::dpcls::{Dpcls, NoPrefetch, Prefetch};
 use crate::emc::{key_hash, Emc};
 use crate::flow_key::FlowKey;
 
@@ -69,13 +69,28 @@ impl FlowStats {
     }
 }
 
-/// One installed megaflow.
+/// One installed megaflow: what a hit needs, and nothing else, so that a slot is
+/// small (24 bytes) and the slab of 100k megaflows stays in cache. Its mask and key
+/// live in the classifier.
 pub struct Megaflow<A> {
-    pub mask: FlowKey,
-    /// The key, masked.
-    pub key: FlowKey,
     pub actions: Arc<A>,
     pub stats: Arc<FlowStats>,
+    /// [`CacheActions::single_output`] of the actions, kept here so the common
+    /// case never reads them.
+    pub single_output: Option<u32>,
+}
+
+/// What the flow cache needs to know of a megaflow's actions.
+pub trait CacheActions {
+    /// The port, when the actions are exactly one output.
+    fn single_output(&self) -> Option<u32>;
+}
+
+/// Test and benchmark actions: a bare number, never a single output.
+impl CacheActions for u32 {
+    fn single_output(&self) -> Option<u32> {
+        None
+    }
 }
 
 struct Slot<A> {
@@ -108,7 +123,7 @@ pub struct FlowCache<A> {
     emc: Emc<FlowRef>,
 }
 
-impl<A> FlowCache<A> {
+impl<A: CacheActions> FlowCache<A> {
     /// `emc_entries` slots of EMC (0 disables it), inserting on 1 in
     /// `emc_insert_inv_prob` classifier hits.
     pub fn new(emc_entries: usize, emc_insert_inv_prob: u32) -> FlowCache<A> {
@@ -147,8 +162,7 @@ impl<A> FlowCache<A> {
         stats: Arc<FlowStats>,
     ) -> FlowRef {
         let flow = Megaflow {
-            mask: *mask,
-            key: key.masked(mask),
+            single_output: actions.single_output(),
             actions,
             stats,
         };
@@ -185,7 +199,7 @@ impl<A> FlowCache<A> {
 
     /// Removes every megaflow.
     pub fn clear(&mut self) {
-        let all: Vec<(FlowKey, FlowKey)> = self.iter().map(|f| (f.mask, f.key)).collect();
+        let all: Vec<(FlowKey, FlowKey)> = self.cls.iter().map(|(m, k, _)| (m, k)).collect();
         for (m, k) in all {
             self.remove(&m, &k);
         }
@@ -202,13 +216,28 @@ impl<A> FlowCache<A> {
         s.flow.as_ref()
     }
 
+    /// Prefetches what executing the megaflow behind `r` reads: its counters, and
+    /// its actions unless they are a single output. Reads the slot, so call it a
+    /// while after the lookup that prefetched the slot.
+    #[inline(always)]
+    pub fn prefetch_flow<P: Prefetch>(&self, r: FlowRef) {
+        if let Some(f) = self
+            .slots
+            .get(r.slot as usize)
+            .and_then(|s| s.flow.as_ref())
+        {
+            P::prefetch(&*f.stats);
+            if f.single_output.is_none() {
+                P::prefetch(&*f.actions);
+            }
+        }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Megaflow<A>> + '_ {
         self.slots.iter().filter_map(|s| s.flow.as_ref())
     }
 
-    /// Looks up a burst: `hits[i]` gets where key i's megaflow was found (EMC first,
-    /// then the classifier in one batch). `hashes[i]` is key i's [`key_hash`] (or the
-    /// NIC's RSS hash); pass what [`FlowCache::hash`] gives if you have none.
+    /// [`FlowCache::lookup_burst_prefetch`] without prefetching.
     #[inline]
     pub fn lookup_burst(
         &mut self,
@@ -216,8 +245,31 @@ impl<A> FlowCache<A> {
         hashes: &[u32],
         hits: &mut [Hit],
     ) -> BurstLookup {
+        self.lookup_burst_prefetch::<NoPrefetch>(keys, hashes, hits)
+    }
+
+    /// Looks up a burst: `hits[i]` gets where key i's megaflow was found (EMC first,
+    /// then the classifier in one batch). `hashes[i]` is key i's [`key_hash`] (or the
+    /// NIC's RSS hash); pass what [`FlowCache::hash`] gives if you have none.
+    ///
+    /// Memory is touched level by level for the whole burst, each level prefetched
+    /// with `P` before it is read: EMC slots, then the classifier (see
+    /// [`Dpcls::lookup_batch_prefetch`]), then the megaflows' slots, and last the
+    /// actions and counters that executing the burst will read.
+    #[inline]
+    pub fn lookup_burst_prefetch<P: Prefetch>(
+        &mut self,
+        keys: &[FlowKey],
+        hashes: &[u32],
+        hits: &mut [Hit],
+    ) -> BurstLookup {
         let n = keys.len().min(hashes.len()).min(hits.len()).min(64);
         let mut res = BurstLookup::default();
+        if self.emc.inserting() {
+            for &h in hashes.iter().take(n) {
+                self.emc.prefetch::<P>(h);
+            }
+        }
         let mut missing: u64 = 0;
         for i in 0..n {
             let (Some(k), Some(&h), Some(out)) = (keys.get(i), hashes.get(i), hits.get_mut(i))
@@ -237,9 +289,10 @@ impl<A> FlowCache<A> {
         if missing == 0 {
             return res;
         }
-        // Classifier, one batch over the EMC misses.
         let mut found = [None::<FlowRef>; 64];
-        res.subtable_probes = self.cls.lookup_batch(keys, missing, &mut found);
+        res.subtable_probes = self
+            .cls
+            .lookup_batch_prefetch::<P>(keys, missing, &mut found);
         let mut rest = missing;
         while rest != 0 {
             let i = rest.trailing_zeros() as usize;
@@ -249,18 +302,18 @@ impl<A> FlowCache<A> {
             else {
                 continue;
             };
+            // The classifier holds no stale handles (removal takes them out): no
+            // generation check here, the slot is read (and checked) by `get`.
             match f {
-                Some(r)
-                    if self
-                        .slots
-                        .get(r.slot as usize)
-                        .is_some_and(|s| s.gen == r.gen) =>
-                {
+                Some(r) => {
+                    if let Some(s) = self.slots.get(r.slot as usize) {
+                        P::prefetch(s);
+                    }
                     *out = Hit::Megaflow(*r);
                     res.megaflow_hits += 1;
                     self.emc.maybe_insert(h, k, *r);
                 }
-                _ => res.misses += 1,
+                None => res.misses += 1,
             }
         }
         res

@@ -36,6 +36,12 @@ pub struct FlowActions {
     single_output: Option<u32>,
 }
 
+impl pipeline::flow_cache::CacheActions for FlowActions {
+    fn single_output(&self) -> Option<u32> {
+        self.single_output
+    }
+}
+
 impl FlowActions {
     pub fn new(actions: Vec<DpAction>) -> FlowActions {
         let last_output = actions
