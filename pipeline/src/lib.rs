@@ -55,5 +55,5 @@ pub mod trafgen;
 pub use flow_key::{FlowKey, FLOW_KEY_WORDS};
 pub use forward::StaticForward;
 pub use packet::Packet;
-pub use parse::{parse, parse_with_offsets, Offsets};
+pub use parse::{parse, parse_simple, parse_with_offsets, Offsets, SimpleKey};
 pub use stats::{ParseError, ParseErrorCounters};

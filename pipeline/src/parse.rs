@@ -87,6 +87,103 @@ pub fn parse_with_offsets(
     (r.err(), ofs)
 }
 
+/// What a "simple match" megaflow can look at (see
+/// [`crate::flow_cache::FlowCache::simple_lookup`]): the fields of the key that
+/// [`parse`] would fill that such a megaflow matches on, plus the TCP flags its
+/// counters accumulate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SimpleKey {
+    pub dl_type: u16,
+    /// Outer VLAN TCI with [`VLAN_CFI`] set, 0 when untagged.
+    pub vlan_tci: u16,
+    pub nw_frag: u8,
+    pub tcp_flags: u16,
+}
+
+/// The [`SimpleKey`] of a frame, read without a full parse: `Some` only for
+/// frames that [`parse`] takes without any error and whose key it fills with
+/// exactly these values — Ethernet II with at most one VLAN tag carrying ARP,
+/// well-formed IPv4 (with its L4 header) or any other ethertype but IPv6. For
+/// anything else (IPv6, two tags, 802.3 frames, malformed or truncated headers)
+/// `None`: the caller takes the full parser, which counts the error.
+#[inline(always)]
+pub fn parse_simple(data: &[u8]) -> Option<SimpleKey> {
+    let eth = Hdr::<14>::at(data, 0)?;
+    let mut ethertype = eth.be16::<12>();
+    let mut l3 = 14;
+    let mut vlan_tci = 0;
+    if is_vlan_tpid(ethertype) {
+        let tag = Hdr::<6>::at(data, 12)?;
+        vlan_tci = tag.be16::<2>() | VLAN_CFI;
+        ethertype = tag.be16::<4>();
+        l3 = 18;
+        if is_vlan_tpid(ethertype) {
+            return None;
+        }
+    }
+    if ethertype < ETH_TYPE_MIN {
+        return None;
+    }
+    let mut k = SimpleKey {
+        dl_type: ethertype,
+        vlan_tci,
+        nw_frag: 0,
+        tcp_flags: 0,
+    };
+    let l3data = data.get(l3..)?;
+    match ethertype {
+        ETH_TYPE_IPV6 => return None,
+        ETH_TYPE_ARP | ETH_TYPE_RARP => {
+            let arp = Hdr::<28>::at(l3data, 0)?;
+            if arp.be16::<0>() != 1
+                || arp.be16::<2>() != ETH_TYPE_IPV4
+                || arp.u8::<4>() != 6
+                || arp.u8::<5>() != 4
+            {
+                return None;
+            }
+        }
+        ETH_TYPE_IPV4 => {
+            let ip = Hdr::<20>::at(l3data, 0)?;
+            let ver_ihl = ip.u8::<0>();
+            let ihl = usize::from(ver_ihl & 0x0f) * 4;
+            let tot_len = usize::from(ip.be16::<2>());
+            if ver_ihl >> 4 != 4 || ihl < 20 || tot_len < ihl {
+                return None;
+            }
+            let payload = l3data.get(ihl..tot_len)?;
+            let frag_off = ip.be16::<6>();
+            if frag_off & 0x3fff != 0 {
+                k.nw_frag = FLOW_NW_FRAG_ANY;
+                if frag_off & 0x1fff != 0 {
+                    k.nw_frag |= FLOW_NW_FRAG_LATER;
+                    return Some(k);
+                }
+            }
+            let need = match ip.u8::<9>() {
+                IPPROTO_TCP => {
+                    let tcp = Hdr::<20>::at(payload, 0)?;
+                    let ctl = tcp.be16::<12>();
+                    let hdr_len = usize::from(ctl >> 12) * 4;
+                    if hdr_len < 20 || hdr_len > payload.len() {
+                        return None;
+                    }
+                    k.tcp_flags = ctl & TCP_FLAGS_MASK;
+                    0
+                }
+                IPPROTO_UDP | IPPROTO_ICMP => 8,
+                IPPROTO_SCTP => 12,
+                _ => 0,
+            };
+            if payload.len() < need {
+                return None;
+            }
+        }
+        _ => {}
+    }
+    Some(k)
+}
+
 /// A header of `N` bytes whose presence has been checked once.
 ///
 /// Accessors take the field offset as a const generic and check `OFF + len <= N`
@@ -449,6 +546,86 @@ mod tests {
         IpNumber, Ipv4Extensions, Ipv4Header, Ipv6Extensions, Ipv6FlowLabel, Ipv6FragmentHeader,
         Ipv6Header, Ipv6RawExtHeader, PacketBuilder, TcpOptionElement, VlanId,
     };
+
+    /// `parse_simple` against `parse` on one frame: when it answers, the parse is
+    /// clean and agrees; returns whether it answered.
+    fn simple_agrees(frame: &[u8]) -> bool {
+        let mut key = FlowKey::default();
+        let err = parse(frame, 1, &mut key);
+        match parse_simple(frame) {
+            Some(sk) => {
+                assert_eq!(err, None, "{frame:02x?}");
+                assert_eq!(
+                    (sk.dl_type, sk.vlan_tci, sk.nw_frag, sk.tcp_flags),
+                    (key.dl_type, key.vlan_tci[0], key.nw_frag, key.tcp_flags),
+                    "{frame:02x?}"
+                );
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every boundary of the IPv4 and L4 checks: total lengths around each L4
+    /// header's size, TCP data offsets, fragment bits, one tag or none, frames cut
+    /// short. The simple reader must answer exactly when the parser is clean (for
+    /// IPv4 frames, which it always reads).
+    #[test]
+    fn simple_reader_boundaries() {
+        let mut answered = 0;
+        for tagged in [false, true] {
+            for proto in [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, IPPROTO_SCTP, 47] {
+                for tot_len in 0u16..64 {
+                    for frag in [0u16, 0x4000, 0x2000, 0x0001, 0x2001] {
+                        for doff in [4u8, 5, 6, 15] {
+                            let mut f = Vec::new();
+                            f.extend_from_slice(&DST);
+                            f.extend_from_slice(&SRC);
+                            if tagged {
+                                f.extend_from_slice(&[0x81, 0x00, 0x20, 0x0a]);
+                            }
+                            f.extend_from_slice(&ETH_TYPE_IPV4.to_be_bytes());
+                            let mut ip = [0u8; 20];
+                            ip[0] = 0x45;
+                            ip[2..4].copy_from_slice(&tot_len.to_be_bytes());
+                            ip[6..8].copy_from_slice(&frag.to_be_bytes());
+                            ip[8] = 64;
+                            ip[9] = proto;
+                            f.extend_from_slice(&ip);
+                            let mut l4 = [0u8; 44];
+                            l4[12] = doff << 4;
+                            l4[13] = 0x12;
+                            f.extend_from_slice(&l4);
+                            for cut in [f.len(), 14 + 20 + 8, 30, 13] {
+                                let frame = f.get(..cut).unwrap_or(&f);
+                                let mut key = FlowKey::default();
+                                let clean = parse(frame, 1, &mut key).is_none();
+                                let got = simple_agrees(frame);
+                                assert_eq!(got, clean, "{frame:02x?}");
+                                answered += usize::from(got);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            answered > 1000,
+            "the simple reader answered {answered} times"
+        );
+        // Not for it: IPv6, two tags, 802.3 length.
+        let v6 = [DST.as_slice(), &SRC, &[0x86, 0xdd], &[0x60; 60]].concat();
+        assert!(!simple_agrees(&v6));
+        let qinq = [
+            DST.as_slice(),
+            &SRC,
+            &[0x88, 0xa8, 0, 1, 0x81, 0, 0, 2, 0x08, 0x06],
+        ]
+        .concat();
+        assert!(!simple_agrees(&qinq));
+        let llc = [DST.as_slice(), &SRC, &[0x00, 0x40], &[0xaa; 50]].concat();
+        assert!(!simple_agrees(&llc));
+    }
 
     const SRC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
     const DST: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];

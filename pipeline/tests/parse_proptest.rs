@@ -9,7 +9,7 @@ use etherparse::{
     PacketBuilderStep, SingleVlanHeader, TcpHeader, VlanHeader, VlanId, VlanPcp,
 };
 use pipeline::flow_key::*;
-use pipeline::{parse, parse_with_offsets, FlowKey, Offsets, ParseError};
+use pipeline::{parse, parse_simple, parse_with_offsets, FlowKey, Offsets, ParseError};
 use proptest::prelude::*;
 
 const IN_PORT: u32 = 42;
@@ -42,6 +42,15 @@ fn check_invariants(data: &[u8], in_port: u32) -> (Option<ParseError>, FlowKey) 
     }
     if r == Some(ParseError::TruncatedEthernet) {
         assert!(data.len() < 14);
+    }
+    // The simple-match reader agrees with the parser wherever it answers, and
+    // answers only for frames the parser takes without error.
+    if let Some(sk) = parse_simple(data) {
+        assert_eq!(r, None, "parse_simple accepted a frame the parser rejects");
+        assert_eq!(
+            (sk.dl_type, sk.vlan_tci, sk.nw_frag, sk.tcp_flags),
+            (key.dl_type, key.vlan_tci[0], key.nw_frag, key.tcp_flags)
+        );
     }
     if r.is_none() {
         // A clean parse of the same bytes into a dirty key gives the same key.
@@ -87,12 +96,19 @@ fn framelike() -> impl Strategy<Value = Vec<u8>> {
         l3_first,
         proto,
         prop::collection::vec(any::<u8>(), 0..160),
+        // An IPv4 total length that often ends inside or right after the L4 header.
+        prop_oneof![20u16..52, any::<u16>()],
     )
-        .prop_map(|(macs, et, first, proto, tail)| {
+        .prop_map(|(macs, et, first, proto, tail, tot_len)| {
             let mut f = macs;
             f.extend_from_slice(&et.to_be_bytes());
             f.push(first);
             f.extend_from_slice(&tail);
+            for (at, b) in (14 + 2..).zip(tot_len.to_be_bytes()) {
+                if let Some(x) = f.get_mut(at) {
+                    *x = b;
+                }
+            }
             // Put `proto` where an IPv4 protocol / IPv6 next header would be.
             for at in [14 + 9, 14 + 6] {
                 if let Some(b) = f.get_mut(at) {
@@ -522,6 +538,12 @@ proptest! {
         let (r, key) = check_invariants(&frame, IN_PORT);
         prop_assert_eq!(r, None);
         prop_assert_eq!(key, expected(&spec));
+        // Every clean frame that is not IPv6, has at most one tag and an Ethernet
+        // II type takes the simple-match reader.
+        let after_tags = if key.vlan_tci[0] != 0 { 16 } else { 12 };
+        let ethertype = u16::from_be_bytes([frame[after_tags], frame[after_tags + 1]]);
+        let simple = key.dl_type != 0x86dd && key.vlan_tci[1] == 0 && ethertype >= 0x600;
+        prop_assert_eq!(parse_simple(&frame).is_some(), simple);
     }
 
     #[test]
