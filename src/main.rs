@@ -351,6 +351,7 @@ fn datapath_spec(cfg: &Config, ncpus: usize) -> Result<pmd::DatapathSpec> {
         flows: Some(pmd::FlowSpec {
             emc_entries: cfg.pmd.emc_entries,
             emc_insert_inv_prob: cfg.pmd.emc_insert_inv_prob,
+            simple_match: cfg.pmd.simple_match,
             ..pmd::FlowSpec::default()
         }),
     })

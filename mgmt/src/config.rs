@@ -25,6 +25,7 @@
 //! burst = 32                     # 1..=64
 //! emc_entries = 8192             # per PMD, 0 disables the EMC
 //! emc_insert_inv_prob = 100      # insert on 1 in N megaflow hits
+//! simple_match = true            # no parse for in_port/dl_type-only megaflows
 //! megaflow_idle_ms = 10000       # idle megaflows removed after this
 //! flow_limit = 200000            # most megaflows kept
 //!
@@ -238,6 +239,9 @@ pub struct PmdConfig {
     /// Insert into the EMC on 1 in N megaflow hits (OVS's `emc-insert-inv-prob`;
     /// 1 = always, 0 = never).
     pub emc_insert_inv_prob: u32,
+    /// Classify packets of ports whose megaflows only match in_port, dl_type,
+    /// VLAN and fragment bits without parsing them (OVS's simple match).
+    pub simple_match: bool,
     /// A megaflow with no packets for this many milliseconds is removed.
     pub megaflow_idle_ms: u64,
     /// Most megaflows kept (OVS's `flow-limit`); the least recently active go first.
@@ -252,6 +256,7 @@ impl Default for PmdConfig {
             burst: 32,
             emc_entries: 8192,
             emc_insert_inv_prob: 100,
+            simple_match: true,
             megaflow_idle_ms: 10_000,
             flow_limit: 200_000,
         }
@@ -1578,7 +1583,7 @@ name = "br0"
         assert_eq!(
             e,
             format!(
-                "{}: pmd.mgmt: unknown field `mgmt`, expected one of `cpus`, `mgmt_cpu`, `burst`, `emc_entries`, `emc_insert_inv_prob`, `megaflow_idle_ms`, `flow_limit` (line 3)",
+                "{}: pmd.mgmt: unknown field `mgmt`, expected one of `cpus`, `mgmt_cpu`, `burst`, `emc_entries`, `emc_insert_inv_prob`, `simple_match`, `megaflow_idle_ms`, `flow_limit` (line 3)",
                 file.display()
             )
         );
@@ -1590,7 +1595,7 @@ name = "br0"
                 "error": e,
                 "file": file.display().to_string(),
                 "path": "pmd.mgmt",
-                "reason": "unknown field `mgmt`, expected one of `cpus`, `mgmt_cpu`, `burst`, `emc_entries`, `emc_insert_inv_prob`, `megaflow_idle_ms`, `flow_limit` (line 3)",
+                "reason": "unknown field `mgmt`, expected one of `cpus`, `mgmt_cpu`, `burst`, `emc_entries`, `emc_insert_inv_prob`, `simple_match`, `megaflow_idle_ms`, `flow_limit` (line 3)",
             })
         );
         std::fs::remove_dir_all(&dir).unwrap();

@@ -815,6 +815,7 @@ fn pmd_stats_show(view: &dyn DatapathView, json: bool) -> Response {
         let _ = writeln!(out, "  iterations: {}", p.iterations);
         let _ = writeln!(out, "  packets received: {}", p.rx_packets);
         let _ = writeln!(out, "  packets sent: {}", p.tx_packets);
+        let _ = writeln!(out, "  simple match hits: {}", p.simple_hits);
         let _ = writeln!(out, "  emc hits: {}", p.emc_hits);
         let _ = writeln!(out, "  megaflow hits: {}", p.megaflow_hits);
         let lookups_per_hit = if p.megaflow_hits + p.upcalls > 0 {
@@ -965,6 +966,7 @@ name = "br0"
                 idle_cycles: 6000,
                 rx_packets: 100,
                 tx_packets: 99,
+                simple_hits: 5,
                 emc_hits: 90,
                 megaflow_hits: 8,
                 subtable_lookups: 15,
@@ -1070,6 +1072,7 @@ name = "br0"
              \x20 iterations: 1000\n\
              \x20 packets received: 100\n\
              \x20 packets sent: 99\n\
+             \x20 simple match hits: 5\n\
              \x20 emc hits: 90\n\
              \x20 megaflow hits: 8\n\
              \x20 avg. subtable lookups per megaflow hit: 1.50\n\

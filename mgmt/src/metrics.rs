@@ -204,6 +204,12 @@ const PMD_FAMILIES: &[(&str, &str, &str, PmdField)] = &[
         |p| p.tx_packets,
     ),
     (
+        "ferroswitch_pmd_simple_match_hits_total",
+        "counter",
+        "Packets the PMD classified by simple match (no parse, no lookup).",
+        |p| p.simple_hits,
+    ),
+    (
         "ferroswitch_pmd_emc_hits_total",
         "counter",
         "Packets found in the PMD's exact-match cache.",
@@ -458,6 +464,7 @@ mod tests {
                 idle_cycles: 600,
                 rx_packets: 100,
                 tx_packets: 99,
+                simple_hits: 5,
                 emc_hits: 90,
                 megaflow_hits: 8,
                 subtable_lookups: 15,
@@ -525,6 +532,9 @@ ferroswitch_pmd_rx_packets_total{pmd="0",cpu="1"} 100
 # HELP ferroswitch_pmd_tx_packets_total Packets transmitted by the PMD.
 # TYPE ferroswitch_pmd_tx_packets_total counter
 ferroswitch_pmd_tx_packets_total{pmd="0",cpu="1"} 99
+# HELP ferroswitch_pmd_simple_match_hits_total Packets the PMD classified by simple match (no parse, no lookup).
+# TYPE ferroswitch_pmd_simple_match_hits_total counter
+ferroswitch_pmd_simple_match_hits_total{pmd="0",cpu="1"} 5
 # HELP ferroswitch_pmd_emc_hits_total Packets found in the PMD's exact-match cache.
 # TYPE ferroswitch_pmd_emc_hits_total counter
 ferroswitch_pmd_emc_hits_total{pmd="0",cpu="1"} 90
@@ -569,8 +579,8 @@ ferroswitch_parse_errors_total{pmd="0",reason="runt"} 1
         let got = render(&StaticView::default());
         let help = got.lines().filter(|l| l.starts_with("# HELP ")).count();
         let types = got.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(help, 24);
-        assert_eq!(types, 24);
+        assert_eq!(help, 25);
+        assert_eq!(types, 25);
         // Only build_info has a sample.
         let samples: Vec<&str> = got.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(samples, ["ferroswitch_build_info{version=\"0.1.0\"} 1"]);

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use crate::dpcls::{Dpcls, NoPrefetch, Prefetch};
 use crate::emc::{key_hash, Emc};
 use crate::flow_key::FlowKey;
+use crate::parse::SimpleKey;
+use crate::simple_match::SimpleMatch;
 
 /// Handle of a megaflow in a PMD's slab.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -121,6 +123,8 @@ pub struct FlowCache<A> {
     free: Vec<u32>,
     cls: Dpcls<FlowRef>,
     emc: Emc<FlowRef>,
+    simple: SimpleMatch,
+    simple_on: bool,
 }
 
 impl<A: CacheActions> FlowCache<A> {
@@ -136,6 +140,8 @@ impl<A: CacheActions> FlowCache<A> {
             slots: Vec::new(),
             free: Vec::new(),
             cls: Dpcls::new(),
+            simple: SimpleMatch::default(),
+            simple_on: true,
             emc: Emc::new(emc_entries.max(2), inv),
         }
     }
@@ -184,12 +190,14 @@ impl<A: CacheActions> FlowCache<A> {
             None => FlowRef::default(),
         };
         self.cls.insert(mask, key, r);
+        self.simple.add(mask, &key.masked(mask), r);
         r
     }
 
     /// Removes the megaflow with this mask and (masked) key; returns it.
     pub fn remove(&mut self, mask: &FlowKey, key: &FlowKey) -> Option<Megaflow<A>> {
         let r = self.cls.remove(mask, key)?;
+        self.simple.remove(mask, &key.masked(mask), r);
         let s = self.slots.get_mut(r.slot as usize)?;
         // A new generation: EMC entries holding the old handle stop matching.
         s.gen = s.gen.wrapping_add(1);
@@ -203,6 +211,7 @@ impl<A: CacheActions> FlowCache<A> {
         for (m, k) in all {
             self.remove(&m, &k);
         }
+        self.simple.clear();
         self.emc.clear();
     }
 
@@ -214,6 +223,26 @@ impl<A: CacheActions> FlowCache<A> {
             return None;
         }
         s.flow.as_ref()
+    }
+
+    /// Turns the simple-match path on or off (on by default; see
+    /// [`crate::simple_match`]).
+    pub fn set_simple_match(&mut self, on: bool) {
+        self.simple_on = on;
+    }
+
+    /// Whether packets from `in_port` (with `recirc_id` 0) can be classified by
+    /// [`FlowCache::simple_lookup`] alone.
+    #[inline(always)]
+    pub fn simple_enabled(&self, in_port: u32) -> bool {
+        self.simple_on && self.simple.enabled(in_port)
+    }
+
+    /// The megaflow of a fresh packet from `in_port` whose [`SimpleKey`] is `k`;
+    /// exact only while [`FlowCache::simple_enabled`] holds for the port.
+    #[inline(always)]
+    pub fn simple_lookup(&self, in_port: u32, k: &SimpleKey) -> Option<FlowRef> {
+        self.simple.lookup(in_port, k)
     }
 
     /// Prefetches what executing the megaflow behind `r` reads: its counters, and

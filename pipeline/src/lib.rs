@@ -49,6 +49,7 @@ pub mod ofproto;
 pub mod packet;
 pub mod parse;
 pub mod pcap;
+pub mod simple_match;
 pub mod stats;
 pub mod trafgen;
 

@@ -53,6 +53,9 @@ pub struct FlowSpec {
     pub emc_entries: usize,
     /// Insert into the EMC on 1 in N classifier hits (1: always, 0: never).
     pub emc_insert_inv_prob: u32,
+    /// Classify packets of ports whose megaflows only match in_port, dl_type,
+    /// VLAN and fragment bits without parsing them (OVS's simple match).
+    pub simple_match: bool,
     /// Capacity of the upcall queue shared by the PMDs.
     pub upcall_queue: usize,
     /// Capacity of each PMD's command queue.
@@ -64,6 +67,7 @@ impl Default for FlowSpec {
         FlowSpec {
             emc_entries: 8192,
             emc_insert_inv_prob: 100,
+            simple_match: true,
             upcall_queue: 4096,
             command_queue: 16384,
         }
@@ -224,6 +228,7 @@ impl Datapath {
                     Some(FlowStage {
                         emc_entries: f.emc_entries,
                         emc_insert_inv_prob: f.emc_insert_inv_prob,
+                        simple_match: f.simple_match,
                         upcalls: up.clone(),
                         commands: ctx_rx,
                         pool: pool.clone(),

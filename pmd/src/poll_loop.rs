@@ -19,7 +19,7 @@ use dpdk_ffi::{rdtsc, Mbuf, MbufBurst, Mempool, TxBuffer, MAX_BURST};
 use pipeline::actions::{apply_set, finish_push_vlan, prepare_pop_vlan, DpAction, VLAN_HEADER_LEN};
 use pipeline::dpcls::Prefetch;
 use pipeline::flow_cache::{FlowCache, Hit};
-use pipeline::{parse, FlowKey, StaticForward};
+use pipeline::{parse, parse_simple, FlowKey, StaticForward};
 
 use crate::port::{RxPort, TxPort};
 use crate::stats::{DropReason, PmdStats};
@@ -50,6 +50,7 @@ pub struct AssignedRxq {
 pub struct FlowStage {
     pub emc_entries: usize,
     pub emc_insert_inv_prob: u32,
+    pub simple_match: bool,
     pub upcalls: Sender<Upcall>,
     pub commands: Receiver<PmdCommand>,
     /// For copies when a packet goes to several ports.
@@ -88,6 +89,8 @@ struct Scratch {
     keys: Box<[FlowKey; MAX_BURST]>,
     hashes: [u32; MAX_BURST],
     hits: [Hit; MAX_BURST],
+    /// TCP flags of each packet (from its key or the simple reader).
+    flags: [u16; MAX_BURST],
     cache: FlowCache<FlowActions>,
     inflight: Vec<Inflight>,
     tsc_hz: u64,
@@ -96,21 +99,22 @@ struct Scratch {
 
 /// Runs the loop until `stop` is set, then flushes what is queued.
 pub fn run(mut ctx: PmdContext, stop: &AtomicBool) {
-    let (emc_entries, emc_inv) = ctx
-        .flows
-        .as_ref()
-        .map_or((2, 0), |f| (f.emc_entries, f.emc_insert_inv_prob));
+    let (emc_entries, emc_inv, simple) = ctx.flows.as_ref().map_or((2, 0, false), |f| {
+        (f.emc_entries, f.emc_insert_inv_prob, f.simple_match)
+    });
     let mut s = Scratch {
         burst: MbufBurst::new(),
         txbufs: (0..ctx.txqs.len()).map(|_| TxBuffer::new()).collect(),
         keys: Box::new([FlowKey::default(); MAX_BURST]),
         hashes: [0; MAX_BURST],
         hits: [Hit::Miss; MAX_BURST],
+        flags: [0; MAX_BURST],
         cache: FlowCache::new(emc_entries, emc_inv),
         inflight: Vec::with_capacity(MAX_INFLIGHT),
         tsc_hz: dpdk_ffi::tsc_hz().max(1),
         now: rdtsc(),
     };
+    s.cache.set_simple_match(simple);
     let mut cycles = CycleMeter::new();
     let mut n: u64 = 0;
     // Relaxed: the flag carries no data; the thread is joined after it is seen.
@@ -297,6 +301,11 @@ fn flow_stage(
     n: usize,
 ) {
     let n = n.min(MAX_BURST);
+    if s.cache.simple_enabled(in_port as u32) && simple_classify(stats, s, in_port, n) {
+        execute_hits(stats, f, txqs, s, n);
+        s.burst.clear();
+        return;
+    }
     let mut bytes = 0u64;
     let mut runts = 0u64;
     for i in 0..n {
@@ -324,9 +333,12 @@ fn flow_stage(
     // Hashing in a second pass: reading a key's words right after the parser wrote
     // its fields stalls on store forwarding (`perf`: a fifth of the PMD's time).
     for i in 0..n {
-        let (Some(key), Some(h)) = (s.keys.get(i), s.hashes.get_mut(i)) else {
+        let (Some(key), Some(h), Some(fl)) =
+            (s.keys.get(i), s.hashes.get_mut(i), s.flags.get_mut(i))
+        else {
             continue;
         };
+        *fl = key.tcp_flags;
         *h = match s.burst.rss_hash(i) {
             Some(rss) => rss,
             None => FlowCache::<FlowActions>::hash(key),
@@ -352,8 +364,64 @@ fn flow_stage(
         }
     }
 
-    // Execute hits by runs of consecutive packets of one megaflow: credited once,
-    // and moved straight to the tx buffer when the actions are a single output.
+    execute_hits(stats, f, txqs, s, n);
+
+    // Misses: upcall once per flow, hold the flow's later packets meanwhile.
+    for i in 0..n {
+        if !matches!(s.hits.get(i), Some(Hit::Miss)) {
+            continue;
+        }
+        let Some(m) = s.burst.take(i) else { continue };
+        if m.data().len() < ETH_HEADER_LEN {
+            continue; // runt, counted above; freed here
+        }
+        let (Some(&key), Some(&hash)) = (s.keys.get(i), s.hashes.get(i)) else {
+            continue;
+        };
+        miss(stats, f, s, pmd, hash, key, m);
+    }
+    if runts > 0 {
+        stats.count_drop(DropReason::Runt, runts);
+    }
+    s.burst.clear();
+}
+
+/// The simple-match path (see `pipeline::simple_match`): when every packet of
+/// the burst has a [`pipeline::SimpleKey`] and a simple megaflow of the port
+/// takes it, fills the hits and flags and counts the burst in; otherwise touches
+/// nothing and returns false (the burst takes the full path).
+#[inline(always)]
+fn simple_classify(stats: &PmdStats, s: &mut Scratch, in_port: usize, n: usize) -> bool {
+    let mut bytes = 0u64;
+    for i in 0..n {
+        let Some(sk) = s.burst.data(i).and_then(parse_simple) else {
+            return false;
+        };
+        let Some(r) = s.cache.simple_lookup(in_port as u32, &sk) else {
+            return false;
+        };
+        if let (Some(h), Some(fl)) = (s.hits.get_mut(i), s.flags.get_mut(i)) {
+            *h = Hit::Megaflow(r);
+            *fl = sk.tcp_flags;
+        }
+        bytes += u64::from(s.burst.pkt_len(i));
+    }
+    count_rx(stats, in_port, n, bytes);
+    stats.simple_hits.add(n as u64);
+    true
+}
+
+/// Executes the hits of a classified burst by runs of consecutive packets of one
+/// megaflow: credited once, and moved straight to the tx buffer when the actions
+/// are a single output. Misses are left in the burst.
+#[inline(always)]
+fn execute_hits(
+    stats: &PmdStats,
+    f: &FlowStage,
+    txqs: &mut [Box<dyn TxPort>],
+    s: &mut Scratch,
+    n: usize,
+) {
     let mut i = 0;
     while i < n {
         let r = match s.hits.get(i) {
@@ -372,7 +440,7 @@ fn flow_stage(
         let (mut bytes, mut flags) = (0u64, 0u16);
         for k in i..j {
             bytes += u64::from(s.burst.pkt_len(k));
-            flags |= s.keys.get(k).map_or(0, |key| key.tcp_flags);
+            flags |= s.flags.get(k).copied().unwrap_or(0);
         }
         // Disjoint fields of the scratch: the cache is read while tx buffers fill.
         if let Some(flow) = s.cache.get(r) {
@@ -406,25 +474,6 @@ fn flow_stage(
         }
         i = j;
     }
-
-    // Misses: upcall once per flow, hold the flow's later packets meanwhile.
-    for i in 0..n {
-        if !matches!(s.hits.get(i), Some(Hit::Miss)) {
-            continue;
-        }
-        let Some(m) = s.burst.take(i) else { continue };
-        if m.data().len() < ETH_HEADER_LEN {
-            continue; // runt, counted above; freed here
-        }
-        let (Some(&key), Some(&hash)) = (s.keys.get(i), s.hashes.get(i)) else {
-            continue;
-        };
-        miss(stats, f, s, pmd, hash, key, m);
-    }
-    if runts > 0 {
-        stats.count_drop(DropReason::Runt, runts);
-    }
-    s.burst.clear();
 }
 
 #[cold]

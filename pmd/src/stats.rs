@@ -126,6 +126,8 @@ pub struct PmdStats {
     pub idle_cycles: Counter,
     pub rx_packets: Counter,
     pub tx_packets: Counter,
+    /// Packets classified by the simple-match path (no parse, no cache lookup).
+    pub simple_hits: Counter,
     /// Packets found in the exact-match cache.
     pub emc_hits: Counter,
     /// Packets found by the megaflow classifier.
@@ -153,6 +155,7 @@ impl PmdStats {
             idle_cycles: Counter::default(),
             rx_packets: Counter::default(),
             tx_packets: Counter::default(),
+            simple_hits: Counter::default(),
             emc_hits: Counter::default(),
             megaflow_hits: Counter::default(),
             subtable_probes: Counter::default(),

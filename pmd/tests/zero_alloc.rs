@@ -1,6 +1,7 @@
 //! The PMD loop allocates nothing in steady state: with a counting global allocator,
 //! thousands of packets are forwarded between net_ring ports, by the static stage
-//! and by the flow stage (parse, EMC/classifier, actions with a VLAN push), while
+//! and by the flow stage (parse, EMC/classifier, actions with a VLAN push; then the
+//! simple-match path, which skips the parse), while
 //! the count of heap allocations (all threads) stays where it was.
 //!
 //! One test per file: EAL initialises once per process.
@@ -143,6 +144,77 @@ fn steady_state_forwarding_allocates_nothing() {
         after - before,
         0,
         "the flow stage allocated {} times while forwarding 20000 packets",
+        after - before
+    );
+
+    assert_eq!(
+        stats.simple_hits.get(),
+        0,
+        "in_port alone is not a simple mask"
+    );
+
+    // The simple-match path: the megaflow replaced by one that matches only
+    // in_port, recirc_id, dl_type and nw_frag (what `in_port=2,actions=...`
+    // translates to), tagging VLAN 7 now. Every packet then skips the parse.
+    let simple_mask = FlowKey {
+        in_port: u32::MAX,
+        recirc_id: u32::MAX,
+        dl_type: u16::MAX,
+        nw_frag: u8::MAX,
+        ..FlowKey::default()
+    };
+    commands
+        .send(PmdCommand::Remove { mask, key: up.key })
+        .expect("remove");
+    commands
+        .send(PmdCommand::Install {
+            mask: simple_mask,
+            key: up.key,
+            actions: Arc::new(FlowActions::new(vec![
+                DpAction::PushVlan {
+                    tpid: 0x8100,
+                    tci: 0x1000 | 7,
+                },
+                DpAction::Output(1),
+            ])),
+            stats: Arc::default(),
+            packet: None,
+        })
+        .expect("install");
+    let (tx_done, rx_done) = crossbeam_channel::bounded(1);
+    commands
+        .send(PmdCommand::Barrier(tx_done))
+        .expect("barrier");
+    rx_done
+        .recv_timeout(Duration::from_secs(10))
+        .expect("barrier passed");
+    let mut tagged = frame.clone();
+    tagged.splice(12..12, [0x81, 0x00, 0x00, 0x07]);
+    let base = stats.tx_packets.get();
+    let before = ALLOC.allocations();
+    for round in 1..=20u64 {
+        send(&rings[4], &pool, &frame, 1000);
+        while stats.tx_packets.get() < base + round * 1000 {
+            assert!(
+                Instant::now() < deadline + Duration::from_secs(90),
+                "not forwarded (simple match)"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut n = 0;
+        while let Some(m) = rings[3].dequeue() {
+            assert_eq!(m.data(), tagged.as_slice(), "tagged with VLAN 7");
+            n += 1;
+        }
+        assert_eq!(n, 1000);
+    }
+    let after = ALLOC.allocations();
+    assert_eq!(stats.simple_hits.get(), 20_000, "all by simple match");
+    assert_eq!(stats.upcalls.get(), 1, "still the one upcall");
+    assert_eq!(
+        after - before,
+        0,
+        "the simple-match path allocated {} times while forwarding 20000 packets",
         after - before
     );
 
