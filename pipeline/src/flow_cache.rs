@@ -19,7 +19,7 @@ use crate::dpcls::{Dpcls, NoPrefetch, Prefetch};
 use crate::emc::{key_hash, Emc};
 use crate::flow_key::FlowKey;
 use crate::parse::SimpleKey;
-use crate::simple_match::SimpleMatch;
+use crate::simple_match::{PortTable, SimpleMatch};
 
 /// Handle of a megaflow in a PMD's slab.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -243,6 +243,12 @@ impl<A: CacheActions> FlowCache<A> {
     #[inline(always)]
     pub fn simple_lookup(&self, in_port: u32, k: &SimpleKey) -> Option<FlowRef> {
         self.simple.lookup(in_port, k)
+    }
+
+    /// `in_port`'s simple megaflows, for [`FlowCache::simple_lookup`] over a burst.
+    #[inline(always)]
+    pub fn simple_port(&self, in_port: u32) -> PortTable<'_> {
+        self.simple.port(in_port)
     }
 
     /// Prefetches what executing the megaflow behind `r` reads: its counters, and

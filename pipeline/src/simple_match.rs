@@ -144,8 +144,32 @@ impl SimpleMatch {
     /// fields falls in. Exact only where [`SimpleMatch::enabled`] holds.
     #[inline(always)]
     pub fn lookup(&self, in_port: u32, k: &SimpleKey) -> Option<FlowRef> {
-        let st = self.ports.get(in_port as usize)?;
-        st.entries
+        self.port(in_port).lookup(k)
+    }
+
+    /// The simple megaflows of `in_port`, to look a whole burst up in.
+    #[inline(always)]
+    pub fn port(&self, in_port: u32) -> PortTable<'_> {
+        PortTable {
+            entries: self
+                .ports
+                .get(in_port as usize)
+                .map_or(&[], |st| st.entries.as_slice()),
+        }
+    }
+}
+
+/// One port's simple megaflows.
+#[derive(Clone, Copy)]
+pub struct PortTable<'a> {
+    entries: &'a [Entry],
+}
+
+impl PortTable<'_> {
+    /// See [`SimpleMatch::lookup`].
+    #[inline(always)]
+    pub fn lookup(&self, k: &SimpleKey) -> Option<FlowRef> {
+        self.entries
             .iter()
             .find(|e| {
                 e.dl_type == k.dl_type

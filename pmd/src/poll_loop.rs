@@ -18,7 +18,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use dpdk_ffi::{rdtsc, Mbuf, MbufBurst, Mempool, TxBuffer, MAX_BURST};
 use pipeline::actions::{apply_set, finish_push_vlan, prepare_pop_vlan, DpAction, VLAN_HEADER_LEN};
 use pipeline::dpcls::Prefetch;
-use pipeline::flow_cache::{FlowCache, Hit};
+use pipeline::flow_cache::{FlowCache, FlowRef, Hit};
 use pipeline::{parse, parse_simple, FlowKey, StaticForward};
 
 use crate::port::{RxPort, TxPort};
@@ -91,6 +91,8 @@ struct Scratch {
     hits: [Hit; MAX_BURST],
     /// TCP flags of each packet (from its key or the simple reader).
     flags: [u16; MAX_BURST],
+    /// The runs of the simple-match path.
+    runs: [Run; MAX_BURST],
     cache: FlowCache<FlowActions>,
     inflight: Vec<Inflight>,
     tsc_hz: u64,
@@ -109,6 +111,7 @@ pub fn run(mut ctx: PmdContext, stop: &AtomicBool) {
         hashes: [0; MAX_BURST],
         hits: [Hit::Miss; MAX_BURST],
         flags: [0; MAX_BURST],
+        runs: [Run::default(); MAX_BURST],
         cache: FlowCache::new(emc_entries, emc_inv),
         inflight: Vec::with_capacity(MAX_INFLIGHT),
         tsc_hz: dpdk_ffi::tsc_hz().max(1),
@@ -301,8 +304,7 @@ fn flow_stage(
     n: usize,
 ) {
     let n = n.min(MAX_BURST);
-    if s.cache.simple_enabled(in_port as u32) && simple_classify(stats, s, in_port, n) {
-        execute_hits(stats, f, txqs, s, n);
+    if s.cache.simple_enabled(in_port as u32) && simple_stage(stats, f, txqs, s, in_port, n) {
         s.burst.clear();
         return;
     }
@@ -386,34 +388,74 @@ fn flow_stage(
     s.burst.clear();
 }
 
+/// A run of consecutive packets of a burst in one megaflow.
+#[derive(Clone, Copy, Default)]
+struct Run {
+    start: usize,
+    end: usize,
+    flow: FlowRef,
+    bytes: u64,
+    flags: u16,
+}
+
 /// The simple-match path (see `pipeline::simple_match`): when every packet of
 /// the burst has a [`pipeline::SimpleKey`] and a simple megaflow of the port
-/// takes it, fills the hits and flags and counts the burst in; otherwise touches
-/// nothing and returns false (the burst takes the full path).
+/// takes it, the burst is cut into runs of one megaflow as it is read, and the
+/// runs executed; otherwise nothing is touched and it returns false (the burst
+/// takes the full path).
 #[inline(always)]
-fn simple_classify(stats: &PmdStats, s: &mut Scratch, in_port: usize, n: usize) -> bool {
+fn simple_stage(
+    stats: &PmdStats,
+    f: &FlowStage,
+    txqs: &mut [Box<dyn TxPort>],
+    s: &mut Scratch,
+    in_port: usize,
+    n: usize,
+) -> bool {
+    let table = s.cache.simple_port(in_port as u32);
+    let mut n_runs = 0usize;
     let mut bytes = 0u64;
     for i in 0..n {
         let Some(sk) = s.burst.data(i).and_then(parse_simple) else {
             return false;
         };
-        let Some(r) = s.cache.simple_lookup(in_port as u32, &sk) else {
+        let Some(r) = table.lookup(&sk) else {
             return false;
         };
-        if let (Some(h), Some(fl)) = (s.hits.get_mut(i), s.flags.get_mut(i)) {
-            *h = Hit::Megaflow(r);
-            *fl = sk.tcp_flags;
+        let len = u64::from(s.burst.pkt_len(i));
+        bytes += len;
+        match n_runs.checked_sub(1).and_then(|l| s.runs.get_mut(l)) {
+            Some(run) if run.flow == r => {
+                run.end = i + 1;
+                run.bytes += len;
+                run.flags |= sk.tcp_flags;
+            }
+            _ => {
+                if let Some(run) = s.runs.get_mut(n_runs) {
+                    *run = Run {
+                        start: i,
+                        end: i + 1,
+                        flow: r,
+                        bytes: len,
+                        flags: sk.tcp_flags,
+                    };
+                    n_runs += 1;
+                }
+            }
         }
-        bytes += u64::from(s.burst.pkt_len(i));
     }
-    count_rx(stats, in_port, n, bytes);
     stats.simple_hits.add(n as u64);
+    count_rx(stats, in_port, n, bytes);
+    for k in 0..n_runs {
+        if let Some(&run) = s.runs.get(k) {
+            execute_run(stats, f, txqs, s, run);
+        }
+    }
     true
 }
 
 /// Executes the hits of a classified burst by runs of consecutive packets of one
-/// megaflow: credited once, and moved straight to the tx buffer when the actions
-/// are a single output. Misses are left in the burst.
+/// megaflow. Misses are left in the burst.
 #[inline(always)]
 fn execute_hits(
     stats: &PmdStats,
@@ -442,37 +484,65 @@ fn execute_hits(
             bytes += u64::from(s.burst.pkt_len(k));
             flags |= s.flags.get(k).copied().unwrap_or(0);
         }
-        // Disjoint fields of the scratch: the cache is read while tx buffers fill.
-        if let Some(flow) = s.cache.get(r) {
-            flow.stats.credit((j - i) as u64, bytes, s.now, flags);
-            match flow.single_output {
-                Some(port) => {
-                    let port = port as usize;
-                    if let Some(buf) = s.txbufs.get_mut(port) {
-                        if buf.room() < j - i {
-                            if let Some(txq) = txqs.get_mut(port) {
-                                flush_port(stats, port, txq.as_mut(), buf);
-                            }
-                        }
-                        // Fits after a flush (a run is at most a burst); a packet
-                        // left behind (impossible) is freed with the burst, counted.
-                        if buf.append_range(&mut s.burst, i..j, 0).is_none() {
-                            stats.count_drop(DropReason::TxFull, (j - i) as u64);
-                        }
-                    } else {
-                        stats.count_drop(DropReason::NoForward, (j - i) as u64);
+        execute_run(
+            stats,
+            f,
+            txqs,
+            s,
+            Run {
+                start: i,
+                end: j,
+                flow: r,
+                bytes,
+                flags,
+            },
+        );
+        i = j;
+    }
+}
+
+/// Executes one run: credited once, and moved straight to the tx buffer when the
+/// actions are a single output.
+#[inline(always)]
+fn execute_run(
+    stats: &PmdStats,
+    f: &FlowStage,
+    txqs: &mut [Box<dyn TxPort>],
+    s: &mut Scratch,
+    run: Run,
+) {
+    let (i, j) = (run.start, run.end);
+    // Disjoint fields of the scratch: the cache is read while tx buffers fill.
+    let Some(flow) = s.cache.get(run.flow) else {
+        return;
+    };
+    flow.stats
+        .credit((j - i) as u64, run.bytes, s.now, run.flags);
+    match flow.single_output {
+        Some(port) => {
+            let port = port as usize;
+            if let Some(buf) = s.txbufs.get_mut(port) {
+                if buf.room() < j - i {
+                    if let Some(txq) = txqs.get_mut(port) {
+                        flush_port(stats, port, txq.as_mut(), buf);
                     }
                 }
-                None => {
-                    for k in i..j {
-                        if let Some(m) = s.burst.take(k) {
-                            execute(stats, &f.pool, &flow.actions, m, &mut s.txbufs, txqs);
-                        }
-                    }
+                // Fits after a flush (a run is at most a burst); a packet left
+                // behind (impossible) is freed with the burst, counted.
+                if buf.append_range(&mut s.burst, i..j, 0).is_none() {
+                    stats.count_drop(DropReason::TxFull, (j - i) as u64);
+                }
+            } else {
+                stats.count_drop(DropReason::NoForward, (j - i) as u64);
+            }
+        }
+        None => {
+            for k in i..j {
+                if let Some(m) = s.burst.take(k) {
+                    execute(stats, &f.pool, &flow.actions, m, &mut s.txbufs, txqs);
                 }
             }
         }
-        i = j;
     }
 }
 
