@@ -45,6 +45,7 @@ pub mod emc;
 pub mod flow_cache;
 pub mod flow_key;
 pub mod forward;
+pub mod hash;
 pub mod ofproto;
 pub mod packet;
 pub mod parse;

@@ -52,6 +52,7 @@ use super::action::{Action, OFPP_ANY};
 use super::flow_match::Match;
 use super::rule::{FlowFilter, FlowMod, Rule, MAX_TABLE_ID};
 use crate::flow_key::{FlowKey, FLOW_KEY_WORDS};
+use crate::hash::WordHashBuilder;
 use std::collections::{BTreeMap, HashMap};
 
 /// Stable handle of a rule: the datapath credits statistics to it. Never reused
@@ -169,7 +170,7 @@ struct Subtable {
     words: Vec<usize>,
     /// Masked key words -> rules with that match, by priority descending, then
     /// insertion.
-    buckets: HashMap<Box<[u64]>, Vec<Entry>>,
+    buckets: HashMap<Box<[u64]>, Vec<Entry>, WordHashBuilder>,
     /// Number of rules per priority, for the max-priority bookkeeping.
     prios: BTreeMap<u16, usize>,
     /// Highest priority of the subtable's rules (cached from `prios`).
@@ -186,7 +187,7 @@ impl Subtable {
         Subtable {
             mask,
             words,
-            buckets: HashMap::new(),
+            buckets: HashMap::default(),
             prios: BTreeMap::new(),
             max_prio: 0,
             created,
@@ -340,7 +341,7 @@ impl Classifier {
 /// The OpenFlow tables of one bridge. See the module docs.
 pub struct Tables {
     tables: Vec<Classifier>,
-    rules: HashMap<RuleId, Slot>,
+    rules: HashMap<RuleId, Slot, WordHashBuilder>,
     next_id: RuleId,
     next_seq: Seq,
 }
@@ -409,7 +410,7 @@ impl Tables {
     pub fn new() -> Tables {
         Tables {
             tables: (0..N_TABLES).map(|_| Classifier::default()).collect(),
-            rules: HashMap::new(),
+            rules: HashMap::default(),
             next_id: 1,
             next_seq: 0,
         }
