@@ -490,6 +490,25 @@ fn actions_after_normal_see_the_packet_unchanged() {
 }
 
 #[test]
+fn normal_sees_the_packet_as_earlier_actions_left_it() {
+    let mut br = Bridge::with_flows(
+        &[1, 2, 3],
+        &[
+            "in_port=1 actions=mod_vlan_vid:10,NORMAL",
+            "priority=0 actions=NORMAL",
+        ],
+    );
+    br.mode(2, VlanMode::Access { tag: 10 });
+    // Tagged 10 by the rule, NORMAL puts the frame in VLAN 10: the access port
+    // gets it as it came (no push, no pop), the trunk tagged.
+    let x = br.packet(&frame(1, A, BCAST, None), 0);
+    assert_eq!(format_dp_actions(&x.actions), "2,push_vlan(vid=10,pcp=0),3");
+    assert_eq!(br.normal.macs().lookup(10, &A), Some(1));
+    assert_eq!(br.normal.macs().lookup(0, &A), None);
+    assert_eq!(br.dp(&frame(2, B, A, None)), "push_vlan(vid=10,pcp=0),1");
+}
+
+#[test]
 fn a_trace_decides_without_learning() {
     let mut br = Bridge::new(&[1, 2, 3]);
     let x = br.trace(&frame(1, A, B, None));
