@@ -63,8 +63,10 @@
 //!   no multicast snooping, no static FDB entries, no STP/RSTP port states.
 //! * An entry is refreshed by every frame the slow path sees from it (OVS at most
 //!   once a second); frames the datapath forwards do not refresh it unless the
-//!   caller feeds megaflow activity back through [`MacTable::learn`] (OVS does
-//!   this through its xlate cache when it pushes megaflow statistics).
+//!   caller feeds megaflow activity back through [`Normal::refresh`] with the
+//!   megaflow's [`Normal::learning_source`] (OVS does this through its xlate
+//!   cache when it pushes megaflow statistics; `mgmt::ofproto` does it when a
+//!   megaflow's counters move).
 //! * A unicast output to a learned port is dropped when that port no longer
 //!   carries the VLAN (OVS flushes a port's entries when its mode changes, as
 //!   [`Normal::set_port`] does, so this only guards against misuse).
@@ -372,6 +374,18 @@ pub struct MacEntry {
     pub port: u32,
     /// When it was last seen (the caller's milliseconds).
     pub used_ms: u64,
+}
+
+/// What a frame teaches the MAC table: (VLAN, MAC) seen on a port (see
+/// [`Normal::learning_source`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MacSource {
+    /// The frame's VLAN (after the input port's mode).
+    pub vlan: u16,
+    /// The source MAC (unicast).
+    pub mac: [u8; 6],
+    /// The input port.
+    pub port: u32,
 }
 
 /// What [`MacTable::learn`] did.
@@ -765,6 +779,79 @@ impl Normal {
         &mut self.macs
     }
 
+    /// What `NORMAL` learns from `flow` on a bridge with `ports`: the VLAN, the
+    /// source MAC and the input port, or `None` when the decision drops the
+    /// frame before learning (no such input port, partial tag, a VID the port
+    /// refuses, reserved destination) or the source is a group address.
+    ///
+    /// The slow path keeps it with each megaflow that ran `NORMAL` and learns it
+    /// again ([`Normal::refresh`]) whenever that megaflow forwards packets, as OVS
+    /// does from its xlate cache (`XC_NORMAL`): frames the datapath forwards
+    /// never reach the slow path, yet must keep their source's entry alive.
+    pub fn learning_source(&self, flow: &FlowKey, ports: &[u32]) -> Option<MacSource> {
+        let mut scratch = FlowKey::default();
+        let (port, vlan, _) = self.admit(flow, &mut scratch, ports).ok()?;
+        (!is_multicast(&flow.dl_src)).then_some(MacSource {
+            vlan,
+            mac: flow.dl_src,
+            port,
+        })
+    }
+
+    /// Learns `src` again at `now_ms` (see [`Normal::learning_source`]); nothing
+    /// happens when its port no longer carries its VLAN (the port's mode changed
+    /// since `src` was computed).
+    pub fn refresh(&mut self, src: &MacSource, now_ms: u64) -> Learned {
+        if !self.port_mode(src.port).carries(src.vlan) {
+            return Learned::Ignored;
+        }
+        self.macs.learn(src.vlan, src.mac, src.port, now_ms)
+    }
+
+    /// Steps 1 to 4 of the decision (see the module docs): the input port, the
+    /// frame's VLAN and its PCP bits, or why the frame is dropped. Marks in `wc`
+    /// the bits read.
+    fn admit(
+        &self,
+        flow: &FlowKey,
+        wc: &mut FlowKey,
+        ports: &[u32],
+    ) -> Result<(u32, u16, u16), NormalNote> {
+        wc.dl_src = [0xff; 6];
+        wc.dl_dst = [0xff; 6];
+        wc.vlan_tci[0] |= VLAN_VID_MASK | VLAN_CFI;
+
+        let in_port = flow.in_port;
+        if in_port != OFPP_LOCAL && !ports.contains(&in_port) {
+            return Err(NormalNote::Warn("no input bundle, dropping"));
+        }
+        let tci = flow.vlan_tci[0];
+        let tagged = tci & VLAN_CFI != 0;
+        if !tagged && matches!(flow.dl_type, ETH_TYPE_VLAN_8021Q | ETH_TYPE_VLAN_8021AD) {
+            return Err(NormalNote::Warn("partial VLAN tag, dropping"));
+        }
+        let (vid, pcp) = if tagged {
+            (tci & VLAN_VID_MASK, tci & VLAN_PCP_MASK)
+        } else {
+            (0, 0)
+        };
+        if vid == 0 {
+            // VLAN 0 leaves trunks tagged only when its PCP is not 0.
+            wc.vlan_tci[0] |= VLAN_PCP_MASK;
+        }
+        let Some(vlan) = self.port_mode(in_port).input_vlan(vid) else {
+            return Err(NormalNote::Warn(
+                "disallowed VLAN VID for this input port, dropping",
+            ));
+        };
+        if !self.forward_bpdu && is_reserved_mac(&flow.dl_dst) {
+            return Err(NormalNote::Detail(
+                "packet has reserved destination MAC, dropping",
+            ));
+        }
+        Ok((in_port, vlan, pcp))
+    }
+
     /// The hook for a packet's translation (an upcall): learns the source MAC at
     /// `now_ms`, then decides.
     pub fn hook(&mut self, now_ms: u64) -> NormalXlate<'_> {
@@ -811,39 +898,10 @@ fn drop_with(note: NormalNote) -> NormalDecision {
 
 impl NormalHook for NormalXlate<'_> {
     fn normal(&mut self, flow: &FlowKey, wc: &mut FlowKey, ports: &[u32]) -> NormalDecision {
-        wc.dl_src = [0xff; 6];
-        wc.dl_dst = [0xff; 6];
-        wc.vlan_tci[0] |= VLAN_VID_MASK | VLAN_CFI;
-
-        let in_port = flow.in_port;
-        if in_port != OFPP_LOCAL && !ports.contains(&in_port) {
-            return drop_with(NormalNote::Warn("no input bundle, dropping"));
-        }
-        let tci = flow.vlan_tci[0];
-        let tagged = tci & VLAN_CFI != 0;
-        if !tagged && matches!(flow.dl_type, ETH_TYPE_VLAN_8021Q | ETH_TYPE_VLAN_8021AD) {
-            return drop_with(NormalNote::Warn("partial VLAN tag, dropping"));
-        }
-        let (vid, pcp) = if tagged {
-            (tci & VLAN_VID_MASK, tci & VLAN_PCP_MASK)
-        } else {
-            (0, 0)
+        let (in_port, vlan, pcp) = match self.get().admit(flow, wc, ports) {
+            Ok(src) => src,
+            Err(note) => return drop_with(note),
         };
-        if vid == 0 {
-            // VLAN 0 leaves trunks tagged only when its PCP is not 0.
-            wc.vlan_tci[0] |= VLAN_PCP_MASK;
-        }
-        let Some(vlan) = self.get().port_mode(in_port).input_vlan(vid) else {
-            return drop_with(NormalNote::Warn(
-                "disallowed VLAN VID for this input port, dropping",
-            ));
-        };
-        if !self.get().forward_bpdu && is_reserved_mac(&flow.dl_dst) {
-            return drop_with(NormalNote::Detail(
-                "packet has reserved destination MAC, dropping",
-            ));
-        }
-
         if let NormalRef::Learning(n, now_ms) = &mut self.normal {
             n.macs.learn(vlan, flow.dl_src, in_port, *now_ms);
         }
@@ -1206,6 +1264,54 @@ mod tests {
             MacTable::new().format_fdb_show(0, name),
             " port  VLAN  MAC                Age\n"
         );
+    }
+
+    #[test]
+    fn learning_source_is_what_the_hook_learns() {
+        let mut n = Normal::new();
+        n.set_port(1, VlanMode::Access { tag: 10 }).unwrap();
+        let mut k = FlowKey {
+            in_port: 1,
+            dl_src: A,
+            dl_dst: [0xff; 6],
+            dl_type: 0x0800,
+            ..FlowKey::default()
+        };
+        let src = n.learning_source(&k, &[1, 2]).unwrap();
+        assert_eq!(
+            src,
+            MacSource {
+                vlan: 10,
+                mac: A,
+                port: 1
+            }
+        );
+        let mut wc = FlowKey::default();
+        n.hook(5_000).normal(&k, &mut wc, &[1, 2]);
+        assert_eq!(n.macs().get(10, &A).map(|e| e.port), Some(1));
+        // Refreshing moves the entry's age, not the generation.
+        let g = n.macs().generation();
+        assert_eq!(n.refresh(&src, 9_000), Learned::Refreshed);
+        assert_eq!(n.macs().get(10, &A).map(|e| e.used_ms), Some(9_000));
+        assert_eq!(n.macs().generation(), g);
+        // A flushed entry comes back.
+        n.macs_mut().flush();
+        assert_eq!(n.refresh(&src, 9_500), Learned::New);
+        // Not once the port no longer carries the VLAN.
+        n.set_port(1, VlanMode::Access { tag: 20 }).unwrap();
+        assert_eq!(n.refresh(&src, 10_000), Learned::Ignored);
+        assert!(n.macs().is_empty());
+
+        // Frames NORMAL drops before learning teach nothing.
+        assert_eq!(n.learning_source(&k, &[2]), None, "no input bundle");
+        k.vlan_tci[0] = VLAN_CFI | 30;
+        assert_eq!(n.learning_source(&k, &[1, 2]), None, "VID refused");
+        k.vlan_tci[0] = 0;
+        k.dl_dst = [0x01, 0x80, 0xc2, 0, 0, 0];
+        assert_eq!(n.learning_source(&k, &[1, 2]), None, "reserved");
+        k.dl_dst = B;
+        k.dl_src = [0xff; 6];
+        assert_eq!(n.learning_source(&k, &[1, 2]), None, "group source");
     }
 
     #[test]
