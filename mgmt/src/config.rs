@@ -994,7 +994,8 @@ impl Config {
                 }
             }
 
-            // Flows: each must parse, and the whole list must go into the tables.
+            // Flows: each must parse, and the whole list must go into the tables
+            // as the bridge starts them (with the default flow).
             let portmap = bridge.portmap();
             let mut fms = Vec::with_capacity(bridge.flows.len());
             for (fi, text) in bridge.flows.iter().enumerate() {
@@ -1008,7 +1009,10 @@ impl Config {
                     }
                 }
             }
-            if let Err(e) = Tables::new().add_flows(fms, 0) {
+            let mut tables = Tables::new();
+            // A catch-all with a valid action: `add` refuses nothing there.
+            let _ = tables.add(crate::ofproto::default_flow(), 0);
+            if let Err(e) = tables.add_flows(fms, 0) {
                 return Err(ConfigError::invalid(
                     format!("bridge[{bi}].flows[{}]", e.index),
                     e.error.to_string(),
@@ -1603,6 +1607,16 @@ name = "br0"
         assert_eq!(
             err(&port("tag = -1")),
             "bridge[0].port[0].tag: invalid value: integer `-1`, expected u16 (line 6)"
+        );
+        // Flows are checked against the tables the bridge starts with: the
+        // default priority=0 NORMAL flow is there.
+        let overlap = "[[bridge]]\nname = \"br0\"\n\
+                       flows = [\"priority=0,check_overlap,in_port=p0 actions=drop\"]\n\
+                       [[bridge.port]]\nname = \"p0\"\n\
+                       options = { dpdk-devargs = \"net_null0\" }\n";
+        assert_eq!(
+            err(overlap),
+            "bridge[0].flows[0]: check_overlap: overlaps an existing rule of priority 0 in table 0"
         );
         let bridge = |body: &str| format!("[[bridge]]\nname = \"br0\"\n{body}\n");
         Config::from_toml_str(&bridge("mac_aging_time = 15\nmac_table_size = 1000000"))

@@ -103,6 +103,15 @@ pub struct BridgePort {
 /// default `standalone` fail mode, with no controller): a plain learning switch.
 pub const DEFAULT_FLOW: &str = "priority=0 actions=NORMAL";
 
+/// [`DEFAULT_FLOW`] as a flow mod.
+pub fn default_flow() -> FlowMod {
+    FlowMod {
+        priority: 0,
+        actions: vec![Action::Normal],
+        ..FlowMod::default()
+    }
+}
+
 /// One bridge: its ports, OpenFlow tables and learning switch.
 pub struct Bridge {
     pub name: String,
@@ -124,14 +133,9 @@ impl Bridge {
             portmap.insert(p.name.clone(), p.ofport);
         }
         let mut tables = Tables::new();
-        let default_flow = FlowMod {
-            priority: 0,
-            actions: vec![Action::Normal],
-            ..FlowMod::default()
-        };
         // A catch-all match with a valid action: nothing for `add` to refuse
         // (`default_flow_is_priority_0_normal` checks it).
-        let _ = tables.add(default_flow, 0);
+        let _ = tables.add(default_flow(), 0);
         Bridge {
             name: name.to_string(),
             ports,
