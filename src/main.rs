@@ -73,7 +73,8 @@ enum OfctlCmd {
         ports: String,
     },
     /// Trace flow keys through the flows of a sandbox bridge, in order (a rule
-    /// learned by one key applies to the next), like ovs-appctl ofproto/trace; each
+    /// learned by one key applies to the next, as does a MAC NORMAL learned), like
+    /// ovs-appctl ofproto/trace; each
     /// trace ends with `Datapath actions: ...`.
     Trace {
         /// The flows (ovs-ofctl add-flows syntax or dump-flows output).
