@@ -147,7 +147,9 @@ impl Bridge {
     }
 
     /// Sets the VLAN mode of the port named `port` (OVS `tag`, `trunks`,
-    /// `vlan_mode`); its learned MACs are forgotten when the mode changes.
+    /// `vlan_mode`); its learned MACs are forgotten when the mode changes. Meant
+    /// for a bridge being built: the slow path has no runtime port
+    /// reconfiguration yet, which would have to revalidate every megaflow.
     pub fn set_vlan_mode(&mut self, port: &str, mode: VlanMode) -> Result<(), String> {
         let ofport = self
             .portmap
