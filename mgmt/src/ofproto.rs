@@ -24,7 +24,7 @@
 //!   reached `NORMAL` are revalidated: a flood becomes a unicast once the
 //!   destination is learned, a unicast follows a moved MAC and floods again once
 //!   it ages out. Upcalls handled in one batch are revalidated together at its
-//!   end ([`Ofproto::finish_upcalls`]), before the slow path's lock is released;
+//!   end ([`Ofproto::revalidate_pending`]), before the slow path's lock is released;
 //! - the MAC table ages ([`MacTable::expire`]) in [`Ofproto::run_periodic`];
 //! - a megaflow whose counters moved since the last period learns its source MAC
 //!   again (the [`MacSource`] its translation recorded, OVS's `XC_NORMAL` xlate
