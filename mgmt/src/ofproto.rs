@@ -718,6 +718,34 @@ impl<D: DpControl> Ofproto<D> {
             .format_fdb_show(self.now_ms(), Bridge::fdb_port_name))
     }
 
+    /// `fdb-show BR --json`: `[{"port": 1, "port_name": "1", "vlan": 0, "mac":
+    /// "02:aa:00:00:00:01", "age": 3}, ...]`, in `fdb-show`'s order (`port_name`
+    /// as `fdb-show` prints the port, e.g. `LOCAL`).
+    pub fn fdb_show_json(&self, bridge: &str) -> Result<String, String> {
+        let bi = self.bridge_index(bridge)?;
+        let b = self.bridges.get(bi).ok_or("no such bridge")?;
+        let now = self.now_ms();
+        let rows: Vec<serde_json::Value> = b
+            .normal
+            .macs()
+            .entries()
+            .map(|e| {
+                let m = e.mac;
+                serde_json::json!({
+                    "port": e.port,
+                    "port_name": Bridge::fdb_port_name(e.port),
+                    "vlan": e.vlan,
+                    "mac": format!(
+                        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                        m[0], m[1], m[2], m[3], m[4], m[5]
+                    ),
+                    "age": now.saturating_sub(e.used_ms) / 1000,
+                })
+            })
+            .collect();
+        Ok(serde_json::Value::Array(rows).to_string())
+    }
+
     /// `fdb-flush [BR]`: forgets every learned MAC of `bridge`, or of every
     /// bridge (OVS `fdb/flush`); the `NORMAL` megaflows are revalidated (they
     /// flood until the MACs are learned again) before it returns.

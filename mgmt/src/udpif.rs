@@ -185,6 +185,7 @@ fn handle<D: DpControl>(o: &SharedOfproto<D>, req: &Request) -> Option<Response>
             _ => usage("dump-dp-flows"),
         },
         "fdb-show" => match args.as_slice() {
+            [br] if req.json => result(lock(o).fdb_show_json(br)),
             [br] => result(lock(o).fdb_show(br)),
             _ => usage("fdb-show BRIDGE"),
         },
@@ -252,6 +253,22 @@ mod tests {
         assert_eq!(
             show.output,
             " port  VLAN  MAC                Age\n    2     0  00:00:00:00:00:0a    0\n"
+        );
+        let req = Request {
+            cmd: "fdb-show".into(),
+            args: vec!["br0".into()],
+            json: true,
+        };
+        let json = handle(&o, &req).expect("fdb-show");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&json.output).unwrap(),
+            serde_json::json!([{
+                "port": 2,
+                "port_name": "2",
+                "vlan": 0,
+                "mac": "00:00:00:00:00:0a",
+                "age": 0,
+            }])
         );
         let flush = run(&o, "fdb-flush", &[]);
         assert_eq!(flush.output, "table successfully flushed\n");
