@@ -37,6 +37,7 @@ pub fn config(pcap_path: &Path) -> Config {
         options: [("dpdk-devargs".to_string(), devargs)]
             .into_iter()
             .collect(),
+        ..PortConfig::default()
     };
     let mut cfg = Config::default();
     cfg.dpdk.file_prefix = "ferroswitch-demo".into();
@@ -53,6 +54,7 @@ pub fn config(pcap_path: &Path) -> Config {
         ],
         forwards: Vec::new(),
         flows: vec!["in_port=demo-src,actions=output:demo-sink".into()],
+        ..BridgeConfig::default()
     });
     cfg
 }

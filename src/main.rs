@@ -44,7 +44,8 @@ enum Cmd {
     /// Commands: show, port-stats [PORT], pmd-stats-show, pmd-stats-clear,
     /// add-flow BRIDGE FLOW, add-flows BRIDGE FILE (all or nothing; - for stdin),
     /// del-flows BRIDGE [FLOW] [--strict], dump-flows BRIDGE [FLOW] [--names],
-    /// ofproto-trace BRIDGE FLOW, dump-dp-flows, version, help.
+    /// ofproto-trace BRIDGE FLOW, dump-dp-flows, fdb-show BRIDGE (the learned MACs,
+    /// as ovs-appctl fdb/show), fdb-flush [BRIDGE], version, help.
     Ctl {
         /// Control socket (default: $FERROSWITCH_CTL or /var/run/ferroswitch/ferroswitch.ctl).
         #[arg(long, short)]
@@ -72,7 +73,8 @@ enum OfctlCmd {
         ports: String,
     },
     /// Trace flow keys through the flows of a sandbox bridge, in order (a rule
-    /// learned by one key applies to the next), like ovs-appctl ofproto/trace; each
+    /// learned by one key applies to the next, as does a MAC NORMAL learned), like
+    /// ovs-appctl ofproto/trace; each
     /// trace ends with `Datapath actions: ...`.
     Trace {
         /// The flows (ovs-ofctl add-flows syntax or dump-flows output).

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use mgmt::ofproto::parse_key;
 use pipeline::ofproto::action::Action;
 use pipeline::ofproto::field::Field;
+use pipeline::ofproto::normal::Normal;
 use pipeline::ofproto::rule::FlowMod;
 use pipeline::ofproto::syntax::{format_flow, parse_flows, FormatOptions, PortMap};
 use pipeline::ofproto::table::Tables;
@@ -59,7 +60,8 @@ fn ports_in(fms: &[FlowMod]) -> BTreeSet<u32> {
 }
 
 /// Loads the flows on a sandbox bridge and traces each key in order, learning on
-/// the way (a rule learned by one key applies to the next); prints each trace as
+/// the way (a rule learned by one key applies to the next, and so does a MAC that
+/// `NORMAL` learned: every port a trunk of all VLANs, no aging); prints each trace as
 /// `ovs-appctl ofproto/trace` does, its last line `Datapath actions: ...`.
 pub fn trace(flows_text: &str, ports: &PortMap, keys: &[String]) -> Result<String, String> {
     let fms = parse_flows(flows_text, ports).map_err(|e| e.to_string())?;
@@ -69,6 +71,7 @@ pub fn trace(flows_text: &str, ports: &PortMap, keys: &[String]) -> Result<Strin
     }
     let mut tables = Tables::new();
     tables.add_flows(fms, 0).map_err(|e| e.to_string())?;
+    let mut normal = Normal::new();
     let port_list: Vec<u32> = bridge_ports.into_iter().collect();
     let mut out = String::new();
     for (i, k) in keys.iter().enumerate() {
@@ -79,7 +82,7 @@ pub fn trace(flows_text: &str, ports: &PortMap, keys: &[String]) -> Result<Strin
             &port_list,
             XlateOptions {
                 trace: true,
-                normal: None,
+                normal: Some(&mut normal.hook(0)),
             },
             0,
         );
@@ -131,6 +134,30 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("learned rule added"), "{out}");
+    }
+
+    #[test]
+    fn trace_learns_macs_through_normal() {
+        let ports = parse_ports("a=1,b=2,c=3").unwrap();
+        let keys = vec![
+            "in_port=a,dl_src=00:00:00:00:00:0a,dl_dst=00:00:00:00:00:0b".to_string(),
+            "in_port=b,dl_src=00:00:00:00:00:0b,dl_dst=00:00:00:00:00:0a".to_string(),
+            "in_port=a,dl_src=00:00:00:00:00:0a,dl_dst=00:00:00:00:00:0b".to_string(),
+        ];
+        let out = trace("priority=0 actions=NORMAL\n", &ports, &keys).unwrap();
+        let finals: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("Datapath actions:"))
+            .collect();
+        assert_eq!(
+            finals,
+            [
+                "Datapath actions: 2,3",
+                "Datapath actions: 1",
+                "Datapath actions: 2"
+            ],
+            "{out}"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 use dpdk_ffi::Mbuf;
 use mgmt::config::Config;
-use mgmt::ofproto::{Bridge, BridgePort, DpControl};
+use mgmt::ofproto::{Bridge, DpControl};
 use pipeline::actions::DpAction;
 use pipeline::flow_cache::FlowStats;
 use pipeline::FlowKey;
@@ -72,42 +72,9 @@ impl DpControl for PmdControl {
 const BARRIER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The bridges of the config with their ports numbered as the datapath numbers
-/// them (bridge order, then port order) and their configured flows added.
+/// them (bridge order, then port order), their VLAN modes and MAC table settings,
+/// and their flows: `priority=0 actions=NORMAL`, then the configured ones
+/// ([`mgmt::ofproto::bridges_from_config`]).
 pub fn bridges(cfg: &Config) -> Result<Vec<Bridge>, String> {
-    let mut odp = 0usize;
-    let mut out = Vec::new();
-    for b in &cfg.bridges {
-        let ofports = b.ofports();
-        let ports = b
-            .ports
-            .iter()
-            .map(|p| {
-                let ofport = ofports
-                    .iter()
-                    .find(|(n, _)| *n == p.name)
-                    .map_or(0, |&(_, o)| o);
-                let bp = BridgePort {
-                    name: p.name.clone(),
-                    ofport,
-                    odp,
-                };
-                odp += 1;
-                bp
-            })
-            .collect();
-        let mut bridge = Bridge::new(&b.name, ports);
-        let mut fms = Vec::new();
-        for text in &b.flows {
-            fms.push(
-                pipeline::ofproto::syntax::parse_flow(text, &bridge.portmap)
-                    .map_err(|e| format!("bridge {:?}: {e}", b.name))?,
-            );
-        }
-        bridge
-            .tables
-            .add_flows(fms, 0)
-            .map_err(|e| format!("bridge {:?}: {e}", b.name))?;
-        out.push(bridge);
-    }
-    Ok(out)
+    mgmt::ofproto::bridges_from_config(cfg)
 }

@@ -38,12 +38,20 @@
 //!
 //! [[bridge]]
 //! name = "br0"
+//! flows = ["priority=10,in_port=dpdk0 actions=output:dpdk1"]  # on top of
+//!                                # "priority=0 actions=NORMAL", which every bridge
+//!                                # starts with (a priority=0 catch-all replaces it)
+//! mac_aging_time = 300           # seconds, 15..=3600 (OVS other_config:mac-aging-time)
+//! mac_table_size = 8192          # 10..=1000000 (OVS other_config:mac-table-size)
 //!   [[bridge.port]]
 //!   name = "dpdk0"
 //!   type = "dpdk"
 //!   ofport = 1                   # optional
 //!   n_rxq = 1                    # 1..=16
 //!   options = { dpdk-devargs = "net_pcap0,rx_pcap=/tmp/in.pcap" }
+//!   tag = 10                     # NORMAL's VLANs, as OVS's Port table: an access
+//!   trunks = [10, 20]            # port of VLAN 10, or a trunk of these VLANs
+//!   vlan_mode = "access"         # access, trunk, native-tagged, native-untagged
 //!   [[bridge.forward]]
 //!   in_port = "dpdk0"
 //!   output = "dpdk1"
@@ -54,6 +62,9 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use pipeline::ofproto::normal::{
+    VlanError, VlanMode, VlanSet, MAC_MAX_AGING_SECS, MAC_MAX_MAX, MAC_MIN_AGING_SECS, MAC_MIN_MAX,
+};
 use pipeline::ofproto::syntax::{parse_flow, PortMap};
 use pipeline::ofproto::table::Tables;
 use serde::{Deserialize, Serialize};
@@ -322,8 +333,16 @@ pub struct BridgeConfig {
     #[serde(rename = "forward")]
     pub forwards: Vec<ForwardConfig>,
     /// OpenFlow flows in `ovs-ofctl add-flow` syntax, added at start (all or
-    /// nothing). Port names may stand for OpenFlow port numbers.
+    /// nothing) on top of the flow every bridge starts with, `priority=0
+    /// actions=NORMAL` (a flow with the same match and priority replaces it, e.g.
+    /// `priority=0 actions=drop`). Port names may stand for OpenFlow port numbers.
     pub flows: Vec<String>,
+    /// Seconds a learned MAC stays without frames from it, 15..=3600; default
+    /// 300 (OVS `other_config:mac-aging-time`).
+    pub mac_aging_time: Option<u32>,
+    /// Most learned MACs, 10..=1000000; default 8192 (OVS
+    /// `other_config:mac-table-size`).
+    pub mac_table_size: Option<usize>,
 }
 
 impl BridgeConfig {
@@ -348,6 +367,14 @@ pub struct PortConfig {
     pub n_rxq: u16,
     /// Type-specific options, e.g. `dpdk-devargs`.
     pub options: BTreeMap<String, String>,
+    /// The port's VLAN for `NORMAL` (OVS `tag`): without `vlan_mode`, makes an
+    /// access port of that VLAN.
+    pub tag: Option<u16>,
+    /// The VLANs a trunk carries (OVS `trunks`); empty or absent: all.
+    pub trunks: Vec<u16>,
+    /// OVS `vlan_mode`: `access`, `trunk`, `native-tagged` or
+    /// `native-untagged`; default: `access` with a `tag`, else `trunk`.
+    pub vlan_mode: Option<String>,
 }
 
 impl Default for PortConfig {
@@ -358,6 +385,9 @@ impl Default for PortConfig {
             ofport: None,
             n_rxq: 1,
             options: BTreeMap::new(),
+            tag: None,
+            trunks: Vec::new(),
+            vlan_mode: None,
         }
     }
 }
@@ -366,6 +396,23 @@ impl PortConfig {
     /// `options.dpdk-devargs`, if set.
     pub fn devargs(&self) -> Option<&str> {
         self.options.get("dpdk-devargs").map(String::as_str)
+    }
+
+    /// The port's VLAN mode from `tag`, `trunks` and `vlan_mode`, as OVS derives
+    /// it ([`VlanMode::from_ovs`]). The error names the field and the reason.
+    pub fn vlan_mode(&self) -> Result<VlanMode, String> {
+        let mut trunks = VlanSet::new();
+        for (i, &vid) in self.trunks.iter().enumerate() {
+            trunks
+                .insert(vid)
+                .map_err(|e| format!("trunks[{i}]: {e}"))?;
+        }
+        VlanMode::from_ovs(self.vlan_mode.as_deref(), self.tag, Some(trunks)).map_err(|e| match e {
+            VlanError::BadVid(_) => format!("tag: {e}"),
+            VlanError::UnknownMode(m) => format!(
+                "vlan_mode: {m:?} is not one of access, trunk, native-tagged, native-untagged"
+            ),
+        })
     }
 }
 
@@ -892,6 +939,26 @@ impl Config {
                     ));
                 }
                 devices.insert(device, &port.name);
+                port.vlan_mode().map_err(|r| ConfigError::invalid(&at, r))?;
+            }
+            for (field, value, range) in [
+                (
+                    "mac_aging_time",
+                    bridge.mac_aging_time.map(|v| v as usize),
+                    (MAC_MIN_AGING_SECS as usize, MAC_MAX_AGING_SECS as usize),
+                ),
+                (
+                    "mac_table_size",
+                    bridge.mac_table_size,
+                    (MAC_MIN_MAX, MAC_MAX_MAX),
+                ),
+            ] {
+                if let Some(v) = value.filter(|v| !(range.0..=range.1).contains(v)) {
+                    return Err(ConfigError::invalid(
+                        format!("bridge[{bi}].{field}"),
+                        format!("{v} out of range ({}..={})", range.0, range.1),
+                    ));
+                }
             }
 
             let names: BTreeSet<&str> = bridge.ports.iter().map(|p| p.name.as_str()).collect();
@@ -932,7 +999,8 @@ impl Config {
                 }
             }
 
-            // Flows: each must parse, and the whole list must go into the tables.
+            // Flows: each must parse, and the whole list must go into the tables
+            // as the bridge starts them (with the default flow).
             let portmap = bridge.portmap();
             let mut fms = Vec::with_capacity(bridge.flows.len());
             for (fi, text) in bridge.flows.iter().enumerate() {
@@ -946,7 +1014,10 @@ impl Config {
                     }
                 }
             }
-            if let Err(e) = Tables::new().add_flows(fms, 0) {
+            let mut tables = Tables::new();
+            // A catch-all with a valid action: `add` refuses nothing there.
+            let _ = tables.add(crate::ofproto::default_flow(), 0);
+            if let Err(e) = tables.add_flows(fms, 0) {
                 return Err(ConfigError::invalid(
                     format!("bridge[{bi}].flows[{}]", e.index),
                     e.error.to_string(),
@@ -1286,7 +1357,7 @@ name = "br0"
         );
         assert_eq!(
             err(&with_port("name = \"p0\"\nn_rxqs = 2")),
-            "bridge[0].port[0].n_rxqs: unknown field `n_rxqs`, expected one of `name`, `type`, `ofport`, `n_rxq`, `options` (line 5)"
+            "bridge[0].port[0].n_rxqs: unknown field `n_rxqs`, expected one of `name`, `type`, `ofport`, `n_rxq`, `options`, `tag`, `trunks`, `vlan_mode` (line 5)"
         );
         assert_eq!(
             err("[pmd]\nburst = \"big\"\n"),
@@ -1495,6 +1566,79 @@ name = "br0"
         assert_eq!(
             err(text),
             "bridge[0].port[1] \"p1\": ofport: 5 already requested by port \"p0\""
+        );
+    }
+
+    #[test]
+    fn vlan_and_mac_table_fields() {
+        let port = |body: &str| {
+            with_port(&format!(
+                "name = \"p0\"\noptions = {{ dpdk-devargs = \"net_null0\" }}\n{body}"
+            ))
+        };
+        let ok = Config::from_toml_str(&port(
+            "tag = 10\ntrunks = [20, 30]\nvlan_mode = \"native-untagged\"",
+        ))
+        .unwrap();
+        ok.validate(&HOST).unwrap();
+        assert_eq!(
+            ok.bridges[0].ports[0].vlan_mode(),
+            Ok(VlanMode::NativeUntagged {
+                tag: 10,
+                trunks: Some(VlanSet::from_vids([20, 30]).unwrap())
+            })
+        );
+        let access = Config::from_toml_str(&port("tag = 10")).unwrap();
+        assert_eq!(
+            access.bridges[0].ports[0].vlan_mode(),
+            Ok(VlanMode::Access { tag: 10 })
+        );
+        assert_eq!(
+            PortConfig::default().vlan_mode(),
+            Ok(VlanMode::Trunk { trunks: None })
+        );
+        assert_eq!(
+            err(&port("tag = 4096")),
+            "bridge[0].port[0] \"p0\": tag: VLAN ID 4096 is out of range (0 to 4095)"
+        );
+        assert_eq!(
+            err(&port("trunks = [1, 5000]")),
+            "bridge[0].port[0] \"p0\": trunks[1]: VLAN ID 5000 is out of range (0 to 4095)"
+        );
+        assert_eq!(
+            err(&port("vlan_mode = \"dot1q-tunnel\"")),
+            "bridge[0].port[0] \"p0\": vlan_mode: \"dot1q-tunnel\" is not one of access, trunk, native-tagged, native-untagged"
+        );
+        assert_eq!(
+            err(&port("tag = -1")),
+            "bridge[0].port[0].tag: invalid value: integer `-1`, expected u16 (line 6)"
+        );
+        // Flows are checked against the tables the bridge starts with: the
+        // default priority=0 NORMAL flow is there.
+        let overlap = "[[bridge]]\nname = \"br0\"\n\
+                       flows = [\"priority=0,check_overlap,in_port=p0 actions=drop\"]\n\
+                       [[bridge.port]]\nname = \"p0\"\n\
+                       options = { dpdk-devargs = \"net_null0\" }\n";
+        assert_eq!(
+            err(overlap),
+            "bridge[0].flows[0]: check_overlap: overlaps an existing rule of priority 0 in table 0"
+        );
+        let bridge = |body: &str| format!("[[bridge]]\nname = \"br0\"\n{body}\n");
+        Config::from_toml_str(&bridge("mac_aging_time = 15\nmac_table_size = 1000000"))
+            .unwrap()
+            .validate(&HOST)
+            .unwrap();
+        assert_eq!(
+            err(&bridge("mac_aging_time = 14")),
+            "bridge[0].mac_aging_time: 14 out of range (15..=3600)"
+        );
+        assert_eq!(
+            err(&bridge("mac_aging_time = 3601")),
+            "bridge[0].mac_aging_time: 3601 out of range (15..=3600)"
+        );
+        assert_eq!(
+            err(&bridge("mac_table_size = 9")),
+            "bridge[0].mac_table_size: 9 out of range (10..=1000000)"
         );
     }
 

@@ -25,7 +25,7 @@
 //! [`MAX_CONNECTIONS`]), so a client that never sends a newline cannot block
 //! others. All of them end within ~100 ms of `stop`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs::{self, DirBuilder, Permissions};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -639,6 +639,9 @@ fn show(view: &dyn DatapathView, topo: &Config, json: bool) -> Response {
                             "ofport": ofports.get(&p.name),
                             "n_rxq": p.n_rxq,
                             "options": p.options,
+                            "tag": p.tag,
+                            "trunks": p.trunks,
+                            "vlan_mode": p.vlan_mode,
                             "link_up": link(&p.name),
                         })
                     })
@@ -682,6 +685,16 @@ fn show(view: &dyn DatapathView, topo: &Config, json: bool) -> Response {
         for p in ports {
             let name = ovsdb_string(&p.name);
             let _ = writeln!(out, "        Port {name}");
+            // ovs-vsctl show prints the Port's tag and trunks (a set: sorted,
+            // bracketed) when set.
+            if let Some(tag) = p.tag {
+                let _ = writeln!(out, "            tag: {tag}");
+            }
+            if !p.trunks.is_empty() {
+                let trunks: BTreeSet<u16> = p.trunks.iter().copied().collect();
+                let trunks: Vec<String> = trunks.iter().map(u16::to_string).collect();
+                let _ = writeln!(out, "            trunks: [{}]", trunks.join(", "));
+            }
             let _ = writeln!(out, "            Interface {name}");
             let _ = writeln!(out, "                type: {}", ovsdb_string(&p.port_type));
             if !p.options.is_empty() {
@@ -1003,6 +1016,45 @@ name = "br0"
         let id = system_id();
         assert_eq!(id.len(), 36);
         assert_eq!(id.matches('-').count(), 4);
+    }
+
+    #[test]
+    fn show_prints_port_tag_and_trunks_as_ovs_vsctl() {
+        let mut t = topo();
+        for p in &mut t.bridges[0].ports {
+            match p.name.as_str() {
+                "dpdk0" => p.tag = Some(10),
+                _ => {
+                    p.trunks = vec![30, 20, 30];
+                    p.vlan_mode = Some("native-untagged".into());
+                }
+            }
+        }
+        let r = handle(&Request::new("show", vec![]), &view(), &t);
+        assert!(
+            r.output
+                .contains("        Port dpdk0\n            tag: 10\n            Interface dpdk0\n"),
+            "{}",
+            r.output
+        );
+        assert!(
+            r.output.contains(
+                "        Port dpdk1\n            trunks: [20, 30]\n            Interface dpdk1\n"
+            ),
+            "{}",
+            r.output
+        );
+        let req = Request {
+            cmd: "show".into(),
+            args: vec![],
+            json: true,
+        };
+        let v: serde_json::Value = serde_json::from_str(&handle(&req, &view(), &t).output).unwrap();
+        let ports = v["bridges"][0]["ports"].as_array().unwrap();
+        let dpdk1 = ports.iter().find(|p| p["name"] == "dpdk1").unwrap();
+        assert_eq!(dpdk1["trunks"], serde_json::json!([30, 20, 30]));
+        assert_eq!(dpdk1["vlan_mode"], "native-untagged");
+        assert_eq!(dpdk1["tag"], serde_json::Value::Null);
     }
 
     #[test]

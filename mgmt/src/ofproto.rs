@@ -15,6 +15,28 @@
 //! - megaflows idle for `idle_ms` are removed, and beyond `flow_limit` the least
 //!   recently active go first.
 //!
+//! `NORMAL` (OVS's learning switch) is each bridge's [`Normal`]: an upcall's
+//! translation learns its source MAC ([`Normal::hook`]); revalidation and traces
+//! decide without learning ([`Normal::trace_hook`]). Its decisions depend on the
+//! MAC table, which megaflow keys do not show, so as in OVS:
+//! - whenever a bridge's [`MacTable::generation`] moves (a MAC learned, moved,
+//!   aged out, evicted or flushed), the megaflows of that bridge whose translation
+//!   reached `NORMAL` are revalidated: a flood becomes a unicast once the
+//!   destination is learned, a unicast follows a moved MAC and floods again once
+//!   it ages out. Upcalls handled in one batch are revalidated together at its
+//!   end ([`Ofproto::revalidate_pending`]), before the slow path's lock is released;
+//! - the MAC table ages ([`MacTable::expire`]) in [`Ofproto::run_periodic`];
+//! - a megaflow whose counters moved since the last period learns its source MAC
+//!   again (the [`MacSource`] its translation recorded, OVS's `XC_NORMAL` xlate
+//!   cache entry), so hosts whose frames the datapath forwards without upcalls
+//!   stay in the table, and a host that comes back to a port whose megaflow still
+//!   exists is moved back. When one MAC is active on several ports in a period,
+//!   the megaflow used last (the PMD's timestamp) wins.
+//!
+//! A new bridge holds OVS's default flow, `priority=0 actions=NORMAL`
+//! ([`DEFAULT_FLOW`]); flows added with the same match and priority replace it
+//! and `del-flows` removes it, as in OVS.
+//!
 //! The datapath is reached through [`DpControl`], generic over the packet type, so
 //! this module runs without DPDK in tests. Datapath port numbers (`odp`) are the
 //! datapath's; OpenFlow port numbers are per bridge, as in OVS.
@@ -29,17 +51,22 @@ use std::time::Instant;
 
 use pipeline::actions::{format_dp_actions, DpAction};
 use pipeline::flow_cache::FlowStats;
+use pipeline::ofproto::action::{Action, RESERVED_PORT_NAMES};
 use pipeline::ofproto::flow_match::Match;
-use pipeline::ofproto::rule::OFP_DEFAULT_PRIORITY;
+use pipeline::ofproto::normal::{MacSource, MacTable, Normal, NormalXlate, VlanMode};
+use pipeline::ofproto::rule::{FlowMod, OFP_DEFAULT_PRIORITY};
 use pipeline::ofproto::syntax::{
     format_dump_line, format_match, parse_flow, parse_flow_filter, parse_flows, FilterMode,
     FormatOptions, PortMap,
 };
 use pipeline::ofproto::table::{LearnOutcome, RuleId, Tables};
 use pipeline::ofproto::xlate::{
-    format_trace_named, translate, translate_and_learn, Translation, XlateOptions,
+    format_trace_named, translate, translate_and_learn, NormalDecision, NormalHook, Translation,
+    XlateOptions,
 };
 use pipeline::FlowKey;
+
+use crate::config::{BridgeConfig, Config};
 
 /// What the slow path needs of the datapath.
 pub trait DpControl: Send {
@@ -72,26 +99,74 @@ pub struct BridgePort {
     pub odp: usize,
 }
 
-/// One bridge: its ports and OpenFlow tables.
+/// The flow OVS installs in a new bridge (`connmgr`'s fail-open flow in the
+/// default `standalone` fail mode, with no controller): a plain learning switch.
+pub const DEFAULT_FLOW: &str = "priority=0 actions=NORMAL";
+
+/// [`DEFAULT_FLOW`] as a flow mod.
+pub fn default_flow() -> FlowMod {
+    FlowMod {
+        priority: 0,
+        actions: vec![Action::Normal],
+        ..FlowMod::default()
+    }
+}
+
+/// One bridge: its ports, OpenFlow tables and learning switch.
 pub struct Bridge {
     pub name: String,
     pub ports: Vec<BridgePort>,
     pub tables: Tables,
     pub portmap: PortMap,
+    /// The learning switch behind `NORMAL`: port VLAN modes and the MAC table.
+    pub normal: Normal,
+    /// The MAC table generation the bridge's megaflows were last revalidated at.
+    mac_generation: u64,
 }
 
 impl Bridge {
+    /// A bridge with `ports` (all trunks of every VLAN), OVS's default MAC table
+    /// and its default flow ([`DEFAULT_FLOW`]) in table 0.
     pub fn new(name: &str, ports: Vec<BridgePort>) -> Bridge {
         let mut portmap = PortMap::new();
         for p in &ports {
             portmap.insert(p.name.clone(), p.ofport);
         }
+        let mut tables = Tables::new();
+        // A catch-all match with a valid action: nothing for `add` to refuse
+        // (`default_flow_is_priority_0_normal` checks it).
+        let _ = tables.add(default_flow(), 0);
         Bridge {
             name: name.to_string(),
             ports,
-            tables: Tables::new(),
+            tables,
             portmap,
+            normal: Normal::new(),
+            mac_generation: 0,
         }
+    }
+
+    /// Sets the VLAN mode of the port named `port` (OVS `tag`, `trunks`,
+    /// `vlan_mode`); its learned MACs are forgotten when the mode changes. Meant
+    /// for a bridge being built: the slow path has no runtime port
+    /// reconfiguration yet, which would have to revalidate every megaflow.
+    pub fn set_vlan_mode(&mut self, port: &str, mode: VlanMode) -> Result<(), String> {
+        let ofport = self
+            .portmap
+            .number(port)
+            .ok_or_else(|| format!("bridge {:?}: no port named {port:?}", self.name))?;
+        self.normal
+            .set_port(ofport, mode)
+            .map_err(|e| format!("port {port:?}: {e}"))
+    }
+
+    /// How `fdb-show` names a port: its OpenFlow number, or `LOCAL` (OVS prints
+    /// `ofputil_port_to_string` without a port map).
+    fn fdb_port_name(port: u32) -> String {
+        RESERVED_PORT_NAMES
+            .iter()
+            .find(|(n, _)| *n == port)
+            .map_or_else(|| port.to_string(), |(_, name)| (*name).to_string())
     }
 
     fn ofports(&self) -> Vec<u32> {
@@ -133,6 +208,10 @@ struct UFlow {
     key: FlowKey,
     actions: Vec<DpAction>,
     rules: Vec<RuleId>,
+    /// Its translation reached `NORMAL`: it depends on the MAC table.
+    normal: bool,
+    /// What `NORMAL` learned from it, learned again while it is used.
+    mac_sources: Vec<MacSource>,
     stats: Arc<FlowStats>,
     seen_packets: u64,
     seen_bytes: u64,
@@ -242,10 +321,6 @@ impl UFlowMap {
         f
     }
 
-    fn keys(&self) -> impl Iterator<Item = UFlowId> + '_ {
-        self.values().map(uflow_id)
-    }
-
     fn values(&self) -> impl Iterator<Item = &UFlow> + '_ {
         self.slab.iter().flatten()
     }
@@ -269,6 +344,8 @@ pub struct OfprotoStats {
     pub megaflows_updated: u64,
     pub megaflows_removed: u64,
     pub revalidations: u64,
+    /// Revalidations of a bridge's `NORMAL` megaflows after its MAC table changed.
+    pub mac_revalidations: u64,
     pub xlate_errors: u64,
 }
 
@@ -280,6 +357,8 @@ pub struct Ofproto<D: DpControl> {
     dp: D,
     cfg: OfprotoConfig,
     start: Instant,
+    /// Added to the clock: OVS's `time/warp`, for tests of timeouts and aging.
+    warp_ms: u64,
     /// Tables changed since the last revalidation.
     dirty: bool,
     pub stats: OfprotoStats,
@@ -309,14 +388,23 @@ impl<D: DpControl> Ofproto<D> {
             dp,
             cfg,
             start: Instant::now(),
+            warp_ms: 0,
             dirty: false,
             stats: OfprotoStats::default(),
         }
     }
 
-    /// Milliseconds since this slow path started (the tables' clock).
+    /// Milliseconds since this slow path started (the tables' and MAC tables'
+    /// clock), plus any [`Ofproto::warp`].
     pub fn now_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
+        (self.start.elapsed().as_millis() as u64).saturating_add(self.warp_ms)
+    }
+
+    /// Moves the clock `ms` forward (OVS `ovs-appctl time/warp`): rule timeouts,
+    /// megaflow idle times and MAC ages see the time pass at the next
+    /// [`Ofproto::run_periodic`].
+    pub fn warp(&mut self, ms: u64) {
+        self.warp_ms = self.warp_ms.saturating_add(ms);
     }
 
     pub fn bridges(&self) -> &[Bridge] {
@@ -335,25 +423,39 @@ impl<D: DpControl> Ofproto<D> {
             .ok_or_else(|| format!("no bridge named {name:?}"))
     }
 
-    /// Translates `key` (datapath `in_port`) on `bridge`; outputs become datapath
-    /// ports (outputs to ports the bridge lacks are dropped from the list).
-    fn xlate(
-        &mut self,
-        bridge: usize,
-        key: &FlowKey,
-        ofport: u32,
-        learn: bool,
-    ) -> Option<(Translation, Vec<DpAction>)> {
+    /// Translates `key` (datapath `in_port`) on `bridge`, learning (an upcall) or
+    /// not (revalidation); outputs become datapath ports (outputs to ports the
+    /// bridge lacks are dropped from the list).
+    fn xlate(&mut self, bridge: usize, key: &FlowKey, ofport: u32, learn: bool) -> Option<Xlated> {
         let now = self.now_ms();
         let b = self.bridges.get_mut(bridge)?;
         let mut k = *key;
         k.in_port = ofport;
         let ports = b.ofports();
-        let t = if learn {
-            translate_and_learn(&mut b.tables, &k, &ports, XlateOptions::default(), now)
+        let (t, seen) = if learn {
+            let mut hook = Recorded::new(b.normal.hook(now));
+            let opts = XlateOptions {
+                trace: false,
+                normal: Some(&mut hook),
+            };
+            let t = translate_and_learn(&mut b.tables, &k, &ports, opts, now);
+            (t, hook.seen)
         } else {
-            translate(&b.tables, &k, &ports, XlateOptions::default())
+            let mut hook = Recorded::new(b.normal.trace_hook());
+            let opts = XlateOptions {
+                trace: false,
+                normal: Some(&mut hook),
+            };
+            (translate(&b.tables, &k, &ports, opts), hook.seen)
         };
+        let mut mac_sources: Vec<MacSource> = Vec::new();
+        for f in &seen {
+            if let Some(src) = b.normal.learning_source(f, &ports) {
+                if !mac_sources.contains(&src) {
+                    mac_sources.push(src);
+                }
+            }
+        }
         let mut actions: Vec<DpAction> = t
             .actions
             .iter()
@@ -372,30 +474,47 @@ impl<D: DpControl> Ofproto<D> {
                 actions = vec![DpAction::Drop];
             }
         }
-        Some((t, actions))
+        Some(Xlated {
+            t,
+            actions,
+            normal: !seen.is_empty(),
+            mac_sources,
+        })
     }
 
     /// Handles an upcall from PMD `pmd`: translate (learning), install the megaflow
-    /// there with the packet. Revalidates first if anything was learned.
+    /// there with the packet, then revalidate what the upcall changed (learned
+    /// flows, the MAC table): [`Ofproto::handle_upcall_deferred`] then
+    /// [`Ofproto::revalidate_pending`].
     pub fn handle_upcall(&mut self, pmd: usize, key: FlowKey, packet: D::Packet) {
+        self.handle_upcall_deferred(pmd, key, packet);
+        self.revalidate_pending();
+    }
+
+    /// [`Ofproto::handle_upcall`] without the revalidation, for a batch of
+    /// upcalls: the caller runs [`Ofproto::revalidate_pending`] after the batch
+    /// (before anyone else may use the slow path), so megaflows installed earlier
+    /// in the batch follow what later upcalls learned.
+    pub fn handle_upcall_deferred(&mut self, pmd: usize, key: FlowKey, packet: D::Packet) {
         self.stats.upcalls += 1;
         let Some(&(bridge, ofport)) = self.odp.get(&(key.in_port as usize)) else {
             self.stats.upcalls_no_bridge += 1;
             return;
         };
-        let Some((t, actions)) = self.xlate(bridge, &key, ofport, true) else {
+        let Some(x) = self.xlate(bridge, &key, ofport, true) else {
             return;
         };
-        if t.error.is_some() {
+        if x.t.error.is_some() {
             self.stats.xlate_errors += 1;
         }
-        if t.learn_outcomes
+        if x.t
+            .learn_outcomes
             .iter()
             .any(|o| matches!(o, LearnOutcome::Added(_) | LearnOutcome::Modified(_)))
         {
             self.dirty = true;
         }
-        let mask = t.mask;
+        let mask = x.t.mask;
         let mkey = key.masked(&mask);
         let stats: Arc<FlowStats> = Arc::default();
         let id: UFlowId = (pmd, *mask.words(), *mkey.words());
@@ -404,7 +523,7 @@ impl<D: DpControl> Ofproto<D> {
             pmd,
             &mask,
             &mkey,
-            actions.clone(),
+            x.actions.clone(),
             stats.clone(),
             Some(packet),
         );
@@ -417,16 +536,37 @@ impl<D: DpControl> Ofproto<D> {
                 bridge,
                 mask,
                 key: mkey,
-                actions,
-                rules: t.rules,
+                actions: x.actions,
+                rules: x.t.rules,
+                normal: x.normal,
+                mac_sources: x.mac_sources,
                 stats,
                 seen_packets: 0,
                 seen_bytes: 0,
                 active_ms: now,
             },
         );
+    }
+
+    /// Revalidates what changed since the last revalidation: every megaflow
+    /// after a rule change, else the `NORMAL` megaflows of each bridge whose MAC
+    /// table changed. Returns once the PMDs have applied the updates.
+    pub fn revalidate_pending(&mut self) {
         if self.dirty {
             self.revalidate();
+            return;
+        }
+        let moved: Vec<bool> = self
+            .bridges
+            .iter_mut()
+            .map(|b| {
+                let g = b.normal.macs().generation();
+                std::mem::replace(&mut b.mac_generation, g) != g
+            })
+            .collect();
+        if moved.contains(&true) {
+            self.stats.mac_revalidations += 1;
+            self.revalidate_where(|f| f.normal && moved.get(f.bridge) == Some(&true));
         }
     }
 
@@ -435,8 +575,22 @@ impl<D: DpControl> Ofproto<D> {
     pub fn revalidate(&mut self) {
         self.dirty = false;
         self.stats.revalidations += 1;
+        for b in &mut self.bridges {
+            b.mac_generation = b.normal.macs().generation();
+        }
+        self.revalidate_where(|_| true);
+    }
+
+    /// Re-translates the megaflows `select` picks (without learning): kept,
+    /// updated in place or removed (see the module docs).
+    fn revalidate_where(&mut self, select: impl Fn(&UFlow) -> bool) {
         let changes = self.stats.megaflows_removed + self.stats.megaflows_updated;
-        let ids: Vec<UFlowId> = self.flows.keys().collect();
+        let ids: Vec<UFlowId> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| select(f))
+            .map(|(id, _)| id)
+            .collect();
         for id in ids {
             let Some(f) = self.flows.get(&id) else {
                 continue;
@@ -445,23 +599,25 @@ impl<D: DpControl> Ofproto<D> {
             let Some(&(_, ofport)) = self.odp.get(&(key.in_port as usize)) else {
                 continue;
             };
-            let Some((t, actions)) = self.xlate(bridge, &key, ofport, false) else {
+            let Some(x) = self.xlate(bridge, &key, ofport, false) else {
                 continue;
             };
             let Some(f) = self.flows.get_mut(&id) else {
                 continue;
             };
-            if !mask_within(&t.mask, &old_mask) {
+            if !mask_within(&x.t.mask, &old_mask) {
                 self.dp.remove(pmd, &old_mask, &key);
                 self.stats.megaflows_removed += 1;
                 self.flows.remove(&id);
                 continue;
             }
-            f.rules = t.rules;
-            if actions != f.actions {
-                f.actions = actions.clone();
+            f.rules = x.t.rules;
+            f.normal = x.normal;
+            f.mac_sources = x.mac_sources;
+            if x.actions != f.actions {
+                f.actions = x.actions.clone();
                 self.dp
-                    .install(pmd, &old_mask, &key, actions, f.stats.clone(), None);
+                    .install(pmd, &old_mask, &key, x.actions, f.stats.clone(), None);
                 self.stats.megaflows_updated += 1;
             }
         }
@@ -470,11 +626,14 @@ impl<D: DpControl> Ofproto<D> {
         }
     }
 
-    /// Periodic work: credit rule counters from megaflow counters, expire rules
-    /// (idle/hard timeouts), remove idle megaflows and those beyond the limit,
-    /// revalidate after any rule change.
+    /// Periodic work: credit rule counters from megaflow counters and learn the
+    /// sources of the `NORMAL` megaflows used, expire rules (idle/hard timeouts)
+    /// and MAC entries, remove idle megaflows and those beyond the limit,
+    /// revalidate after any rule or MAC table change.
     pub fn run_periodic(&mut self) {
         let now = self.now_ms();
+        // (bridge, VLAN, MAC) -> the source seen last (PMD timestamp) this period.
+        let mut active: HashMap<(usize, u16, [u8; 6]), (u64, MacSource)> = HashMap::new();
         for f in self.flows.values_mut() {
             let p = f.stats.packets();
             let b = f.stats.bytes();
@@ -487,14 +646,29 @@ impl<D: DpControl> Ofproto<D> {
                         br.tables.credit(*r, dp, db, now);
                     }
                 }
+                let used = f.stats.used();
+                for src in &f.mac_sources {
+                    let e = active
+                        .entry((f.bridge, src.vlan, src.mac))
+                        .or_insert((used, *src));
+                    if used >= e.0 {
+                        *e = (used, *src);
+                    }
+                }
             }
             f.seen_packets = p;
             f.seen_bytes = b;
+        }
+        for ((bi, _, _), (_, src)) in active {
+            if let Some(b) = self.bridges.get_mut(bi) {
+                b.normal.refresh(&src, now);
+            }
         }
         for b in &mut self.bridges {
             if !b.tables.expire(now).is_empty() {
                 self.dirty = true;
             }
+            b.normal.macs_mut().expire(now);
         }
         let idle = self.cfg.idle_ms;
         let mut gone: Vec<UFlowId> = self
@@ -525,9 +699,7 @@ impl<D: DpControl> Ofproto<D> {
                 self.stats.megaflows_removed += 1;
             }
         }
-        if self.dirty {
-            self.revalidate();
-        }
+        self.revalidate_pending();
     }
 
     // --- control commands -------------------------------------------------------
@@ -600,16 +772,85 @@ impl<D: DpControl> Ofproto<D> {
         let bi = self.bridge_index(bridge)?;
         let b = self.bridges.get(bi).ok_or("no such bridge")?;
         let key = parse_key(key_text, &b.portmap)?;
+        let mut hook = b.normal.trace_hook();
         let t = translate(
             &b.tables,
             &key,
             &b.ofports(),
             XlateOptions {
                 trace: true,
-                normal: None,
+                normal: Some(&mut hook),
             },
         );
         Ok(format_trace_named(&t, &b.name))
+    }
+
+    /// `fdb-show BR`: the bridge's MAC table as `ovs-appctl fdb/show` prints it
+    /// (ports by OpenFlow number, least recently seen first, ages in seconds).
+    pub fn fdb_show(&self, bridge: &str) -> Result<String, String> {
+        let bi = self.bridge_index(bridge)?;
+        let b = self.bridges.get(bi).ok_or("no such bridge")?;
+        Ok(b.normal
+            .macs()
+            .format_fdb_show(self.now_ms(), Bridge::fdb_port_name))
+    }
+
+    /// `fdb-show BR --json`: `[{"port": 1, "port_name": "1", "vlan": 0, "mac":
+    /// "02:aa:00:00:00:01", "age": 3}, ...]`, in `fdb-show`'s order (`port_name`
+    /// as `fdb-show` prints the port, e.g. `LOCAL`).
+    pub fn fdb_show_json(&self, bridge: &str) -> Result<String, String> {
+        let bi = self.bridge_index(bridge)?;
+        let b = self.bridges.get(bi).ok_or("no such bridge")?;
+        let now = self.now_ms();
+        let rows: Vec<serde_json::Value> = b
+            .normal
+            .macs()
+            .entries()
+            .map(|e| {
+                let m = e.mac;
+                serde_json::json!({
+                    "port": e.port,
+                    "port_name": Bridge::fdb_port_name(e.port),
+                    "vlan": e.vlan,
+                    "mac": format!(
+                        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                        m[0], m[1], m[2], m[3], m[4], m[5]
+                    ),
+                    "age": now.saturating_sub(e.used_ms) / 1000,
+                })
+            })
+            .collect();
+        Ok(serde_json::Value::Array(rows).to_string())
+    }
+
+    /// `fdb-flush [BR]`: forgets every learned MAC of `bridge`, or of every
+    /// bridge (OVS `fdb/flush`); the `NORMAL` megaflows are revalidated (they
+    /// flood until the MACs are learned again) before it returns.
+    pub fn fdb_flush(&mut self, bridge: Option<&str>) -> Result<String, String> {
+        match bridge {
+            Some(name) => {
+                let bi = self.bridge_index(name)?;
+                if let Some(b) = self.bridges.get_mut(bi) {
+                    b.normal.macs_mut().flush();
+                }
+            }
+            None => {
+                for b in &mut self.bridges {
+                    b.normal.macs_mut().flush();
+                }
+            }
+        }
+        self.revalidate_pending();
+        Ok("table successfully flushed\n".to_string())
+    }
+
+    /// A bridge's MAC table.
+    pub fn macs(&self, bridge: &str) -> Result<&MacTable, String> {
+        let bi = self.bridge_index(bridge)?;
+        self.bridges
+            .get(bi)
+            .map(|b| b.normal.macs())
+            .ok_or_else(|| "no such bridge".to_string())
     }
 
     /// `dump-dp-flows`: every megaflow with its counters and actions.
@@ -645,6 +886,102 @@ impl<D: DpControl> Ofproto<D> {
         }
         out
     }
+}
+
+/// A translation for the datapath.
+struct Xlated {
+    t: Translation,
+    /// The datapath actions, outputs to datapath ports.
+    actions: Vec<DpAction>,
+    /// The translation reached `NORMAL`.
+    normal: bool,
+    /// What `NORMAL` learns from it.
+    mac_sources: Vec<MacSource>,
+}
+
+/// A bridge's `NORMAL` hook that also records the flows `NORMAL` decided on (as
+/// earlier actions left them), for [`Normal::learning_source`].
+struct Recorded<'a> {
+    hook: NormalXlate<'a>,
+    seen: Vec<FlowKey>,
+}
+
+impl<'a> Recorded<'a> {
+    fn new(hook: NormalXlate<'a>) -> Self {
+        Recorded {
+            hook,
+            seen: Vec::new(),
+        }
+    }
+}
+
+impl NormalHook for Recorded<'_> {
+    fn normal(&mut self, flow: &FlowKey, wc: &mut FlowKey, ports: &[u32]) -> NormalDecision {
+        self.seen.push(*flow);
+        self.hook.normal(flow, wc, ports)
+    }
+}
+
+/// The bridges of `cfg` as the slow path runs them: datapath ports numbered in
+/// bridge order then port order from 0 (as the datapath numbers them), OpenFlow
+/// ports as [`BridgeConfig::ofports`] assigns them, each port's VLAN mode, the
+/// MAC table settings, and the bridge's flows: [`DEFAULT_FLOW`], then the
+/// configured ones on top (all or nothing). Errors name the bridge, the port or
+/// the flow.
+pub fn bridges_from_config(cfg: &Config) -> Result<Vec<Bridge>, String> {
+    let mut odp = 0usize;
+    let mut out = Vec::new();
+    for b in &cfg.bridges {
+        let ofports = b.ofports();
+        let ports = b
+            .ports
+            .iter()
+            .map(|p| {
+                let ofport = ofports
+                    .iter()
+                    .find(|(n, _)| *n == p.name)
+                    .map_or(0, |&(_, o)| o);
+                let bp = BridgePort {
+                    name: p.name.clone(),
+                    ofport,
+                    odp,
+                };
+                odp += 1;
+                bp
+            })
+            .collect();
+        let mut bridge = Bridge::new(&b.name, ports);
+        configure_normal(&mut bridge, b).map_err(|e| format!("bridge {:?}: {e}", b.name))?;
+        let fms = b
+            .flows
+            .iter()
+            .map(|text| parse_flow(text, &bridge.portmap))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("bridge {:?}: {e}", b.name))?;
+        bridge
+            .tables
+            .add_flows(fms, 0)
+            .map_err(|e| format!("bridge {:?}: {e}", b.name))?;
+        out.push(bridge);
+    }
+    Ok(out)
+}
+
+/// The port VLAN modes and MAC table settings of `cfg` on `bridge`.
+fn configure_normal(bridge: &mut Bridge, cfg: &BridgeConfig) -> Result<(), String> {
+    for p in &cfg.ports {
+        let mode = p
+            .vlan_mode()
+            .map_err(|e| format!("port {:?}: {e}", p.name))?;
+        bridge.set_vlan_mode(&p.name, mode)?;
+    }
+    if let Some(secs) = cfg.mac_aging_time {
+        bridge.normal.macs_mut().set_aging_secs(secs);
+    }
+    if let Some(n) = cfg.mac_table_size {
+        bridge.normal.macs_mut().set_max_entries(n);
+    }
+    Ok(())
 }
 
 /// A megaflow as an `ovs-ofctl` match (`in_port=1,ip,nw_dst=10.0.0.7`; `in_port`
@@ -846,7 +1183,10 @@ mod tests {
             )
             .unwrap_err();
         assert!(e.contains("bogus"), "{e}");
-        assert_eq!(o.dump_flows("br0", None, false).unwrap(), "");
+        // Only the bridge's default flow.
+        let dump = o.dump_flows("br0", None, false).unwrap();
+        assert_eq!(dump.lines().count(), 1, "{dump}");
+        assert!(dump.ends_with(" priority=0 actions=NORMAL\n"), "{dump}");
     }
 
     #[test]
@@ -869,5 +1209,398 @@ mod tests {
             rec.log.lock().unwrap().is_empty(),
             "a trace installs nothing"
         );
+    }
+
+    // --- NORMAL --------------------------------------------------------------
+
+    const A: &str = "00:00:00:00:00:0a";
+    const B: &str = "00:00:00:00:00:0b";
+
+    fn three_ports() -> Bridge {
+        Bridge::new(
+            "br0",
+            (1..=3)
+                .map(|i| BridgePort {
+                    name: format!("p{i}"),
+                    ofport: i,
+                    odp: 9 + i as usize,
+                })
+                .collect(),
+        )
+    }
+
+    /// An IPv4 frame from `src` to `dst` received on datapath port `odp`.
+    fn l2(odp: u32, src: &str, dst: &str) -> FlowKey {
+        key(
+            odp,
+            &format!("dl_src={src},dl_dst={dst},ip,nw_src=10.0.0.1,nw_dst=10.0.0.2"),
+        )
+    }
+
+    fn log_of(rec: &Recorder) -> Vec<String> {
+        std::mem::take(&mut *rec.log.lock().unwrap())
+    }
+
+    /// The megaflow whose key has this `dl_src` and datapath `in_port`.
+    fn flow_stats(o: &Ofproto<&Recorder>, odp: u32, src: &str) -> Arc<FlowStats> {
+        let mac = parse_key(&format!("dl_src={src}"), &PortMap::new())
+            .unwrap()
+            .dl_src;
+        o.flows
+            .values()
+            .find(|f| f.key.in_port == odp && f.key.dl_src == mac)
+            .map(|f| f.stats.clone())
+            .expect("megaflow")
+    }
+
+    const MEGAFLOW_AB: &str =
+        "ip,in_port=10,vlan_tci=0x0000,dl_src=00:00:00:00:00:0a,dl_dst=00:00:00:00:00:0b,nw_frag=no";
+    const MEGAFLOW_BA: &str =
+        "ip,in_port=11,vlan_tci=0x0000,dl_src=00:00:00:00:00:0b,dl_dst=00:00:00:00:00:0a,nw_frag=no";
+
+    #[test]
+    fn default_flow_is_priority_0_normal() {
+        let b = three_ports();
+        let rules: Vec<_> = b.tables.iter().collect();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(
+            pipeline::ofproto::syntax::format_flow(&rules[0].1.flow, &FormatOptions::default()),
+            DEFAULT_FLOW
+        );
+    }
+
+    #[test]
+    fn normal_floods_then_learns_and_revalidates_the_flood_to_unicast() {
+        let rec = Recorder::default();
+        let mut o = Ofproto::new(vec![three_ports()], &rec, OfprotoConfig::default());
+        // A -> B, B unknown: flooded to every port but the input.
+        o.handle_upcall(0, l2(10, A, B), vec![]);
+        assert_eq!(
+            log_of(&rec),
+            [format!("install pmd0 {MEGAFLOW_AB} -> 11,12 +pkt")]
+        );
+        assert_eq!(
+            o.macs("br0")
+                .unwrap()
+                .lookup(0, &o.flows.values().next().unwrap().key.dl_src),
+            Some(1)
+        );
+        // B -> A: A was learned, so unicast; B is learned, and the flood of
+        // A -> B becomes a unicast to B in place.
+        o.handle_upcall(0, l2(11, B, A), vec![]);
+        assert_eq!(
+            log_of(&rec),
+            [
+                format!("install pmd0 {MEGAFLOW_BA} -> 10 +pkt"),
+                format!("install pmd0 {MEGAFLOW_AB} -> 11"),
+            ]
+        );
+        assert_eq!(o.stats.mac_revalidations, 2);
+        assert_eq!(o.stats.megaflows_updated, 1);
+        assert_eq!(o.n_megaflows(), 2);
+        assert_eq!(
+            o.fdb_show("br0").unwrap(),
+            " port  VLAN  MAC                Age\n\
+             \x20   1     0  00:00:00:00:00:0a    0\n\
+             \x20   2     0  00:00:00:00:00:0b    0\n"
+        );
+        // Nothing more changes on a third upcall of known hosts (another flow).
+        o.handle_upcall(1, l2(10, A, B), vec![]);
+        assert_eq!(
+            log_of(&rec),
+            [format!("install pmd1 {MEGAFLOW_AB} -> 11 +pkt")]
+        );
+        assert_eq!(o.stats.mac_revalidations, 2);
+    }
+
+    #[test]
+    fn a_batch_of_upcalls_is_revalidated_at_its_end() {
+        let rec = Recorder::default();
+        let mut o = Ofproto::new(vec![three_ports()], &rec, OfprotoConfig::default());
+        o.handle_upcall_deferred(0, l2(10, A, B), vec![]);
+        o.handle_upcall_deferred(0, l2(11, B, A), vec![]);
+        assert_eq!(
+            log_of(&rec),
+            [
+                format!("install pmd0 {MEGAFLOW_AB} -> 11,12 +pkt"),
+                format!("install pmd0 {MEGAFLOW_BA} -> 10 +pkt"),
+            ]
+        );
+        o.revalidate_pending();
+        assert_eq!(log_of(&rec), [format!("install pmd0 {MEGAFLOW_AB} -> 11")]);
+        assert_eq!(o.stats.mac_revalidations, 1);
+    }
+
+    #[test]
+    fn a_moved_mac_redirects_its_unicast_megaflows() {
+        let rec = Recorder::default();
+        let mut o = Ofproto::new(vec![three_ports()], &rec, OfprotoConfig::default());
+        o.handle_upcall(0, l2(10, A, B), vec![]);
+        o.handle_upcall(0, l2(11, B, A), vec![]);
+        log_of(&rec);
+        // A shows up on p3.
+        o.handle_upcall(0, l2(12, A, B), vec![]);
+        let log = log_of(&rec);
+        assert_eq!(log.len(), 2, "{log:?}");
+        assert!(
+            log[0].starts_with("install pmd0 ip,in_port=12,") && log[0].ends_with(" -> 11 +pkt"),
+            "{log:?}"
+        );
+        assert_eq!(log[1], format!("install pmd0 {MEGAFLOW_BA} -> 12"));
+        assert_eq!(o.macs("br0").unwrap().stats().moved, 1);
+        // A back on p1: its old megaflow there still exists, so no upcall; its
+        // activity moves A back at the next period.
+        flow_stats(&o, 10, A).credit(3, 192, 100, 0);
+        o.run_periodic();
+        assert_eq!(log_of(&rec), [format!("install pmd0 {MEGAFLOW_BA} -> 10")]);
+        assert_eq!(o.macs("br0").unwrap().stats().moved, 2);
+    }
+
+    #[test]
+    fn the_last_used_megaflow_wins_a_mac_seen_on_two_ports() {
+        let rec = Recorder::default();
+        let mut o = Ofproto::new(vec![three_ports()], &rec, OfprotoConfig::default());
+        o.handle_upcall(0, l2(10, A, B), vec![]);
+        o.handle_upcall(0, l2(11, B, A), vec![]);
+        o.handle_upcall(0, l2(12, A, B), vec![]);
+        log_of(&rec);
+        // Both of A's megaflows forwarded this period; p3's last (the move).
+        flow_stats(&o, 12, A).credit(1, 64, 2_000, 0);
+        flow_stats(&o, 10, A).credit(1, 64, 1_000, 0);
+        o.run_periodic();
+        assert_eq!(log_of(&rec), Vec::<String>::new(), "A stays on p3");
+        assert_eq!(o.macs("br0").unwrap().stats().moved, 1);
+    }
+
+    #[test]
+    fn an_aged_out_mac_floods_again_unless_its_megaflows_are_used() {
+        let rec = Recorder::default();
+        let cfg = OfprotoConfig {
+            idle_ms: u64::MAX,
+            flow_limit: 200_000,
+        };
+        let mut o = Ofproto::new(vec![three_ports()], &rec, cfg);
+        o.handle_upcall(0, l2(10, A, B), vec![]);
+        o.handle_upcall(0, l2(11, B, A), vec![]);
+        log_of(&rec);
+        // A keeps sending (its megaflow's counters move), B is silent.
+        o.warp(200_000);
+        flow_stats(&o, 10, A).credit(10, 640, 1, 0);
+        o.run_periodic();
+        assert_eq!(log_of(&rec), Vec::<String>::new());
+        o.warp(100_000);
+        o.run_periodic();
+        // 300 s after B was last seen, it ages out: A -> B floods again; B -> A
+        // still goes to A, seen 100 s ago.
+        assert_eq!(
+            log_of(&rec),
+            [format!("install pmd0 {MEGAFLOW_AB} -> 11,12")]
+        );
+        assert_eq!(
+            o.fdb_show("br0").unwrap(),
+            " port  VLAN  MAC                Age\n\
+             \x20   1     0  00:00:00:00:00:0a  100\n"
+        );
+        o.warp(200_000);
+        o.run_periodic();
+        assert_eq!(
+            log_of(&rec),
+            [format!("install pmd0 {MEGAFLOW_BA} -> 10,12")]
+        );
+        assert!(o.macs("br0").unwrap().is_empty());
+        assert_eq!(o.macs("br0").unwrap().stats().expired, 2);
+    }
+
+    #[test]
+    fn fdb_flush_floods_until_activity_relearns() {
+        let rec = Recorder::default();
+        let mut o = Ofproto::new(vec![three_ports()], &rec, OfprotoConfig::default());
+        o.handle_upcall(0, l2(10, A, B), vec![]);
+        o.handle_upcall(0, l2(11, B, A), vec![]);
+        log_of(&rec);
+        assert_eq!(
+            o.fdb_flush(Some("br0")).unwrap(),
+            "table successfully flushed\n"
+        );
+        let mut log = log_of(&rec);
+        log.sort();
+        assert_eq!(
+            log,
+            [
+                format!("install pmd0 {MEGAFLOW_AB} -> 11,12"),
+                format!("install pmd0 {MEGAFLOW_BA} -> 10,12"),
+            ]
+        );
+        // A's frames still hit their megaflow (no upcall): its counters bring
+        // A back into the table, and B -> A is unicast again.
+        flow_stats(&o, 10, A).credit(1, 64, 1, 0);
+        o.run_periodic();
+        assert_eq!(log_of(&rec), [format!("install pmd0 {MEGAFLOW_BA} -> 10")]);
+        assert_eq!(o.fdb_flush(None).unwrap(), "table successfully flushed\n");
+        assert_eq!(
+            o.fdb_flush(Some("brX")).unwrap_err(),
+            "no bridge named \"brX\""
+        );
+        assert_eq!(o.fdb_show("brX").unwrap_err(), "no bridge named \"brX\"");
+    }
+
+    #[test]
+    fn trace_decides_by_the_mac_table_without_learning() {
+        let rec = Recorder::default();
+        let mut o = Ofproto::new(vec![three_ports()], &rec, OfprotoConfig::default());
+        let t = o
+            .trace("br0", &format!("in_port=p1,dl_src={A},dl_dst={B}"))
+            .unwrap();
+        assert_eq!(t.lines().last().unwrap(), "Datapath actions: 2,3", "{t}");
+        assert!(
+            t.contains("no learned MAC for destination, flooding"),
+            "{t}"
+        );
+        assert!(o.macs("br0").unwrap().is_empty(), "a trace learns nothing");
+        o.handle_upcall(0, l2(11, B, A), vec![]);
+        let t = o
+            .trace("br0", &format!("in_port=p1,dl_src={A},dl_dst={B}"))
+            .unwrap();
+        assert_eq!(t.lines().last().unwrap(), "Datapath actions: 2", "{t}");
+    }
+
+    #[test]
+    fn del_flows_removes_the_default_flow_for_good() {
+        let rec = Recorder::default();
+        let mut o = Ofproto::new(vec![three_ports()], &rec, OfprotoConfig::default());
+        o.handle_upcall(0, l2(10, A, B), vec![]);
+        log_of(&rec);
+        assert_eq!(o.del_flows("br0", None, false).unwrap(), 1);
+        // The flood megaflow now drops.
+        assert_eq!(
+            log_of(&rec),
+            [format!("install pmd0 {MEGAFLOW_AB} -> drop")]
+        );
+        o.run_periodic();
+        assert_eq!(o.dump_flows("br0", None, false).unwrap(), "");
+        o.handle_upcall(0, l2(11, B, A), vec![]);
+        let log = log_of(&rec);
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert!(log[0].ends_with(" -> drop +pkt"), "{log:?}");
+    }
+
+    fn config_bridges(toml: &str) -> Vec<Bridge> {
+        let cfg = Config::from_toml_str(toml).unwrap();
+        cfg.validate(&crate::config::HostFacts {
+            ncpus: 2,
+            hugepages_free: 1,
+            hugetlbfs_mounted: true,
+        })
+        .unwrap();
+        bridges_from_config(&cfg).unwrap()
+    }
+
+    const VLAN_BRIDGE: &str = r#"
+[[bridge]]
+name = "br0"
+mac_aging_time = 60
+mac_table_size = 100
+  [[bridge.port]]
+  name = "a1"
+  tag = 10
+  options = { dpdk-devargs = "net_ring0" }
+  [[bridge.port]]
+  name = "a2"
+  tag = 10
+  options = { dpdk-devargs = "net_ring1" }
+  [[bridge.port]]
+  name = "a3"
+  vlan_mode = "access"
+  tag = 20
+  options = { dpdk-devargs = "net_ring2" }
+  [[bridge.port]]
+  name = "t"
+  trunks = [10, 20]
+  options = { dpdk-devargs = "net_ring3" }
+"#;
+
+    #[test]
+    fn vlan_modes_and_mac_table_settings_come_from_the_config() {
+        let bridges = config_bridges(VLAN_BRIDGE);
+        let b = &bridges[0];
+        assert_eq!(b.normal.macs().aging_secs(), 60);
+        assert_eq!(b.normal.macs().max_entries(), 100);
+        assert_eq!(b.normal.port_mode(1), &VlanMode::Access { tag: 10 });
+        assert_eq!(b.normal.port_mode(3), &VlanMode::Access { tag: 20 });
+        let rec = Recorder::default();
+        let mut o = Ofproto::new(bridges, &rec, OfprotoConfig::default());
+        // Untagged broadcast on access port a1 (VLAN 10): to a2 untagged and to
+        // the trunk tagged 10; never to a3 (VLAN 20).
+        o.handle_upcall(
+            0,
+            key(0, &format!("dl_src={A},dl_dst=ff:ff:ff:ff:ff:ff")),
+            vec![],
+        );
+        let log = log_of(&rec);
+        assert_eq!(log.len(), 1);
+        assert!(
+            log[0].ends_with(" -> 1,push_vlan(vid=10,pcp=0),3 +pkt"),
+            "{log:?}"
+        );
+        // VLAN 20 from the trunk to A's MAC, unknown in VLAN 20: to a3, untagged.
+        o.handle_upcall(
+            0,
+            key(3, &format!("dl_src={B},dl_dst={A},dl_vlan=20")),
+            vec![],
+        );
+        let log = log_of(&rec);
+        assert_eq!(log.len(), 1);
+        assert!(log[0].ends_with(" -> pop_vlan,2 +pkt"), "{log:?}");
+        // VLAN 10 from the trunk to A: learned in VLAN 10 on a1.
+        o.handle_upcall(
+            0,
+            key(3, &format!("dl_src={B},dl_dst={A},dl_vlan=10")),
+            vec![],
+        );
+        let log = log_of(&rec);
+        assert!(log[0].ends_with(" -> pop_vlan,0 +pkt"), "{log:?}");
+        // A tagged frame on an access port is dropped, and teaches nothing.
+        o.handle_upcall(
+            0,
+            key(
+                1,
+                &format!("dl_src=00:00:00:00:00:0c,dl_dst={A},dl_vlan=10"),
+            ),
+            vec![],
+        );
+        let log = log_of(&rec);
+        assert!(log[0].ends_with(" -> drop +pkt"), "{log:?}");
+        assert_eq!(
+            o.fdb_show("br0").unwrap(),
+            " port  VLAN  MAC                Age\n\
+             \x20   1    10  00:00:00:00:00:0a    0\n\
+             \x20   4    20  00:00:00:00:00:0b    0\n\
+             \x20   4    10  00:00:00:00:00:0b    0\n"
+        );
+    }
+
+    #[test]
+    fn config_flows_go_on_top_of_the_default_flow() {
+        let with = |flows: &str| {
+            config_bridges(&format!(
+                "[[bridge]]\nname = \"br0\"\nflows = [{flows}]\n[[bridge.port]]\nname = \"p1\"\noptions = {{ dpdk-devargs = \"net_ring0\" }}\n"
+            ))
+        };
+        let dump = |b: &Bridge| -> Vec<String> {
+            b.tables
+                .iter()
+                .map(|(_, r)| {
+                    pipeline::ofproto::syntax::format_flow(&r.flow, &FormatOptions::default())
+                })
+                .collect()
+        };
+        let b = with("\"priority=0 actions=drop\"");
+        assert_eq!(dump(&b[0]), ["priority=0 actions=drop"]);
+        let b = with("\"in_port=1 actions=drop\"");
+        let mut flows = dump(&b[0]);
+        flows.sort();
+        assert_eq!(flows, ["in_port=1 actions=drop", DEFAULT_FLOW]);
+        let b = with("");
+        assert_eq!(dump(&b[0]), [DEFAULT_FLOW]);
     }
 }

@@ -2,11 +2,14 @@
 //!
 //! - `mgmt-upcall`: takes upcalls from the PMDs (through a receive function the
 //!   binary supplies, so this crate needs no DPDK) and hands each to
-//!   [`Ofproto::handle_upcall`].
-//! - `mgmt-revalidator`: every [`REVALIDATE_EVERY`], credits rule counters, expires
-//!   rules and idle megaflows ([`Ofproto::run_periodic`]).
+//!   [`Ofproto::handle_upcall_deferred`], then revalidates what the batch
+//!   learned ([`Ofproto::revalidate_pending`]) before releasing the lock.
+//! - `mgmt-revalidator`: every [`REVALIDATE_EVERY`], credits rule counters,
+//!   refreshes the MACs of used `NORMAL` megaflows, expires rules, MAC entries and
+//!   idle megaflows ([`Ofproto::run_periodic`]).
 //! - the control commands `add-flow`, `add-flows`, `del-flows`, `dump-flows`,
-//!   `ofproto-trace` and `dump-dp-flows`, as a [`CommandExtension`].
+//!   `ofproto-trace`, `dump-dp-flows`, `fdb-show` and `fdb-flush`, as a
+//!   [`CommandExtension`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -69,13 +72,16 @@ where
                 idle = UPCALL_POLL.0;
                 // Handle what is queued under one lock, a bounded batch at a time.
                 let mut o = lock(&o);
-                o.handle_upcall(pmd, key, packet);
+                o.handle_upcall_deferred(pmd, key, packet);
                 for _ in 0..UPCALL_BATCH {
                     match recv() {
-                        Some((pmd, key, packet)) => o.handle_upcall(pmd, key, packet),
+                        Some((pmd, key, packet)) => o.handle_upcall_deferred(pmd, key, packet),
                         None => break,
                     }
                 }
+                // Megaflows installed early in the batch follow what later
+                // upcalls learned (rules, MACs) before anyone else sees the tables.
+                o.revalidate_pending();
             }
         })?;
     let o = ofproto;
@@ -103,6 +109,8 @@ pub const COMMANDS: &[&str] = &[
     "dump-flows BRIDGE [FLOW] [--names]",
     "ofproto-trace BRIDGE FLOW",
     "dump-dp-flows",
+    "fdb-show BRIDGE",
+    "fdb-flush [BRIDGE]",
 ];
 
 /// The control commands over `ofproto`.
@@ -176,6 +184,120 @@ fn handle<D: DpControl>(o: &SharedOfproto<D>, req: &Request) -> Option<Response>
             [] => Response::success(lock(o).dump_dp_flows()),
             _ => usage("dump-dp-flows"),
         },
+        "fdb-show" => match args.as_slice() {
+            [br] if req.json => result(lock(o).fdb_show_json(br)),
+            [br] => result(lock(o).fdb_show(br)),
+            _ => usage("fdb-show BRIDGE"),
+        },
+        "fdb-flush" => match args.as_slice() {
+            [] => result(lock(o).fdb_flush(None)),
+            [br] => result(lock(o).fdb_flush(Some(br))),
+            _ => usage("fdb-flush [BRIDGE]"),
+        },
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ofproto::{Bridge, BridgePort, OfprotoConfig};
+    use pipeline::actions::DpAction;
+    use pipeline::flow_cache::FlowStats;
+
+    struct NullDp;
+
+    impl DpControl for NullDp {
+        type Packet = ();
+        fn install(
+            &self,
+            _pmd: usize,
+            _mask: &FlowKey,
+            _key: &FlowKey,
+            _actions: Vec<DpAction>,
+            _stats: Arc<FlowStats>,
+            _packet: Option<()>,
+        ) {
+        }
+        fn remove(&self, _pmd: usize, _mask: &FlowKey, _key: &FlowKey) {}
+    }
+
+    fn run(o: &SharedOfproto<NullDp>, cmd: &str, args: &[&str]) -> Response {
+        let req = Request::new(cmd, args.iter().map(|a| a.to_string()).collect());
+        handle(o, &req).expect("a slow-path command")
+    }
+
+    #[test]
+    fn fdb_commands() {
+        let ports = (1..=2)
+            .map(|i| BridgePort {
+                name: format!("p{i}"),
+                ofport: i,
+                odp: i as usize - 1,
+            })
+            .collect();
+        let o: SharedOfproto<NullDp> = Arc::new(Mutex::new(Ofproto::new(
+            vec![Bridge::new("br0", ports)],
+            NullDp,
+            OfprotoConfig::default(),
+        )));
+        let mut key = FlowKey {
+            dl_src: [0, 0, 0, 0, 0, 0x0a],
+            dl_dst: [0xff; 6],
+            ..FlowKey::default()
+        };
+        key.in_port = 1;
+        lock(&o).handle_upcall(0, key, ());
+        let show = run(&o, "fdb-show", &["br0"]);
+        assert!(show.ok, "{show:?}");
+        assert_eq!(
+            show.output,
+            " port  VLAN  MAC                Age\n    2     0  00:00:00:00:00:0a    0\n"
+        );
+        let req = Request {
+            cmd: "fdb-show".into(),
+            args: vec!["br0".into()],
+            json: true,
+        };
+        let json = handle(&o, &req).expect("fdb-show");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&json.output).unwrap(),
+            serde_json::json!([{
+                "port": 2,
+                "port_name": "2",
+                "vlan": 0,
+                "mac": "00:00:00:00:00:0a",
+                "age": 0,
+            }])
+        );
+        let flush = run(&o, "fdb-flush", &[]);
+        assert_eq!(flush.output, "table successfully flushed\n");
+        assert_eq!(
+            run(&o, "fdb-show", &["br0"]).output,
+            " port  VLAN  MAC                Age\n"
+        );
+        assert_eq!(
+            run(&o, "fdb-flush", &["br0"]).output,
+            "table successfully flushed\n"
+        );
+        assert_eq!(
+            run(&o, "fdb-show", &["brX"]).error.as_deref(),
+            Some("fdb-show: no bridge named \"brX\"")
+        );
+        assert_eq!(
+            run(&o, "fdb-flush", &["brX"]).error.as_deref(),
+            Some("fdb-flush: no bridge named \"brX\"")
+        );
+        assert_eq!(
+            run(&o, "fdb-show", &[]).error.as_deref(),
+            Some("usage: fdb-show BRIDGE")
+        );
+        assert_eq!(
+            run(&o, "fdb-flush", &["a", "b"]).error.as_deref(),
+            Some("usage: fdb-flush [BRIDGE]")
+        );
+        let ext = commands(o);
+        assert!(ext.commands.contains(&"fdb-show BRIDGE".to_string()));
+        assert!(ext.commands.contains(&"fdb-flush [BRIDGE]".to_string()));
+    }
 }

@@ -77,6 +77,10 @@ pub fn one_flow(dir: &Path) -> Result<Scenario> {
         .map(|i| trafgen::udp_frame(&flow, FRAME_LEN, i as u8))
         .collect();
     let src = write_pcap(dir, "1flow-64", &frames)?;
+    // ferroswitch's br0 also keeps its default `priority=0 actions=NORMAL` (OVS's
+    // is deleted before the rules are added): src's frames never reach it (the
+    // lookup stops before the lower-priority catch-all, so the megaflow is the
+    // same) and the sink receives nothing.
     let flows = vec!["in_port=src,actions=output:sink".to_string()];
     let mut setup = Setup::p2p(&src, SINK);
     setup.flows = flows.clone();

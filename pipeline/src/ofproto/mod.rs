@@ -22,6 +22,10 @@
 //!   set_field/load/move, learn, note).
 //! * [`rule`]: [`rule::FlowMod`] (a flow as added), [`rule::Rule`] (with
 //!   counters and times), [`rule::FlowFilter`] (del-flows / dump-flows selection).
+//! * [`normal`]: the `NORMAL` action: [`normal::Normal`], a learning switch per
+//!   bridge and VLAN with OVS's port VLAN modes ([`normal::VlanMode`]) and MAC
+//!   table ([`normal::MacTable`], `fdb/show`), plugged into translation as a
+//!   [`xlate::NormalHook`].
 //! * [`syntax`]: `ovs-ofctl` text in and out: `add-flow`/`add-flows` lines,
 //!   `del-flows`/`dump-flows` selections, `dump-flows` lines (printed in
 //!   `match_format`'s field order, actions as `ofpacts_format`), [`syntax::PortMap`].
@@ -39,6 +43,7 @@
 pub mod action;
 pub mod field;
 pub mod flow_match;
+pub mod normal;
 pub mod reference;
 pub mod rule;
 pub mod syntax;

@@ -38,7 +38,12 @@
 //!   stops the current action list.
 //! * `learn` builds a flow from the packet's current fields; the caller applies it
 //!   with [`Tables::learn`] (add, or refresh/modify an identical one).
-//! * `NORMAL` needs the learning switch: without a [`NormalHook`] it outputs
+//! * `NORMAL` asks a [`NormalHook`] (the bridge's learning switch,
+//!   [`super::normal::Normal`]) for its outputs, each with the outer VLAN tag the
+//!   packet must carry there; the translator sets that tag on the flow, commits
+//!   (so a retag becomes `push_vlan`/`pop_vlan` exactly as `mod_vlan_vid` or
+//!   `strip_vlan` would), outputs, and puts the flow's tags back, so actions
+//!   after `NORMAL` see the packet as it was. Without a hook `NORMAL` outputs
 //!   nothing and flags [`Translation::normal_unsupported`].
 //!
 //! # The megaflow mask
@@ -98,11 +103,57 @@ pub enum XlateError {
 pub const NORMAL_UNSUPPORTED: &str =
     "NORMAL is not supported yet (learning switch comes with the bridging issue)";
 
+/// One output of a `NORMAL` decision: a port and the outer VLAN tag the packet
+/// carries on the wire there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NormalOutput {
+    /// The OpenFlow port.
+    pub port: u32,
+    /// The outer tag's TCI (VID and PCP; the CFI bit is set by the translator),
+    /// or `None` for no outer tag: an outer tag the packet has is popped, as by
+    /// `strip_vlan`, and an inner one becomes the outer. A tag given for an
+    /// untagged packet is pushed with TPID 0x8100; a tagged packet keeps its TPID.
+    pub vlan: Option<u16>,
+}
+
+impl NormalOutput {
+    /// An output that leaves the packet's VLAN tags as `flow` has them.
+    pub fn unchanged(port: u32, flow: &FlowKey) -> Self {
+        let tci = flow.vlan_tci[0];
+        NormalOutput {
+            port,
+            vlan: (tci & VLAN_CFI != 0).then_some(tci),
+        }
+    }
+}
+
+/// A remark a `NORMAL` decision leaves in the trace (`ofproto/trace`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormalNote {
+    /// Printed ` -> text` (OVS `OFT_DETAIL`), e.g. "forwarding to learned port".
+    Detail(&'static str),
+    /// Printed ` >> text` (OVS `OFT_WARN`), e.g. a VLAN the port does not carry.
+    Warn(&'static str),
+}
+
+/// What `NORMAL` does with a packet: the outputs, in order (none = drop), and
+/// why.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NormalDecision {
+    /// Where the packet goes, each with its outer VLAN tag.
+    pub outputs: Vec<NormalOutput>,
+    /// A remark for the trace.
+    pub note: Option<NormalNote>,
+}
+
 /// The L2 learning switch behind the `NORMAL` action, supplied by the caller.
 pub trait NormalHook {
-    /// Ports `flow` goes to (the translator skips the input port and commits
-    /// header changes before each). Every key bit read must be OR-ed into `wc`.
-    fn normal(&mut self, flow: &FlowKey, wc: &mut FlowKey, ports: &[u32]) -> Vec<u32>;
+    /// Where `flow` goes among the bridge's `ports`. The translator skips the
+    /// input port and ports the bridge lacks, and before each output sets the
+    /// outer tag the output asks for and commits header changes. Every key bit
+    /// the decision read must be OR-ed into `wc`; the VLAN bits an output's
+    /// retag depends on are marked by the commit.
+    fn normal(&mut self, flow: &FlowKey, wc: &mut FlowKey, ports: &[u32]) -> NormalDecision;
 }
 
 /// One line of a trace, with its nesting depth: the lookup in table 0 is at depth
@@ -345,6 +396,43 @@ fn vlan_stack(k: &FlowKey) -> ([(u16, u16); FLOW_MAX_VLAN_HEADERS], usize) {
     (s, n)
 }
 
+/// Sets the flow's outer VLAN tag: `Some(tci)` gives the outer tag that TCI (CFI
+/// set), pushing an 802.1Q tag onto an untagged packet (OpenFlow 1.0
+/// `mod_vlan_vid`); `None` removes the outer tag, an inner one moving out
+/// (`strip_vlan`). Datapath actions follow at the next commit.
+fn set_outer_vlan(f: &mut FlowKey, tci: Option<u16>) {
+    match tci {
+        Some(tci) => {
+            if f.vlan_tci[0] & VLAN_CFI == 0 {
+                f.vlan_tpid[0] = ETH_TYPE_VLAN_8021Q;
+            }
+            f.vlan_tci[0] = tci | VLAN_CFI;
+        }
+        None => {
+            if f.vlan_tci[0] & VLAN_CFI != 0 {
+                if f.vlan_tci[1] & VLAN_CFI != 0 {
+                    f.vlan_tci[0] = f.vlan_tci[1];
+                    f.vlan_tpid[0] = f.vlan_tpid[1];
+                } else {
+                    f.vlan_tci[0] = 0;
+                    f.vlan_tpid[0] = 0;
+                }
+                f.vlan_tci[1] = 0;
+                f.vlan_tpid[1] = 0;
+            }
+        }
+    }
+}
+
+/// The outer tag's TCI, 0 when the packet is untagged.
+fn outer_tci(f: &FlowKey) -> u16 {
+    if f.vlan_tci[0] & VLAN_CFI != 0 {
+        f.vlan_tci[0]
+    } else {
+        0
+    }
+}
+
 /// Maps a 16-bit OpenFlow 1.0 port (as `NXM_OF_IN_PORT` holds it) to 32 bits.
 fn port_from_u16(p: u128) -> Option<u32> {
     let p = u32::try_from(p).ok()?;
@@ -522,38 +610,18 @@ impl Ctx<'_, '_> {
             }
             Action::ModVlanVid(vid) => {
                 mark_vlans(&mut self.wc);
-                let f = &mut self.flow;
-                if f.vlan_tci[0] & VLAN_CFI == 0 {
-                    f.vlan_tpid[0] = ETH_TYPE_VLAN_8021Q;
-                    f.vlan_tci[0] = 0;
-                }
-                f.vlan_tci[0] = (f.vlan_tci[0] & !VLAN_VID_MASK) | (vid & VLAN_VID_MASK) | VLAN_CFI;
+                let tci = (outer_tci(&self.flow) & !VLAN_VID_MASK) | (vid & VLAN_VID_MASK);
+                set_outer_vlan(&mut self.flow, Some(tci));
             }
             Action::ModVlanPcp(pcp) => {
                 mark_vlans(&mut self.wc);
-                let f = &mut self.flow;
-                if f.vlan_tci[0] & VLAN_CFI == 0 {
-                    f.vlan_tpid[0] = ETH_TYPE_VLAN_8021Q;
-                    f.vlan_tci[0] = 0;
-                }
-                f.vlan_tci[0] = (f.vlan_tci[0] & !VLAN_PCP_MASK)
-                    | ((u16::from(*pcp) << VLAN_PCP_SHIFT) & VLAN_PCP_MASK)
-                    | VLAN_CFI;
+                let tci = (outer_tci(&self.flow) & !VLAN_PCP_MASK)
+                    | ((u16::from(*pcp) << VLAN_PCP_SHIFT) & VLAN_PCP_MASK);
+                set_outer_vlan(&mut self.flow, Some(tci));
             }
             Action::StripVlan | Action::PopVlan => {
                 mark_vlans(&mut self.wc);
-                let f = &mut self.flow;
-                if f.vlan_tci[0] & VLAN_CFI != 0 {
-                    if f.vlan_tci[1] & VLAN_CFI != 0 {
-                        f.vlan_tci[0] = f.vlan_tci[1];
-                        f.vlan_tpid[0] = f.vlan_tpid[1];
-                    } else {
-                        f.vlan_tci[0] = 0;
-                        f.vlan_tpid[0] = 0;
-                    }
-                    f.vlan_tci[1] = 0;
-                    f.vlan_tpid[1] = 0;
-                }
+                set_outer_vlan(&mut self.flow, None);
             }
             Action::PushVlan(tpid) => {
                 mark_vlans(&mut self.wc);
@@ -703,13 +771,25 @@ impl Ctx<'_, '_> {
             self.warn(NORMAL_UNSUPPORTED);
             return;
         };
-        let ports = hook.normal(&self.flow, &mut self.wc, self.ports);
+        let decision = hook.normal(&self.flow, &mut self.wc, self.ports);
+        match decision.note {
+            Some(NormalNote::Detail(text)) => self.detail(text),
+            Some(NormalNote::Warn(text)) => self.warn(text),
+            None => {}
+        }
+        // Each output sees the packet retagged for its port; the flow's own tags
+        // come back after it (OVS `output_normal`), so later actions see the
+        // packet as NORMAL found it.
         let in_port = self.flow.in_port;
-        for p in ports {
-            if p != in_port && self.port_exists(p) {
-                self.commit();
-                self.out.push(DpAction::Output(p));
+        let tags = (self.flow.vlan_tci, self.flow.vlan_tpid);
+        for o in decision.outputs {
+            if o.port == in_port || !self.port_exists(o.port) {
+                continue;
             }
+            set_outer_vlan(&mut self.flow, o.vlan);
+            self.commit();
+            self.out.push(DpAction::Output(o.port));
+            (self.flow.vlan_tci, self.flow.vlan_tpid) = tags;
         }
     }
 
@@ -1405,12 +1485,24 @@ mod tests {
 
         struct ToAll;
         impl NormalHook for ToAll {
-            fn normal(&mut self, flow: &FlowKey, wc: &mut FlowKey, ports: &[u32]) -> Vec<u32> {
+            fn normal(
+                &mut self,
+                flow: &FlowKey,
+                wc: &mut FlowKey,
+                ports: &[u32],
+            ) -> NormalDecision {
                 wc.dl_dst = [0xff; 6];
-                if flow.dl_dst[0] & 1 != 0 {
+                let ports = if flow.dl_dst[0] & 1 != 0 {
                     ports.to_vec()
                 } else {
                     vec![3]
+                };
+                NormalDecision {
+                    outputs: ports
+                        .into_iter()
+                        .map(|p| NormalOutput::unchanged(p, flow))
+                        .collect(),
+                    note: None,
                 }
             }
         }
@@ -1427,6 +1519,82 @@ mod tests {
         assert!(!x.normal_unsupported);
         assert_eq!(format_dp_actions(&x.actions), "3,2");
         assert_eq!(x.mask.dl_dst, [0xff; 6]);
+    }
+
+    /// A hook that sends port 2 the packet tagged VLAN 10 (keeping its PCP),
+    /// port 3 untagged and port 1 (the input port) anything.
+    struct Retag;
+    impl NormalHook for Retag {
+        fn normal(&mut self, flow: &FlowKey, wc: &mut FlowKey, _: &[u32]) -> NormalDecision {
+            wc.vlan_tci[0] = u16::MAX;
+            let pcp = flow.vlan_tci[0] & VLAN_PCP_MASK;
+            NormalDecision {
+                outputs: vec![
+                    NormalOutput {
+                        port: 1,
+                        vlan: None,
+                    },
+                    NormalOutput {
+                        port: 2,
+                        vlan: Some(pcp | 10),
+                    },
+                    NormalOutput {
+                        port: 3,
+                        vlan: None,
+                    },
+                ],
+                note: Some(NormalNote::Detail("retagging")),
+            }
+        }
+    }
+
+    fn run_normal(t: &Tables, k: &FlowKey) -> Translation {
+        translate(
+            t,
+            k,
+            &PORTS,
+            XlateOptions {
+                trace: true,
+                normal: Some(&mut Retag),
+            },
+        )
+    }
+
+    #[test]
+    fn normal_outputs_retag_through_the_commit_and_restore_the_flow() {
+        let t = tables(&["actions=NORMAL,output:4"]);
+        // Untagged in: push for port 2, pop back for port 3, port 4 (after
+        // NORMAL) sees the packet untagged again; port 1 is the input port.
+        let x = run_normal(&t, &key(1));
+        assert_eq!(
+            format_dp_actions(&x.actions),
+            "push_vlan(vid=10,pcp=0),2,pop_vlan,3,4"
+        );
+        assert_eq!(x.final_flow, key(1));
+        assert_eq!(x.mask.vlan_tci, [u16::MAX; 2]);
+        assert!(format_trace(&x).contains(" -> retagging"));
+
+        // Tagged VLAN 10 with PCP 5 in: port 2 needs no change, port 3 a pop, and
+        // port 4 the tag back as it came.
+        let mut k = key(1);
+        k.vlan_tci[0] = VLAN_CFI | (5 << VLAN_PCP_SHIFT) | 10;
+        k.vlan_tpid[0] = ETH_TYPE_VLAN_8021Q;
+        let x = run_normal(&t, &k);
+        assert_eq!(
+            format_dp_actions(&x.actions),
+            "2,pop_vlan,3,push_vlan(vid=10,pcp=5),4"
+        );
+        assert_eq!(x.final_flow, k);
+
+        // Tagged VLAN 20: retagging is a pop and a push, as for mod_vlan_vid.
+        k.vlan_tci[0] = VLAN_CFI | 20;
+        let x = run_normal(&t, &k);
+        assert_eq!(
+            format_dp_actions(&x.actions),
+            "pop_vlan,push_vlan(vid=10,pcp=0),2,pop_vlan,3,push_vlan(vid=20,pcp=0),4"
+        );
+        let t = tables(&["actions=mod_vlan_vid:10,output:2"]);
+        assert_eq!(dp(&t, &k), "pop_vlan,push_vlan(vid=10,pcp=0),2");
     }
 
     #[test]
