@@ -85,8 +85,9 @@ pub trait DpControl: Send {
     );
     /// Removes a megaflow from PMD `pmd`.
     fn remove(&self, pmd: usize, mask: &FlowKey, key: &FlowKey);
-    /// Returns once every PMD has applied what was sent to it before (bounded
-    /// wait). Default: nothing to wait for.
+    /// Returns once every PMD has applied what was sent to it before and
+    /// published its megaflow counters (bounded wait). Default: nothing to wait
+    /// for.
     fn barrier(&self) {}
 }
 
@@ -748,7 +749,9 @@ impl<D: DpControl> Ofproto<D> {
         filter: Option<&str>,
         names: bool,
     ) -> Result<String, String> {
-        // Counters are credited up to now first, as OVS's are when asked.
+        // Counters are credited up to now first, as OVS's are when asked: the
+        // PMDs publish theirs at the barrier.
+        self.dp.barrier();
         self.run_periodic();
         let bi = self.bridge_index(bridge)?;
         let now = self.now_ms();
@@ -855,6 +858,8 @@ impl<D: DpControl> Ofproto<D> {
 
     /// `dump-dp-flows`: every megaflow with its counters and actions.
     pub fn dump_dp_flows(&mut self) -> String {
+        // The PMDs publish their megaflow counters at the barrier.
+        self.dp.barrier();
         let now = self.now_ms();
         let mut rows: Vec<(usize, String)> = self
             .flows

@@ -126,39 +126,65 @@ fn sig_of(h: u64) -> u32 {
     (h >> 32) as u32
 }
 
+/// What a classifier entry yields, stored as one word of its row (so a hit reads
+/// the key and the value from one cache line).
+pub trait RowValue: Copy {
+    fn to_word(self) -> u64;
+    fn from_word(w: u64) -> Self;
+}
+
+impl RowValue for u32 {
+    fn to_word(self) -> u64 {
+        u64::from(self)
+    }
+    fn from_word(w: u64) -> Self {
+        w as u32
+    }
+}
+
+/// Eight words, cache-line aligned: rows are made of these.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Line([u64; 8]);
+
 /// All megaflows with one mask.
 ///
 /// Layout for big tables (100k megaflows must not cost a cache miss per word): a
 /// bucket array of 8 signature/row slots per cache line, probed linearly, and the
-/// masked keys stored compactly — only the mask's non-zero words, `n` per row — in
-/// one array, their values in another. A lookup reads one bucket line, one row
-/// (usually one line) and one value; [`Dpcls::lookup_batch_prefetch`] prefetches
+/// rows: each the mask's non-zero words of a masked key (`n` words) followed by
+/// its value, in whole cache lines (one line for up to 7 words). A lookup reads
+/// one bucket line and one row line; [`Dpcls::lookup_batch_prefetch`] prefetches
 /// each level for a whole batch before reading it.
 pub struct Subtable<V> {
     mask: Mask,
     buckets: Vec<Bucket>,
     /// Slots holding a row or a tombstone (what drives a rebuild).
     used_slots: usize,
-    /// Compact masked keys, `mask.n` words per row.
-    rows: Vec<u64>,
-    /// Row `r`'s value; `None` for a free row.
-    values: Vec<Option<V>>,
+    /// Rows, `stride` lines each.
+    lines: Vec<Line>,
+    stride: usize,
+    /// Whether row `r` holds a megaflow.
+    live: Vec<bool>,
     free_rows: Vec<u32>,
     len: usize,
     hits: u64,
+    _value: std::marker::PhantomData<V>,
 }
 
-impl<V> Subtable<V> {
+impl<V: RowValue> Subtable<V> {
     fn new(mask: Mask) -> Self {
+        let stride = (usize::from(mask.n) + 1).div_ceil(8);
         Subtable {
             mask,
             buckets: Vec::new(),
             used_slots: 0,
-            rows: Vec::new(),
-            values: Vec::new(),
+            lines: Vec::new(),
+            stride,
+            live: Vec::new(),
             free_rows: Vec::new(),
             len: 0,
             hits: 0,
+            _value: std::marker::PhantomData,
         }
     }
 
@@ -176,30 +202,51 @@ impl<V> Subtable<V> {
         self.hits
     }
 
+    /// Word `j` of row `r` (`j == n`: the value).
     #[inline(always)]
-    fn row(&self, r: u32) -> &[u64] {
-        let n = self.mask.n as usize;
-        let start = r as usize * n;
-        self.rows.get(start..start + n).unwrap_or(&[])
+    fn word(&self, r: u32, j: usize) -> u64 {
+        self.lines
+            .get(r as usize * self.stride + j / 8)
+            .and_then(|l| l.0.get(j % 8))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn set_word(&mut self, r: u32, j: usize, w: u64) {
+        if let Some(x) = self
+            .lines
+            .get_mut(r as usize * self.stride + j / 8)
+            .and_then(|l| l.0.get_mut(j % 8))
+        {
+            *x = w;
+        }
+    }
+
+    /// The first line of row `r`, to prefetch.
+    #[inline(always)]
+    fn row_line(&self, r: u32) -> Option<&Line> {
+        self.lines.get(r as usize * self.stride)
+    }
+
+    #[inline(always)]
+    fn value(&self, r: u32) -> V {
+        V::from_word(self.word(r, usize::from(self.mask.n)))
     }
 
     /// Whether row `r` is `key & mask`.
     #[inline(always)]
     fn row_matches(&self, r: u32, key: &Words) -> bool {
-        let row = self.row(r);
-        row.len() == self.mask.n as usize
-            && row.iter().zip(self.mask.active()).all(|(&s, &i)| {
-                let i = i as usize;
-                matches!((key.get(i), self.mask.words.get(i)), (Some(k), Some(m)) if k & m == s)
-            })
+        self.mask.active().iter().enumerate().all(|(j, &i)| {
+            let i = i as usize;
+            matches!((key.get(i), self.mask.words.get(i)), (Some(k), Some(m)) if k & m == self.word(r, j))
+        })
     }
 
     /// The hash of row `r` (equal to the mask's hash of any key it matches).
     fn row_hash(&self, r: u32) -> u64 {
-        let h = self
-            .row(r)
-            .iter()
-            .fold(u64::from(self.mask.n), |h, &w| mix(h, w));
+        let h = (0..usize::from(self.mask.n))
+            .fold(u64::from(self.mask.n), |h, j| mix(h, self.word(r, j)));
         h ^ (h >> 32)
     }
 
@@ -271,8 +318,8 @@ impl<V> Subtable<V> {
         self.buckets.clear();
         self.buckets.resize(nb, EMPTY_BUCKET);
         self.used_slots = 0;
-        let live: Vec<u32> = (0..self.values.len() as u32)
-            .filter(|&r| matches!(self.values.get(r as usize), Some(Some(_))))
+        let live: Vec<u32> = (0..self.live.len() as u32)
+            .filter(|&r| self.live.get(r as usize) == Some(&true))
             .collect();
         for r in live {
             let h = self.row_hash(r);
@@ -290,36 +337,31 @@ impl<V> Subtable<V> {
 
     fn insert(&mut self, masked: &Words, value: V) -> Option<V> {
         let h = self.mask.hash(masked);
+        let n = usize::from(self.mask.n);
         if let Some(r) = self.find(h, masked) {
-            return self
-                .values
-                .get_mut(r as usize)
-                .and_then(|v| v.replace(value));
+            let old = self.value(r);
+            self.set_word(r, n, value.to_word());
+            return Some(old);
         }
         self.reserve_one();
         let r = match self.free_rows.pop() {
-            Some(r) => {
-                let n = self.mask.n as usize;
-                let start = r as usize * n;
-                if let Some(row) = self.rows.get_mut(start..start + n) {
-                    for (o, &i) in row.iter_mut().zip(self.mask.active()) {
-                        *o = masked.get(i as usize).copied().unwrap_or(0);
-                    }
-                }
-                if let Some(v) = self.values.get_mut(r as usize) {
-                    *v = Some(value);
-                }
-                r
-            }
+            Some(r) => r,
             None => {
-                let r = self.values.len() as u32;
-                for &i in self.mask.active() {
-                    self.rows.push(masked.get(i as usize).copied().unwrap_or(0));
-                }
-                self.values.push(Some(value));
+                let r = self.live.len() as u32;
+                self.lines
+                    .resize(self.lines.len() + self.stride, Line::default());
+                self.live.push(false);
                 r
             }
         };
+        let idx = self.mask.idx;
+        for (j, &i) in idx.iter().take(n).enumerate() {
+            self.set_word(r, j, masked.get(i as usize).copied().unwrap_or(0));
+        }
+        self.set_word(r, n, value.to_word());
+        if let Some(l) = self.live.get_mut(r as usize) {
+            *l = true;
+        }
         self.place(h, r);
         self.len += 1;
         None
@@ -337,33 +379,37 @@ impl<V> Subtable<V> {
         if let Some(g) = bucket.sig.get_mut(s) {
             *g = 0;
         }
-        let v = self.values.get_mut(r as usize)?.take();
+        let v = self.value(r);
+        if let Some(l) = self.live.get_mut(r as usize) {
+            *l = false;
+        }
         self.free_rows.push(r);
         self.len -= 1;
         // Many tombstones: probes get long. Rebuild for what is left.
         if (self.used_slots - self.len) * 4 > self.buckets.len() * SLOTS {
             self.rebuild(self.len);
         }
-        v
+        Some(v)
     }
 
     /// The masked key of row `r` as a full key.
     fn row_key(&self, r: u32) -> FlowKey {
         let mut k = FlowKey::default();
         let words = k.words_mut();
-        for (&w, &i) in self.row(r).iter().zip(self.mask.active()) {
+        for (j, &i) in self.mask.active().iter().enumerate() {
             if let Some(o) = words.get_mut(i as usize) {
-                *o = w;
+                *o = self.word(r, j);
             }
         }
         k
     }
 
-    fn live_rows(&self) -> impl Iterator<Item = (u32, &V)> + '_ {
-        self.values
+    fn live_rows(&self) -> impl Iterator<Item = (u32, V)> + '_ {
+        self.live
             .iter()
             .enumerate()
-            .filter_map(|(r, v)| v.as_ref().map(|v| (r as u32, v)))
+            .filter(|(_, &l)| l)
+            .map(|(r, _)| (r as u32, self.value(r as u32)))
     }
 }
 
@@ -373,13 +419,13 @@ pub struct Dpcls<V> {
     len: usize,
 }
 
-impl<V> Default for Dpcls<V> {
+impl<V: RowValue> Default for Dpcls<V> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<V> Dpcls<V> {
+impl<V: RowValue> Dpcls<V> {
     pub fn new() -> Self {
         Dpcls {
             subtables: Vec::new(),
@@ -436,7 +482,7 @@ impl<V> Dpcls<V> {
 
     /// The value of the megaflow `key` falls in, and how many subtables were probed.
     #[inline]
-    pub fn lookup(&mut self, key: &FlowKey) -> (Option<&V>, u32) {
+    pub fn lookup(&mut self, key: &FlowKey) -> (Option<V>, u32) {
         let words = key.words();
         let mut probed = 0u32;
         for st in self.subtables.iter_mut() {
@@ -444,7 +490,7 @@ impl<V> Dpcls<V> {
             let h = st.mask.hash(words);
             if let Some(r) = st.find(h, words) {
                 st.hits += 1;
-                return (st.values.get(r as usize).and_then(Option::as_ref), probed);
+                return (Some(st.value(r)), probed);
             }
         }
         (None, probed)
@@ -452,10 +498,7 @@ impl<V> Dpcls<V> {
 
     /// [`Dpcls::lookup_batch_prefetch`] without prefetching.
     #[inline]
-    pub fn lookup_batch(&mut self, keys: &[FlowKey], todo: u64, out: &mut [Option<V>]) -> u32
-    where
-        V: Copy,
-    {
+    pub fn lookup_batch(&mut self, keys: &[FlowKey], todo: u64, out: &mut [Option<V>]) -> u32 {
         self.lookup_batch_prefetch::<NoPrefetch>(keys, todo, out)
     }
 
@@ -473,10 +516,7 @@ impl<V> Dpcls<V> {
         keys: &[FlowKey],
         todo: u64,
         out: &mut [Option<V>],
-    ) -> u32
-    where
-        V: Copy,
-    {
+    ) -> u32 {
         let n = keys.len().min(out.len()).min(64);
         let all = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
         let mut todo = todo & all;
@@ -498,7 +538,6 @@ impl<V> Dpcls<V> {
             if st.buckets.is_empty() {
                 continue;
             }
-            let n_words = st.mask.n as usize;
             // Pass 1: hashes, bucket prefetches.
             let mut rest = todo;
             while rest != 0 {
@@ -534,15 +573,8 @@ impl<V> Dpcls<V> {
                     }
                 }
                 if *c != EMPTY {
-                    let start = *c as usize * n_words;
-                    if let Some(w) = st.rows.get(start) {
-                        P::prefetch(w);
-                    }
-                    if let Some(w) = st.rows.get(start + n_words.saturating_sub(1)) {
-                        P::prefetch(w);
-                    }
-                    if let Some(v) = st.values.get(*c as usize) {
-                        P::prefetch(v);
+                    if let Some(l) = st.row_line(*c) {
+                        P::prefetch(l);
                     }
                 }
             }
@@ -561,9 +593,9 @@ impl<V> Dpcls<V> {
                 } else {
                     st.find(h, words)
                 };
-                if let Some(Some(v)) = r.and_then(|r| st.values.get(r as usize)) {
+                if let Some(r) = r {
                     if let Some(o) = out.get_mut(i) {
-                        *o = Some(*v);
+                        *o = Some(st.value(r));
                     }
                     st.hits += 1;
                     todo &= !(1u64 << i);
@@ -582,7 +614,7 @@ impl<V> Dpcls<V> {
     }
 
     /// Every megaflow as (mask, masked key, value).
-    pub fn iter(&self) -> impl Iterator<Item = (FlowKey, FlowKey, &V)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (FlowKey, FlowKey, V)> + '_ {
         self.subtables.iter().flat_map(|st| {
             let mask = st.mask.to_key();
             st.live_rows().map(move |(r, v)| (mask, st.row_key(r), v))
@@ -590,16 +622,13 @@ impl<V> Dpcls<V> {
     }
 
     /// Keeps the megaflows for which `keep` returns true.
-    pub fn retain(&mut self, mut keep: impl FnMut(&FlowKey, &FlowKey, &mut V) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(&FlowKey, &FlowKey, V) -> bool) {
         for st in &mut self.subtables {
             let mask = st.mask.to_key();
             let rows: Vec<u32> = st.live_rows().map(|(r, _)| r).collect();
             for r in rows {
                 let k = st.row_key(r);
-                let Some(Some(v)) = st.values.get_mut(r as usize) else {
-                    continue;
-                };
-                if !keep(&mask, &k, v) {
+                if !keep(&mask, &k, st.value(r)) {
                     let h = st.row_hash(r);
                     if let Some((b, s)) = st.find_slot(h, k.words()) {
                         st.remove_at(b, s);
@@ -650,8 +679,8 @@ mod tests {
             k.nw_dst = 0x0a00_0077;
             k.tp_dst = 80;
         });
-        assert_eq!(c.lookup(&p).0, Some(&20));
-        assert_eq!(c.lookup(&key(|k| k.in_port = 1)).0, Some(&10));
+        assert_eq!(c.lookup(&p).0, Some(20));
+        assert_eq!(c.lookup(&key(|k| k.in_port = 1)).0, Some(10));
         assert_eq!(c.lookup(&key(|k| k.in_port = 3)), (None, 2));
         // Replace keeps one entry.
         assert_eq!(c.insert(&m_port, &key(|k| k.in_port = 1), 11), Some(10));
@@ -673,7 +702,7 @@ mod tests {
         }
         c.rerank();
         assert_eq!(c.subtables()[0].mask().to_key(), m2);
-        assert_eq!(c.lookup(&key(|k| k.tp_dst = 53)), (Some(&2), 1));
+        assert_eq!(c.lookup(&key(|k| k.tp_dst = 53)), (Some(2), 1));
     }
 
     /// Many megaflows in one subtable, through growth, tombstones and rebuilds:
@@ -707,7 +736,7 @@ mod tests {
             }
             assert_eq!(c.len(), live.len());
         }
-        c.retain(|_, _, v| *v % 2 == 0);
+        c.retain(|_, _, v| v % 2 == 0);
         live.retain(|_, v| *v % 2 == 0);
         assert_eq!(c.len(), live.len());
         assert_eq!(c.iter().count(), live.len());
@@ -718,16 +747,12 @@ mod tests {
             c.lookup_batch(&keys, u64::MAX, &mut out);
             for (&i, got) in chunk.iter().zip(&out) {
                 assert_eq!(*got, live.get(&i).copied(), "batch {i}");
-                assert_eq!(
-                    c.lookup(&k(i)).0.copied(),
-                    live.get(&i).copied(),
-                    "single {i}"
-                );
+                assert_eq!(c.lookup(&k(i)).0, live.get(&i).copied(), "single {i}");
             }
         }
         for (mask, mk, v) in c.iter() {
             assert_eq!(mask, m);
-            assert_eq!(mk, masked(&k(*v), &m));
+            assert_eq!(mk, masked(&k(v), &m));
         }
     }
 
@@ -824,9 +849,9 @@ mod tests {
                 let (single, _) = c.lookup(p);
                 match single {
                     None => prop_assert!(hits.is_empty()),
-                    Some(v) => prop_assert!(hits.contains(v)),
+                    Some(v) => prop_assert!(hits.contains(&v)),
                 }
-                prop_assert_eq!(*batch, single.copied());
+                prop_assert_eq!(*batch, single);
             }
             c.rerank();
             for p in &probes {

@@ -128,17 +128,35 @@ pub fn run(mut ctx: PmdContext, stop: &AtomicBool) {
             apply_commands(&mut ctx, &mut s);
         }
         let received = iteration(&mut ctx, &mut s);
+        if ctx.flows.is_some() {
+            // Megaflow counters reach the management thread a few slots per busy
+            // iteration (so a busy megaflow is written out once per many hits),
+            // all of them when idle.
+            if received == 0 {
+                s.cache.publish(usize::MAX);
+            } else if n.is_multiple_of(PUBLISH_EVERY) {
+                s.cache.publish(PUBLISH_SLOTS);
+            }
+        }
         cycles.iteration_done(&ctx.stats, received > 0);
         s.now = cycles.last;
         n = n.wrapping_add(1);
         if n.is_multiple_of(4096) && ctx.flows.is_some() {
             expire_inflight(&mut ctx, &mut s);
             s.cache.rerank();
+            s.cache.adapt_emc();
         }
     }
     cycles.account(&ctx.stats);
     flush_all(&ctx.stats, &mut ctx.txqs, &mut s.txbufs);
 }
+
+/// Busy iterations between two publications of megaflow counters (see
+/// `FlowCache::publish`), and the slots published each time: 4 per iteration on
+/// average, so at 100k active megaflows and 200k iterations/s each is published
+/// about every 125 ms, and a few hot megaflows once per 8 bursts.
+const PUBLISH_EVERY: u64 = 8;
+const PUBLISH_SLOTS: usize = 32;
 
 /// Iterations per TSC read. A TSC read costs about as much as forwarding one packet,
 /// so it is amortised over several iterations (`perf p2p`: 3% of the PMD's time at
@@ -334,6 +352,9 @@ fn flow_stage(
     }
     // Hashing in a second pass: reading a key's words right after the parser wrote
     // its fields stalls on store forwarding (`perf`: a fifth of the PMD's time).
+    // The EMC hash only when this burst probes the EMC; misses hash their key
+    // below otherwise.
+    let use_emc = s.cache.emc_wanted();
     for i in 0..n {
         let (Some(key), Some(h), Some(fl)) =
             (s.keys.get(i), s.hashes.get_mut(i), s.flags.get_mut(i))
@@ -341,10 +362,9 @@ fn flow_stage(
             continue;
         };
         *fl = key.tcp_flags;
-        *h = match s.burst.rss_hash(i) {
-            Some(rss) => rss,
-            None => FlowCache::<FlowActions>::hash(key),
-        };
+        if use_emc {
+            *h = emc_hash(&s.burst, i, key);
+        }
     }
     count_rx(stats, in_port, n, bytes);
     let (Some(keys), Some(hashes), Some(hits)) =
@@ -354,17 +374,10 @@ fn flow_stage(
     };
     let look = s
         .cache
-        .lookup_burst_prefetch::<CpuPrefetch>(keys, hashes, hits);
+        .lookup_burst_prefetch::<CpuPrefetch>(keys, hashes, hits, use_emc);
     stats.emc_hits.add(u64::from(look.emc_hits));
     stats.megaflow_hits.add(u64::from(look.megaflow_hits));
     stats.subtable_probes.add(u64::from(look.subtable_probes));
-    // The lookup prefetched each hit's slot; now its counters and actions, read
-    // below.
-    for h in hits.iter() {
-        if let Hit::Emc(r) | Hit::Megaflow(r) = *h {
-            s.cache.prefetch_flow::<CpuPrefetch>(r);
-        }
-    }
 
     execute_hits(stats, f, txqs, s, n);
 
@@ -373,13 +386,18 @@ fn flow_stage(
         if !matches!(s.hits.get(i), Some(Hit::Miss)) {
             continue;
         }
+        let Some(&key) = s.keys.get(i) else {
+            continue;
+        };
+        // Before the packet leaves the burst: the hash may be its RSS hash.
+        let hash = match s.hashes.get(i) {
+            Some(&h) if use_emc => h,
+            _ => emc_hash(&s.burst, i, &key),
+        };
         let Some(m) = s.burst.take(i) else { continue };
         if m.data().len() < ETH_HEADER_LEN {
             continue; // runt, counted above; freed here
         }
-        let (Some(&key), Some(&hash)) = (s.keys.get(i), s.hashes.get(i)) else {
-            continue;
-        };
         miss(stats, f, s, pmd, hash, key, m);
     }
     if runts > 0 {
@@ -396,6 +414,16 @@ struct Run {
     flow: FlowRef,
     bytes: u64,
     flags: u16,
+}
+
+/// The hash of packet `i`'s key for the EMC and the in-flight upcalls: the NIC's
+/// RSS hash when the port gives one.
+#[inline(always)]
+fn emc_hash(burst: &MbufBurst, i: usize, key: &FlowKey) -> u32 {
+    match burst.rss_hash(i) {
+        Some(rss) => rss,
+        None => FlowCache::<FlowActions>::hash(key),
+    }
 }
 
 /// The simple-match path (see `pipeline::simple_match`): when every packet of
@@ -512,13 +540,13 @@ fn execute_run(
     run: Run,
 ) {
     let (i, j) = (run.start, run.end);
-    // Disjoint fields of the scratch: the cache is read while tx buffers fill.
-    let Some(flow) = s.cache.get(run.flow) else {
+    let Some(out) = s
+        .cache
+        .credit(run.flow, (j - i) as u32, run.bytes, s.now, run.flags)
+    else {
         return;
     };
-    flow.stats
-        .credit((j - i) as u64, run.bytes, s.now, run.flags);
-    match flow.single_output {
+    match out {
         Some(port) => {
             let port = port as usize;
             if let Some(buf) = s.txbufs.get_mut(port) {
@@ -537,6 +565,10 @@ fn execute_run(
             }
         }
         None => {
+            // Disjoint fields of the scratch: the cache is read while tx buffers fill.
+            let Some(flow) = s.cache.get(run.flow) else {
+                return;
+            };
             for k in i..j {
                 if let Some(m) = s.burst.take(k) {
                     execute(stats, &f.pool, &flow.actions, m, &mut s.txbufs, txqs);
@@ -732,6 +764,8 @@ fn apply_command(
             stats.megaflows.set(0);
         }
         PmdCommand::Barrier(done) => {
+            // Everything before the barrier is applied and every counter visible.
+            s.cache.publish(usize::MAX);
             let _ = done.try_send(());
         }
     }

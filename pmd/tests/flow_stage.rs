@@ -145,6 +145,18 @@ fn flow_stage_upcalls_installs_and_executes() {
         };
         assert_eq!(stats.drops[r.index()].get(), want, "drops {}", r.as_str());
     }
+    // Megaflow counters are published by the PMD over time; a barrier makes
+    // them all visible.
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    dp.pmds()[0]
+        .commands
+        .as_ref()
+        .expect("command queue")
+        .send(PmdCommand::Barrier(done_tx))
+        .expect("barrier");
+    done_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("barrier passed");
     for (i, s) in flow_stats.iter().enumerate() {
         assert_eq!(s.packets(), 100, "flow {i} credited");
     }
