@@ -18,13 +18,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use dpdk_ffi::{Mbuf, Mempool, Ring};
+use dpdk_ffi::Mempool;
 use ferroswitch::slowpath::PmdControl;
 use mgmt::ofproto::{Bridge, BridgePort, Ofproto, OfprotoConfig};
 use pipeline::trafgen::{udp_frame, UdpFlow};
-use pmd::{testing, Datapath, DropReason, FlowSpec, PmdStats};
+use pmd::{testing, Datapath, DropReason, FlowSpec};
 
 const MAC_A: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x01];
 const MAC_B: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 0x02];
@@ -54,52 +53,6 @@ fn bridge_ports() -> Vec<BridgePort> {
             odp: i,
         })
         .collect()
-}
-
-fn send(ring: &Ring, pool: &Mempool, frames: &[Vec<u8>]) {
-    for f in frames {
-        let mut m = Mbuf::from_slice(pool, f).expect("mbuf");
-        loop {
-            match ring.enqueue(m) {
-                Ok(()) => break,
-                Err(back) => {
-                    m = back;
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-            }
-        }
-    }
-}
-
-fn drain(ring: &Ring) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    while let Some(m) = ring.dequeue() {
-        out.push(m.data().to_vec());
-    }
-    out
-}
-
-fn wait_for(what: &str, stats: &PmdStats, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        if Instant::now() > deadline {
-            let drops: Vec<String> = DropReason::ALL
-                .iter()
-                .map(|r| format!("{}={}", r.as_str(), stats.drops[r.index()].get()))
-                .collect();
-            panic!(
-                "timed out waiting for {what}: rx {} tx {} emc {} megaflow {} upcalls {} held {} drops {}",
-                stats.rx_packets.get(),
-                stats.tx_packets.get(),
-                stats.emc_hits.get(),
-                stats.megaflow_hits.get(),
-                stats.upcalls.get(),
-                stats.upcalls_coalesced.get(),
-                drops.join(" ")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[test]
@@ -144,26 +97,38 @@ fn normal_datapath_flood_then_unicast_both_ways() {
 
     // --- 1. A -> B, B unknown: flooded ----------------------------------------
     let first = udp_frame(&A_TO_B, 100, 0);
-    send(rx_p0, &pool, std::slice::from_ref(&first));
-    wait_for("the flood of A's first frame", &stats, || {
+    testing::send_frames(rx_p0, &pool, std::slice::from_ref(&first));
+    testing::wait_for("the flood of A's first frame", &stats, || {
         tx(1) >= 1 && tx(2) >= 1
     });
     assert_eq!(
-        drain(tx_p1),
+        testing::drain_frames(tx_p1),
         std::slice::from_ref(&first),
         "p1: the frame, unchanged"
     );
-    assert_eq!(drain(tx_p2), [first], "p2: the frame, unchanged");
-    assert_eq!(drain(tx_p0), Vec::<Vec<u8>>::new(), "never back out p0");
+    assert_eq!(
+        testing::drain_frames(tx_p2),
+        [first],
+        "p2: the frame, unchanged"
+    );
+    assert_eq!(
+        testing::drain_frames(tx_p0),
+        Vec::<Vec<u8>>::new(),
+        "never back out p0"
+    );
 
     // --- 2. B -> A: unicast to the learned port -------------------------------
     let reply = udp_frame(&B_TO_A, 100, 0);
-    send(rx_p1, &pool, std::slice::from_ref(&reply));
-    wait_for("B's reply", &stats, || tx(0) >= 1);
+    testing::send_frames(rx_p1, &pool, std::slice::from_ref(&reply));
+    testing::wait_for("B's reply", &stats, || tx(0) >= 1);
     // The reply left inside the upcall's batch; taking the lock waits for the
     // rest of that batch: the revalidation of A -> B and its barrier.
     drop(ofproto.lock().expect("slow path"));
-    assert_eq!(drain(tx_p0), [reply], "p0: the reply, unchanged");
+    assert_eq!(
+        testing::drain_frames(tx_p0),
+        [reply],
+        "p0: the reply, unchanged"
+    );
     assert_eq!(stats.upcalls.get(), 2, "one upcall per direction");
 
     // --- 3. both ways, unicast, no more upcalls -------------------------------
@@ -178,17 +143,29 @@ fn normal_datapath_flood_then_unicast_both_ways() {
         both.push((ab, ba));
     }
     for (ab, ba) in &both {
-        send(rx_p0, &pool, std::slice::from_ref(ab));
-        send(rx_p1, &pool, std::slice::from_ref(ba));
+        testing::send_frames(rx_p0, &pool, std::slice::from_ref(ab));
+        testing::send_frames(rx_p1, &pool, std::slice::from_ref(ba));
     }
     // Each of p0 and p1 already sent one frame (steps 1 and 2).
     let want = u64::from(n) + 1;
-    wait_for("the unicast frames", &stats, || {
+    testing::wait_for("the unicast frames", &stats, || {
         tx(0) >= want && tx(1) >= want
     });
-    assert_eq!(drain(tx_p1), a_to_b, "A -> B: p1 only, in order");
-    assert_eq!(drain(tx_p0), b_to_a, "B -> A: p0 only, in order");
-    assert_eq!(drain(tx_p2), Vec::<Vec<u8>>::new(), "nothing more flooded");
+    assert_eq!(
+        testing::drain_frames(tx_p1),
+        a_to_b,
+        "A -> B: p1 only, in order"
+    );
+    assert_eq!(
+        testing::drain_frames(tx_p0),
+        b_to_a,
+        "B -> A: p0 only, in order"
+    );
+    assert_eq!(
+        testing::drain_frames(tx_p2),
+        Vec::<Vec<u8>>::new(),
+        "nothing more flooded"
+    );
     assert_eq!(tx(2), 1, "p2 saw only the first flood");
     assert_eq!(
         stats.upcalls.get(),

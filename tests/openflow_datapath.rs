@@ -15,9 +15,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use dpdk_ffi::{Mbuf, Mempool, Ring};
+use dpdk_ffi::Mempool;
 use ferroswitch::slowpath::PmdControl;
 use mgmt::ofproto::{Bridge, BridgePort, Ofproto, OfprotoConfig};
 use pipeline::actions::{execute, DpAction, Emitted, TunnelMeta};
@@ -26,7 +26,7 @@ use pipeline::ofproto::table::Tables;
 use pipeline::ofproto::xlate::{translate, XlateOptions};
 use pipeline::trafgen::{flows, udp_frame};
 use pipeline::FlowKey;
-use pmd::{testing, Datapath, DropReason, FlowSpec, PmdStats};
+use pmd::{testing, Datapath, DropReason, FlowSpec};
 
 const FLOWS: &str = "\
 priority=100,udp,nw_dst=10.1.0.0 actions=output:p1
@@ -70,52 +70,6 @@ fn flow_id(frame: &[u8]) -> Option<u8> {
 /// The payload's fill byte (the sequence number here): the frame's last byte.
 fn seq(frame: &[u8]) -> u8 {
     *frame.last().unwrap_or(&0)
-}
-
-fn send(ring: &Ring, pool: &Mempool, frames: &[Vec<u8>]) {
-    for f in frames {
-        let mut m = Mbuf::from_slice(pool, f).expect("mbuf");
-        loop {
-            match ring.enqueue(m) {
-                Ok(()) => break,
-                Err(back) => {
-                    m = back;
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-            }
-        }
-    }
-}
-
-fn drain(ring: &Ring) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    while let Some(m) = ring.dequeue() {
-        out.push(m.data().to_vec());
-    }
-    out
-}
-
-fn wait_for(what: &str, stats: &PmdStats, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        if Instant::now() > deadline {
-            let drops: Vec<String> = DropReason::ALL
-                .iter()
-                .map(|r| format!("{}={}", r.as_str(), stats.drops[r.index()].get()))
-                .collect();
-            panic!(
-                "timed out waiting for {what}: rx {} tx {} emc {} megaflow {} upcalls {} held {} drops {}",
-                stats.rx_packets.get(),
-                stats.tx_packets.get(),
-                stats.emc_hits.get(),
-                stats.megaflow_hits.get(),
-                stats.upcalls.get(),
-                stats.upcalls_coalesced.get(),
-                drops.join(" ")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[test]
@@ -197,9 +151,9 @@ fn openflow_datapath_exact_output_and_rule_change_mid_stream() {
             }
         }
     }
-    send(&rings[0], &pool, &input);
+    testing::send_frames(&rings[0], &pool, &input);
     let want_tx = (expect.get(&2).map_or(0, Vec::len) + expect.get(&3).map_or(0, Vec::len)) as u64;
-    wait_for("phase 1 output", &stats, || {
+    testing::wait_for("phase 1 output", &stats, || {
         stats.tx_packets.get() >= want_tx
             && stats.drops[DropReason::FlowDrop.index()].get() >= expected_drops
     });
@@ -223,7 +177,7 @@ fn openflow_datapath_exact_output_and_rule_change_mid_stream() {
         "every packet classified once"
     );
     for (ring, ofport) in [(3usize, 2u32), (5, 3)] {
-        let got = drain(&rings[ring]);
+        let got = testing::drain_frames(&rings[ring]);
         let want = expect.remove(&ofport).unwrap_or_default();
         assert_eq!(got.len(), want.len(), "port {ofport}: count");
         let mut got_by: HashMap<Option<u8>, Vec<Vec<u8>>> = HashMap::new();
@@ -270,7 +224,7 @@ fn openflow_datapath_exact_output_and_rule_change_mid_stream() {
         let (ring, pool, frames) = (rings[0].clone(), pool.clone(), c_frames.clone());
         std::thread::spawn(move || {
             for chunk in frames.chunks(10) {
-                send(&ring, &pool, chunk);
+                testing::send_frames(&ring, &pool, chunk);
                 std::thread::sleep(Duration::from_millis(2));
             }
         })
@@ -278,8 +232,8 @@ fn openflow_datapath_exact_output_and_rule_change_mid_stream() {
     let before: Vec<Vec<u8>> = (0..100u8).map(|s| udp_frame(&flow_a, 64, s)).collect();
     let after: Vec<Vec<u8>> = (100..200u8).map(|s| udp_frame(&flow_a, 64, s)).collect();
     let p1_before = dp.port_totals(1).tx_packets;
-    send(&rings[0], &pool, &before);
-    wait_for("flow A before the change", &stats, || {
+    testing::send_frames(&rings[0], &pool, &before);
+    testing::wait_for("flow A before the change", &stats, || {
         dp.port_totals(1).tx_packets >= p1_before + 100
     });
     ofproto
@@ -287,13 +241,13 @@ fn openflow_datapath_exact_output_and_rule_change_mid_stream() {
         .unwrap()
         .add_flow("br0", "priority=200,udp,nw_dst=10.1.0.0 actions=output:p2")
         .expect("add-flow");
-    send(&rings[0], &pool, &after);
+    testing::send_frames(&rings[0], &pool, &after);
     sender.join().expect("sender");
-    wait_for("phase 2 output", &stats, || {
+    testing::wait_for("phase 2 output", &stats, || {
         stats.tx_packets.get() >= tx0 + 400
     });
-    let p1 = drain(&rings[3]);
-    let p2 = drain(&rings[5]);
+    let p1 = testing::drain_frames(&rings[3]);
+    let p2 = testing::drain_frames(&rings[5]);
     let a_p1: Vec<u8> = p1
         .iter()
         .filter(|f| flow_id(f) == Some(0))

@@ -2,11 +2,13 @@
 //! backed by DPDK rings the test fills and drains. Not used by the switch itself.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use dpdk_ffi::{Eal, EthPort, Mempool, Ring};
+use dpdk_ffi::{Eal, EthPort, Mbuf, Mempool, Ring};
 
 use crate::datapath::PortSpec;
 use crate::port::{DpdkPort, Port};
+use crate::stats::{DropReason, PmdStats};
 
 /// Initialises the EAL of this test process: no hugepages, no PCI, a
 /// `--file-prefix` unique to `name` and the process, so tests never collide.
@@ -86,5 +88,57 @@ pub fn spec(
         mbuf_cache: 0,
         forward,
         flows,
+    }
+}
+
+/// Enqueues a copy of each frame into `ring` (an rx ring of [`ring_ports`]),
+/// waiting while the ring is full.
+pub fn send_frames(ring: &Ring, pool: &Mempool, frames: &[Vec<u8>]) {
+    for f in frames {
+        let mut m = Mbuf::from_slice(pool, f).expect("mbuf");
+        loop {
+            match ring.enqueue(m) {
+                Ok(()) => break,
+                Err(back) => {
+                    m = back;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
+    }
+}
+
+/// Dequeues everything in `ring` (a tx ring of [`ring_ports`]): the frames.
+pub fn drain_frames(ring: &Ring) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(m) = ring.dequeue() {
+        out.push(m.data().to_vec());
+    }
+    out
+}
+
+/// Polls `done` until it holds; after 30 s panics with `what` and the PMD's
+/// counters.
+pub fn wait_for(what: &str, stats: &PmdStats, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        if Instant::now() > deadline {
+            let drops: Vec<String> = DropReason::ALL
+                .iter()
+                .map(|r| format!("{}={}", r.as_str(), stats.drops[r.index()].get()))
+                .collect();
+            panic!(
+                "timed out waiting for {what}: rx {} tx {} simple {} emc {} megaflow {} upcalls {} held {} drops {}",
+                stats.rx_packets.get(),
+                stats.tx_packets.get(),
+                stats.simple_hits.get(),
+                stats.emc_hits.get(),
+                stats.megaflow_hits.get(),
+                stats.upcalls.get(),
+                stats.upcalls_coalesced.get(),
+                drops.join(" ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
