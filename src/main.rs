@@ -9,7 +9,7 @@ use ferroswitch::{demo, dpview, ofctl, slowpath};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -208,34 +208,16 @@ fn run(config: Option<PathBuf>, check: bool) -> Result<ExitCode> {
     };
 
     // The slow path: OpenFlow tables, upcalls, revalidation.
-    let control = slowpath::PmdControl {
-        commands: dp
-            .pmds()
-            .iter()
-            .filter_map(|p| p.commands.clone())
-            .collect(),
-    };
-    let ofproto = Arc::new(Mutex::new(mgmt::ofproto::Ofproto::new(
+    let slow = slowpath::SlowPath::start(
+        &mut dp,
         bridges,
-        control,
         mgmt::ofproto::OfprotoConfig {
             idle_ms: cfg.pmd.megaflow_idle_ms,
             flow_limit: cfg.pmd.flow_limit,
         },
-    )));
-    let slow_stop = Arc::new(AtomicBool::new(false));
-    let slow_threads = match dp.take_upcalls() {
-        Some(rx) => {
-            let recv = move || {
-                rx.try_recv()
-                    .ok()
-                    .map(|u: pmd::Upcall| (u.pmd, u.key, u.packet))
-            };
-            mgmt::udpif::spawn(ofproto.clone(), recv, slow_stop.clone())
-                .context("starting the slow-path threads")?
-        }
-        None => Vec::new(),
-    };
+    )
+    .context("starting the slow-path threads")?;
+    let ofproto = slow.ofproto.clone();
     let dp = Arc::new(dp);
     let view = Arc::new(dpview::DpView::new(dp.clone(), dpdk_ffi::tsc_hz()));
     let cfg = Arc::new(cfg);
@@ -248,7 +230,7 @@ fn run(config: Option<PathBuf>, check: bool) -> Result<ExitCode> {
         Ok(m) => m,
         Err(e) => {
             drop(view);
-            stop_slow_path(&slow_stop, slow_threads);
+            slow.stop();
             drop(ofproto);
             if let Ok(dp) = Arc::try_unwrap(dp) {
                 dp.stop();
@@ -272,7 +254,7 @@ fn run(config: Option<PathBuf>, check: bool) -> Result<ExitCode> {
     eprintln!("ferroswitch: stopping");
     mgmt_stop.store(true, Ordering::Relaxed);
     mgmt.join();
-    stop_slow_path(&slow_stop, slow_threads);
+    slow.stop();
     drop(ofproto);
     let tsc_hz = view.tsc_hz;
     drop(view);
@@ -293,14 +275,6 @@ fn run(config: Option<PathBuf>, check: bool) -> Result<ExitCode> {
         let _ = std::fs::remove_dir_all(dir);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn stop_slow_path(stop: &AtomicBool, threads: Vec<std::thread::JoinHandle<()>>) {
-    // Relaxed: a stop flag; the joins order the rest.
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        let _ = t.join();
-    }
 }
 
 /// The datapath's view of the config: ports numbered in bridge order, static

@@ -1,12 +1,14 @@
 //! Glue between the slow path (`mgmt::ofproto`) and the PMDs: megaflow installs
 //! and removals become `PmdCommand`s on the PMDs' command queues.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
 use dpdk_ffi::Mbuf;
 use mgmt::config::Config;
-use mgmt::ofproto::{Bridge, DpControl};
+use mgmt::ofproto::{Bridge, DpControl, Ofproto, OfprotoConfig};
 use pipeline::actions::DpAction;
 use pipeline::flow_cache::FlowStats;
 use pipeline::FlowKey;
@@ -77,4 +79,58 @@ const BARRIER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// ([`mgmt::ofproto::bridges_from_config`]).
 pub fn bridges(cfg: &Config) -> Result<Vec<Bridge>, String> {
     mgmt::ofproto::bridges_from_config(cfg)
+}
+
+/// The running slow path: the OpenFlow state shared with the control socket, the
+/// upcall handler and the revalidator.
+pub struct SlowPath {
+    pub ofproto: Arc<Mutex<Ofproto<PmdControl>>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl SlowPath {
+    /// Starts the slow path of `dp` over `bridges`: installs go to the PMDs'
+    /// command queues; the upcall handler reads the datapath's upcall queue (if it
+    /// has one: a datapath without a flow stage upcalls nothing).
+    pub fn start(
+        dp: &mut pmd::Datapath,
+        bridges: Vec<Bridge>,
+        cfg: OfprotoConfig,
+    ) -> std::io::Result<SlowPath> {
+        let control = PmdControl {
+            commands: dp
+                .pmds()
+                .iter()
+                .filter_map(|p| p.commands.clone())
+                .collect(),
+        };
+        let ofproto = Arc::new(Mutex::new(Ofproto::new(bridges, control, cfg)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = match dp.take_upcalls() {
+            Some(rx) => {
+                let recv = move || {
+                    rx.try_recv()
+                        .ok()
+                        .map(|u: pmd::Upcall| (u.pmd, u.key, u.packet))
+                };
+                mgmt::udpif::spawn(ofproto.clone(), recv, stop.clone())?
+            }
+            None => Vec::new(),
+        };
+        Ok(SlowPath {
+            ofproto,
+            stop,
+            threads,
+        })
+    }
+
+    /// Stops the threads and waits for them.
+    pub fn stop(self) {
+        // Relaxed: a stop flag; the joins order the rest.
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
 }

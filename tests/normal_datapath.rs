@@ -16,12 +16,11 @@
 //! `fdb-show` lists A on port 1 and B on port 2. One test per file: EAL
 //! initialises once per process.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use dpdk_ffi::Mempool;
-use ferroswitch::slowpath::PmdControl;
-use mgmt::ofproto::{Bridge, BridgePort, Ofproto, OfprotoConfig};
+use ferroswitch::slowpath::SlowPath;
+use mgmt::ofproto::{Bridge, BridgePort, OfprotoConfig};
 use pipeline::trafgen::{udp_frame, UdpFlow};
 use pmd::{testing, Datapath, DropReason, FlowSpec};
 
@@ -69,30 +68,9 @@ fn normal_datapath_flood_then_unicast_both_ways() {
 
     // The slow path, as the daemon runs it, with the bridge's default flow only.
     let bridge = Bridge::new("br0", bridge_ports());
-    let control = PmdControl {
-        commands: dp
-            .pmds()
-            .iter()
-            .filter_map(|p| p.commands.clone())
-            .collect(),
-    };
-    let ofproto = Arc::new(Mutex::new(Ofproto::new(
-        vec![bridge],
-        control,
-        OfprotoConfig::default(),
-    )));
-    let rx = dp.take_upcalls().expect("upcalls");
-    let stop = Arc::new(AtomicBool::new(false));
-    let threads = mgmt::udpif::spawn(
-        ofproto.clone(),
-        move || {
-            rx.try_recv()
-                .ok()
-                .map(|u: pmd::Upcall| (u.pmd, u.key, u.packet))
-        },
-        stop.clone(),
-    )
-    .expect("slow path threads");
+    let slow = SlowPath::start(&mut dp, vec![bridge], OfprotoConfig::default())
+        .expect("slow path threads");
+    let ofproto = slow.ofproto.clone();
     let tx = |port: usize| dp.port_totals(port).tx_packets;
 
     // --- 1. A -> B, B unknown: flooded ----------------------------------------
@@ -197,10 +175,7 @@ fn normal_datapath_flood_then_unicast_both_ways() {
     );
 
     // Shut down: slow path, then PMDs and ports.
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().expect("slow path thread");
-    }
+    slow.stop();
     drop(ofproto);
     drop(dp);
     drop(rings);

@@ -13,13 +13,12 @@
 //! One test per file: EAL initialises once per process.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dpdk_ffi::Mempool;
-use ferroswitch::slowpath::PmdControl;
-use mgmt::ofproto::{Bridge, BridgePort, Ofproto, OfprotoConfig};
+use ferroswitch::slowpath::SlowPath;
+use mgmt::ofproto::{Bridge, BridgePort, OfprotoConfig};
 use pipeline::actions::{execute, DpAction, Emitted, TunnelMeta};
 use pipeline::ofproto::syntax::parse_flows;
 use pipeline::ofproto::table::Tables;
@@ -85,30 +84,9 @@ fn openflow_datapath_exact_output_and_rule_change_mid_stream() {
     let mut bridge = Bridge::new("br0", bridge_ports());
     let fms = parse_flows(FLOWS, &bridge.portmap).expect("flows");
     bridge.tables.add_flows(fms.clone(), 0).expect("add flows");
-    let control = PmdControl {
-        commands: dp
-            .pmds()
-            .iter()
-            .filter_map(|p| p.commands.clone())
-            .collect(),
-    };
-    let ofproto = Arc::new(Mutex::new(Ofproto::new(
-        vec![bridge],
-        control,
-        OfprotoConfig::default(),
-    )));
-    let rx = dp.take_upcalls().expect("upcalls");
-    let stop = Arc::new(AtomicBool::new(false));
-    let threads = mgmt::udpif::spawn(
-        ofproto.clone(),
-        move || {
-            rx.try_recv()
-                .ok()
-                .map(|u: pmd::Upcall| (u.pmd, u.key, u.packet))
-        },
-        stop.clone(),
-    )
-    .expect("slow path threads");
+    let slow = SlowPath::start(&mut dp, vec![bridge], OfprotoConfig::default())
+        .expect("slow path threads");
+    let ofproto = slow.ofproto.clone();
 
     // --- 1. many flows, exact output -------------------------------------------
     let fl = flows(40);
@@ -281,10 +259,7 @@ fn openflow_datapath_exact_output_and_rule_change_mid_stream() {
     assert_eq!(stats.tx_packets.get(), tx0 + 400);
 
     // Shut down: slow path, then PMDs and ports.
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().expect("slow path thread");
-    }
+    slow.stop();
     drop(ofproto);
     drop(dp);
     drop(rings);
