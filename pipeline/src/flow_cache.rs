@@ -83,15 +83,12 @@ impl FlowStats {
     }
 }
 
-/// One installed megaflow: what a hit needs, and nothing else, so that a slot is
-/// small (24 bytes) and the slab of 100k megaflows stays in cache. Its mask and key
-/// live in the classifier.
+/// One installed megaflow's actions and shared counters. Its mask and key live in
+/// the classifier; what a hit reads (its single output, its counters since last
+/// published) in the flow cache's hot records.
 pub struct Megaflow<A> {
     pub actions: Arc<A>,
     pub stats: Arc<FlowStats>,
-    /// [`CacheActions::single_output`] of the actions, kept here so the common
-    /// case never reads them.
-    pub single_output: Option<u32>,
 }
 
 /// What the flow cache needs to know of a megaflow's actions.
@@ -274,15 +271,11 @@ impl<A: CacheActions> FlowCache<A> {
         actions: Arc<A>,
         stats: Arc<FlowStats>,
     ) -> FlowRef {
-        let flow = Megaflow {
-            single_output: actions.single_output(),
-            actions,
-            stats,
-        };
+        let out = actions.single_output().unwrap_or(NO_OUT);
+        let flow = Megaflow { actions, stats };
         if let Some(old) = self.remove(mask, key) {
             drop(old);
         }
-        let out = flow.single_output.unwrap_or(NO_OUT);
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
