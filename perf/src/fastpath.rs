@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the flow stage's pure parts, per packet: parsing a 64-byte
-//! UDP frame into a flow key, hashing the key, an exact-match-cache hit, and a
+//! UDP frame into a flow key (and reading its simple-match fields only), hashing
+//! the key, an exact-match-cache hit, and a
 //! whole-burst flow-cache lookup (EMC hits, and classifier hits with the EMC off).
 //! Pure CPU, no DPDK: `cargo run --release -p perf -- fastpath`.
 
@@ -36,6 +37,13 @@ pub fn run(secs: f64) -> Result<()> {
         }
     });
     println!("fastpath parse ns_per_packet={ns:.2}");
+
+    let ns = ns_per_op(secs, 32, || {
+        for f in &frames {
+            black_box(pipeline::parse_simple(black_box(f)));
+        }
+    });
+    println!("fastpath parse_simple ns_per_packet={ns:.2}");
 
     let ns = ns_per_op(secs, 32, || {
         for k in &keys {
