@@ -308,7 +308,8 @@ impl Prefetch for CpuPrefetch {
     }
 }
 
-/// The flow stage: parse, look up (EMC, then classifier), execute; upcall misses.
+/// The flow stage: simple match when the port allows it; else parse, look up
+/// (EMC when it pays, then classifier), execute; upcall misses.
 /// Kept out of line: inlined into the iteration it crowds the static stage's
 /// registers (`perf p2p`: stack spills in the burst move, 0.91 -> 0.84 of testpmd).
 #[inline(never)]
