@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use dpdk_ffi::{Eal, EthPort, Mempool, Ring};
 
-use crate::datapath::PortSpec;
+use crate::datapath::{PortKind, PortSpec};
 use crate::port::{DpdkPort, Port};
 
 /// Initialises the EAL of this test process: no hugepages, no PCI, a
@@ -65,6 +65,7 @@ pub fn ring_ports(
             ofport: i as u32 + 1,
             devargs: String::new(),
             n_rxq: 1,
+            kind: PortKind::Dpdk,
         };
         ports.push((spec, Arc::new(DpdkPort::from_eth(eth))));
     }
