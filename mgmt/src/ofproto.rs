@@ -1585,6 +1585,80 @@ mac_table_size = 100
     }
 
     #[test]
+    fn the_bridge_port_is_local_in_flows_and_normal() {
+        let bridges = config_bridges(
+            "[[bridge]]\nname = \"br0\"\nflows = [\"priority=10,in_port=LOCAL,ip actions=output:p1\", \"priority=10,in_port=p1,ip actions=br0\"]\n[[bridge.port]]\nname = \"p1\"\noptions = { dpdk-devargs = \"net_ring0\" }\n",
+        );
+        let b = &bridges[0];
+        assert_eq!(
+            b.ports,
+            [
+                BridgePort {
+                    name: "p1".into(),
+                    ofport: 1,
+                    odp: 0
+                },
+                BridgePort {
+                    name: "br0".into(),
+                    ofport: pipeline::flow_key::OFPP_LOCAL,
+                    odp: 1
+                },
+            ]
+        );
+        let rec = Recorder::default();
+        let mut o = Ofproto::new(bridges, &rec, OfprotoConfig::default());
+        let mut dump: Vec<String> = o
+            .dump_flows("br0", None, false)
+            .unwrap()
+            .lines()
+            .map(|l| l.split_once("priority=").map_or(l, |(_, r)| r).to_string())
+            .collect();
+        dump.sort();
+        assert_eq!(
+            dump,
+            [
+                "0 actions=NORMAL",
+                "10,ip,in_port=1 actions=LOCAL",
+                "10,ip,in_port=LOCAL actions=output:1",
+            ]
+        );
+        // Datapath port 1 is the bridge's own port.
+        o.handle_upcall(0, key(1, "ip,nw_dst=10.0.0.1"), vec![]);
+        {
+            let l = log_of(&rec);
+            assert!(l.len() == 1 && l[0].ends_with(" -> 0 +pkt"), "{l:?}");
+        }
+        o.handle_upcall(0, key(0, "ip,nw_dst=10.0.0.254"), vec![]);
+        {
+            let l = log_of(&rec);
+            assert!(l.len() == 1 && l[0].ends_with(" -> 1 +pkt"), "{l:?}");
+        }
+        // NORMAL floods to it (and from it).
+        o.handle_upcall(
+            0,
+            key(0, &format!("arp,dl_src={A},dl_dst=ff:ff:ff:ff:ff:ff")),
+            vec![],
+        );
+        {
+            let l = log_of(&rec);
+            assert!(l.len() == 1 && l[0].ends_with(" -> 1 +pkt"), "{l:?}");
+        }
+        o.handle_upcall(
+            0,
+            key(1, &format!("arp,dl_src={B},dl_dst=ff:ff:ff:ff:ff:ff")),
+            vec![],
+        );
+        {
+            let l = log_of(&rec);
+            assert!(l.len() == 1 && l[0].ends_with(" -> 0 +pkt"), "{l:?}");
+        }
+        assert!(o
+            .fdb_show("br0")
+            .unwrap()
+            .contains(&format!("LOCAL     0  {B}")));
+    }
+
+    #[test]
     fn config_flows_go_on_top_of_the_default_flow() {
         let with = |flows: &str| {
             config_bridges(&format!(
