@@ -45,7 +45,9 @@
 //! mac_table_size = 8192          # 10..=1000000 (OVS other_config:mac-table-size)
 //!   [[bridge.port]]
 //!   name = "dpdk0"
-//!   type = "dpdk"
+//!   type = "dpdk"                # or "internal": a tap device of the port's name
+//!                                # in the host (no options); every bridge also has
+//!                                # one of its own name, OpenFlow port LOCAL
 //!   ofport = 1                   # optional
 //!   n_rxq = 1                    # 1..=16
 //!   options = { dpdk-devargs = "net_pcap0,rx_pcap=/tmp/in.pcap" }
