@@ -105,9 +105,9 @@ impl Port for DpdkPort {
 /// An internal port (OVS `type=internal`, and every bridge's own port): a DPDK
 /// `net_tap` device whose kernel interface the host configures (an IP, routes).
 ///
-/// Like OVS's, its interface starts administratively down: frames the switch
-/// sends to it are dropped by the kernel (counted as tx errors by the driver)
-/// and the host sends nothing until `ip link set NAME up`. Its link state is the
+/// Like OVS's, its interface starts administratively down: the kernel refuses
+/// frames the switch sends to it (the driver counts tx errors, the PMD tx
+/// drops) and the host sends nothing until `ip link set NAME up`. Its link state is the
 /// interface's.
 pub struct InternalPort {
     eth: EthPort,
