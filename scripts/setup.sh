@@ -2,7 +2,8 @@
 # Installs what ferroswitch needs to build, test and run on Debian 12, as root.
 # Idempotent: each step is skipped when already done.
 #   - Debian packages: DPDK 22.11 (runtime, tools, headers), clang/libclang for
-#     bindgen, pkg-config, libpcap, iproute2, curl
+#     bindgen, pkg-config, libpcap, iproute2, curl; for the network-namespace
+#     tests (tests/netns_bridge.rs): iputils-ping, ethtool, python3
 #   - Rust toolchain check (cargo must be on PATH)
 #   - hugepages: 1024 x 2 MiB reserved and hugetlbfs mounted on /dev/hugepages
 #   - with FERROSWITCH_PERF_PEERS=1 only: Open vSwitch with DPDK
@@ -17,7 +18,8 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-pkgs=(dpdk dpdk-dev libdpdk-dev clang libclang-dev pkg-config libpcap-dev iproute2 curl)
+pkgs=(dpdk dpdk-dev libdpdk-dev clang libclang-dev pkg-config libpcap-dev iproute2 curl
+  iputils-ping ethtool python3)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

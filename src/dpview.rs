@@ -59,7 +59,7 @@ pub fn port_snapshots(dp: &Datapath) -> Vec<PortSnapshot> {
             PortSnapshot {
                 bridge: p.spec.bridge.clone(),
                 name: p.spec.name.clone(),
-                ofport: p.spec.ofport,
+                ofport: mgmt::config::ofport_display(p.spec.ofport),
                 port_type: p.kind().to_string(),
                 devargs: p.spec.devargs.clone(),
                 dpdk_port_id: p.dpdk_port_id().unwrap_or(u16::MAX),

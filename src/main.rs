@@ -182,6 +182,7 @@ fn run(config: Option<PathBuf>, check: bool) -> Result<ExitCode> {
         }
     };
     cfg.validate(&host)?;
+    cfg.check_internal_interfaces(mgmt::config::interface_exists)?;
     let eal_args = cfg.eal_args();
     if check {
         println!("configuration OK");
@@ -277,33 +278,32 @@ fn run(config: Option<PathBuf>, check: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The datapath's view of the config: ports numbered in bridge order, static
-/// forwarding by those numbers.
+/// The datapath's view of the config: ports numbered as
+/// [`Config::datapath_ports`] numbers them (bridge order, each bridge's ports then
+/// its own internal port), static forwarding by those numbers.
 fn datapath_spec(cfg: &Config, ncpus: usize) -> Result<pmd::DatapathSpec> {
-    let mut ports = Vec::new();
+    let dp_ports = cfg.datapath_ports();
+    let ports = dp_ports
+        .iter()
+        .map(|p| pmd::PortSpec {
+            bridge: p.bridge.clone(),
+            name: p.port.name.clone(),
+            ofport: p.ofport,
+            devargs: p.devargs.clone(),
+            n_rxq: p.port.n_rxq,
+            kind: if p.port.is_internal() {
+                pmd::PortKind::Internal
+            } else {
+                pmd::PortKind::Dpdk
+            },
+        })
+        .collect();
     let mut forward = Vec::new();
     for b in &cfg.bridges {
-        let ofports = b.ofports();
-        let base = ports.len();
-        for (i, p) in b.ports.iter().enumerate() {
-            let ofport = ofports
-                .iter()
-                .find(|(n, _)| *n == p.name)
-                .map(|&(_, o)| o)
-                .unwrap_or(i as u32 + 1);
-            ports.push(pmd::PortSpec {
-                bridge: b.name.clone(),
-                name: p.name.clone(),
-                ofport,
-                devargs: p.devargs().unwrap_or_default().to_string(),
-                n_rxq: p.n_rxq,
-            });
-        }
         let no = |name: &str| {
-            b.ports
+            dp_ports
                 .iter()
-                .position(|p| p.name == name)
-                .map(|i| base + i)
+                .position(|p| p.bridge == b.name && p.port.name == name)
         };
         for f in &b.forwards {
             match (no(&f.in_port), no(&f.output)) {

@@ -92,6 +92,9 @@ fn pcap_through_the_daemon_byte_for_byte_with_exact_counters() {
     let out_pcap = dir.join("out.pcap");
     std::fs::write(&in_pcap, pcap::write(sent.iter().copied())).expect("write pcap");
     let sock = dir.join("fs.ctl");
+    // The bridge's own port is a tap device of its name in the host: unique
+    // per test process.
+    let br = format!("fs-rt-{}", std::process::id());
     let metrics = format!("127.0.0.1:{}", free_port());
     let cfg = format!(
         r#"[dpdk]
@@ -105,7 +108,7 @@ socket = "{sock}"
 listen = "{metrics}"
 console = false
 [[bridge]]
-name = "br0"
+name = "{br}"
   [[bridge.port]]
   name = "in0"
   ofport = 5
@@ -119,6 +122,7 @@ name = "br0"
 "#,
         pid = std::process::id(),
         sock = sock.display(),
+        br = br,
         inp = in_pcap.display(),
         outp = out_pcap.display(),
     );
@@ -195,7 +199,14 @@ name = "br0"
     let show = ctl(&sock, &["show"]);
     assert!(show.status.success());
     let show = String::from_utf8_lossy(&show.stdout);
-    assert!(show.contains("    Bridge br0\n"), "{show}");
+    assert!(show.contains(&format!("    Bridge {br}\n")), "{show}");
+    // The bridge's own internal port, as ovs-vsctl shows it; its tap starts down.
+    assert!(
+        show.contains(&format!(
+            "        Port {br}\n            Interface {br}\n                type: internal\n                link_state: down\n"
+        )),
+        "{show}"
+    );
     assert!(
         show.contains("        Port in0\n            Interface in0\n"),
         "{show}"
@@ -214,11 +225,11 @@ name = "br0"
     );
     for line in [
         format!(
-            "ferroswitch_port_rx_packets_total{{bridge=\"br0\",port=\"in0\"}} {}",
+            "ferroswitch_port_rx_packets_total{{bridge=\"{br}\",port=\"in0\"}} {}",
             n + 1
         ),
-        format!("ferroswitch_port_tx_packets_total{{bridge=\"br0\",port=\"out0\"}} {n}"),
-        format!("ferroswitch_port_tx_bytes_total{{bridge=\"br0\",port=\"out0\"}} {in_bytes}"),
+        format!("ferroswitch_port_tx_packets_total{{bridge=\"{br}\",port=\"out0\"}} {n}"),
+        format!("ferroswitch_port_tx_bytes_total{{bridge=\"{br}\",port=\"out0\"}} {in_bytes}"),
         "ferroswitch_pmd_drops_total{pmd=\"0\",reason=\"runt\"} 1".to_string(),
         "ferroswitch_pmd_drops_total{pmd=\"0\",reason=\"no_forward\"} 0".to_string(),
         "ferroswitch_pmd_drops_total{pmd=\"0\",reason=\"tx_full\"} 0".to_string(),
@@ -246,7 +257,7 @@ name = "br0"
     assert!(stdout.contains("final counters"), "{stdout}");
     assert!(
         stdout.contains(&format!(
-            "br0/out0: rx 0 pkts 0 bytes, tx {n} pkts {in_bytes} bytes"
+            "{br}/out0: rx 0 pkts 0 bytes, tx {n} pkts {in_bytes} bytes"
         )),
         "{stdout}"
     );

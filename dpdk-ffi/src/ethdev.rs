@@ -412,6 +412,23 @@ impl EthPort {
         Ok(out)
     }
 
+    /// Sets the link administratively down (`rte_eth_dev_set_link_down`). On a
+    /// `net_tap` port the kernel interface goes down (as `ip link set NAME
+    /// down`); the port keeps its queues, and its link follows the interface
+    /// when the host brings it up again.
+    pub fn set_link_down(&self) -> Result<()> {
+        // SAFETY: the port id is valid while `self.inner` lives (closed only in
+        // its Drop); the call takes no pointers.
+        let ret = unsafe { sys::rte_eth_dev_set_link_down(self.inner.id) };
+        if ret < 0 {
+            return Err(call_error(
+                format!("rte_eth_dev_set_link_down({})", self.inner.name),
+                ret,
+            ));
+        }
+        Ok(())
+    }
+
     /// The port's MAC address.
     pub fn mac(&self) -> [u8; 6] {
         let mut a = sys::rte_ether_addr::default();

@@ -45,7 +45,9 @@
 //! mac_table_size = 8192          # 10..=1000000 (OVS other_config:mac-table-size)
 //!   [[bridge.port]]
 //!   name = "dpdk0"
-//!   type = "dpdk"
+//!   type = "dpdk"                # or "internal": a tap device of the port's name
+//!                                # in the host (no options); every bridge also has
+//!                                # one of its own name, OpenFlow port LOCAL
 //!   ofport = 1                   # optional
 //!   n_rxq = 1                    # 1..=16
 //!   options = { dpdk-devargs = "net_pcap0,rx_pcap=/tmp/in.pcap" }
@@ -78,10 +80,9 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9477";
 pub const EAL_PROGRAM_NAME: &str = "ferroswitch";
 
 /// Port types accepted today.
-pub const SUPPORTED_PORT_TYPES: &[&str] = &["dpdk"];
+pub const SUPPORTED_PORT_TYPES: &[&str] = &["dpdk", "internal"];
 /// Port types Open vSwitch has that ferroswitch will support but does not yet.
 pub const PLANNED_PORT_TYPES: &[&str] = &[
-    "internal",
     "patch",
     "dpdkvhostuser",
     "dpdkvhostuserclient",
@@ -108,6 +109,22 @@ pub const MAX_BURST: usize = 64;
 pub const MAX_RXQ: u16 = 16;
 /// Largest OpenFlow port number a port may request (OFPP_MAX is 0xff00).
 pub const MAX_OFPORT: u32 = 0xfeff;
+/// The OpenFlow port number of a bridge's own internal port (OVS `OFPP_LOCAL`,
+/// `LOCAL` in flows), as the slow path numbers ports (32-bit).
+pub const OFPORT_LOCAL: u32 = pipeline::flow_key::OFPP_LOCAL;
+/// [`OFPORT_LOCAL`] as OVS's database shows it (`ofport: 65534`, OpenFlow 1.0's
+/// 16-bit `OFPP_LOCAL`).
+pub const OFPORT_LOCAL_OVSDB: u32 = 0xfffe;
+
+/// The OpenFlow port number as `ovs-vsctl` and `--json` output show it:
+/// [`OFPORT_LOCAL`] is 65534, others are themselves.
+pub fn ofport_display(ofport: u32) -> u32 {
+    if ofport == OFPORT_LOCAL {
+        OFPORT_LOCAL_OVSDB
+    } else {
+        ofport
+    }
+}
 /// DPDK's `RTE_MEMPOOL_CACHE_MAX_SIZE`.
 pub const MAX_MBUF_CACHE: u32 = 512;
 
@@ -346,10 +363,45 @@ pub struct BridgeConfig {
 }
 
 impl BridgeConfig {
-    /// The bridge's ports by name, for flow syntax.
+    /// The bridge's ports by name, for flow syntax (its own port, named after
+    /// the bridge, is `LOCAL`).
     pub fn portmap(&self) -> PortMap {
         self.ofports().into_iter().collect()
     }
+
+    /// The bridge's own internal port, OVS's bridge local port: named after the
+    /// bridge, OpenFlow port `LOCAL` ([`OFPORT_LOCAL`]), a trunk of every VLAN.
+    /// Every bridge has one; the config cannot declare a port of that name.
+    pub fn local_port(&self) -> PortConfig {
+        PortConfig {
+            name: self.name.clone(),
+            port_type: "internal".to_string(),
+            ..PortConfig::default()
+        }
+    }
+
+    /// Every port of the bridge: the configured ports in order, then
+    /// [`BridgeConfig::local_port`].
+    pub fn all_ports(&self) -> Vec<PortConfig> {
+        let mut v = self.ports.clone();
+        v.push(self.local_port());
+        v
+    }
+}
+
+/// A port as the datapath runs it ([`Config::datapath_ports`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatapathPort {
+    /// The bridge's name.
+    pub bridge: String,
+    /// The port, as configured (or made: the bridge's local port).
+    pub port: PortConfig,
+    /// Its OpenFlow port number in the bridge ([`OFPORT_LOCAL`] for the
+    /// bridge's own port).
+    pub ofport: u32,
+    /// The DPDK device: `options.dpdk-devargs`, or `net_tapN,iface=NAME` for an
+    /// internal port.
+    pub devargs: String,
 }
 
 /// `[[bridge.port]]`.
@@ -393,6 +445,11 @@ impl Default for PortConfig {
 }
 
 impl PortConfig {
+    /// OVS `type=internal`: a tap device of the port's name in the host kernel.
+    pub fn is_internal(&self) -> bool {
+        self.port_type == "internal"
+    }
+
     /// `options.dpdk-devargs`, if set.
     pub fn devargs(&self) -> Option<&str> {
         self.options.get("dpdk-devargs").map(String::as_str)
@@ -849,6 +906,20 @@ impl Config {
             bridge_names.insert(&bridge.name, bi);
         }
 
+        // The names of tap devices the switch creates: bridges' own ports and
+        // internal ports.
+        let internal_names: BTreeSet<&str> = self
+            .bridges
+            .iter()
+            .flat_map(|b| {
+                std::iter::once(b.name.as_str()).chain(
+                    b.ports
+                        .iter()
+                        .filter(|p| p.is_internal())
+                        .map(|p| p.name.as_str()),
+                )
+            })
+            .collect();
         // Port name -> bridge index, across all bridges (names are global, as in OVS).
         let mut port_owner: HashMap<&str, (usize, usize)> = HashMap::new();
         // Device name -> port name: one device cannot back two ports.
@@ -904,41 +975,63 @@ impl Config {
                         ));
                     }
                 }
-                if let Some(key) = port
-                    .options
-                    .keys()
-                    .find(|k| !DPDK_PORT_OPTIONS.contains(&k.as_str()))
-                {
-                    return Err(ConfigError::invalid(
-                        at,
-                        format!(
-                            "options.{key}: unknown option for type \"{}\" (expected {})",
-                            port.port_type,
-                            DPDK_PORT_OPTIONS.join(", ")
-                        ),
-                    ));
+                if port.is_internal() {
+                    if let Some(key) = port.options.keys().next() {
+                        return Err(ConfigError::invalid(
+                            at,
+                            format!(
+                                "options.{key}: type \"internal\" takes no options (its tap device is named after the port)"
+                            ),
+                        ));
+                    }
+                } else {
+                    if let Some(key) = port
+                        .options
+                        .keys()
+                        .find(|k| !DPDK_PORT_OPTIONS.contains(&k.as_str()))
+                    {
+                        return Err(ConfigError::invalid(
+                            at,
+                            format!(
+                                "options.{key}: unknown option for type \"{}\" (expected {})",
+                                port.port_type,
+                                DPDK_PORT_OPTIONS.join(", ")
+                            ),
+                        ));
+                    }
+                    let Some(devargs) = port.devargs() else {
+                        return Err(ConfigError::invalid(
+                            at,
+                            format!(
+                                "options.dpdk-devargs: required for type \"{}\" (a PCI address or a vdev such as \"net_pcap0,rx_pcap=in.pcap\")",
+                                port.port_type
+                            ),
+                        ));
+                    };
+                    let parsed = Devargs::parse(devargs).map_err(|r| {
+                        ConfigError::invalid(&at, format!("options.dpdk-devargs: {r}"))
+                    })?;
+                    let device = parsed.device_name().to_string();
+                    if let Some(other) = devices.get(&device) {
+                        return Err(ConfigError::invalid(
+                            at,
+                            format!(
+                                "options.dpdk-devargs: device \"{device}\" is already used by port \"{other}\""
+                            ),
+                        ));
+                    }
+                    if let Some(iface) = tap_iface(&parsed, devargs) {
+                        if internal_names.contains(iface) {
+                            return Err(ConfigError::invalid(
+                                at,
+                                format!(
+                                    "options.dpdk-devargs: iface \"{iface}\" is the tap device of internal port \"{iface}\""
+                                ),
+                            ));
+                        }
+                    }
+                    devices.insert(device, &port.name);
                 }
-                let Some(devargs) = port.devargs() else {
-                    return Err(ConfigError::invalid(
-                        at,
-                        format!(
-                            "options.dpdk-devargs: required for type \"{}\" (a PCI address or a vdev such as \"net_pcap0,rx_pcap=in.pcap\")",
-                            port.port_type
-                        ),
-                    ));
-                };
-                let parsed = Devargs::parse(devargs)
-                    .map_err(|r| ConfigError::invalid(&at, format!("options.dpdk-devargs: {r}")))?;
-                let device = parsed.device_name().to_string();
-                if let Some(other) = devices.get(&device) {
-                    return Err(ConfigError::invalid(
-                        at,
-                        format!(
-                            "options.dpdk-devargs: device \"{device}\" is already used by port \"{other}\""
-                        ),
-                    ));
-                }
-                devices.insert(device, &port.name);
                 port.vlan_mode().map_err(|r| ConfigError::invalid(&at, r))?;
             }
             for (field, value, range) in [
@@ -1100,6 +1193,89 @@ impl Config {
         args
     }
 
+    /// Every port the datapath runs, numbered by position (the datapath port
+    /// number): bridge by bridge, each bridge's configured ports in order and
+    /// then its own internal port ([`BridgeConfig::all_ports`]). Internal ports
+    /// get `net_tapN,iface=NAME` with the lowest indices N that no configured
+    /// `net_tapN` device uses, in this order.
+    ///
+    /// Call after [`Config::validate`].
+    pub fn datapath_ports(&self) -> Vec<DatapathPort> {
+        let used: BTreeSet<u32> = self
+            .bridges
+            .iter()
+            .flat_map(|b| &b.ports)
+            .filter_map(|p| match Devargs::parse(p.devargs()?) {
+                Ok(Devargs::Vdev { name, driver }) if driver == "tap" => {
+                    name.strip_prefix("net_tap")?.parse().ok()
+                }
+                _ => None,
+            })
+            .collect();
+        let mut next_tap = 0u32;
+        let mut out = Vec::new();
+        for b in &self.bridges {
+            let ofports = b.ofports();
+            for p in b.all_ports() {
+                let ofport = ofports
+                    .iter()
+                    .find(|(n, _)| *n == p.name)
+                    .map_or(0, |&(_, o)| o);
+                let devargs = if p.is_internal() {
+                    while used.contains(&next_tap) {
+                        next_tap += 1;
+                    }
+                    let d = format!("net_tap{next_tap},iface={}", p.name);
+                    next_tap += 1;
+                    d
+                } else {
+                    p.devargs().unwrap_or_default().to_string()
+                };
+                out.push(DatapathPort {
+                    bridge: b.name.clone(),
+                    port: p,
+                    ofport,
+                    devargs,
+                });
+            }
+        }
+        out
+    }
+
+    /// Checks that no network interface of the host already has the name of a
+    /// tap device the switch would create (bridges' own ports and internal
+    /// ports); `exists` tells whether an interface exists
+    /// ([`interface_exists`] on a real host). A `net_tap` cannot open an
+    /// interface another program made (a persistent tap left by Open vSwitch,
+    /// a veth), and must not take over one of another running switch.
+    pub fn check_internal_interfaces(
+        &self,
+        exists: impl Fn(&str) -> bool,
+    ) -> Result<(), ConfigError> {
+        for (bi, b) in self.bridges.iter().enumerate() {
+            let taken = |name: &str| {
+                format!(
+                    "a network interface \"{name}\" already exists on this host; the switch makes a tap device of that name (remove it with 'ip link del {name}' or choose another name)"
+                )
+            };
+            if exists(&b.name) {
+                return Err(ConfigError::invalid(
+                    format!("bridge[{bi}].name"),
+                    taken(&b.name),
+                ));
+            }
+            for (pi, p) in b.ports.iter().enumerate() {
+                if p.is_internal() && exists(&p.name) {
+                    return Err(ConfigError::invalid(
+                        format!("bridge[{bi}].port[{pi}].name"),
+                        taken(&p.name),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Find a port by name: (bridge, port).
     pub fn find_port(&self, name: &str) -> Option<(&BridgeConfig, &PortConfig)> {
         self.bridges
@@ -1129,7 +1305,8 @@ fn check_port_type(port_type: &str) -> Result<(), String> {
 impl BridgeConfig {
     /// OpenFlow port numbers, in port order: a port's `ofport` if it asked for
     /// one, otherwise the lowest number >= 1 that no port of the bridge asked
-    /// for or already got (assigned in port order).
+    /// for or already got (assigned in port order); last, the bridge's own port
+    /// with [`OFPORT_LOCAL`].
     pub fn ofports(&self) -> Vec<(String, u32)> {
         let mut used: BTreeSet<u32> = self.ports.iter().filter_map(|p| p.ofport).collect();
         let mut next = 1u32;
@@ -1148,7 +1325,25 @@ impl BridgeConfig {
                 };
                 (p.name.clone(), n)
             })
+            .chain(std::iter::once((self.name.clone(), OFPORT_LOCAL)))
             .collect()
+    }
+}
+
+/// Whether the host has a network interface called `name` (in this process's
+/// network namespace: /sys/class/net).
+pub fn interface_exists(name: &str) -> bool {
+    !name.is_empty() && !name.contains('/') && Path::new("/sys/class/net").join(name).exists()
+}
+
+/// The `iface=` of a `net_tap` device's arguments.
+fn tap_iface<'a>(parsed: &Devargs, devargs: &'a str) -> Option<&'a str> {
+    match parsed {
+        Devargs::Vdev { driver, .. } if driver == "tap" => devargs
+            .split(',')
+            .skip(1)
+            .find_map(|kv| kv.strip_prefix("iface=")),
+        _ => None,
     }
 }
 
@@ -1345,6 +1540,7 @@ name = "br0"
                 ("c".to_string(), 4),
                 ("d".to_string(), 3),
                 ("e".to_string(), 5),
+                ("br0".to_string(), OFPORT_LOCAL),
             ]
         );
     }
@@ -1377,10 +1573,122 @@ name = "br0"
     }
 
     #[test]
+    fn internal_ports_are_taps_named_after_the_port() {
+        let cfg = Config::from_toml_str(
+            r#"
+[[bridge]]
+name = "br-mgmt"
+  [[bridge.port]]
+  name = "mgmt0"
+  type = "internal"
+  tag = 10
+  [[bridge.port]]
+  name = "t0"
+  options = { dpdk-devargs = "net_tap0,iface=other0" }
+[[bridge]]
+name = "br1"
+  [[bridge.port]]
+  name = "tep0"
+  type = "internal"
+"#,
+        )
+        .unwrap();
+        cfg.validate(&HOST).unwrap();
+        let dp: Vec<(String, String, u32, String)> = cfg
+            .datapath_ports()
+            .into_iter()
+            .map(|p| (p.bridge, p.port.name, p.ofport, p.devargs))
+            .collect();
+        let row = |b: &str, n: &str, o: u32, d: &str| (b.into(), n.into(), o, d.into());
+        assert_eq!(
+            dp,
+            [
+                row("br-mgmt", "mgmt0", 1, "net_tap1,iface=mgmt0"),
+                row("br-mgmt", "t0", 2, "net_tap0,iface=other0"),
+                row("br-mgmt", "br-mgmt", OFPORT_LOCAL, "net_tap2,iface=br-mgmt"),
+                row("br1", "tep0", 1, "net_tap3,iface=tep0"),
+                row("br1", "br1", OFPORT_LOCAL, "net_tap4,iface=br1"),
+            ]
+        );
+        assert_eq!(
+            cfg.bridges[0].portmap().number("br-mgmt"),
+            Some(OFPORT_LOCAL)
+        );
+        let local = cfg.bridges[1].local_port();
+        assert!(local.is_internal());
+        assert_eq!(local.vlan_mode(), Ok(VlanMode::Trunk { trunks: None }));
+        assert_eq!(ofport_display(OFPORT_LOCAL), 65534);
+        // Flows may name the bridge's own port.
+        let flows = r#"[[bridge]]
+name = "br0"
+flows = ["in_port=br0 actions=output:p0", "in_port=p0 actions=LOCAL"]
+[[bridge.port]]
+name = "p0"
+type = "internal"
+"#;
+        Config::from_toml_str(flows)
+            .unwrap()
+            .validate(&HOST)
+            .unwrap();
+    }
+
+    #[test]
+    fn existing_interfaces_are_not_taken_over() {
+        let cfg =
+            Config::from_toml_str(&with_port("name = \"mgmt0\"\ntype = \"internal\"")).unwrap();
+        assert_eq!(cfg.check_internal_interfaces(|_| false), Ok(()));
+        assert_eq!(
+            cfg.check_internal_interfaces(|n| n == "br0")
+                .unwrap_err()
+                .to_string(),
+            "bridge[0].name: a network interface \"br0\" already exists on this host; the switch makes a tap device of that name (remove it with 'ip link del br0' or choose another name)"
+        );
+        assert_eq!(
+            cfg.check_internal_interfaces(|n| n == "mgmt0")
+                .unwrap_err()
+                .path(),
+            Some("bridge[0].port[0].name")
+        );
+        assert!(interface_exists("lo"));
+        assert!(!interface_exists("no-such-if0"));
+    }
+
+    #[test]
+    fn internal_port_errors() {
+        assert_eq!(
+            err(&with_port(
+                "name = \"p0\"\ntype = \"internal\"\noptions = { dpdk-devargs = \"net_tap0\" }"
+            )),
+            "bridge[0].port[0] \"p0\": options.dpdk-devargs: type \"internal\" takes no options (its tap device is named after the port)"
+        );
+        assert_eq!(
+            err(&with_port("name = \"mgmt-interface01\"\ntype = \"internal\"")),
+            "bridge[0].port[0].name: \"mgmt-interface01\" is 16 bytes long; at most 15 (a Linux interface name)"
+        );
+        assert_eq!(
+            err("[[bridge]]\nname = \"bridge-of-mgmt01\"\n"),
+            "bridge[0].name: \"bridge-of-mgmt01\" is 16 bytes long; at most 15 (a Linux interface name)"
+        );
+        assert_eq!(
+            err(&format!(
+                "{}[[bridge.port]]\nname = \"p1\"\noptions = {{ dpdk-devargs = \"net_tap0,iface=p0\" }}\n",
+                with_port("name = \"p0\"\ntype = \"internal\"")
+            )),
+            "bridge[0].port[1] \"p1\": options.dpdk-devargs: iface \"p0\" is the tap device of internal port \"p0\""
+        );
+        assert_eq!(
+            err(&with_port(
+                "name = \"p1\"\noptions = { dpdk-devargs = \"net_tap0,iface=br0\" }"
+            )),
+            "bridge[0].port[0] \"p1\": options.dpdk-devargs: iface \"br0\" is the tap device of internal port \"br0\""
+        );
+    }
+
+    #[test]
     fn port_type_errors() {
         assert_eq!(
-            err(&with_port("name = \"p0\"\ntype = \"internal\"")),
-            "bridge[0].port[0] \"p0\": type \"internal\" is not supported yet"
+            err(&with_port("name = \"p0\"\ntype = \"patch\"")),
+            "bridge[0].port[0] \"p0\": type \"patch\" is not supported yet"
         );
         assert_eq!(
             err(&with_port("name = \"p0\"\ntype = \"dpdkvhostuserclient\"")),

@@ -628,9 +628,13 @@ fn show(view: &dyn DatapathView, topo: &Config, json: bool) -> Response {
             .bridges
             .iter()
             .map(|b| {
-                let ofports: BTreeMap<String, u32> = b.ofports().into_iter().collect();
+                let ofports: BTreeMap<String, u32> = b
+                    .ofports()
+                    .into_iter()
+                    .map(|(n, o)| (n, crate::config::ofport_display(o)))
+                    .collect();
                 let ports: Vec<serde_json::Value> = b
-                    .ports
+                    .all_ports()
                     .iter()
                     .map(|p| {
                         json!({
@@ -680,9 +684,10 @@ fn show(view: &dyn DatapathView, topo: &Config, json: bool) -> Response {
     for b in bridges {
         let _ = writeln!(out, "    Bridge {}", ovsdb_string(&b.name));
         out.push_str("        datapath_type: netdev\n");
-        let mut ports: Vec<_> = b.ports.iter().collect();
+        // The bridge's own port (`Port br0`, `type: internal`) among the others.
+        let mut ports = b.all_ports();
         ports.sort_by(|x, y| x.name.cmp(&y.name));
-        for p in ports {
+        for p in &ports {
             let name = ovsdb_string(&p.name);
             let _ = writeln!(out, "        Port {name}");
             // ovs-vsctl show prints the Port's tag and trunks (a set: sorted,
@@ -1009,7 +1014,7 @@ name = "br0"
         assert_eq!(
             r.output,
             format!(
-                "{}\n    Bridge br0\n        datapath_type: netdev\n        Port dpdk0\n            Interface dpdk0\n                type: dpdk\n                options: {{dpdk-devargs=\"net_pcap0,rx_pcap=/tmp/in.pcap\"}}\n                link_state: down\n        Port dpdk1\n            Interface dpdk1\n                type: dpdk\n                options: {{dpdk-devargs=net_null0}}\n    ferroswitch_version: \"0.1.0\"\npmd thread on cpu 1 (pmd 0, lcore 1): rxqs dpdk0:0 dpdk1:0\n",
+                "{}\n    Bridge br0\n        datapath_type: netdev\n        Port br0\n            Interface br0\n                type: internal\n        Port dpdk0\n            Interface dpdk0\n                type: dpdk\n                options: {{dpdk-devargs=\"net_pcap0,rx_pcap=/tmp/in.pcap\"}}\n                link_state: down\n        Port dpdk1\n            Interface dpdk1\n                type: dpdk\n                options: {{dpdk-devargs=net_null0}}\n    ferroswitch_version: \"0.1.0\"\npmd thread on cpu 1 (pmd 0, lcore 1): rxqs dpdk0:0 dpdk1:0\n",
                 system_id()
             )
         );

@@ -927,32 +927,27 @@ impl NormalHook for Recorded<'_> {
     }
 }
 
-/// The bridges of `cfg` as the slow path runs them: datapath ports numbered in
-/// bridge order then port order from 0 (as the datapath numbers them), OpenFlow
-/// ports as [`BridgeConfig::ofports`] assigns them, each port's VLAN mode, the
+/// The bridges of `cfg` as the slow path runs them: datapath ports numbered as
+/// [`Config::datapath_ports`] numbers them (bridge order, then port order, then
+/// the bridge's own port, `LOCAL`), OpenFlow ports as [`BridgeConfig::ofports`]
+/// assigns them, each port's VLAN mode, the
 /// MAC table settings, and the bridge's flows: [`DEFAULT_FLOW`], then the
 /// configured ones on top (all or nothing). Errors name the bridge, the port or
 /// the flow.
 pub fn bridges_from_config(cfg: &Config) -> Result<Vec<Bridge>, String> {
-    let mut odp = 0usize;
+    let dp_ports = cfg.datapath_ports();
     let mut out = Vec::new();
     for b in &cfg.bridges {
-        let ofports = b.ofports();
-        let ports = b
-            .ports
+        // Datapath port numbers are positions in `Config::datapath_ports`; the
+        // bridge's own port (`LOCAL`) is among them.
+        let ports = dp_ports
             .iter()
-            .map(|p| {
-                let ofport = ofports
-                    .iter()
-                    .find(|(n, _)| *n == p.name)
-                    .map_or(0, |&(_, o)| o);
-                let bp = BridgePort {
-                    name: p.name.clone(),
-                    ofport,
-                    odp,
-                };
-                odp += 1;
-                bp
+            .enumerate()
+            .filter(|(_, p)| p.bridge == b.name)
+            .map(|(odp, p)| BridgePort {
+                name: p.port.name.clone(),
+                ofport: p.ofport,
+                odp,
             })
             .collect();
         let mut bridge = Bridge::new(&b.name, ports);
@@ -1534,8 +1529,9 @@ mac_table_size = 100
         assert_eq!(b.normal.port_mode(3), &VlanMode::Access { tag: 20 });
         let rec = Recorder::default();
         let mut o = Ofproto::new(bridges, &rec, OfprotoConfig::default());
-        // Untagged broadcast on access port a1 (VLAN 10): to a2 untagged and to
-        // the trunk tagged 10; never to a3 (VLAN 20).
+        // Untagged broadcast on access port a1 (VLAN 10): to a2 untagged, to
+        // the trunk and the bridge's own port (LOCAL, datapath port 4, a trunk
+        // of every VLAN) tagged 10; never to a3 (VLAN 20).
         o.handle_upcall(
             0,
             key(0, &format!("dl_src={A},dl_dst=ff:ff:ff:ff:ff:ff")),
@@ -1544,10 +1540,11 @@ mac_table_size = 100
         let log = log_of(&rec);
         assert_eq!(log.len(), 1);
         assert!(
-            log[0].ends_with(" -> 1,push_vlan(vid=10,pcp=0),3 +pkt"),
+            log[0].ends_with(" -> 1,push_vlan(vid=10,pcp=0),3,4 +pkt"),
             "{log:?}"
         );
-        // VLAN 20 from the trunk to A's MAC, unknown in VLAN 20: to a3, untagged.
+        // VLAN 20 from the trunk to A's MAC, unknown in VLAN 20: to a3, untagged,
+        // and to LOCAL, tagged.
         o.handle_upcall(
             0,
             key(3, &format!("dl_src={B},dl_dst={A},dl_vlan=20")),
@@ -1555,7 +1552,10 @@ mac_table_size = 100
         );
         let log = log_of(&rec);
         assert_eq!(log.len(), 1);
-        assert!(log[0].ends_with(" -> pop_vlan,2 +pkt"), "{log:?}");
+        assert!(
+            log[0].ends_with(" -> pop_vlan,2,push_vlan(vid=20,pcp=0),4 +pkt"),
+            "{log:?}"
+        );
         // VLAN 10 from the trunk to A: learned in VLAN 10 on a1.
         o.handle_upcall(
             0,
@@ -1582,6 +1582,80 @@ mac_table_size = 100
              \x20   4    20  00:00:00:00:00:0b    0\n\
              \x20   4    10  00:00:00:00:00:0b    0\n"
         );
+    }
+
+    #[test]
+    fn the_bridge_port_is_local_in_flows_and_normal() {
+        let bridges = config_bridges(
+            "[[bridge]]\nname = \"br0\"\nflows = [\"priority=10,in_port=LOCAL,ip actions=output:p1\", \"priority=10,in_port=p1,ip actions=br0\"]\n[[bridge.port]]\nname = \"p1\"\noptions = { dpdk-devargs = \"net_ring0\" }\n",
+        );
+        let b = &bridges[0];
+        assert_eq!(
+            b.ports,
+            [
+                BridgePort {
+                    name: "p1".into(),
+                    ofport: 1,
+                    odp: 0
+                },
+                BridgePort {
+                    name: "br0".into(),
+                    ofport: pipeline::flow_key::OFPP_LOCAL,
+                    odp: 1
+                },
+            ]
+        );
+        let rec = Recorder::default();
+        let mut o = Ofproto::new(bridges, &rec, OfprotoConfig::default());
+        let mut dump: Vec<String> = o
+            .dump_flows("br0", None, false)
+            .unwrap()
+            .lines()
+            .map(|l| l.split_once("priority=").map_or(l, |(_, r)| r).to_string())
+            .collect();
+        dump.sort();
+        assert_eq!(
+            dump,
+            [
+                "0 actions=NORMAL",
+                "10,ip,in_port=1 actions=LOCAL",
+                "10,ip,in_port=LOCAL actions=output:1",
+            ]
+        );
+        // Datapath port 1 is the bridge's own port.
+        o.handle_upcall(0, key(1, "ip,nw_dst=10.0.0.1"), vec![]);
+        {
+            let l = log_of(&rec);
+            assert!(l.len() == 1 && l[0].ends_with(" -> 0 +pkt"), "{l:?}");
+        }
+        o.handle_upcall(0, key(0, "ip,nw_dst=10.0.0.254"), vec![]);
+        {
+            let l = log_of(&rec);
+            assert!(l.len() == 1 && l[0].ends_with(" -> 1 +pkt"), "{l:?}");
+        }
+        // NORMAL floods to it (and from it).
+        o.handle_upcall(
+            0,
+            key(0, &format!("arp,dl_src={A},dl_dst=ff:ff:ff:ff:ff:ff")),
+            vec![],
+        );
+        {
+            let l = log_of(&rec);
+            assert!(l.len() == 1 && l[0].ends_with(" -> 1 +pkt"), "{l:?}");
+        }
+        o.handle_upcall(
+            0,
+            key(1, &format!("arp,dl_src={B},dl_dst=ff:ff:ff:ff:ff:ff")),
+            vec![],
+        );
+        {
+            let l = log_of(&rec);
+            assert!(l.len() == 1 && l[0].ends_with(" -> 0 +pkt"), "{l:?}");
+        }
+        assert!(o
+            .fdb_show("br0")
+            .unwrap()
+            .contains(&format!("LOCAL     0  {B}")));
     }
 
     #[test]

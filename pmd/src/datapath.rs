@@ -15,7 +15,7 @@ use pipeline::StaticForward;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::poll_loop::{self, AssignedRxq, FlowStage, PmdContext};
-use crate::port::{DpdkPort, Port, TxPort};
+use crate::port::{DpdkPort, InternalPort, Port, TxPort};
 use crate::stats::PmdStats;
 use crate::upcall::{PmdCommand, Upcall};
 
@@ -28,6 +28,18 @@ pub struct PortSpec {
     pub ofport: u32,
     pub devargs: String,
     pub n_rxq: u16,
+    /// What kind of port `devargs` makes.
+    pub kind: PortKind,
+}
+
+/// The port types the datapath opens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PortKind {
+    /// `type=dpdk`: a DPDK ethdev from devargs ([`DpdkPort`]).
+    #[default]
+    Dpdk,
+    /// `type=internal`: a `net_tap` device in the host kernel ([`InternalPort`]).
+    Internal,
 }
 
 /// The whole datapath to build.
@@ -163,14 +175,22 @@ impl Datapath {
                 n_txq: n_pmds as u16,
                 ..PortConf::default()
             };
-            let port = DpdkPort::open(&p.devargs, &conf, pool.clone()).map_err(|source| {
-                DatapathError::Port {
-                    bridge: p.bridge.clone(),
-                    port: p.name.clone(),
-                    source,
+            let err = |source| DatapathError::Port {
+                bridge: p.bridge.clone(),
+                port: p.name.clone(),
+                source,
+            };
+            let port: Arc<dyn Port> = match p.kind {
+                PortKind::Dpdk => {
+                    Arc::new(DpdkPort::open(&p.devargs, &conf, pool.clone()).map_err(err)?)
                 }
-            })?;
-            opened.push((p.clone(), Arc::new(port)));
+                PortKind::Internal => {
+                    Arc::new(InternalPort::open(&p.devargs, &conf, pool.clone()).map_err(err)?)
+                }
+            };
+            let mut p = p.clone();
+            p.n_rxq = port.n_rxq();
+            opened.push((p, port));
         }
         Self::start_with_ports(spec, opened, pool)
     }

@@ -22,8 +22,9 @@ pub mod testing;
 pub mod upcall;
 
 pub use datapath::{
-    Datapath, DatapathError, DatapathSpec, FlowSpec, PmdHandle, PortInfo, PortSpec, PortTotals,
+    Datapath, DatapathError, DatapathSpec, FlowSpec, PmdHandle, PortInfo, PortKind, PortSpec,
+    PortTotals,
 };
-pub use port::{DpdkPort, Port, RxPort, TxPort};
+pub use port::{DpdkPort, InternalPort, Port, RxPort, TxPort};
 pub use stats::{DropReason, PmdStats, PortCounters};
 pub use upcall::{FlowActions, PmdCommand, Upcall};

@@ -1,8 +1,9 @@
 //! The port layer: what a PMD needs of a port, and the DPDK ethdev implementation.
 //!
-//! Every port type (DPDK ethdev from devargs today: a PCI address or a vdev such as
-//! net_pcap, net_null, net_ring, net_tap, net_af_packet; vhost-user and internal ports
-//! later) hands out exclusive rx and tx queue handles that a PMD owns.
+//! Every port type (DPDK ethdev from devargs: a PCI address or a vdev such as
+//! net_pcap, net_null, net_ring, net_tap, net_af_packet; internal ports, which are
+//! net_tap devices in the host kernel; vhost-user later) hands out exclusive rx and
+//! tx queue handles that a PMD owns.
 
 use std::sync::Arc;
 
@@ -77,6 +78,64 @@ impl DpdkPort {
 impl Port for DpdkPort {
     fn kind(&self) -> &'static str {
         "dpdk"
+    }
+    fn n_rxq(&self) -> u16 {
+        self.eth.n_rxq()
+    }
+    fn n_txq(&self) -> u16 {
+        self.eth.n_txq()
+    }
+    fn rx_queue(&self, q: u16) -> dpdk_ffi::Result<Box<dyn RxPort>> {
+        Ok(Box::new(self.eth.rx_queue(q)?))
+    }
+    fn tx_queue(&self, q: u16) -> dpdk_ffi::Result<Box<dyn TxPort>> {
+        Ok(Box::new(self.eth.tx_queue(q)?))
+    }
+    fn link(&self) -> Link {
+        self.eth.link()
+    }
+    fn stats(&self) -> PortStats {
+        self.eth.stats()
+    }
+    fn dpdk_port_id(&self) -> Option<u16> {
+        Some(self.eth.id())
+    }
+}
+
+/// An internal port (OVS `type=internal`, and every bridge's own port): a DPDK
+/// `net_tap` device whose kernel interface the host configures (an IP, routes).
+///
+/// Like OVS's, its interface starts administratively down: the kernel refuses
+/// frames the switch sends to it (the driver counts tx errors, the PMD tx
+/// drops) and the host sends nothing until `ip link set NAME up`. Its link state is the
+/// interface's.
+pub struct InternalPort {
+    eth: EthPort,
+}
+
+impl InternalPort {
+    /// Hot-plugs `devargs` (`net_tapN,iface=NAME`), starts it and sets its
+    /// interface down.
+    ///
+    /// The kernel spreads the frames it sends over every queue of a
+    /// multi-queue tap, so the port gets as many rx queues as tx queues (one per
+    /// PMD) even when fewer were asked for: each queue is polled.
+    pub fn open(devargs: &str, conf: &PortConf, pool: Arc<Mempool>) -> dpdk_ffi::Result<Self> {
+        let n = conf.n_rxq.max(conf.n_txq);
+        let conf = PortConf {
+            n_rxq: n,
+            n_txq: n,
+            ..conf.clone()
+        };
+        let eth = EthPort::open(devargs, &conf, pool)?;
+        eth.set_link_down()?;
+        Ok(InternalPort { eth })
+    }
+}
+
+impl Port for InternalPort {
+    fn kind(&self) -> &'static str {
+        "internal"
     }
     fn n_rxq(&self) -> u16 {
         self.eth.n_rxq()

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use dpdk_ffi::{Eal, EthPort, Mbuf, Mempool, Ring};
 
-use crate::datapath::PortSpec;
+use crate::datapath::{PortKind, PortSpec};
 use crate::port::{DpdkPort, Port};
 use crate::stats::{DropReason, PmdStats};
 
@@ -67,6 +67,7 @@ pub fn ring_ports(
             ofport: i as u32 + 1,
             devargs: String::new(),
             n_rxq: 1,
+            kind: PortKind::Dpdk,
         };
         ports.push((spec, Arc::new(DpdkPort::from_eth(eth))));
     }

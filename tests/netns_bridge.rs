@@ -1,0 +1,543 @@
+//! Real hosts on the switch: network namespaces joined to a bridge by veth pairs.
+//!
+//! Each test builds its own hosts: a namespace per host with one end of a veth
+//! pair (an IP, TX checksum offload off: af_packet would otherwise carry the
+//! partial checksums the kernel leaves to the NIC), the other end in the root
+//! namespace, attached to the bridge as a `type = "dpdk"` port over
+//! `net_af_packetN,iface=<veth>`. The real `ferroswitch` binary runs with a config
+//! the test writes (no hugepages, its own `--file-prefix`), and the hosts talk
+//! with the kernel's own tools (`ping`, TCP through `python3`).
+//!
+//! Needs root, `ip`, `ethtool`, `ping` and `python3` (`scripts/setup.sh`
+//! installs them). Names carry the test process id and a letter per test, and
+//! [`Hosts`] deletes namespaces, veths and the daemon when dropped, also when a
+//! test fails. The tests take turns ([`serial`]): each daemon busy-polls a CPU,
+//! and this machine has two.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ferroswitch");
+
+/// One test at a time: one PMD polling at a time.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs a command; its output.
+fn run(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"))
+}
+
+/// Runs a command that must succeed.
+fn must(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A unique prefix for this test's names: `f` + 5 digits of the pid + the
+/// test's letter (7 bytes; interface names allow 15).
+fn prefix(letter: char) -> String {
+    format!("f{:05}{letter}", std::process::id() % 100_000)
+}
+
+/// A /24 of this test: 10.X.Y.0 from the pid and the test's letter, so that
+/// the root namespace's address of one run does not meet another's.
+fn subnet(letter: char) -> String {
+    let n = std::process::id() as usize * 4 + (letter as usize % 4);
+    format!("10.{}.{}", 100 + (n / 250) % 150, n % 250)
+}
+
+/// One host: a namespace and its veth.
+struct Host {
+    ns: String,
+    /// The veth end inside the namespace.
+    dev: String,
+    ip: String,
+}
+
+impl Host {
+    fn exec(&self, args: &[&str]) -> Output {
+        let mut v = vec!["ip", "netns", "exec", &self.ns];
+        v.extend_from_slice(args);
+        run(&v)
+    }
+
+    fn mac(&self) -> String {
+        let out = self.exec(&["cat", &format!("/sys/class/net/{}/address", self.dev)]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `ping -c count` to `ip`: the number of replies.
+    fn ping(&self, ip: &str, count: u32) -> u32 {
+        let out = self.exec(&[
+            "ping",
+            "-n",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            ip,
+        ]);
+        replies(&out)
+    }
+}
+
+/// The "N received" of ping's summary.
+fn replies(out: &Output) -> u32 {
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| {
+            let (_, rest) = l.split_once(" packets transmitted, ")?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no ping summary in: {text}"))
+}
+
+/// The test's hosts, bridge and daemon; everything is removed on drop.
+struct Hosts {
+    prefix: String,
+    bridge: String,
+    hosts: Vec<Host>,
+    /// The veth ends in the root namespace, one per host (the bridge's ports).
+    host_veths: Vec<String>,
+    daemon: Option<Child>,
+    dir: PathBuf,
+    sock: PathBuf,
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            stop_daemon(&mut c);
+        }
+        for h in &self.hosts {
+            let _ = run(&["ip", "netns", "del", &h.ns]);
+        }
+        for v in &self.host_veths {
+            // Gone with its peer's namespace, unless that failed.
+            if Path::new("/sys/class/net").join(v).exists() {
+                let _ = run(&["ip", "link", "del", v]);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/fs-netns-{}", self.prefix));
+    }
+}
+
+/// SIGINT, then SIGKILL if it has not stopped within 5 s.
+fn stop_daemon(c: &mut Child) -> Option<std::process::ExitStatus> {
+    let _ = run(&["kill", "-INT", &c.id().to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(st)) = c.try_wait() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    None
+}
+
+impl Hosts {
+    /// `n` hosts `<prefix>-ns<i>` with IPs `<subnet>.<i+1>/24` on veths
+    /// `<prefix>n<i>` (namespace side) and `<prefix>h<i>` (root side).
+    fn new(letter: char, n: usize) -> Hosts {
+        let prefix = prefix(letter);
+        let dir = std::env::temp_dir().join(format!("fs-netns-{prefix}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut h = Hosts {
+            bridge: format!("{prefix}br"),
+            hosts: Vec::new(),
+            host_veths: Vec::new(),
+            daemon: None,
+            sock: dir.join("fs.ctl"),
+            dir,
+            prefix: prefix.clone(),
+        };
+        let net = subnet(letter);
+        for i in 0..n {
+            let ns = format!("{prefix}-ns{i}");
+            let dev = format!("{prefix}n{i}");
+            let hv = format!("{prefix}h{i}");
+            // Leftovers of a killed earlier run with the same pid.
+            let _ = run(&["ip", "netns", "del", &ns]);
+            let _ = run(&["ip", "link", "del", &hv]);
+            must(&["ip", "netns", "add", &ns]);
+            h.hosts.push(Host {
+                ns: ns.clone(),
+                dev: dev.clone(),
+                ip: format!("{net}.{}", i + 1),
+            });
+            must(&[
+                "ip", "link", "add", &hv, "type", "veth", "peer", "name", &dev,
+            ]);
+            h.host_veths.push(hv.clone());
+            must(&["ip", "link", "set", &dev, "netns", &ns]);
+            // The root side is only a wire into the switch: no IPv6 chatter.
+            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{hv}/disable_ipv6"), "1");
+            must(&["ip", "link", "set", &hv, "up"]);
+            let host = &h.hosts[i];
+            let nsx = |args: &[&str]| {
+                let mut v = vec!["ip", "netns", "exec", ns.as_str()];
+                v.extend_from_slice(args);
+                must(&v);
+            };
+            nsx(&["ethtool", "-K", &dev, "tx", "off"]);
+            nsx(&["ip", "addr", "add", &format!("{}/24", host.ip), "dev", &dev]);
+            nsx(&["ip", "link", "set", &dev, "up"]);
+            nsx(&["ip", "link", "set", "lo", "up"]);
+        }
+        h
+    }
+
+    /// Writes the config (bridge with one af_packet port per host, `port_keys`
+    /// of host i added to its port table), starts the daemon and waits until its
+    /// control socket answers.
+    fn start(&mut self, port_keys: &[&str]) {
+        let mut cfg = format!(
+            r#"[dpdk]
+hugepages = false
+memory_mb = 256
+file_prefix = "fs-netns-{prefix}"
+log_level = "warning"
+[control]
+socket = "{sock}"
+[metrics]
+listen = "off"
+console = false
+[[bridge]]
+name = "{bridge}"
+"#,
+            prefix = self.prefix,
+            sock = self.sock.display(),
+            bridge = self.bridge,
+        );
+        for (i, hv) in self.host_veths.iter().enumerate() {
+            cfg.push_str(&format!(
+                "  [[bridge.port]]\n  name = \"p{i}\"\n  options = {{ dpdk-devargs = \"net_af_packet{i},iface={hv}\" }}\n{}\n",
+                port_keys.get(i).copied().unwrap_or("")
+            ));
+        }
+        let path = self.dir.join("switch.toml");
+        std::fs::write(&path, cfg).expect("write config");
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ferroswitch");
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(c) = self.daemon.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    let out = self.daemon.take().map(|c| c.wait_with_output());
+                    let err = out
+                        .and_then(Result::ok)
+                        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                        .unwrap_or_default();
+                    panic!("ferroswitch exited ({st}): {err}");
+                }
+            }
+            if self.ctl(&["show"]).status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ferroswitch did not start in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("ctl")
+            .arg("--socket")
+            .arg(&self.sock)
+            .args(args)
+            .output()
+            .expect("run ferroswitch ctl")
+    }
+
+    fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `ctl --json fdb-show`: (port, vlan, mac) entries.
+    fn fdb(&self) -> Vec<(String, u64, String)> {
+        let out = self.ctl_ok(&["--json", "fdb-show", &self.bridge]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("fdb json");
+        v.as_array()
+            .expect("fdb array")
+            .iter()
+            .map(|e| {
+                (
+                    e["port_name"].as_str().unwrap_or_default().to_string(),
+                    e["vlan"].as_u64().unwrap_or(u64::MAX),
+                    e["mac"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Stops the daemon with SIGINT: it must exit 0 (taps removed, EAL cleaned).
+    fn stop(&mut self) {
+        let mut c = self.daemon.take().expect("daemon running");
+        let st = stop_daemon(&mut c).expect("daemon stops within 5 s of SIGINT");
+        assert!(st.success(), "daemon exit status {st}");
+    }
+}
+
+/// Pings until one reply comes back (ARP and the first upcalls settle), at most
+/// `secs` seconds.
+fn wait_reachable(from: &Host, ip: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while from.ping(ip, 1) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} cannot reach {ip} in {secs} s",
+            from.ns
+        );
+    }
+}
+
+/// TCP from `client` to `server` through the switch: `len` bytes of a known
+/// pattern; returns (bytes received, SHA-256 the server computed, SHA-256 the
+/// client computed of what it sent).
+fn tcp_transfer(server: &Host, client: &Host, len: usize) -> (usize, String, String) {
+    let port = "5201";
+    let srv = format!(
+        "import hashlib, socket\n\
+         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('{ip}', {port})); s.listen(1); s.settimeout(20)\n\
+         print('listening', flush=True)\n\
+         c, _ = s.accept(); c.settimeout(20); h = hashlib.sha256(); n = 0\n\
+         while True:\n\
+         \x20   b = c.recv(65536)\n\
+         \x20   if not b: break\n\
+         \x20   h.update(b); n += len(b)\n\
+         print(n, h.hexdigest(), flush=True)\n",
+        ip = server.ip
+    );
+    let cli = format!(
+        "import hashlib, socket, time\n\
+         data = bytes((i * 7 + i // 251) % 256 for i in range({len}))\n\
+         for _ in range(50):\n\
+         \x20   try:\n\
+         \x20       c = socket.create_connection(('{ip}', {port}), timeout=5); break\n\
+         \x20   except OSError:\n\
+         \x20       time.sleep(0.1)\n\
+         c.sendall(data); c.shutdown(socket.SHUT_WR); c.settimeout(20)\n\
+         while c.recv(65536): pass\n\
+         print(len(data), hashlib.sha256(data).hexdigest(), flush=True)\n",
+        ip = server.ip
+    );
+    let mut server_proc = Command::new("ip")
+        .args(["netns", "exec", &server.ns, "python3", "-c", &srv])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the TCP server");
+    // Wait for "listening" so the client's first connect finds the socket.
+    let mut stdout = server_proc.stdout.take().expect("server stdout");
+    let mut line = Vec::new();
+    {
+        use std::io::Read;
+        let mut b = [0u8; 1];
+        while stdout.read(&mut b).map(|n| n == 1).unwrap_or(false) && b[0] != b'\n' {
+            line.push(b[0]);
+        }
+    }
+    assert_eq!(String::from_utf8_lossy(&line), "listening");
+    let client_out = client.exec(&["python3", "-c", &cli]);
+    assert!(
+        client_out.status.success(),
+        "TCP client: {}",
+        String::from_utf8_lossy(&client_out.stderr)
+    );
+    let server_out = {
+        use std::io::Read;
+        let mut rest = String::new();
+        let _ = stdout.read_to_string(&mut rest);
+        let st = server_proc.wait().expect("server");
+        assert!(st.success(), "TCP server exited {st}");
+        rest
+    };
+    let mut it = server_out.split_whitespace();
+    let n: usize = it
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("server count");
+    let server_sum = it.next().unwrap_or_default().to_string();
+    let client_text = String::from_utf8_lossy(&client_out.stdout).into_owned();
+    let mut it = client_text.split_whitespace();
+    assert_eq!(it.next(), Some(len.to_string().as_str()));
+    (n, server_sum, it.next().unwrap_or_default().to_string())
+}
+
+#[test]
+fn two_hosts_ping_and_tcp_through_normal() {
+    let _turn = serial();
+    let mut h = Hosts::new('a', 2);
+    h.start(&[]);
+    let (a, b) = (&h.hosts[0], &h.hosts[1]);
+    wait_reachable(a, &b.ip, 10);
+    assert_eq!(a.ping(&b.ip, 5), 5, "{} -> {}", a.ns, b.ns);
+    assert_eq!(b.ping(&a.ip, 5), 5, "{} -> {}", b.ns, a.ns);
+
+    let len = 600_000;
+    let (n, server_sum, client_sum) = tcp_transfer(b, a, len);
+    assert_eq!(n, len, "bytes received");
+    assert_eq!(server_sum, client_sum, "content received");
+
+    // NORMAL learned each host's MAC on its port (OpenFlow ports 1 and 2).
+    let fdb = h.fdb();
+    for (port, host) in [("1", a), ("2", b)] {
+        let entry = (port.to_string(), 0, host.mac());
+        assert!(fdb.contains(&entry), "{entry:?} not in {fdb:?}");
+    }
+    let text = h.ctl_ok(&["fdb-show", &h.bridge]);
+    assert!(
+        text.contains(&format!("    1     0  {}", a.mac())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("    2     0  {}", b.mac())),
+        "{text}"
+    );
+    h.stop();
+}
+
+#[test]
+fn access_vlans_isolate_hosts() {
+    let _turn = serial();
+    let mut h = Hosts::new('b', 4);
+    // Hosts 0 and 1 on VLAN 10, hosts 2 and 3 on VLAN 20; one IP subnet, so only
+    // the VLANs keep them apart.
+    h.start(&["  tag = 10", "  tag = 10", "  tag = 20", "  tag = 20"]);
+    let hs = &h.hosts;
+    wait_reachable(&hs[0], &hs[1].ip, 10);
+    wait_reachable(&hs[2], &hs[3].ip, 10);
+    assert_eq!(hs[0].ping(&hs[1].ip, 3), 3);
+    assert_eq!(hs[1].ping(&hs[0].ip, 3), 3);
+    assert_eq!(hs[2].ping(&hs[3].ip, 3), 3);
+    assert_eq!(hs[3].ping(&hs[2].ip, 3), 3);
+
+    // Across VLANs: nothing, neither way (all at once: each waits out its timeout).
+    let pairs = [(0, 2), (0, 3), (1, 2), (3, 0), (2, 1)];
+    let got: Vec<u32> = std::thread::scope(|s| {
+        let jobs: Vec<_> = pairs
+            .iter()
+            .map(|&(f, t)| s.spawn(move || hs[f].ping(&hs[t].ip, 2)))
+            .collect();
+        jobs.into_iter().map(|j| j.join().expect("ping")).collect()
+    });
+    for (&(f, t), n) in pairs.iter().zip(&got) {
+        assert_eq!(*n, 0, "{} reached {} across VLANs", hs[f].ns, hs[t].ns);
+    }
+    // Their ARP requests never reached the other VLAN: no neighbour entry for
+    // a host of VLAN 10 in a host of VLAN 20.
+    for (at, of) in [(2, 0), (2, 1), (3, 0)] {
+        let out = hs[at].exec(&["ip", "neigh", "show", &hs[of].ip]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !text.contains("lladdr"),
+            "{} learned {}: {text}",
+            hs[at].ns,
+            hs[of].ns
+        );
+    }
+    // The MAC table has each host in its own VLAN only.
+    let fdb = h.fdb();
+    for (i, vlan) in [(0usize, 10u64), (1, 10), (2, 20), (3, 20)] {
+        let mac = hs[i].mac();
+        let entries: Vec<_> = fdb.iter().filter(|e| e.2 == mac).collect();
+        assert_eq!(
+            entries,
+            [&((i + 1).to_string(), vlan, mac.clone())],
+            "host {i} in {fdb:?}"
+        );
+    }
+    h.stop();
+}
+
+#[test]
+fn host_ip_on_the_bridge_internal_port() {
+    let _turn = serial();
+    let mut h = Hosts::new('c', 1);
+    h.start(&[]);
+    let br = h.bridge.clone();
+
+    // The bridge's own port: a tap of its name in the host, shown as OVS shows
+    // it, down until the host brings it up.
+    let show = h.ctl_ok(&["show"]);
+    let local =
+        format!("        Port {br}\n            Interface {br}\n                type: internal\n");
+    assert!(
+        show.contains(&format!("{local}                link_state: down\n")),
+        "{show}"
+    );
+    assert!(
+        Path::new("/sys/class/net").join(&br).exists(),
+        "no tap {br}"
+    );
+
+    // Scenario 4 of the seed: the host's own IP on the bridge's internal port.
+    let ip = format!("{}.254", subnet('c'));
+    must(&["ip", "addr", "add", &format!("{ip}/24"), "dev", &br]);
+    must(&["ip", "link", "set", &br, "up"]);
+    let show = h.ctl_ok(&["show"]);
+    assert!(show.contains(&local), "{show}");
+    assert!(
+        !show.contains(&format!("{local}                link_state: down\n")),
+        "{show}"
+    );
+
+    let ns = &h.hosts[0];
+    wait_reachable(ns, &ip, 10);
+    assert_eq!(ns.ping(&ip, 5), 5, "namespace -> host");
+    let out = run(&["ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", &ns.ip]);
+    assert_eq!(replies(&out), 3, "host -> namespace");
+
+    // NORMAL learned the host's tap MAC on LOCAL and the namespace on port 1.
+    let tap_mac = std::fs::read_to_string(format!("/sys/class/net/{br}/address"))
+        .expect("tap address")
+        .trim()
+        .to_string();
+    let fdb = h.fdb();
+    assert!(fdb.contains(&("LOCAL".to_string(), 0, tap_mac)), "{fdb:?}");
+    assert!(fdb.contains(&("1".to_string(), 0, ns.mac())), "{fdb:?}");
+
+    // Stopping the switch removes its tap (and the host's route with it).
+    h.stop();
+    assert!(
+        !Path::new("/sys/class/net").join(&br).exists(),
+        "tap {br} left"
+    );
+}
