@@ -26,7 +26,13 @@ use crate::runner::{self, Opts, Ramp, Sample};
 /// (the `ovs-vswitchd` alternative keeps pointing at the plain build).
 pub const VSWITCHD_DPDK: &str = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk";
 const SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
-const BRIDGE: &str = "br0";
+/// Not `br0`: the userspace datapath makes a persistent tap of the bridge's name
+/// (and `ovs-netdev`), which would then stand in the way of a ferroswitch bridge
+/// `br0` (each of whose bridges makes a tap of its name too).
+const BRIDGE: &str = "fs-perf-ovs";
+
+/// The taps OVS's userspace datapath leaves behind: removed after each run.
+const OVS_TAPS: [&str; 2] = [BRIDGE, "ovs-netdev"];
 
 /// Fails with install instructions when OVS-DPDK is not installed.
 pub fn check_installed() -> Result<()> {
@@ -74,7 +80,7 @@ pub fn stray_vswitchds() -> Vec<u32> {
         .collect()
 }
 
-/// One bridge port: `add-port br0 NAME -- set Interface NAME type=KIND options:K=V...`.
+/// One bridge port: `add-port BRIDGE NAME -- set Interface NAME type=KIND options:K=V...`.
 #[derive(Clone, Debug)]
 pub struct Port {
     pub name: String,
@@ -95,7 +101,7 @@ impl Port {
     }
 }
 
-/// What a scenario asks of OVS: bridge `br0` (netdev datapath) with these ports
+/// What a scenario asks of OVS: bridge [`BRIDGE`] (netdev datapath) with these ports
 /// (OpenFlow port numbers 1, 2, ... in this order), its flow table replaced by
 /// `flows` (`ovs-ofctl add-flows` syntax; port names allowed unless `flows_first`),
 /// and the port whose transmitted packets are counted.
@@ -469,6 +475,12 @@ impl Drop for Ovs {
             Ovs::stop(&mut c);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        for tap in OVS_TAPS {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", tap])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
         // EAL's runtime directory and any hugepage files of this prefix.
         for base in ["/var/run/dpdk", "/run/dpdk"] {
             let _ = std::fs::remove_dir_all(Path::new(base).join(&self.file_prefix));

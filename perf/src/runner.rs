@@ -407,10 +407,9 @@ pub fn signal_and_wait(child: &mut Child, signal: &str) {
 }
 
 /// ferroswitch's configuration for scenario `sc`: one PMD on the forwarding CPU,
-/// bridge br0 with the scenario's flows, ports `src` (OpenFlow port 1) and `sink`
-/// (2), and the scenario's static forwarding. The bridge is named `fs-perf`, not
-/// `br0`: its own port is a tap device of its name, and OVS's netdev datapath
-/// leaves a persistent tap `br0` behind that a `net_tap` cannot open.
+/// bridge `fs-perf` (its own port is a tap device of that name; OVS's bridge has
+/// another name) with the scenario's flows, ports `src` (OpenFlow port 1) and
+/// `sink` (2), and the scenario's static forwarding.
 fn ferroswitch_config(opts: &Opts, sock: &Path, sc: &Scenario) -> String {
     let mbufs = sc
         .mbufs

@@ -20,7 +20,7 @@ pub struct Scenario {
     /// Devargs of the traffic source (net_pcap, infinite_rx) and the sink (net_null).
     pub src: String,
     pub sink: String,
-    /// TOML keys of ferroswitch's bridge br0 (before its port tables): `flows`.
+    /// TOML keys of ferroswitch's bridge (before its port tables): `flows`.
     pub fs_bridge_keys: String,
     /// TOML tables after br0's ports: `[[bridge.forward]]`.
     pub fs_bridge_tables: String,
