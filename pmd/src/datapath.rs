@@ -14,7 +14,7 @@ use pipeline::StaticForward;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::poll_loop::{self, AssignedRxq, FlowStage, PmdContext};
+use crate::poll_loop::{self, AssignedRxq, FlowStage, PmdContext, INTERNAL_POLL_EVERY};
 use crate::port::{DpdkPort, InternalPort, Port, TxPort};
 use crate::stats::PmdStats;
 use crate::upcall::{PmdCommand, Upcall};
@@ -279,6 +279,10 @@ impl Datapath {
                         port_no,
                         queue: q,
                         rxq,
+                        poll_every: match p.kind {
+                            PortKind::Dpdk => 1,
+                            PortKind::Internal => INTERNAL_POLL_EVERY,
+                        },
                     });
                 }
                 next += 1;
