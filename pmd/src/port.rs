@@ -55,6 +55,8 @@ impl TxPort for TxQueue {
 /// A DPDK ethdev port (type `dpdk`).
 pub struct DpdkPort {
     eth: EthPort,
+    /// `dpdk`, or `internal` for an [`InternalPort`].
+    kind: &'static str,
 }
 
 impl DpdkPort {
@@ -62,12 +64,13 @@ impl DpdkPort {
     pub fn open(devargs: &str, conf: &PortConf, pool: Arc<Mempool>) -> dpdk_ffi::Result<DpdkPort> {
         Ok(DpdkPort {
             eth: EthPort::open(devargs, conf, pool)?,
+            kind: "dpdk",
         })
     }
 
     /// Wraps an already started port (e.g. one built over rings in tests).
     pub fn from_eth(eth: EthPort) -> DpdkPort {
-        DpdkPort { eth }
+        DpdkPort { eth, kind: "dpdk" }
     }
 
     pub fn eth(&self) -> &EthPort {
@@ -77,7 +80,7 @@ impl DpdkPort {
 
 impl Port for DpdkPort {
     fn kind(&self) -> &'static str {
-        "dpdk"
+        self.kind
     }
     fn n_rxq(&self) -> u16 {
         self.eth.n_rxq()
@@ -109,18 +112,16 @@ impl Port for DpdkPort {
 /// frames the switch sends to it (the driver counts tx errors, the PMD tx
 /// drops) and the host sends nothing until `ip link set NAME up`. Its link state is the
 /// interface's.
-pub struct InternalPort {
-    eth: EthPort,
-}
+pub struct InternalPort;
 
 impl InternalPort {
     /// Hot-plugs `devargs` (`net_tapN,iface=NAME`), starts it and sets its
-    /// interface down.
+    /// interface down: a [`DpdkPort`] of kind `internal`.
     ///
     /// The kernel spreads the frames it sends over every queue of a
     /// multi-queue tap, so the port gets as many rx queues as tx queues (one per
     /// PMD) even when fewer were asked for: each queue is polled.
-    pub fn open(devargs: &str, conf: &PortConf, pool: Arc<Mempool>) -> dpdk_ffi::Result<Self> {
+    pub fn open(devargs: &str, conf: &PortConf, pool: Arc<Mempool>) -> dpdk_ffi::Result<DpdkPort> {
         let n = conf.n_rxq.max(conf.n_txq);
         let conf = PortConf {
             n_rxq: n,
@@ -129,33 +130,9 @@ impl InternalPort {
         };
         let eth = EthPort::open(devargs, &conf, pool)?;
         eth.set_link_down()?;
-        Ok(InternalPort { eth })
-    }
-}
-
-impl Port for InternalPort {
-    fn kind(&self) -> &'static str {
-        "internal"
-    }
-    fn n_rxq(&self) -> u16 {
-        self.eth.n_rxq()
-    }
-    fn n_txq(&self) -> u16 {
-        self.eth.n_txq()
-    }
-    fn rx_queue(&self, q: u16) -> dpdk_ffi::Result<Box<dyn RxPort>> {
-        Ok(Box::new(self.eth.rx_queue(q)?))
-    }
-    fn tx_queue(&self, q: u16) -> dpdk_ffi::Result<Box<dyn TxPort>> {
-        Ok(Box::new(self.eth.tx_queue(q)?))
-    }
-    fn link(&self) -> Link {
-        self.eth.link()
-    }
-    fn stats(&self) -> PortStats {
-        self.eth.stats()
-    }
-    fn dpdk_port_id(&self) -> Option<u16> {
-        Some(self.eth.id())
+        Ok(DpdkPort {
+            eth,
+            kind: "internal",
+        })
     }
 }
