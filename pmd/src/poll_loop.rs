@@ -98,8 +98,6 @@ struct Scratch {
     keys: Box<[FlowKey; MAX_BURST]>,
     hashes: [u32; MAX_BURST],
     hits: [Hit; MAX_BURST],
-    /// TCP flags of each packet (from its key or the simple reader).
-    flags: [u16; MAX_BURST],
     /// The runs of the simple-match path.
     runs: [Run; MAX_BURST],
     cache: FlowCache<FlowActions>,
@@ -119,7 +117,6 @@ pub fn run(mut ctx: PmdContext, stop: &AtomicBool) {
         keys: Box::new([FlowKey::default(); MAX_BURST]),
         hashes: [0; MAX_BURST],
         hits: [Hit::Miss; MAX_BURST],
-        flags: [0; MAX_BURST],
         runs: [Run::default(); MAX_BURST],
         cache: FlowCache::new(emc_entries, emc_inv),
         inflight: Vec::with_capacity(MAX_INFLIGHT),
@@ -369,14 +366,11 @@ fn flow_stage(
     // The EMC hash only when this burst probes the EMC; misses hash their key
     // below otherwise.
     let use_emc = s.cache.emc_wanted();
-    for i in 0..n {
-        let (Some(key), Some(h), Some(fl)) =
-            (s.keys.get(i), s.hashes.get_mut(i), s.flags.get_mut(i))
-        else {
-            continue;
-        };
-        *fl = key.tcp_flags;
-        if use_emc {
+    if use_emc {
+        for i in 0..n {
+            let (Some(key), Some(h)) = (s.keys.get(i), s.hashes.get_mut(i)) else {
+                continue;
+            };
             *h = emc_hash(&s.burst, i, key);
         }
     }
@@ -524,7 +518,7 @@ fn execute_hits(
         let (mut bytes, mut flags) = (0u64, 0u16);
         for k in i..j {
             bytes += u64::from(s.burst.pkt_len(k));
-            flags |= s.flags.get(k).copied().unwrap_or(0);
+            flags |= s.keys.get(k).map_or(0, |key| key.tcp_flags);
         }
         execute_run(
             stats,
