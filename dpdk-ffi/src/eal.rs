@@ -133,9 +133,10 @@ pub fn rdtsc() -> u64 {
 /// lookups before reading it.
 #[inline(always)]
 pub fn prefetch0<T>(p: &T) {
+    // A prefetch is a hint: it never faults and has no effect on memory or program
+    // state; SSE is part of the x86_64 baseline.
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint: it never faults and has no effect on memory or
-    // program state; SSE is part of the x86_64 baseline.
+    // SAFETY: a hint on any address (above).
     unsafe {
         core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
             (p as *const T).cast::<i8>(),

@@ -417,8 +417,8 @@ impl EthPort {
     /// down`); the port keeps its queues, and its link follows the interface
     /// when the host brings it up again.
     pub fn set_link_down(&self) -> Result<()> {
-        // SAFETY: the port id is valid while `self.inner` lives (closed only in
-        // its Drop); the call takes no pointers.
+        // The port id is valid while `self.inner` lives (closed only in its Drop).
+        // SAFETY: a valid port id (above); the call takes no pointers.
         let ret = unsafe { sys::rte_eth_dev_set_link_down(self.inner.id) };
         if ret < 0 {
             return Err(call_error(

@@ -543,9 +543,9 @@ impl TxBuffer {
             }
         }
         if n_runts > 0 {
-            // SAFETY: the first n_runts entries were written above (MaybeUninit has
-            // the layout of its contents) with mbufs we own (taken out of the burst),
-            // freed once here.
+            // The first n_runts entries were written above (MaybeUninit has the
+            // layout of its contents) with mbufs we own (taken out of the burst).
+            // SAFETY: n_runts owned, initialised mbufs (above), freed once here.
             unsafe {
                 sys::rte_pktmbuf_free_bulk(
                     runts.as_mut_ptr() as *mut *mut sys::rte_mbuf,
