@@ -80,12 +80,7 @@ pub fn port_snapshots(dp: &Datapath) -> Vec<PortSnapshot> {
 }
 
 pub fn pmd_snapshots(dp: &Datapath, tsc_hz: u64) -> Vec<PmdSnapshot> {
-    let port_name = |no: usize| {
-        dp.ports()
-            .get(no)
-            .map(|p| p.spec.name.clone())
-            .unwrap_or_default()
-    };
+    let port_name = |no: usize| dp.port(no).map(|p| p.spec.name.clone()).unwrap_or_default();
     dp.pmds()
         .iter()
         .map(|h| {
@@ -94,7 +89,7 @@ pub fn pmd_snapshots(dp: &Datapath, tsc_hz: u64) -> Vec<PmdSnapshot> {
                 id: h.id,
                 cpu: h.cpu,
                 lcore: h.lcore,
-                rxqs: h.rxqs.iter().map(|&(p, q)| (port_name(p), q)).collect(),
+                rxqs: h.rxqs().iter().map(|&(p, q)| (port_name(p), q)).collect(),
                 iterations: s.iterations.get(),
                 busy_cycles: s.busy_cycles.get(),
                 idle_cycles: s.idle_cycles.get(),

@@ -565,6 +565,13 @@ impl TxBuffer {
         })
     }
 
+    /// Frees every packet queued (a port that is gone); they count as dropped.
+    pub fn discard(&mut self) -> TxResult {
+        // SAFETY: nothing was handed to a driver: every entry below len is still
+        // owned by this buffer, and `finish(0)` frees each once.
+        unsafe { self.finish(0) }
+    }
+
     /// Raw view for the tx call.
     #[inline]
     pub(crate) fn raw(&mut self) -> (*mut *mut sys::rte_mbuf, usize) {

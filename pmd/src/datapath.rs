@@ -6,8 +6,9 @@
 //! are spread round-robin over the PMDs.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use dpdk_ffi::{DpdkError, Link, Mempool, PortConf, PortStats};
 use pipeline::StaticForward;
@@ -15,7 +16,7 @@ use pipeline::StaticForward;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::poll_loop::{self, AssignedRxq, FlowStage, PmdContext, INTERNAL_POLL_EVERY};
-use crate::port::{DpdkPort, InternalPort, Port, TxPort};
+use crate::port::{DpdkPort, InternalPort, Port, RxPort, TxPort};
 use crate::stats::PmdStats;
 use crate::upcall::{PmdCommand, Upcall};
 
@@ -102,6 +103,15 @@ pub enum DatapathError {
     Spec(String),
 }
 
+/// Most datapath ports (numbers 0..MAX_PORTS): each PMD has counters for this
+/// many, allocated at start so ports added at runtime need no reallocation of
+/// what other threads read.
+pub const MAX_PORTS: usize = 1024;
+
+/// Longest wait for every PMD to take up or let go of a port at runtime (a PMD
+/// looks at its commands every few microseconds).
+const PORT_CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A port as the datapath runs it.
 pub struct PortInfo {
     pub spec: PortSpec,
@@ -131,7 +141,7 @@ pub struct PmdHandle {
     pub cpu: usize,
     pub lcore: u32,
     /// (datapath port number, queue) polled by this PMD.
-    pub rxqs: Vec<(usize, u16)>,
+    rxqs: Mutex<Vec<(usize, u16)>>,
     pub stats: Arc<PmdStats>,
     /// Commands to this PMD (with the flow stage on).
     pub commands: Option<Sender<PmdCommand>>,
@@ -151,12 +161,58 @@ pub struct PortTotals {
     pub tx_errors: u64,
 }
 
+impl PmdHandle {
+    /// (datapath port number, queue) of every rx queue this PMD polls.
+    pub fn rxqs(&self) -> Vec<(usize, u16)> {
+        lock(&self.rxqs).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub struct Datapath {
-    ports: Vec<PortInfo>,
+    /// By datapath port number; `None`: a number free again after a removal.
+    ports: RwLock<Vec<Option<Arc<PortInfo>>>>,
     pmds: Vec<PmdHandle>,
     stop: Arc<AtomicBool>,
     pool: Arc<Mempool>,
     upcalls: Option<Receiver<Upcall>>,
+    /// Held while a port is added or removed (one change at a time).
+    changing: Mutex<()>,
+}
+
+/// How often a PMD polls a port of `kind` (see [`INTERNAL_POLL_EVERY`]).
+fn poll_every(kind: PortKind) -> u32 {
+    match kind {
+        PortKind::Dpdk => 1,
+        PortKind::Internal => INTERNAL_POLL_EVERY,
+    }
+}
+
+/// Opens the port `p` describes, with one tx queue per PMD.
+fn open_port(
+    p: &PortSpec,
+    n_pmds: usize,
+    pool: &Arc<Mempool>,
+) -> Result<Arc<dyn Port>, DatapathError> {
+    let conf = PortConf {
+        n_rxq: p.n_rxq.max(1),
+        n_txq: n_pmds as u16,
+        ..PortConf::default()
+    };
+    let err = |source| DatapathError::Port {
+        bridge: p.bridge.clone(),
+        port: p.name.clone(),
+        source,
+    };
+    Ok(match p.kind {
+        PortKind::Dpdk => Arc::new(DpdkPort::open(&p.devargs, &conf, pool.clone()).map_err(err)?),
+        PortKind::Internal => {
+            Arc::new(InternalPort::open(&p.devargs, &conf, pool.clone()).map_err(err)?)
+        }
+    })
 }
 
 impl Datapath {
@@ -170,24 +226,7 @@ impl Datapath {
         let n_pmds = spec.pmd_cpus.len().max(1);
         let mut opened: Vec<(PortSpec, Arc<dyn Port>)> = Vec::new();
         for p in &spec.ports {
-            let conf = PortConf {
-                n_rxq: p.n_rxq.max(1),
-                n_txq: n_pmds as u16,
-                ..PortConf::default()
-            };
-            let err = |source| DatapathError::Port {
-                bridge: p.bridge.clone(),
-                port: p.name.clone(),
-                source,
-            };
-            let port: Arc<dyn Port> = match p.kind {
-                PortKind::Dpdk => {
-                    Arc::new(DpdkPort::open(&p.devargs, &conf, pool.clone()).map_err(err)?)
-                }
-                PortKind::Internal => {
-                    Arc::new(InternalPort::open(&p.devargs, &conf, pool.clone()).map_err(err)?)
-                }
-            };
+            let port = open_port(p, n_pmds, &pool)?;
             let mut p = p.clone();
             p.n_rxq = port.n_rxq();
             opened.push((p, port));
@@ -202,6 +241,11 @@ impl Datapath {
         pool: Arc<Mempool>,
     ) -> Result<Datapath, DatapathError> {
         let n_ports = opened.len();
+        if n_ports > MAX_PORTS {
+            return Err(DatapathError::Spec(format!(
+                "{n_ports} ports: at most {MAX_PORTS} are supported"
+            )));
+        }
         for &(i, o) in &spec.forward {
             if i >= n_ports || o >= n_ports {
                 return Err(DatapathError::Spec(format!(
@@ -267,7 +311,7 @@ impl Datapath {
                 txqs,
                 forward: StaticForward::new(&pairs),
                 flows,
-                stats: Arc::new(PmdStats::new(n_ports)),
+                stats: Arc::new(PmdStats::new(MAX_PORTS)),
             });
         }
         let mut next = 0usize;
@@ -279,10 +323,7 @@ impl Datapath {
                         port_no,
                         queue: q,
                         rxq,
-                        poll_every: match p.kind {
-                            PortKind::Dpdk => 1,
-                            PortKind::Internal => INTERNAL_POLL_EVERY,
-                        },
+                        poll_every: poll_every(p.kind),
                     });
                 }
                 next += 1;
@@ -291,19 +332,24 @@ impl Datapath {
 
         let stop = Arc::new(AtomicBool::new(false));
         let mut dp = Datapath {
-            ports: opened
-                .into_iter()
-                .enumerate()
-                .map(|(port_no, (spec, port))| PortInfo {
-                    spec,
-                    port_no,
-                    port,
-                })
-                .collect(),
+            ports: RwLock::new(
+                opened
+                    .into_iter()
+                    .enumerate()
+                    .map(|(port_no, (spec, port))| {
+                        Some(Arc::new(PortInfo {
+                            spec,
+                            port_no,
+                            port,
+                        }))
+                    })
+                    .collect(),
+            ),
             pmds: Vec::new(),
             stop: stop.clone(),
             pool,
             upcalls: upcall_rx,
+            changing: Mutex::new(()),
         };
         drop(upcall_tx);
         for (ctx, commands) in contexts.into_iter().zip(command_txs) {
@@ -318,8 +364,156 @@ impl Datapath {
         Ok(dp)
     }
 
-    pub fn ports(&self) -> &[PortInfo] {
-        &self.ports
+    /// The ports, by datapath port number (numbers freed by a removal skipped).
+    pub fn ports(&self) -> Vec<Arc<PortInfo>> {
+        self.read_ports().iter().flatten().cloned().collect()
+    }
+
+    /// The port with datapath number `port_no`.
+    pub fn port(&self, port_no: usize) -> Option<Arc<PortInfo>> {
+        self.read_ports().get(port_no).cloned().flatten()
+    }
+
+    fn read_ports(&self) -> std::sync::RwLockReadGuard<'_, Vec<Option<Arc<PortInfo>>>> {
+        self.ports.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_ports(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Option<Arc<PortInfo>>>> {
+        self.ports.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Opens the port `spec` describes and has the PMDs serve it, without
+    /// stopping them: every PMD gets a tx queue of it, and its rx queues go to the
+    /// PMDs polling the fewest queues. Returns its datapath port number: the
+    /// lowest free one. Returns once every PMD polls it.
+    pub fn add_port(&self, spec: PortSpec) -> Result<usize, DatapathError> {
+        let port = open_port(&spec, self.pmds.len().max(1), &self.pool)?;
+        self.add_opened_port(spec, port)
+    }
+
+    /// [`Datapath::add_port`] for a port the caller opened (ring ports in tests).
+    pub fn add_opened_port(
+        &self,
+        mut spec: PortSpec,
+        port: Arc<dyn Port>,
+    ) -> Result<usize, DatapathError> {
+        let _one_at_a_time = lock(&self.changing);
+        let commands = self.commands()?;
+        let port_no = {
+            let ports = self.read_ports();
+            ports
+                .iter()
+                .position(Option::is_none)
+                .unwrap_or(ports.len())
+        };
+        if port_no >= MAX_PORTS {
+            return Err(DatapathError::Spec(format!(
+                "port {:?}: the datapath has its maximum of {MAX_PORTS} ports",
+                spec.name
+            )));
+        }
+        spec.n_rxq = port.n_rxq();
+        let err = |source| DatapathError::Port {
+            bridge: spec.bridge.clone(),
+            port: spec.name.clone(),
+            source,
+        };
+        // Every queue handle first: a failure here leaves the PMDs untouched.
+        let mut txqs: Vec<Box<dyn TxPort>> = Vec::with_capacity(self.pmds.len());
+        for pmd in &self.pmds {
+            txqs.push(port.tx_queue(pmd.id as u16).map_err(err)?);
+        }
+        let mut load: Vec<usize> = self.pmds.iter().map(|p| lock(&p.rxqs).len()).collect();
+        let mut rxqs: Vec<Vec<AssignedRxq>> = self.pmds.iter().map(|_| Vec::new()).collect();
+        for q in 0..port.n_rxq() {
+            let rxq: Box<dyn RxPort> = port.rx_queue(q).map_err(err)?;
+            let pmd = (0..load.len()).min_by_key(|&i| (load[i], i)).unwrap_or(0);
+            if let (Some(l), Some(list)) = (load.get_mut(pmd), rxqs.get_mut(pmd)) {
+                *l += 1;
+                list.push(AssignedRxq {
+                    port_no,
+                    queue: q,
+                    rxq,
+                    poll_every: poll_every(spec.kind),
+                });
+            }
+        }
+        let mut acks = Vec::new();
+        for ((pmd, txq), rxqs) in self.pmds.iter().zip(txqs).zip(rxqs) {
+            let (done, ack) = crossbeam_channel::bounded(1);
+            let queues: Vec<(usize, u16)> = rxqs.iter().map(|a| (port_no, a.queue)).collect();
+            if let Some(q) = commands.get(pmd.id) {
+                if q.send(PmdCommand::AddPort {
+                    port_no,
+                    txq,
+                    rxqs,
+                    done,
+                })
+                .is_ok()
+                {
+                    acks.push(ack);
+                }
+            }
+            lock(&pmd.rxqs).extend(queues);
+        }
+        wait_all(&acks, "add", &spec.name)?;
+        let mut ports = self.write_ports();
+        while ports.len() <= port_no {
+            ports.push(None);
+        }
+        if let Some(slot) = ports.get_mut(port_no) {
+            *slot = Some(Arc::new(PortInfo {
+                spec,
+                port_no,
+                port,
+            }));
+        }
+        Ok(port_no)
+    }
+
+    /// Has every PMD let go of port `port_no` (what they queued for it is sent
+    /// first), then closes it: its queues and the mbufs in them are freed and a
+    /// hot-plugged device is unplugged. The slow path removes the megaflows that
+    /// use the port before; a packet a PMD still sends there is a counted drop.
+    pub fn remove_port(&self, port_no: usize) -> Result<PortSpec, DatapathError> {
+        let _one_at_a_time = lock(&self.changing);
+        let commands = self.commands()?;
+        let info = self
+            .port(port_no)
+            .ok_or_else(|| DatapathError::Spec(format!("no datapath port {port_no}")))?;
+        let mut acks = Vec::new();
+        for pmd in &self.pmds {
+            let (done, ack) = crossbeam_channel::bounded(1);
+            if let Some(q) = commands.get(pmd.id) {
+                if q.send(PmdCommand::RemovePort { port_no, done }).is_ok() {
+                    acks.push(ack);
+                }
+            }
+            lock(&pmd.rxqs).retain(|&(p, _)| p != port_no);
+        }
+        wait_all(&acks, "remove", &info.spec.name)?;
+        if let Some(slot) = self.write_ports().get_mut(port_no) {
+            *slot = None;
+        }
+        let spec = info.spec.clone();
+        // The last handle: the port is stopped, closed and unplugged here (the PMDs
+        // dropped their queues, and snapshots are short-lived).
+        drop(info);
+        Ok(spec)
+    }
+
+    /// The PMDs' command queues: runtime port changes need every PMD to have one.
+    fn commands(&self) -> Result<Vec<Sender<PmdCommand>>, DatapathError> {
+        self.pmds
+            .iter()
+            .map(|p| {
+                p.commands.clone().ok_or_else(|| {
+                    DatapathError::Spec(
+                        "ports can be added and removed only with the flow stage on".into(),
+                    )
+                })
+            })
+            .collect()
     }
 
     pub fn pmds(&self) -> &[PmdHandle] {
@@ -348,7 +542,7 @@ impl Datapath {
                 t.tx_dropped += c.tx_dropped.get();
             }
         }
-        if let Some(p) = self.ports.get(port_no) {
+        if let Some(p) = self.port(port_no) {
             let d = p.driver_stats();
             t.rx_dropped = d.imissed + d.rx_nombuf;
             t.rx_errors = d.ierrors;
@@ -378,7 +572,7 @@ impl Datapath {
         self.stop_pmds();
         // Dropping the ports (after the PMDs released their queues) stops and
         // closes them: net_pcap writes out its tx file here.
-        self.ports.clear();
+        self.write_ports().clear();
     }
 }
 
@@ -424,7 +618,7 @@ fn spawn_pmd(
             id,
             cpu,
             lcore,
-            rxqs,
+            rxqs: Mutex::new(rxqs),
             stats,
             commands,
             thread: Some(thread),
@@ -441,4 +635,16 @@ fn spawn_pmd(
             })
         }
     }
+}
+
+/// Waits for every PMD's answer to a port change.
+fn wait_all(acks: &[Receiver<()>], what: &str, port: &str) -> Result<(), DatapathError> {
+    for ack in acks {
+        if ack.recv_timeout(PORT_CHANGE_TIMEOUT).is_err() {
+            return Err(DatapathError::Spec(format!(
+                "port {port:?}: a PMD did not {what} it within {PORT_CHANGE_TIMEOUT:?}"
+            )));
+        }
+    }
+    Ok(())
 }

@@ -23,8 +23,8 @@ pub mod upcall;
 
 pub use datapath::{
     Datapath, DatapathError, DatapathSpec, FlowSpec, PmdHandle, PortInfo, PortKind, PortSpec,
-    PortTotals,
+    PortTotals, MAX_PORTS,
 };
-pub use port::{DpdkPort, InternalPort, Port, RxPort, TxPort};
+pub use port::{ClosedTx, DpdkPort, InternalPort, Port, RxPort, TxPort};
 pub use stats::{DropReason, PmdStats, PortCounters};
 pub use upcall::{FlowActions, PmdCommand, Upcall};

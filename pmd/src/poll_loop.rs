@@ -21,7 +21,7 @@ use pipeline::dpcls::Prefetch;
 use pipeline::flow_cache::{FlowCache, FlowRef, Hit};
 use pipeline::{parse, parse_simple, FlowKey, StaticForward};
 
-use crate::port::{RxPort, TxPort};
+use crate::port::{ClosedTx, RxPort, TxPort};
 use crate::stats::{DropReason, PmdStats};
 use crate::upcall::{FlowActions, PmdCommand, Upcall};
 
@@ -707,12 +707,76 @@ fn push_tx(
 /// Applies the management thread's commands (a bounded number per iteration).
 #[inline]
 fn apply_commands(ctx: &mut PmdContext, s: &mut Scratch) {
-    let Some(f) = &ctx.flows else { return };
     for _ in 0..MAX_COMMANDS_PER_ITERATION {
+        let Some(f) = &ctx.flows else { return };
         let Ok(cmd) = f.commands.try_recv() else {
             break;
         };
-        apply_command(&ctx.stats, f, &mut ctx.txqs, s, cmd);
+        match cmd {
+            PmdCommand::AddPort {
+                port_no,
+                txq,
+                rxqs,
+                done,
+            } => {
+                add_port(ctx, s, port_no, txq, rxqs);
+                let _ = done.try_send(());
+            }
+            PmdCommand::RemovePort { port_no, done } => {
+                remove_port(ctx, s, port_no);
+                let _ = done.try_send(());
+            }
+            cmd => {
+                let Some(f) = &ctx.flows else { return };
+                apply_command(&ctx.stats, f, &mut ctx.txqs, s, cmd);
+            }
+        }
+    }
+}
+
+/// Takes over the queues of a port added at runtime (allocates: a control-plane
+/// event, between bursts).
+#[cold]
+fn add_port(
+    ctx: &mut PmdContext,
+    s: &mut Scratch,
+    port_no: usize,
+    txq: Box<dyn TxPort>,
+    rxqs: Vec<AssignedRxq>,
+) {
+    while ctx.txqs.len() <= port_no {
+        ctx.txqs.push(Box::new(ClosedTx));
+    }
+    while s.txbufs.len() < ctx.txqs.len() {
+        s.txbufs.push(TxBuffer::new());
+    }
+    if let Some(slot) = ctx.txqs.get_mut(port_no) {
+        *slot = txq;
+    }
+    ctx.rxqs.extend(rxqs);
+}
+
+/// Lets go of a port removed at runtime: what is queued for it is sent first, and
+/// its number's counters start again from zero for the next port to get it.
+#[cold]
+fn remove_port(ctx: &mut PmdContext, s: &mut Scratch, port_no: usize) {
+    if let (Some(buf), Some(txq)) = (s.txbufs.get_mut(port_no), ctx.txqs.get_mut(port_no)) {
+        if !buf.is_empty() {
+            flush_port(&ctx.stats, port_no, txq.as_mut(), buf);
+        }
+        *txq = Box::new(ClosedTx);
+    }
+    ctx.rxqs.retain(|a| a.port_no != port_no);
+    if let Some(c) = ctx.stats.port(port_no) {
+        for counter in [
+            &c.rx_packets,
+            &c.rx_bytes,
+            &c.tx_packets,
+            &c.tx_bytes,
+            &c.tx_dropped,
+        ] {
+            counter.set(0);
+        }
     }
 }
 
@@ -776,6 +840,8 @@ fn apply_command(
             s.cache.publish(usize::MAX);
             let _ = done.try_send(());
         }
+        // Taken by `apply_commands`, which owns the whole context.
+        PmdCommand::AddPort { .. } | PmdCommand::RemovePort { .. } => {}
     }
 }
 

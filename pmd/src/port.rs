@@ -52,6 +52,17 @@ impl TxPort for TxQueue {
     }
 }
 
+/// What a PMD holds for a datapath port number whose port was removed at runtime:
+/// packets still sent there (by a megaflow not yet gone) are freed and counted as
+/// dropped.
+pub struct ClosedTx;
+
+impl TxPort for ClosedTx {
+    fn flush(&mut self, buf: &mut TxBuffer) -> TxResult {
+        buf.discard()
+    }
+}
+
 /// A DPDK ethdev port (type `dpdk`).
 pub struct DpdkPort {
     eth: EthPort,

@@ -15,6 +15,9 @@ use pipeline::actions::DpAction;
 use pipeline::flow_cache::FlowStats;
 use pipeline::FlowKey;
 
+use crate::poll_loop::AssignedRxq;
+use crate::port::TxPort;
+
 /// A packet that missed the PMD's flow cache.
 pub struct Upcall {
     /// The PMD that missed (its index in the datapath).
@@ -94,4 +97,19 @@ pub enum PmdCommand {
     /// Answers on the channel once every command sent before it is applied (so a
     /// rule change can return only when the PMDs forward by it).
     Barrier(crossbeam_channel::Sender<()>),
+    /// Starts serving a port added at runtime: this PMD's tx queue of it and the
+    /// rx queues this PMD is to poll; answers on `done` once they are in use.
+    AddPort {
+        port_no: usize,
+        txq: Box<dyn TxPort>,
+        rxqs: Vec<AssignedRxq>,
+        done: crossbeam_channel::Sender<()>,
+    },
+    /// Stops serving a port: sends what is queued for it, drops its queues (the
+    /// number's tx queue becomes a [`crate::port::ClosedTx`]) and zeroes this
+    /// PMD's counters of it; answers on `done` once the queues are released.
+    RemovePort {
+        port_no: usize,
+        done: crossbeam_channel::Sender<()>,
+    },
 }
