@@ -192,7 +192,7 @@ impl ConfigError {
         })
     }
 
-    fn invalid(path: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(path: impl Into<String>, reason: impl Into<String>) -> Self {
         ConfigError::Invalid {
             path: path.into(),
             reason: reason.into(),
@@ -888,7 +888,7 @@ impl Config {
         Ok(())
     }
 
-    fn validate_bridges(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate_bridges(&self) -> Result<(), ConfigError> {
         // Bridge names, and the names of the bridges' own (future internal) ports.
         let mut bridge_names: HashMap<&str, usize> = HashMap::new();
         for (bi, bridge) in self.bridges.iter().enumerate() {

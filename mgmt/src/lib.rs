@@ -37,6 +37,7 @@ pub mod console;
 pub mod control;
 pub mod metrics;
 pub mod ofproto;
+pub mod topology;
 pub mod udpif;
 pub mod view;
 

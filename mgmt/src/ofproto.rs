@@ -703,6 +703,149 @@ impl<D: DpControl> Ofproto<D> {
         self.revalidate_pending();
     }
 
+    // --- bridges and ports at runtime ----------------------------------------------
+
+    fn index_odp(&mut self) {
+        self.odp = self
+            .bridges
+            .iter()
+            .enumerate()
+            .flat_map(|(bi, b)| b.ports.iter().map(move |p| (p.odp, (bi, p.ofport))))
+            .collect();
+    }
+
+    /// Removes the megaflows `select` picks from the PMDs.
+    fn remove_where(&mut self, select: impl Fn(&UFlow) -> bool) {
+        let ids: Vec<UFlowId> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| select(f))
+            .map(|(id, _)| id)
+            .collect();
+        for id in ids {
+            if let Some(f) = self.flows.remove(&id) {
+                self.dp.remove(f.pmd, &f.mask, &f.key);
+                self.stats.megaflows_removed += 1;
+            }
+        }
+    }
+
+    /// Adds a bridge (`ctl add-br`). Its ports' datapath numbers must be new.
+    pub fn add_bridge(&mut self, bridge: Bridge) -> Result<(), String> {
+        if self.bridges.iter().any(|b| b.name == bridge.name) {
+            return Err(format!("a bridge named {:?} already exists", bridge.name));
+        }
+        if let Some(p) = bridge.ports.iter().find(|p| self.odp.contains_key(&p.odp)) {
+            return Err(format!(
+                "port {:?}: datapath port {} is already in use",
+                p.name, p.odp
+            ));
+        }
+        self.bridges.push(bridge);
+        self.index_odp();
+        Ok(())
+    }
+
+    /// Removes a bridge and its megaflows (`ctl del-br`); returns its ports'
+    /// datapath numbers, once no PMD uses a megaflow of it any more.
+    pub fn del_bridge(&mut self, name: &str) -> Result<Vec<usize>, String> {
+        let bi = self.bridge_index(name)?;
+        self.remove_where(|f| f.bridge == bi);
+        let b = self.bridges.remove(bi);
+        for f in self.flows.values_mut() {
+            if f.bridge > bi {
+                f.bridge -= 1;
+            }
+        }
+        self.index_odp();
+        self.dp.barrier();
+        Ok(b.ports.iter().map(|p| p.odp).collect())
+    }
+
+    /// Adds a port to a bridge (`ctl add-port`) with its VLAN mode, then
+    /// revalidates the bridge's megaflows: rules may name the port, `NORMAL`
+    /// floods to it. Returns once the PMDs forward by the result.
+    pub fn add_port(
+        &mut self,
+        bridge: &str,
+        port: BridgePort,
+        mode: VlanMode,
+    ) -> Result<(), String> {
+        let bi = self.bridge_index(bridge)?;
+        if self.odp.contains_key(&port.odp) {
+            return Err(format!(
+                "port {:?}: datapath port {} is already in use",
+                port.name, port.odp
+            ));
+        }
+        let b = self.bridges.get_mut(bi).ok_or("no such bridge")?;
+        if b.portmap.number(&port.name).is_some() {
+            return Err(format!(
+                "bridge {bridge:?} already has a port {:?}",
+                port.name
+            ));
+        }
+        if let Some(other) = b.ports.iter().find(|p| p.ofport == port.ofport) {
+            return Err(format!(
+                "port {:?}: OpenFlow port {} is taken by {:?}",
+                port.name, port.ofport, other.name
+            ));
+        }
+        mode.validate()
+            .map_err(|e| format!("port {:?}: {e}", port.name))?;
+        b.portmap.insert(port.name.clone(), port.ofport);
+        b.normal
+            .set_port(port.ofport, mode)
+            .map_err(|e| format!("port {:?}: {e}", port.name))?;
+        b.ports.push(port);
+        self.index_odp();
+        self.revalidate_where(|f| f.bridge == bi);
+        Ok(())
+    }
+
+    /// Removes a port from its bridge (`ctl del-port`): its megaflows go, the
+    /// MACs learned on it are forgotten, the bridge's other megaflows are
+    /// revalidated (outputs to the port disappear). Returns its datapath number
+    /// once no PMD uses it in a megaflow.
+    pub fn del_port(&mut self, bridge: &str, name: &str) -> Result<usize, String> {
+        let bi = self.bridge_index(bridge)?;
+        let b = self.bridges.get_mut(bi).ok_or("no such bridge")?;
+        let pi = b
+            .ports
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| format!("bridge {bridge:?} has no port {name:?}"))?;
+        let port = b.ports.remove(pi);
+        b.portmap.remove(name);
+        b.normal.remove_port(port.ofport);
+        b.mac_generation = b.normal.macs().generation();
+        let odp = port.odp as u32;
+        self.remove_where(|f| f.key.in_port == odp);
+        self.index_odp();
+        self.revalidate_where(|f| f.bridge == bi);
+        self.dp.barrier();
+        Ok(port.odp)
+    }
+
+    /// Changes a port's VLAN mode (`ctl set-port PORT tag=...`): the MACs
+    /// learned on it are forgotten and the bridge's megaflows revalidated.
+    pub fn set_port_vlan(
+        &mut self,
+        bridge: &str,
+        port: &str,
+        mode: VlanMode,
+    ) -> Result<(), String> {
+        let bi = self.bridge_index(bridge)?;
+        let b = self.bridges.get_mut(bi).ok_or("no such bridge")?;
+        b.set_vlan_mode(port, mode)?;
+        if let Some(ofport) = b.portmap.number(port) {
+            b.normal.macs_mut().flush_port(ofport);
+        }
+        b.mac_generation = b.normal.macs().generation();
+        self.revalidate_where(|f| f.bridge == bi);
+        Ok(())
+    }
+
     // --- control commands -------------------------------------------------------
 
     /// `add-flow BR FLOW`.
@@ -950,21 +1093,27 @@ pub fn bridges_from_config(cfg: &Config) -> Result<Vec<Bridge>, String> {
                 odp,
             })
             .collect();
-        let mut bridge = Bridge::new(&b.name, ports);
-        configure_normal(&mut bridge, b).map_err(|e| format!("bridge {:?}: {e}", b.name))?;
-        let fms = b
-            .flows
-            .iter()
-            .map(|text| parse_flow(text, &bridge.portmap))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("bridge {:?}: {e}", b.name))?;
-        bridge
-            .tables
-            .add_flows(fms, 0)
-            .map_err(|e| format!("bridge {:?}: {e}", b.name))?;
-        out.push(bridge);
+        out.push(bridge_from_config(b, ports)?);
     }
     Ok(out)
+}
+
+/// The bridge `b` describes, over `ports` (numbered by the caller): VLAN
+/// modes, MAC table settings, [`DEFAULT_FLOW`] and the configured flows.
+pub fn bridge_from_config(b: &BridgeConfig, ports: Vec<BridgePort>) -> Result<Bridge, String> {
+    let mut bridge = Bridge::new(&b.name, ports);
+    configure_normal(&mut bridge, b).map_err(|e| format!("bridge {:?}: {e}", b.name))?;
+    let fms = b
+        .flows
+        .iter()
+        .map(|text| parse_flow(text, &bridge.portmap))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("bridge {:?}: {e}", b.name))?;
+    bridge
+        .tables
+        .add_flows(fms, 0)
+        .map_err(|e| format!("bridge {:?}: {e}", b.name))?;
+    Ok(bridge)
 }
 
 /// The port VLAN modes and MAC table settings of `cfg` on `bridge`.

@@ -114,6 +114,13 @@ impl PortMap {
         }
     }
 
+    /// Removes the port called `name`; returns its number.
+    pub fn remove(&mut self, name: &str) -> Option<u32> {
+        let number = self.by_name.remove(name)?;
+        self.by_number.remove(&number);
+        Some(number)
+    }
+
     /// The number of the port called `name`.
     pub fn number(&self, name: &str) -> Option<u32> {
         self.by_name.get(name).copied()
