@@ -1360,6 +1360,120 @@ mod tests {
         );
     }
 
+    // --- runtime changes -----------------------------------------------------
+
+    #[test]
+    fn ports_come_and_go_and_only_their_megaflows_change() {
+        let rec = Recorder::default();
+        let other = Bridge::new(
+            "br1",
+            vec![
+                BridgePort {
+                    name: "q1".into(),
+                    ofport: 1,
+                    odp: 20,
+                },
+                BridgePort {
+                    name: "q2".into(),
+                    ofport: 2,
+                    odp: 21,
+                },
+            ],
+        );
+        let mut o = Ofproto::new(vec![three_ports(), other], &rec, OfprotoConfig::default());
+        // One flood on each bridge.
+        o.handle_upcall(0, l2(20, A, B), vec![]);
+        o.handle_upcall(0, l2(10, A, B), vec![]);
+        assert_eq!(
+            log_of(&rec)[1],
+            format!("install pmd0 {MEGAFLOW_AB} -> 11,12 +pkt")
+        );
+
+        // A new port of br0: br0's flood reaches it, br1 is untouched.
+        let p4 = BridgePort {
+            name: "p4".into(),
+            ofport: 4,
+            odp: 13,
+        };
+        o.add_port("br0", p4.clone(), VlanMode::default()).unwrap();
+        assert_eq!(
+            log_of(&rec),
+            [format!("install pmd0 {MEGAFLOW_AB} -> 11,12,13")]
+        );
+        assert_eq!(
+            o.add_port("br0", p4.clone(), VlanMode::default())
+                .unwrap_err(),
+            "port \"p4\": datapath port 13 is already in use"
+        );
+        assert_eq!(
+            o.add_port("br0", BridgePort { odp: 14, ..p4 }, VlanMode::default())
+                .unwrap_err(),
+            "bridge \"br0\" already has a port \"p4\""
+        );
+        // Rules can name it at once.
+        o.add_flow("br0", "priority=10,in_port=p4 actions=output:p1")
+            .unwrap();
+        log_of(&rec);
+
+        // B answers from p2: unicast both ways.
+        o.handle_upcall(0, l2(11, B, A), vec![]);
+        assert_eq!(
+            log_of(&rec),
+            [
+                format!("install pmd0 {MEGAFLOW_BA} -> 10 +pkt"),
+                format!("install pmd0 {MEGAFLOW_AB} -> 11"),
+            ]
+        );
+        // p2 goes: its megaflow is removed, B is forgotten, A -> B floods again
+        // to the ports left.
+        assert_eq!(o.del_port("br0", "p2").unwrap(), 11);
+        assert_eq!(
+            log_of(&rec),
+            [
+                format!("remove pmd0 {MEGAFLOW_BA}"),
+                format!("install pmd0 {MEGAFLOW_AB} -> 12,13"),
+            ]
+        );
+        assert_eq!(
+            o.fdb_show("br0").unwrap(),
+            " port  VLAN  MAC                Age\n\
+             \x20   1     0  00:00:00:00:00:0a    0\n"
+        );
+        assert_eq!(
+            o.del_port("br0", "p2").unwrap_err(),
+            "bridge \"br0\" has no port \"p2\""
+        );
+        // p3 becomes an access port of VLAN 10: untagged A -> B (VLAN 0) no
+        // longer floods there.
+        o.set_port_vlan("br0", "p3", VlanMode::Access { tag: 10 })
+            .unwrap();
+        assert_eq!(log_of(&rec), [format!("install pmd0 {MEGAFLOW_AB} -> 13")]);
+
+        // br1 goes with its megaflow; br0's stay.
+        assert_eq!(o.del_bridge("br1").unwrap(), vec![20, 21]);
+        let log = log_of(&rec);
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert!(log[0].starts_with("remove pmd0 ip,in_port=20,"), "{log:?}");
+        assert_eq!(o.n_megaflows(), 1);
+        assert_eq!(o.bridges().len(), 1);
+        // A new bridge's ports upcall to it.
+        let br2 = Bridge::new(
+            "br2",
+            vec![BridgePort {
+                name: "r1".into(),
+                ofport: 1,
+                odp: 20,
+            }],
+        );
+        o.add_bridge(br2).unwrap();
+        o.handle_upcall(0, l2(20, A, B), vec![]);
+        assert_eq!(o.stats.upcalls_no_bridge, 0);
+        assert_eq!(
+            o.macs("br2").unwrap().lookup(0, &l2(0, A, B).dl_src),
+            Some(1)
+        );
+    }
+
     // --- NORMAL --------------------------------------------------------------
 
     const A: &str = "00:00:00:00:00:0a";
