@@ -7,4 +7,5 @@
 pub mod demo;
 pub mod dpview;
 pub mod ofctl;
+pub mod reconfig;
 pub mod slowpath;

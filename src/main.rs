@@ -4,7 +4,7 @@
 //! EAL, start the datapath (ports + PMD threads) and the management threads, wait
 //! for SIGINT/SIGTERM, stop everything in reverse order.
 
-use ferroswitch::{demo, dpview, ofctl, slowpath};
+use ferroswitch::{demo, dpview, ofctl, reconfig, slowpath};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +42,10 @@ enum Cmd {
     /// Talk to the running daemon over its control socket.
     ///
     /// Commands: show, port-stats [PORT], pmd-stats-show, pmd-stats-clear,
+    /// add-br BRIDGE, del-br BRIDGE, add-port BRIDGE PORT [type=T] [options:K=V]...
+    /// [tag=N] [trunks=N,M] [vlan_mode=M] [n_rxq=N] [ofport_request=N],
+    /// del-port [BRIDGE] PORT, set-port PORT [tag=N] [trunks=N,M] [vlan_mode=M]
+    /// (runtime changes, not written to the config file),
     /// add-flow BRIDGE FLOW, add-flows BRIDGE FILE (all or nothing; - for stdin),
     /// del-flows BRIDGE [FLOW] [--strict], dump-flows BRIDGE [FLOW] [--names],
     /// ofproto-trace BRIDGE FLOW, dump-dp-flows, fdb-show BRIDGE (the learned MACs,
@@ -221,16 +225,26 @@ fn run(config: Option<PathBuf>, check: bool) -> Result<ExitCode> {
     let ofproto = slow.ofproto.clone();
     let dp = Arc::new(dp);
     let view = Arc::new(dpview::DpView::new(dp.clone(), dpdk_ffi::tsc_hz()));
-    let cfg = Arc::new(cfg);
+    let socket = cfg.control.socket.clone();
+    let cfg = reconfig::shared_config(cfg);
+    let changes = Arc::new(reconfig::Reconfig::new(
+        cfg.clone(),
+        dp.clone(),
+        ofproto.clone(),
+    ));
     let mgmt_stop = Arc::new(AtomicBool::new(false));
     let extras = mgmt::ManagementExtras {
-        commands: Some(mgmt::udpif::commands(ofproto.clone())),
+        commands: Some(reconfig::chain(
+            reconfig::commands(changes.clone()),
+            mgmt::udpif::commands(ofproto.clone()),
+        )),
         ..Default::default()
     };
     let mgmt = match mgmt::spawn_management(cfg.clone(), view.clone(), mgmt_stop.clone(), extras) {
         Ok(m) => m,
         Err(e) => {
             drop(view);
+            drop(changes);
             slow.stop();
             drop(ofproto);
             if let Ok(dp) = Arc::try_unwrap(dp) {
@@ -245,7 +259,7 @@ fn run(config: Option<PathBuf>, check: bool) -> Result<ExitCode> {
         spec.ports.len(),
         dp.pmds().len(),
         spec.pmd_cpus,
-        cfg.control.socket.display(),
+        socket.display(),
     );
 
     // Relaxed: the flag is set by the signal handler and carries no data.
@@ -255,6 +269,7 @@ fn run(config: Option<PathBuf>, check: bool) -> Result<ExitCode> {
     eprintln!("ferroswitch: stopping");
     mgmt_stop.store(true, Ordering::Relaxed);
     mgmt.join();
+    drop(changes);
     slow.stop();
     drop(ofproto);
     let tsc_hz = view.tsc_hz;

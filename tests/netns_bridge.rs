@@ -212,7 +212,20 @@ impl Hosts {
     /// of host i added to its port table), starts the daemon and waits until its
     /// control socket answers.
     fn start(&mut self, port_keys: &[&str]) {
-        let mut cfg = format!(
+        let mut cfg = self.base_config();
+        cfg.push_str(&format!("[[bridge]]\nname = \"{}\"\n", self.bridge));
+        for (i, hv) in self.host_veths.iter().enumerate() {
+            cfg.push_str(&format!(
+                "  [[bridge.port]]\n  name = \"p{i}\"\n  options = {{ dpdk-devargs = \"net_af_packet{i},iface={hv}\" }}\n{}\n",
+                port_keys.get(i).copied().unwrap_or("")
+            ));
+        }
+        self.launch(&cfg);
+    }
+
+    /// The daemon's settings, without bridges.
+    fn base_config(&self) -> String {
+        format!(
             r#"[dpdk]
 hugepages = false
 memory_mb = 256
@@ -223,19 +236,15 @@ socket = "{sock}"
 [metrics]
 listen = "off"
 console = false
-[[bridge]]
-name = "{bridge}"
 "#,
             prefix = self.prefix,
             sock = self.sock.display(),
-            bridge = self.bridge,
-        );
-        for (i, hv) in self.host_veths.iter().enumerate() {
-            cfg.push_str(&format!(
-                "  [[bridge.port]]\n  name = \"p{i}\"\n  options = {{ dpdk-devargs = \"net_af_packet{i},iface={hv}\" }}\n{}\n",
-                port_keys.get(i).copied().unwrap_or("")
-            ));
-        }
+        )
+    }
+
+    /// Writes `cfg`, starts the daemon on it and waits until its control socket
+    /// answers.
+    fn launch(&mut self, cfg: &str) {
         let path = self.dir.join("switch.toml");
         std::fs::write(&path, cfg).expect("write config");
         let child = Command::new(BIN)
@@ -540,4 +549,127 @@ fn host_ip_on_the_bridge_internal_port() {
         !Path::new("/sys/class/net").join(&br).exists(),
         "tap {br} left"
     );
+}
+
+/// The bridge's `ovs-vsctl show` block in `ctl show`'s output (up to the next
+/// bridge or the version line).
+fn bridge_block(show: &str, bridge: &str) -> String {
+    let start = format!("    Bridge {bridge}\n");
+    let Some(at) = show.find(&start) else {
+        return String::new();
+    };
+    show[at..]
+        .lines()
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || l.starts_with("        "))
+        .map(|(_, l)| format!("{l}\n"))
+        .collect()
+}
+
+#[test]
+fn bridges_and_ports_built_and_changed_at_runtime() {
+    let _turn = serial();
+    let mut h = Hosts::new('r', 3);
+    // No bridge at all: everything comes from ctl, as with ovs-vsctl.
+    let cfg = h.base_config();
+    h.launch(&cfg);
+    let br = h.bridge.clone();
+    assert!(!h.ctl_ok(&["show"]).contains("Bridge"));
+
+    h.ctl_ok(&["add-br", &br]);
+    let err = h.ctl(&["add-br", &br]);
+    assert!(!err.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&err.stderr),
+        format!("ferroswitch ctl: add-br: {br}: a bridge of that name already exists\n")
+    );
+    let devargs: Vec<String> = h
+        .host_veths
+        .iter()
+        .enumerate()
+        .map(|(i, hv)| format!("options:dpdk-devargs=net_af_packet{i},iface={hv}"))
+        .collect();
+    // Hosts 0 and 1 on VLAN 10, host 2 on VLAN 20.
+    for (i, tag) in [(0, 10), (1, 10), (2, 20)] {
+        h.ctl_ok(&[
+            "add-port",
+            &br,
+            &format!("p{i}"),
+            "type=dpdk",
+            &devargs[i],
+            &format!("tag={tag}"),
+        ]);
+    }
+    let err = h.ctl(&["add-port", "nosuchbr", "px", &devargs[0]]);
+    assert_eq!(
+        String::from_utf8_lossy(&err.stderr),
+        "ferroswitch ctl: add-port: nosuchbr: no such bridge\n"
+    );
+    let err = h.ctl(&["add-port", &br, "px", &devargs[0]]);
+    assert!(
+        String::from_utf8_lossy(&err.stderr).contains(
+            "options.dpdk-devargs: device \"net_af_packet0\" is already used by port \"p0\""
+        ),
+        "{}",
+        String::from_utf8_lossy(&err.stderr)
+    );
+    let port = |i: usize, tag: u16| {
+        format!(
+            "        Port p{i}\n            tag: {tag}\n            Interface p{i}\n                type: dpdk\n                options: {{dpdk-devargs=\"net_af_packet{i},iface={}\"}}\n",
+            h.host_veths[i]
+        )
+    };
+    let local = format!(
+        "        Port {br}\n            Interface {br}\n                type: internal\n                link_state: down\n"
+    );
+    assert_eq!(
+        bridge_block(&h.ctl_ok(&["show"]), &br),
+        format!(
+            // Ports sorted by name, as ovs-vsctl sorts them.
+            "    Bridge {br}\n        datapath_type: netdev\n{local}{}{}{}",
+            port(0, 10),
+            port(1, 10),
+            port(2, 20)
+        )
+    );
+
+    let hs = &h.hosts;
+    wait_reachable(&hs[0], &hs[1].ip, 10);
+    assert_eq!(hs[0].ping(&hs[2].ip, 2), 0, "VLAN 20 is apart");
+
+    // Host 2 joins VLAN 10.
+    h.ctl_ok(&["set-port", "p2", "tag=10"]);
+    wait_reachable(&hs[0], &hs[2].ip, 10);
+
+    // Removing and adding back p1 while host 0 pings host 2: not one reply lost.
+    let pings = std::thread::scope(|s| {
+        let job =
+            s.spawn(|| hs[0].exec(&["ping", "-n", "-c", "40", "-i", "0.05", "-W", "1", &hs[2].ip]));
+        std::thread::sleep(Duration::from_millis(300));
+        h.ctl_ok(&["del-port", &br, "p1"]);
+        let show = h.ctl_ok(&["show"]);
+        assert!(!show.contains("Port p1\n"), "{show}");
+        assert!(!h.ctl_ok(&["port-stats"]).contains("\"p1\""));
+        assert_eq!(hs[0].ping(&hs[1].ip, 2), 0, "p1 is gone");
+        h.ctl_ok(&["add-port", &br, "p1", &devargs[1], "tag=10"]);
+        replies(&job.join().expect("ping"))
+    });
+    assert_eq!(pings, 40, "traffic of other ports undisturbed");
+    wait_reachable(&hs[0], &hs[1].ip, 10);
+    let err = h.ctl(&["del-port", "nosuch"]);
+    assert_eq!(
+        String::from_utf8_lossy(&err.stderr),
+        "ferroswitch ctl: del-port: nosuch: no such port\n"
+    );
+
+    // The bridge goes with its ports and its tap.
+    assert!(Path::new("/sys/class/net").join(&br).exists());
+    h.ctl_ok(&["del-br", &br]);
+    assert!(!h.ctl_ok(&["show"]).contains("Bridge"));
+    assert!(
+        !Path::new("/sys/class/net").join(&br).exists(),
+        "tap {br} left"
+    );
+    assert_eq!(h.hosts[0].ping(&h.hosts[1].ip, 1), 0);
+    h.stop();
 }

@@ -33,7 +33,7 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt}
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -526,7 +526,7 @@ impl std::fmt::Debug for CommandExtension {
 
 /// Run a built-in command.
 pub fn handle(req: &Request, view: &dyn DatapathView, topo: &Config) -> Response {
-    dispatch(req, view, topo, None)
+    dispatch(req, view, &RwLock::new(topo.clone()), None)
 }
 
 /// Run a built-in command, else an extension command, else answer with the
@@ -534,7 +534,7 @@ pub fn handle(req: &Request, view: &dyn DatapathView, topo: &Config) -> Response
 pub fn dispatch(
     req: &Request,
     view: &dyn DatapathView,
-    topo: &Config,
+    topo: &RwLock<Config>,
     extension: Option<&CommandExtension>,
 ) -> Response {
     let json = req.json || req.args.iter().any(|a| a == "--json");
@@ -553,7 +553,10 @@ pub fn dispatch(
         })
     };
     match req.cmd.as_str() {
-        "show" => no_args("show").unwrap_or_else(|| show(view, topo, json)),
+        // The running config, read only for the time of `show` (extension
+        // commands such as add-br change it).
+        "show" => no_args("show")
+            .unwrap_or_else(|| show(view, &topo.read().unwrap_or_else(|e| e.into_inner()), json)),
         "port-stats" => port_stats(view, &args, json),
         "pmd-stats-show" => no_args("pmd-stats-show").unwrap_or_else(|| pmd_stats_show(view, json)),
         "pmd-stats-clear" => no_args("pmd-stats-clear").unwrap_or_else(|| {
@@ -1172,15 +1175,20 @@ name = "br0"
         };
         let req = Request::new("dump-flows", vec![]);
         assert_eq!(
-            dispatch(&req, &view(), &topo(), Some(&ext)),
+            dispatch(&req, &view(), &RwLock::new(topo()), Some(&ext)),
             Response::success("flows\n")
         );
         let req = Request::new("nope", vec![]);
         assert_eq!(
-            dispatch(&req, &view(), &topo(), Some(&ext)).error.as_deref(),
+            dispatch(&req, &view(), &RwLock::new(topo()), Some(&ext)).error.as_deref(),
             Some("unknown command \"nope\" (known commands: show, port-stats, pmd-stats-show, pmd-stats-clear, version, help, dump-flows)")
         );
-        let help = dispatch(&Request::new("help", vec![]), &view(), &topo(), Some(&ext));
+        let help = dispatch(
+            &Request::new("help", vec![]),
+            &view(),
+            &RwLock::new(topo()),
+            Some(&ext),
+        );
         assert!(help.output.contains("  dump-flows\n"), "{}", help.output);
         assert!(
             help.output.contains("  port-stats [PORT]"),

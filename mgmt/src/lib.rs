@@ -126,17 +126,23 @@ impl ManagementHandle {
     }
 }
 
+/// The running configuration: what the config file said, as runtime changes
+/// (`ctl add-br`, `add-port`, ...) have changed it since.
+pub type SharedConfig = Arc<std::sync::RwLock<Config>>;
+
 /// Bind the control socket and the metrics listener, then start the
 /// management threads (see the crate docs). Nothing is started if either
 /// bind fails.
 pub fn spawn_management(
-    cfg: Arc<Config>,
+    cfg: SharedConfig,
     view: Arc<dyn DatapathView>,
     stop: Arc<AtomicBool>,
     extras: ManagementExtras,
 ) -> Result<ManagementHandle, MgmtError> {
-    let control = control::ControlServer::bind(&cfg.control.socket)?;
-    let metrics = match cfg.metrics.listen_addr() {
+    // The control and metrics settings never change at runtime.
+    let settings = cfg.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let control = control::ControlServer::bind(&settings.control.socket)?;
+    let metrics = match settings.metrics.listen_addr() {
         Some(addr) => Some(metrics::MetricsServer::bind(addr)?),
         None => None,
     };
@@ -154,7 +160,7 @@ pub fn spawn_management(
         if let Some(m) = metrics {
             threads.push(m.spawn(Arc::clone(&view), Arc::clone(&stop))?);
         }
-        if cfg.metrics.console {
+        if settings.metrics.console {
             let out = extras
                 .console_out
                 .unwrap_or_else(|| Box::new(std::io::stdout()));
@@ -274,7 +280,7 @@ mod tests {
             console_out: Some(Box::new(sink.clone())),
         };
         let handle = spawn_management(
-            Arc::new(cfg.clone()),
+            Arc::new(std::sync::RwLock::new(cfg.clone())),
             Arc::clone(&view) as Arc<dyn DatapathView>,
             Arc::clone(&stop),
             extras,
@@ -283,7 +289,7 @@ mod tests {
 
         // Binding again fails before anything starts, naming the socket.
         let err = spawn_management(
-            Arc::new(cfg.clone()),
+            Arc::new(std::sync::RwLock::new(cfg.clone())),
             Arc::clone(&view) as Arc<dyn DatapathView>,
             Arc::new(AtomicBool::new(false)),
             ManagementExtras::default(),
@@ -335,7 +341,7 @@ mod tests {
         cfg.control.socket = dir.join("ferroswitch.ctl");
         cfg.metrics.listen = addr.to_string();
         let err = spawn_management(
-            Arc::new(cfg.clone()),
+            Arc::new(std::sync::RwLock::new(cfg.clone())),
             Arc::new(StaticView::default()),
             Arc::new(AtomicBool::new(false)),
             ManagementExtras::default(),
