@@ -673,3 +673,157 @@ fn bridges_and_ports_built_and_changed_at_runtime() {
     assert_eq!(h.hosts[0].ping(&h.hosts[1].ip, 1), 0);
     h.stop();
 }
+
+/// Runs `ip` inside `host`'s namespace; must succeed.
+fn ns_must(host: &Host, args: &[&str]) {
+    let mut v = vec!["ip", "netns", "exec", host.ns.as_str()];
+    v.extend_from_slice(args);
+    must(&v);
+}
+
+/// A tagged ARP exchange from a raw socket on `dev` (this kernel has no 802.1Q
+/// module, so no VLAN subinterfaces: the script tags and reads tags itself).
+/// For each (VID, target IP) it broadcasts a who-has tagged with VID from
+/// `src_ip` and prints `VID REPLY-VID MAC` for the reply, or `VID none` after a
+/// second. Received tags are read from the frame or, when the kernel took the
+/// tag off, from PACKET_AUXDATA.
+const TAGGED_ARP: &str = r#"
+import socket, struct, sys, time
+dev, src_ip = sys.argv[1], sys.argv[2]
+asks = [(int(v), ip) for v, ip in (a.split('/') for a in sys.argv[3:])]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+s.bind((dev, 0))
+s.setsockopt(263, 8, 1)  # SOL_PACKET, PACKET_AUXDATA
+mac = s.getsockname()[4]
+for vid, ip in asks:
+    arp = struct.pack('!HHBBH6s4s6s4s', 1, 0x0800, 6, 4, 1, mac,
+                      socket.inet_aton(src_ip), b'\0' * 6, socket.inet_aton(ip))
+    frame = b'\xff' * 6 + mac + struct.pack('!HH', 0x8100, vid) + b'\x08\x06' + arp
+    s.send(frame)
+    deadline, found = time.time() + 1.0, None
+    s.settimeout(0.1)
+    while time.time() < deadline and found is None:
+        try:
+            data, anc, _, _ = s.recvmsg(2048, socket.CMSG_SPACE(20))
+        except socket.timeout:
+            continue
+        tag = None
+        for level, kind, cdata in anc:
+            if level == 263 and kind == 8 and len(cdata) >= 20:
+                status, _, _, _, _, tci, _ = struct.unpack('IIIHHHH', cdata[:20])
+                if status & 0x10:  # TP_STATUS_VLAN_VALID
+                    tag = tci & 0xfff
+        body = data[12:]
+        if body[:2] == b'\x81\x00':
+            tag = struct.unpack('!H', body[2:4])[0] & 0xfff
+            body = body[4:]
+        if body[:2] != b'\x08\x06' or len(body) < 30:
+            continue
+        op = struct.unpack('!H', body[8:10])[0]
+        if op == 2 and body[16:20] == socket.inet_aton(ip) and data[:6] == mac:
+            found = (tag, body[10:16].hex(':'))
+    print(vid, 'none' if found is None else '%s %s' % found, flush=True)
+"#;
+
+#[test]
+fn a_trunk_carries_both_vlans_tagged() {
+    let _turn = serial();
+    let mut h = Hosts::new('t', 3);
+    // Host 0 on VLAN 10, host 1 on VLAN 20, host 2 a trunk of both.
+    h.start(&["  tag = 10", "  tag = 20", "  trunks = [10, 20]"]);
+    let hs = &h.hosts;
+    let trunk = &hs[2];
+    let ask = |asks: &[String]| -> String {
+        let mut args = vec!["python3", "-c", TAGGED_ARP, &trunk.dev, &trunk.ip];
+        args.extend(asks.iter().map(String::as_str));
+        let out = trunk.exec(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (ip0, ip1) = (&hs[0].ip, &hs[1].ip);
+    // The first exchanges may meet the upcalls: ask until VLAN 10 answers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ask(&[format!("10/{ip0}")]).contains(&hs[0].mac()) {
+        assert!(Instant::now() < deadline, "no tagged reply on VLAN 10");
+    }
+    // Each VLAN's host answers on its VLAN, tagged with it; across, nothing.
+    assert_eq!(
+        ask(&[
+            format!("10/{ip0}"),
+            format!("20/{ip1}"),
+            format!("10/{ip1}"),
+            format!("20/{ip0}"),
+        ]),
+        format!(
+            "10 10 {}\n20 20 {}\n10 none\n20 none\n",
+            hs[0].mac(),
+            hs[1].mac()
+        )
+    );
+    // The trunk host's MAC is in both VLANs, on the trunk port (3); the access
+    // hosts each in their own.
+    let fdb = h.fdb();
+    let mac = trunk.mac();
+    for vlan in [10, 20] {
+        assert!(
+            fdb.contains(&("3".to_string(), vlan, mac.clone())),
+            "{fdb:?}"
+        );
+    }
+    assert!(fdb.contains(&("1".to_string(), 10, hs[0].mac())), "{fdb:?}");
+    assert!(fdb.contains(&("2".to_string(), 20, hs[1].mac())), "{fdb:?}");
+    h.stop();
+}
+
+#[test]
+fn a_mac_that_moves_is_followed() {
+    let _turn = serial();
+    let mut h = Hosts::new('m', 3);
+    h.start(&[]);
+    let hs = &h.hosts;
+    wait_reachable(&hs[0], &hs[1].ip, 10);
+    let moved_mac = hs[0].mac();
+    let entry = |port: &str| (port.to_string(), 0, moved_mac.clone());
+    assert!(h.fdb().contains(&entry("1")));
+
+    // Host 0's MAC and IP move to host 2's wire (port 3), as a VM migrating.
+    ns_must(&hs[0], &["ip", "link", "set", &hs[0].dev, "down"]);
+    ns_must(
+        &hs[2],
+        &[
+            "ip",
+            "addr",
+            "del",
+            &format!("{}/24", hs[2].ip),
+            "dev",
+            &hs[2].dev,
+        ],
+    );
+    ns_must(
+        &hs[2],
+        &["ip", "link", "set", &hs[2].dev, "address", &moved_mac],
+    );
+    ns_must(
+        &hs[2],
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", hs[0].ip),
+            "dev",
+            &hs[2].dev,
+        ],
+    );
+    // The moved host speaks first (as a migrated VM's gratuitous ARP would).
+    wait_reachable(&hs[2], &hs[1].ip, 10);
+    let fdb = h.fdb();
+    assert!(fdb.contains(&entry("3")), "{fdb:?}");
+    assert!(!fdb.contains(&entry("1")), "{fdb:?}");
+    // Host 1's unicast frames to that MAC now go to port 3.
+    assert_eq!(hs[1].ping(&hs[0].ip, 3), 3, "reached at its new port");
+    h.stop();
+}
