@@ -194,6 +194,9 @@ fn run(config: Option<PathBuf>, check: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let spec = datapath_spec(&cfg, host.ncpus)?;
+    for p in cfg.bridges.iter().flat_map(|b| &b.ports) {
+        reconfig::make_socket_dir(&cfg, p).map_err(anyhow::Error::msg)?;
+    }
 
     // Signals first: a Ctrl-C during start-up must still stop cleanly.
     let stop = Arc::new(AtomicBool::new(false));
@@ -306,11 +309,7 @@ fn datapath_spec(cfg: &Config, ncpus: usize) -> Result<pmd::DatapathSpec> {
             ofport: p.ofport,
             devargs: p.devargs.clone(),
             n_rxq: p.port.n_rxq,
-            kind: if p.port.is_internal() {
-                pmd::PortKind::Internal
-            } else {
-                pmd::PortKind::Dpdk
-            },
+            kind: reconfig::port_kind(&p.port),
         })
         .collect();
     let mut forward = Vec::new();

@@ -65,12 +65,13 @@ pub fn chain(first: CommandExtension, then: CommandExtension) -> CommandExtensio
     }
 }
 
-/// The `net_tap` devargs for an internal port called `iface`: the lowest
-/// device index that neither a running port nor the config uses.
-fn tap_devargs(dp: &pmd::Datapath, cfg: &Config, iface: &str) -> String {
+/// The lowest index N of a `net_<driver>N` device that neither a running
+/// port nor the config uses.
+fn free_vdev_index(dp: &pmd::Datapath, cfg: &Config, driver: &str) -> u32 {
+    let prefix = format!("net_{driver}");
     let index = |devargs: &str| -> Option<u32> {
         let name = devargs.split(',').next()?;
-        name.strip_prefix("net_tap")?.parse().ok()
+        name.strip_prefix(&prefix)?.parse().ok()
     };
     let mut used: Vec<u32> = dp
         .ports()
@@ -83,8 +84,33 @@ fn tap_devargs(dp: &pmd::Datapath, cfg: &Config, iface: &str) -> String {
             .flat_map(|b| &b.ports)
             .filter_map(|p| p.devargs().and_then(index)),
     );
-    let n = (0..).find(|n| !used.contains(n)).unwrap_or(0);
-    format!("net_tap{n},iface={iface}")
+    (0..).find(|n| !used.contains(n)).unwrap_or(0)
+}
+
+/// The datapath's kind of port for a configured port type.
+pub fn port_kind(p: &PortConfig) -> pmd::PortKind {
+    if p.is_vhost() {
+        pmd::PortKind::VhostUser {
+            client: p.is_vhost_client(),
+        }
+    } else if p.is_internal() {
+        pmd::PortKind::Internal
+    } else {
+        pmd::PortKind::Dpdk
+    }
+}
+
+/// Makes the directory of a `dpdkvhostuser` port's socket (the switch creates
+/// the socket there; QEMU connects to it).
+pub fn make_socket_dir(cfg: &Config, p: &PortConfig) -> Result<(), String> {
+    match cfg.vhost_socket(p) {
+        Some(sock) if !p.is_vhost_client() => {
+            let dir = sock.parent().unwrap_or(&cfg.dpdk.vhost_sock_dir);
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("dpdk.vhost_sock_dir: cannot create {}: {e}", dir.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 impl Reconfig {
@@ -143,23 +169,22 @@ impl Reconfig {
         port: &PortConfig,
         ofport: u32,
     ) -> Result<usize, String> {
-        let (devargs, kind) = if port.is_internal() {
+        let devargs = if port.is_vhost() {
+            make_socket_dir(cfg, port)?;
+            cfg.vhost_devargs(port, free_vdev_index(&self.dp, cfg, "vhost"))
+        } else if port.is_internal() {
             if interface_exists(&port.name) {
                 return Err(format!(
                     "a network interface {:?} already exists on this host; the switch makes a tap device of that name",
                     port.name
                 ));
             }
-            (
-                tap_devargs(&self.dp, cfg, &port.name),
-                pmd::PortKind::Internal,
-            )
+            let n = free_vdev_index(&self.dp, cfg, "tap");
+            format!("net_tap{n},iface={}", port.name)
         } else {
-            (
-                port.devargs().unwrap_or_default().to_string(),
-                pmd::PortKind::Dpdk,
-            )
+            port.devargs().unwrap_or_default().to_string()
         };
+        let kind = port_kind(port);
         self.dp
             .add_port(pmd::PortSpec {
                 bridge: bridge.to_string(),

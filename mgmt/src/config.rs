@@ -80,16 +80,10 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9477";
 pub const EAL_PROGRAM_NAME: &str = "ferroswitch";
 
 /// Port types accepted today.
-pub const SUPPORTED_PORT_TYPES: &[&str] = &["dpdk", "internal"];
+pub const SUPPORTED_PORT_TYPES: &[&str] =
+    &["dpdk", "internal", "dpdkvhostuser", "dpdkvhostuserclient"];
 /// Port types Open vSwitch has that ferroswitch will support but does not yet.
-pub const PLANNED_PORT_TYPES: &[&str] = &[
-    "patch",
-    "dpdkvhostuser",
-    "dpdkvhostuserclient",
-    "vxlan",
-    "gre",
-    "geneve",
-];
+pub const PLANNED_PORT_TYPES: &[&str] = &["patch", "vxlan", "gre", "geneve"];
 /// vdev drivers accepted in `options.dpdk-devargs` (`net_<driver><N>`).
 pub const VDEV_DRIVERS: &[&str] = &[
     "pcap",
@@ -100,6 +94,12 @@ pub const VDEV_DRIVERS: &[&str] = &[
     "vhost",
     "virtio_user",
 ];
+/// Default `dpdk.vhost_sock_dir`.
+pub const DEFAULT_VHOST_SOCK_DIR: &str = "/var/run/ferroswitch";
+/// The option of `type = "dpdkvhostuserclient"`: the socket QEMU listens on.
+pub const VHOST_SERVER_PATH: &str = "vhost-server-path";
+/// Longest unix socket path (sun_path is 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
 /// Option keys accepted for `type = "dpdk"`.
 pub const DPDK_PORT_OPTIONS: &[&str] = &["dpdk-devargs"];
 
@@ -236,6 +236,9 @@ pub struct DpdkConfig {
     pub mbufs: u32,
     /// Per-lcore mempool cache size.
     pub mbuf_cache: u32,
+    /// Where `type = "dpdkvhostuser"` ports make their sockets (one per port,
+    /// named after it), as OVS's `other_config:vhost-sock-dir`.
+    pub vhost_sock_dir: PathBuf,
 }
 
 impl Default for DpdkConfig {
@@ -248,6 +251,7 @@ impl Default for DpdkConfig {
             log_level: "notice".to_string(),
             mbufs: 16383,
             mbuf_cache: 256,
+            vhost_sock_dir: PathBuf::from(DEFAULT_VHOST_SOCK_DIR),
         }
     }
 }
@@ -448,6 +452,17 @@ impl PortConfig {
     /// OVS `type=internal`: a tap device of the port's name in the host kernel.
     pub fn is_internal(&self) -> bool {
         self.port_type == "internal"
+    }
+
+    /// OVS `type=dpdkvhostuser` (the switch owns the socket) or
+    /// `dpdkvhostuserclient` (QEMU owns it, the switch connects and reconnects).
+    pub fn is_vhost(&self) -> bool {
+        self.port_type == "dpdkvhostuser" || self.port_type == "dpdkvhostuserclient"
+    }
+
+    /// `type=dpdkvhostuserclient`.
+    pub fn is_vhost_client(&self) -> bool {
+        self.port_type == "dpdkvhostuserclient"
     }
 
     /// `options.dpdk-devargs`, if set.
@@ -975,7 +990,9 @@ impl Config {
                         ));
                     }
                 }
-                if port.is_internal() {
+                if port.is_vhost() {
+                    self.check_vhost_port(port, &at, &mut devices)?;
+                } else if port.is_internal() {
                     if let Some(key) = port.options.keys().next() {
                         return Err(ConfigError::invalid(
                             at,
@@ -1120,6 +1137,89 @@ impl Config {
         Ok(())
     }
 
+    /// The devargs of vhost port `port` as DPDK device `net_vhost<index>`:
+    /// its socket, and `client=1` for a client (the vhost library then
+    /// reconnects whenever the socket's server comes back). The datapath adds
+    /// the queue count.
+    pub fn vhost_devargs(&self, port: &PortConfig, index: u32) -> String {
+        let sock = self.vhost_socket(port).unwrap_or_default();
+        let client = if port.is_vhost_client() {
+            ",client=1"
+        } else {
+            ""
+        };
+        format!("net_vhost{index},iface={}{client}", sock.display())
+    }
+
+    /// The vhost-user socket of a vhost port: `options.vhost-server-path` for a
+    /// client, `dpdk.vhost_sock_dir/NAME` for a server; `None` for other ports.
+    pub fn vhost_socket(&self, port: &PortConfig) -> Option<PathBuf> {
+        if port.is_vhost_client() {
+            port.options.get(VHOST_SERVER_PATH).map(PathBuf::from)
+        } else if port.is_vhost() {
+            Some(self.dpdk.vhost_sock_dir.join(&port.name))
+        } else {
+            None
+        }
+    }
+
+    /// A vhost port's options and socket: a client needs an absolute
+    /// `vhost-server-path`, a server takes no options; no two ports share a
+    /// socket (`devices` holds them, as it holds DPDK device names).
+    fn check_vhost_port<'a>(
+        &self,
+        port: &'a PortConfig,
+        at: &str,
+        devices: &mut HashMap<String, &'a str>,
+    ) -> Result<(), ConfigError> {
+        let allowed: &[&str] = if port.is_vhost_client() {
+            &[VHOST_SERVER_PATH]
+        } else {
+            &[]
+        };
+        if let Some(key) = port.options.keys().find(|k| !allowed.contains(&k.as_str())) {
+            let why = if port.is_vhost_client() {
+                format!("unknown option for type \"dpdkvhostuserclient\" (expected {VHOST_SERVER_PATH})")
+            } else {
+                "type \"dpdkvhostuser\" takes no options (its socket is dpdk.vhost_sock_dir/NAME; for a socket QEMU owns use type \"dpdkvhostuserclient\" with vhost-server-path)".to_string()
+            };
+            return Err(ConfigError::invalid(at, format!("options.{key}: {why}")));
+        }
+        let field = if port.is_vhost_client() {
+            format!("options.{VHOST_SERVER_PATH}")
+        } else {
+            "dpdk.vhost_sock_dir".to_string()
+        };
+        let Some(sock) = self.vhost_socket(port) else {
+            return Err(ConfigError::invalid(
+                at,
+                format!("{field}: required for type \"dpdkvhostuserclient\" (the socket QEMU listens on)"),
+            ));
+        };
+        let text = sock.to_string_lossy().into_owned();
+        if !sock.is_absolute() {
+            return Err(ConfigError::invalid(
+                at,
+                format!("{field}: {text:?} is not an absolute path"),
+            ));
+        }
+        if text.len() > MAX_SOCKET_PATH || text.contains(',') {
+            return Err(ConfigError::invalid(
+                at,
+                format!("{field}: socket path {text:?} is longer than {MAX_SOCKET_PATH} bytes or has a ','"),
+            ));
+        }
+        let key = format!("vhost socket {text}");
+        if let Some(other) = devices.get(&key) {
+            return Err(ConfigError::invalid(
+                at,
+                format!("{field}: socket {text:?} is already used by port \"{other}\""),
+            ));
+        }
+        devices.insert(key, &port.name);
+        Ok(())
+    }
+
     /// The CPUs PMD threads run on: `pmd.cpus` if set, else every CPU below
     /// `ncpus` except `pmd.mgmt_cpu`. On a single-CPU host that default is
     /// empty, so the one PMD shares the management CPU (slow, but it runs).
@@ -1201,17 +1301,22 @@ impl Config {
     ///
     /// Call after [`Config::validate`].
     pub fn datapath_ports(&self) -> Vec<DatapathPort> {
-        let used: BTreeSet<u32> = self
-            .bridges
-            .iter()
-            .flat_map(|b| &b.ports)
-            .filter_map(|p| match Devargs::parse(p.devargs()?) {
-                Ok(Devargs::Vdev { name, driver }) if driver == "tap" => {
-                    name.strip_prefix("net_tap")?.parse().ok()
-                }
-                _ => None,
-            })
-            .collect();
+        let used = |wanted: &str| -> BTreeSet<u32> {
+            self.bridges
+                .iter()
+                .flat_map(|b| &b.ports)
+                .filter_map(|p| match Devargs::parse(p.devargs()?) {
+                    Ok(Devargs::Vdev { name, driver }) if driver == wanted => name
+                        .strip_prefix("net_")?
+                        .strip_prefix(wanted)?
+                        .parse()
+                        .ok(),
+                    _ => None,
+                })
+                .collect()
+        };
+        let (used_taps, used_vhosts) = (used("tap"), used("vhost"));
+        let mut next_vhost = 0u32;
         let mut next_tap = 0u32;
         let mut out = Vec::new();
         for b in &self.bridges {
@@ -1221,8 +1326,15 @@ impl Config {
                     .iter()
                     .find(|(n, _)| *n == p.name)
                     .map_or(0, |&(_, o)| o);
-                let devargs = if p.is_internal() {
-                    while used.contains(&next_tap) {
+                let devargs = if p.is_vhost() {
+                    while used_vhosts.contains(&next_vhost) {
+                        next_vhost += 1;
+                    }
+                    let d = self.vhost_devargs(&p, next_vhost);
+                    next_vhost += 1;
+                    d
+                } else if p.is_internal() {
+                    while used_taps.contains(&next_tap) {
                         next_tap += 1;
                     }
                     let d = format!("net_tap{next_tap},iface={}", p.name);
@@ -1549,7 +1661,7 @@ name = "br0"
     fn unknown_keys_name_the_path() {
         assert_eq!(
             err("[dpdk]\nhugepage = false\n"),
-            "dpdk.hugepage: unknown field `hugepage`, expected one of `eal_args`, `hugepages`, `memory_mb`, `file_prefix`, `log_level`, `mbufs`, `mbuf_cache` (line 2)"
+            "dpdk.hugepage: unknown field `hugepage`, expected one of `eal_args`, `hugepages`, `memory_mb`, `file_prefix`, `log_level`, `mbufs`, `mbuf_cache`, `vhost_sock_dir` (line 2)"
         );
         assert_eq!(
             err(&with_port("name = \"p0\"\nn_rxqs = 2")),
@@ -1691,12 +1803,80 @@ type = "internal"
             "bridge[0].port[0] \"p0\": type \"patch\" is not supported yet"
         );
         assert_eq!(
-            err(&with_port("name = \"p0\"\ntype = \"dpdkvhostuserclient\"")),
-            "bridge[0].port[0] \"p0\": type \"dpdkvhostuserclient\" is not supported yet"
+            err(&with_port("name = \"p0\"\ntype = \"ethernet\"")),
+            "bridge[0].port[0] \"p0\": unknown port type \"ethernet\" (expected one of dpdk, internal, dpdkvhostuser, dpdkvhostuserclient, patch, vxlan, gre, geneve)"
+        );
+    }
+
+    #[test]
+    fn vhost_ports_and_their_sockets() {
+        let client = |opts: &str| {
+            with_port(&format!(
+                "name = \"vm1\"\ntype = \"dpdkvhostuserclient\"\n{opts}"
+            ))
+        };
+        assert_eq!(
+            err(&client("")),
+            "bridge[0].port[0] \"vm1\": options.vhost-server-path: required for type \"dpdkvhostuserclient\" (the socket QEMU listens on)"
         );
         assert_eq!(
-            err(&with_port("name = \"p0\"\ntype = \"ethernet\"")),
-            "bridge[0].port[0] \"p0\": unknown port type \"ethernet\" (expected one of dpdk, internal, patch, dpdkvhostuser, dpdkvhostuserclient, vxlan, gre, geneve)"
+            err(&client("options = { vhost-server-path = \"vm1.sock\" }")),
+            "bridge[0].port[0] \"vm1\": options.vhost-server-path: \"vm1.sock\" is not an absolute path"
+        );
+        assert_eq!(
+            err(&client("options = { vhost-server-path = \"/tmp/a,b\" }")),
+            "bridge[0].port[0] \"vm1\": options.vhost-server-path: socket path \"/tmp/a,b\" is longer than 107 bytes or has a ','"
+        );
+        assert_eq!(
+            err(&client("options = { vhost-server-path = \"/tmp/vm1.sock\", dpdk-devargs = \"x\" }")),
+            "bridge[0].port[0] \"vm1\": options.dpdk-devargs: unknown option for type \"dpdkvhostuserclient\" (expected vhost-server-path)"
+        );
+        assert_eq!(
+            err(&with_port("name = \"vm1\"\ntype = \"dpdkvhostuser\"\noptions = { vhost-server-path = \"/tmp/x\" }")),
+            "bridge[0].port[0] \"vm1\": options.vhost-server-path: type \"dpdkvhostuser\" takes no options (its socket is dpdk.vhost_sock_dir/NAME; for a socket QEMU owns use type \"dpdkvhostuserclient\" with vhost-server-path)"
+        );
+        let two = Config::from_toml_str(
+            r#"
+[dpdk]
+vhost_sock_dir = "/run/fs"
+[[bridge]]
+name = "br0"
+  [[bridge.port]]
+  name = "vm1"
+  type = "dpdkvhostuserclient"
+  options = { vhost-server-path = "/tmp/vm1.sock" }
+  [[bridge.port]]
+  name = "vm2"
+  type = "dpdkvhostuser"
+  [[bridge.port]]
+  name = "vm3"
+  type = "dpdkvhostuserclient"
+  options = { vhost-server-path = "/tmp/vm1.sock" }
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            two.validate(&HOST).unwrap_err().to_string(),
+            "bridge[0].port[2] \"vm3\": options.vhost-server-path: socket \"/tmp/vm1.sock\" is already used by port \"vm1\""
+        );
+        let mut ok = two.clone();
+        ok.bridges[0].ports.pop();
+        ok.validate(&HOST).unwrap();
+        let devargs: Vec<(String, String)> = ok
+            .datapath_ports()
+            .into_iter()
+            .map(|p| (p.port.name, p.devargs))
+            .collect();
+        assert_eq!(
+            devargs,
+            [
+                (
+                    "vm1".into(),
+                    "net_vhost0,iface=/tmp/vm1.sock,client=1".into()
+                ),
+                ("vm2".into(), "net_vhost1,iface=/run/fs/vm2".into()),
+                ("br0".into(), "net_tap0,iface=br0".into()),
+            ]
         );
     }
 

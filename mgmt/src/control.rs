@@ -622,6 +622,25 @@ fn ovsdb_string(s: &str) -> String {
     }
 }
 
+/// A vhost port's mode as OVS's Interface status has it: the switch is the
+/// `client` of QEMU's socket, or its `server`.
+fn vhost_mode(p: &crate::config::PortConfig) -> &'static str {
+    if p.is_vhost_client() {
+        "client"
+    } else {
+        "server"
+    }
+}
+
+/// A vhost port's state: a guest driver attached (`connected`) or not.
+fn vhost_state(link_up: Option<bool>) -> &'static str {
+    if link_up == Some(true) {
+        "connected"
+    } else {
+        "disconnected"
+    }
+}
+
 fn show(view: &dyn DatapathView, topo: &Config, json: bool) -> Response {
     let live = view.ports();
     let link = |name: &str| live.iter().find(|p| p.name == name).map(|p| p.link_up);
@@ -650,6 +669,11 @@ fn show(view: &dyn DatapathView, topo: &Config, json: bool) -> Response {
                             "trunks": p.trunks,
                             "vlan_mode": p.vlan_mode,
                             "link_up": link(&p.name),
+                            "vhost": topo.vhost_socket(p).map(|sock| json!({
+                                "mode": vhost_mode(p),
+                                "socket": sock,
+                                "status": vhost_state(link(&p.name)),
+                            })),
                         })
                     })
                     .collect();
@@ -712,6 +736,16 @@ fn show(view: &dyn DatapathView, topo: &Config, json: bool) -> Response {
                     .map(|(k, v)| format!("{}={}", ovsdb_string(k), ovsdb_string(v)))
                     .collect();
                 let _ = writeln!(out, "                options: {{{}}}", opts.join(", "));
+            }
+            if let Some(sock) = topo.vhost_socket(p) {
+                // OVS's Interface status keys for vhost ports.
+                let _ = writeln!(
+                    out,
+                    "                status: {{mode={}, socket={}, status={}}}",
+                    vhost_mode(p),
+                    ovsdb_string(&sock.to_string_lossy()),
+                    vhost_state(link(&p.name)),
+                );
             }
             if link(&p.name) == Some(false) {
                 out.push_str("                link_state: down\n");

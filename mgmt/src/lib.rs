@@ -83,6 +83,8 @@ pub struct ManagementExtras {
     pub commands: Option<CommandExtension>,
     /// Where the console rate lines go; default stdout.
     pub console_out: Option<Box<dyn Write + Send>>,
+    /// Where link up/down events are logged; default stderr.
+    pub log_out: Option<Box<dyn Write + Send>>,
 }
 
 impl std::fmt::Debug for ManagementExtras {
@@ -90,6 +92,7 @@ impl std::fmt::Debug for ManagementExtras {
         f.debug_struct("ManagementExtras")
             .field("commands", &self.commands)
             .field("console_out", &self.console_out.is_some())
+            .field("log_out", &self.log_out.is_some())
             .finish()
     }
 }
@@ -160,6 +163,20 @@ pub fn spawn_management(
         if let Some(m) = metrics {
             threads.push(m.spawn(Arc::clone(&view), Arc::clone(&stop))?);
         }
+        {
+            let out = extras
+                .log_out
+                .unwrap_or_else(|| Box::new(std::io::stderr()));
+            let (view, stop) = (Arc::clone(&view), Arc::clone(&stop));
+            let t = std::thread::Builder::new()
+                .name("mgmt-links".to_string())
+                .spawn(move || link_watch_loop(&*view, &stop, out))
+                .map_err(|source| MgmtError::Thread {
+                    what: "link watch",
+                    source,
+                })?;
+            threads.push(t);
+        }
         if settings.metrics.console {
             let out = extras
                 .console_out
@@ -189,6 +206,44 @@ pub fn spawn_management(
         control_path,
         metrics_addr,
     })
+}
+
+/// How often port links are looked at for up/down events.
+const LINK_WATCH_EVERY: Duration = Duration::from_millis(200);
+
+/// Logs every change of a port's link (a VM's driver attaching to its vhost
+/// port or going away, a tap brought up, a cable): one line per event, until
+/// `stop`. The state itself is the `ferroswitch_port_link_up` gauge.
+fn link_watch_loop(view: &dyn DatapathView, stop: &AtomicBool, mut out: Box<dyn Write + Send>) {
+    let mut known: std::collections::HashMap<(String, String), bool> =
+        std::collections::HashMap::new();
+    let mut first = true;
+    // Relaxed: `stop` is a standalone flag; no data is published with it.
+    while !stop.load(Ordering::Relaxed) {
+        let ports = view.ports();
+        for p in &ports {
+            let key = (p.bridge.clone(), p.name.clone());
+            let was = known.insert(key, p.link_up);
+            // The ports of the start are taken as they are; a port added later
+            // (ctl add-port) is logged if it comes up, then every change.
+            let event = match was {
+                Some(w) => w != p.link_up,
+                None => !first && p.link_up,
+            };
+            if event {
+                let state = if p.link_up { "up" } else { "down" };
+                let _ = writeln!(
+                    out,
+                    "ferroswitch: bridge {} port {}: link {state}",
+                    p.bridge, p.name
+                );
+                let _ = out.flush();
+            }
+        }
+        known.retain(|(b, n), _| ports.iter().any(|p| &p.bridge == b && &p.name == n));
+        first = false;
+        std::thread::sleep(LINK_WATCH_EVERY);
+    }
 }
 
 /// One rate line per second, on whole-second deadlines from the start (no
@@ -270,6 +325,7 @@ mod tests {
         let view = Arc::new(StaticView::new(vec![port("dpdk0", 0)], vec![]));
         let stop = Arc::new(AtomicBool::new(false));
         let sink = Sink::default();
+        let log = Sink::default();
         let extras = ManagementExtras {
             commands: Some(CommandExtension {
                 commands: vec!["ping".into()],
@@ -278,6 +334,7 @@ mod tests {
                 }),
             }),
             console_out: Some(Box::new(sink.clone())),
+            log_out: Some(Box::new(log.clone())),
         };
         let handle = spawn_management(
             Arc::new(std::sync::RwLock::new(cfg.clone())),
@@ -315,6 +372,26 @@ mod tests {
             ),
             "{body}"
         );
+
+        // dpdk0's link comes up (a guest attached), then goes down: two events.
+        let mut up = port("dpdk0", 1000);
+        up.link_up = true;
+        view.set(vec![up], vec![]);
+        let logged = |want: &str| {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+                if text == want || Instant::now() > deadline {
+                    return text;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        let up_line = "ferroswitch: bridge br0 port dpdk0: link up\n";
+        assert_eq!(logged(up_line), up_line);
+        view.set(vec![port("dpdk0", 1000)], vec![]);
+        let both = format!("{up_line}ferroswitch: bridge br0 port dpdk0: link down\n");
+        assert_eq!(logged(&both), both);
 
         // Wait for the first console line.
         let deadline = Instant::now() + Duration::from_secs(5);

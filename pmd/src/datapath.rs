@@ -16,7 +16,7 @@ use pipeline::StaticForward;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::poll_loop::{self, AssignedRxq, FlowStage, PmdContext, INTERNAL_POLL_EVERY};
-use crate::port::{DpdkPort, InternalPort, Port, RxPort, TxPort};
+use crate::port::{DpdkPort, InternalPort, Port, RxPort, TxPort, VhostPort};
 use crate::stats::PmdStats;
 use crate::upcall::{PmdCommand, Upcall};
 
@@ -41,6 +41,9 @@ pub enum PortKind {
     Dpdk,
     /// `type=internal`: a `net_tap` device in the host kernel ([`InternalPort`]).
     Internal,
+    /// `type=dpdkvhostuser` / `dpdkvhostuserclient`: a `net_vhost` device
+    /// ([`VhostPort`]); `client`: the switch connects to QEMU's socket.
+    VhostUser { client: bool },
 }
 
 /// The whole datapath to build.
@@ -186,7 +189,7 @@ pub struct Datapath {
 /// How often a PMD polls a port of `kind` (see [`INTERNAL_POLL_EVERY`]).
 fn poll_every(kind: PortKind) -> u32 {
     match kind {
-        PortKind::Dpdk => 1,
+        PortKind::Dpdk | PortKind::VhostUser { .. } => 1,
         PortKind::Internal => INTERNAL_POLL_EVERY,
     }
 }
@@ -211,6 +214,9 @@ fn open_port(
         PortKind::Dpdk => Arc::new(DpdkPort::open(&p.devargs, &conf, pool.clone()).map_err(err)?),
         PortKind::Internal => {
             Arc::new(InternalPort::open(&p.devargs, &conf, pool.clone()).map_err(err)?)
+        }
+        PortKind::VhostUser { client } => {
+            Arc::new(VhostPort::open(&p.devargs, &conf, pool.clone(), client).map_err(err)?)
         }
     })
 }

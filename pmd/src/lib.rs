@@ -25,6 +25,6 @@ pub use datapath::{
     Datapath, DatapathError, DatapathSpec, FlowSpec, PmdHandle, PortInfo, PortKind, PortSpec,
     PortTotals, MAX_PORTS,
 };
-pub use port::{ClosedTx, DpdkPort, InternalPort, Port, RxPort, TxPort};
+pub use port::{ClosedTx, DpdkPort, InternalPort, Port, RxPort, TxPort, VhostPort};
 pub use stats::{DropReason, PmdStats, PortCounters};
 pub use upcall::{FlowActions, PmdCommand, Upcall};

@@ -66,7 +66,8 @@ impl TxPort for ClosedTx {
 /// A DPDK ethdev port (type `dpdk`).
 pub struct DpdkPort {
     eth: EthPort,
-    /// `dpdk`, or `internal` for an [`InternalPort`].
+    /// `dpdk`, `internal` for an [`InternalPort`], `dpdkvhostuser[client]` for a
+    /// [`VhostPort`].
     kind: &'static str,
 }
 
@@ -144,6 +145,40 @@ impl InternalPort {
         Ok(DpdkPort {
             eth,
             kind: "internal",
+        })
+    }
+}
+
+/// A vhost-user port (OVS `type=dpdkvhostuser` and `dpdkvhostuserclient`): a
+/// DPDK `net_vhost` device, the backend of a VM's virtio-net NIC.
+///
+/// It gets `queues` for the larger of its rx queues and the PMDs' tx queues
+/// (the device has as many of each); a guest that enables fewer queue pairs
+/// leaves the others empty. Its link is up while a guest driver is attached.
+/// The device completes in software the partial checksums a guest leaves to
+/// it (VIRTIO_NET_F_CSUM), since the switch asks it for no checksum offload,
+/// and TSO is not offered to guests (`tso=0`, the driver's default).
+pub struct VhostPort;
+
+impl VhostPort {
+    /// Hot-plugs `devargs` (`net_vhostN,iface=SOCKET[,client=1]`) with its
+    /// queue count and starts it: a [`DpdkPort`] of kind `dpdkvhostuser` or
+    /// `dpdkvhostuserclient`.
+    pub fn open(
+        devargs: &str,
+        conf: &PortConf,
+        pool: Arc<Mempool>,
+        client: bool,
+    ) -> dpdk_ffi::Result<DpdkPort> {
+        let queues = conf.n_rxq.max(conf.n_txq).max(1);
+        let eth = EthPort::open(&format!("{devargs},queues={queues}"), conf, pool)?;
+        Ok(DpdkPort {
+            eth,
+            kind: if client {
+                "dpdkvhostuserclient"
+            } else {
+                "dpdkvhostuser"
+            },
         })
     }
 }
