@@ -20,7 +20,9 @@ pub struct PmdControl {
 }
 
 impl DpControl for PmdControl {
-    type Packet = Mbuf;
+    /// What an upcall carries back: the packet only when its PMD could not hold
+    /// it (see `pmd::upcall`); usually the PMD holds it and this is `None`.
+    type Packet = Option<Mbuf>;
 
     fn install(
         &self,
@@ -29,7 +31,7 @@ impl DpControl for PmdControl {
         key: &FlowKey,
         actions: Vec<DpAction>,
         stats: Arc<FlowStats>,
-        packet: Option<Mbuf>,
+        packet: Option<Option<Mbuf>>,
     ) {
         if let Some(q) = self.commands.get(pmd) {
             // A PMD drains its queue every iteration, so this waits at most briefly;
@@ -39,7 +41,7 @@ impl DpControl for PmdControl {
                 key: *key,
                 actions: Arc::new(FlowActions::new(actions)),
                 stats,
-                packet,
+                packet: packet.flatten(),
             });
         }
     }

@@ -611,24 +611,34 @@ fn miss(
         }
         return;
     }
-    match f.upcalls.try_send(Upcall {
-        pmd,
-        key,
-        packet: m,
-    }) {
-        Ok(()) => {
-            stats.upcalls.add(1);
-            if s.inflight.len() < MAX_INFLIGHT {
-                s.inflight.push(Inflight {
-                    hash,
-                    key,
-                    since: s.now,
-                    held: std::array::from_fn(|_| None),
-                    n_held: 0,
-                });
-            }
-        }
+    // The packet stays here, first of its flow's held packets, so that no
+    // later packet of the flow can pass it: a megaflow installed for another
+    // flow's upcall may cover this one before its own answer comes back. Only
+    // when every in-flight slot is taken does it ride along with the upcall.
+    let packet = if s.inflight.len() < MAX_INFLIGHT {
+        let mut held: [Option<Mbuf>; HELD_PER_FLOW] = std::array::from_fn(|_| None);
+        held[0] = Some(m);
+        s.inflight.push(Inflight {
+            hash,
+            key,
+            since: s.now,
+            held,
+            n_held: 1,
+        });
+        None
+    } else {
+        Some(m)
+    };
+    match f.upcalls.try_send(Upcall { pmd, key, packet }) {
+        Ok(()) => stats.upcalls.add(1),
         Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+            // Nothing will answer: forget the flow (its packet is freed).
+            if s.inflight
+                .last()
+                .is_some_and(|e| e.hash == hash && e.key == key)
+            {
+                s.inflight.pop();
+            }
             stats.count_drop(DropReason::UpcallQueueFull, 1);
         }
     }

@@ -1,12 +1,15 @@
 //! Messages between the PMDs and the management thread.
 //!
-//! A PMD that finds no megaflow for a packet sends an [`Upcall`] (the key and the
-//! packet itself: ownership moves, nothing is copied) on the bounded upcall channel
-//! and goes on polling; a full channel is a counted drop, never a wait. The
-//! management thread translates the key through the OpenFlow tables and answers the
-//! PMD that missed with [`PmdCommand::Install`], which carries the packet back so the
-//! PMD executes it with the new megaflow, ahead of the packets of the same flow it
-//! held meanwhile. PMDs apply commands between bursts.
+//! A PMD that finds no megaflow for a packet sends an [`Upcall`] (the key) on the
+//! bounded upcall channel and goes on polling; a full channel is a counted drop,
+//! never a wait. The packet stays in the PMD, first of the packets it holds for
+//! that flow (it rides along with the upcall only when the PMD has no room to
+//! hold it). The management thread translates the key through the OpenFlow tables
+//! and answers the PMD that missed with [`PmdCommand::Install`]; the PMD then runs
+//! the held packets of every flow the new megaflow covers, each flow in arrival
+//! order. Holding the upcalled packet in the PMD keeps that order even when a
+//! megaflow installed for another flow's upcall covers a flow whose own answer
+//! is still on its way. PMDs apply commands between bursts.
 
 use std::sync::Arc;
 
@@ -24,7 +27,9 @@ pub struct Upcall {
     pub pmd: usize,
     /// The packet's key; `in_port` is the datapath port number.
     pub key: FlowKey,
-    pub packet: Mbuf,
+    /// The packet, only when the PMD could not hold it itself (every in-flight
+    /// slot taken); normally the PMD keeps it first in line for its flow.
+    pub packet: Option<Mbuf>,
 }
 
 /// A megaflow's actions, ready for the PMD: output ports are datapath port numbers.
@@ -76,8 +81,9 @@ impl FlowActions {
 
 /// What the management thread asks of a PMD.
 pub enum PmdCommand {
-    /// Installs (or replaces) the megaflow `key`/`mask`, then executes `packet` (the
-    /// upcalled one) and the packets held for the same flow with it.
+    /// Installs (or replaces) the megaflow `key`/`mask`, then executes `packet`
+    /// (an upcalled packet the PMD could not hold) and the packets held for
+    /// every flow it covers.
     Install {
         mask: FlowKey,
         key: FlowKey,

@@ -78,7 +78,7 @@ fn flow_stage_upcalls_installs_and_executes() {
                     key: up.key,
                     actions: Arc::new(FlowActions::new(actions_for(&up.key))),
                     stats: fs[idx.min(2)].clone(),
-                    packet: Some(up.packet),
+                    packet: up.packet,
                 })
                 .expect("command");
             installs += 1;

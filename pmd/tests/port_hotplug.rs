@@ -57,7 +57,7 @@ fn ports_come_and_go_while_the_pmd_runs() {
                     key: up.key,
                     actions: Arc::new(FlowActions::new(vec![DpAction::Output(out)])),
                     stats: Arc::new(FlowStats::default()),
-                    packet: Some(up.packet),
+                    packet: up.packet,
                 })
                 .expect("command");
             installs += 1;

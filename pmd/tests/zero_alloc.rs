@@ -106,7 +106,7 @@ fn steady_state_forwarding_allocates_nothing() {
                 DpAction::Output(1),
             ])),
             stats: Arc::default(),
-            packet: Some(up.packet),
+            packet: up.packet,
         })
         .expect("install");
     // Once the upcalled packet is out, the megaflow is in: then the burst.
