@@ -1051,7 +1051,7 @@ impl NormalHook for Recorded<'_> {
 /// The bridges of `cfg` as the slow path runs them: datapath ports numbered as
 /// [`Config::datapath_ports`] numbers them (bridge order, then port order, then
 /// the bridge's own port, `LOCAL`), OpenFlow ports as [`BridgeConfig::ofports`]
-/// assigns them, each port's VLAN mode, the
+/// assigns them, patch ports ([`Bridge::add_patch`]), each port's VLAN mode, the
 /// MAC table settings, and the bridge's flows: [`DEFAULT_FLOW`], then the
 /// configured ones on top (all or nothing). Errors name the bridge, the port or
 /// the flow.
@@ -1072,6 +1072,14 @@ pub fn bridges_from_config(cfg: &Config) -> Result<Vec<Bridge>, String> {
             })
             .collect();
         let mut bridge = Bridge::new(&b.name, ports);
+        let ofports = b.ofports();
+        for p in b.ports.iter().filter(|p| p.is_patch()) {
+            let ofport = ofports
+                .iter()
+                .find(|(n, _)| *n == p.name)
+                .map_or(0, |&(_, o)| o);
+            bridge.add_patch(&p.name, ofport, p.peer().unwrap_or_default());
+        }
         configure_normal(&mut bridge, b).map_err(|e| format!("bridge {:?}: {e}", b.name))?;
         let fms = b
             .flows
