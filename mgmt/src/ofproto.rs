@@ -200,21 +200,14 @@ impl Bridge {
             .map_or_else(|| port.to_string(), |(_, name)| (*name).to_string())
     }
 
-    /// Every OpenFlow port: the datapath ports in order, the patch ports
-    /// before the bridge's own port (`LOCAL`).
+    /// Every OpenFlow port: the datapath ports in order, then the patch ports
+    /// (`NORMAL` floods in this order).
     fn ofports(&self) -> Vec<u32> {
-        let local = pipeline::flow_key::OFPP_LOCAL;
-        let mut v: Vec<u32> = self
-            .ports
+        self.ports
             .iter()
             .map(|p| p.ofport)
-            .filter(|&o| o != local)
-            .collect();
-        v.extend(self.patches.iter().map(|p| p.ofport));
-        if self.ports.iter().any(|p| p.ofport == local) {
-            v.push(local);
-        }
-        v
+            .chain(self.patches.iter().map(|p| p.ofport))
+            .collect()
     }
 
     /// `(OpenFlow port, datapath port)` of every datapath port.

@@ -888,6 +888,9 @@ impl<'a> Ctx<'_, 'a, '_> {
     /// OVS `patch_port_output`: translation goes on in the peer bridge, then
     /// comes back (see [`translate_bridges`]).
     fn patch_output(&mut self, peer: PatchPeer) {
+        if self.error.is_some() {
+            return;
+        }
         let Some(name) = self.br.get(peer.peer_bridge).map(|b| b.name) else {
             self.warn(format!("patch port {}: no peer bridge", peer.port));
             return;
@@ -908,13 +911,14 @@ impl<'a> Ctx<'_, 'a, '_> {
         let (flow, cur) = (self.flow, self.cur);
         // The peer sees no tunnel, metadata or registers whatever the packet
         // had: what its lookups read of them are constants, not key bits.
+        // Nor does it see the datapath's tunnel: its commits set a tunnel only
+        // when its own actions set one (OVS leaves the tunnel out of commits
+        // but at tunnel ports), so they depend on no key bit either.
         let wc = self.wc;
-        let base_tun = (
-            self.base.tun_id,
-            self.base.tun_src,
-            self.base.tun_dst,
-            self.base.tun_flags,
-        );
+        let b = &mut self.base;
+        let base_tun = (b.tun_id, b.tun_src, b.tun_dst, b.tun_flags);
+        (b.tun_id, b.tun_src, b.tun_dst, b.tun_flags) = (0, 0, 0, 0);
+        let n_out = self.out.len();
         let f = &mut self.flow;
         f.in_port = peer.peer_port;
         f.metadata = 0;
@@ -936,17 +940,15 @@ impl<'a> Ctx<'_, 'a, '_> {
         w.regs = wc.regs;
         (w.tun_id, w.tun_src, w.tun_dst, w.tun_flags) =
             (wc.tun_id, wc.tun_src, wc.tun_dst, wc.tun_flags);
-        // A commit in the peer that cleared the datapath's tunnel depended on
-        // what it was.
-        let b = &self.base;
-        if b.tun_id != base_tun.0 {
-            w.tun_id = u64::MAX;
-        }
-        if b.tun_src != base_tun.1 {
-            w.tun_src = u32::MAX;
-        }
-        if b.tun_dst != base_tun.2 {
-            w.tun_dst = u32::MAX;
+        // The datapath's tunnel is what the peer set, if it set one, else what
+        // it was.
+        let set_tunnel = self
+            .out
+            .get(n_out..)
+            .is_some_and(|a| a.iter().any(|a| matches!(a, DpAction::SetTunnel { .. })));
+        if !set_tunnel {
+            let b = &mut self.base;
+            (b.tun_id, b.tun_src, b.tun_dst, b.tun_flags) = base_tun;
         }
     }
 
