@@ -379,3 +379,55 @@ name = "br-b"
     assert_eq!(t.matches("bridge(\"br-b\")").count(), 32, "{t}");
     assert!(t.ends_with("Translation failed (resubmit nested deeper than 64 (loop?), packet dropped)\nDatapath actions: drop\n"), "{t}");
 }
+
+/// `ctl show` lists the patch ports as `ovs-vsctl show` does: `type: patch`
+/// and `options: {peer=...}`, no link state (they have no device).
+#[test]
+fn show_lists_patch_ports_with_their_peer() {
+    use mgmt::control::{handle, Request};
+    use mgmt::view::StaticView;
+    let cfg = Config::from_toml_str(CONFIG).unwrap();
+    let r = handle(
+        &Request::new("show", vec![]),
+        &StaticView::new(vec![], vec![]),
+        &cfg,
+    );
+    assert!(r.ok, "{r:?}");
+    let body: String = r.output.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    assert_eq!(
+        body,
+        "    Bridge br-int
+        datapath_type: netdev
+        Port br-int
+            Interface br-int
+                type: internal
+        Port patch-tun
+            Interface patch-tun
+                type: patch
+                options: {peer=patch-int}
+        Port vm1
+            tag: 1
+            Interface vm1
+                type: dpdk
+                options: {dpdk-devargs=net_null0}
+    Bridge br-tun
+        datapath_type: netdev
+        Port br-tun
+            Interface br-tun
+                type: internal
+        Port gre2
+            Interface gre2
+                type: dpdk
+                options: {dpdk-devargs=net_null1}
+        Port gre3
+            Interface gre3
+                type: dpdk
+                options: {dpdk-devargs=net_null2}
+        Port patch-int
+            Interface patch-int
+                type: patch
+                options: {peer=patch-tun}
+    ferroswitch_version: \"0.1.0\"
+"
+    );
+}
