@@ -124,7 +124,11 @@ fn patch_ports_join_br_int_and_br_tun_in_the_datapath() {
     let pool = Arc::new(Mempool::pktmbuf("patch_pool", 4095, 64, 2048 + 128).expect("mempool"));
     let (rings, mut ports) = testing::ring_ports("pp", 3, 1024, &pool);
     for (i, (spec, _)) in ports.iter_mut().enumerate() {
-        let (bridge, name, ofport) = [("br-int", "vm1", 1), ("br-tun", "gre2", 2), ("br-tun", "gre3", 3)][i];
+        let (bridge, name, ofport) = [
+            ("br-int", "vm1", 1),
+            ("br-tun", "gre2", 2),
+            ("br-tun", "gre3", 3),
+        ][i];
         spec.bridge = bridge.into();
         spec.name = name.into();
         spec.ofport = ofport;
@@ -143,10 +147,24 @@ fn patch_ports_join_br_int_and_br_tun_in_the_datapath() {
     // --- 1. the VM's broadcast: to both tunnels -------------------------------
     let request = arp(1, VM, [0xff; 6], [10, 0, 0, 1], [0; 6], [10, 0, 0, 2]);
     testing::send_frames(rx_vm, &pool, std::slice::from_ref(&request));
-    testing::wait_for("the flood to the tunnels", &stats, || tx(1) >= 1 && tx(2) >= 1);
-    assert_eq!(testing::drain_frames(tx_gre3), std::slice::from_ref(&request), "gre3");
-    assert_eq!(testing::drain_frames(tx_gre2), std::slice::from_ref(&request), "gre2");
-    assert_eq!(testing::drain_frames(tx_vm), Vec::<Vec<u8>>::new(), "not back to the VM");
+    testing::wait_for("the flood to the tunnels", &stats, || {
+        tx(1) >= 1 && tx(2) >= 1
+    });
+    assert_eq!(
+        testing::drain_frames(tx_gre3),
+        std::slice::from_ref(&request),
+        "gre3"
+    );
+    assert_eq!(
+        testing::drain_frames(tx_gre2),
+        std::slice::from_ref(&request),
+        "gre2"
+    );
+    assert_eq!(
+        testing::drain_frames(tx_vm),
+        Vec::<Vec<u8>>::new(),
+        "not back to the VM"
+    );
 
     // --- 2. the reply from gre2: to the VM ------------------------------------
     let reply = arp(2, REMOTE, VM, [10, 0, 0, 2], VM, [10, 0, 0, 1]);
@@ -155,7 +173,11 @@ fn patch_ports_join_br_int_and_br_tun_in_the_datapath() {
     // The reply left inside the upcall's batch; taking the lock waits for the
     // rest of it (revalidation after what it learned).
     drop(ofproto.lock().expect("slow path"));
-    assert_eq!(testing::drain_frames(tx_vm), [reply], "vm1: the reply, unchanged");
+    assert_eq!(
+        testing::drain_frames(tx_vm),
+        [reply],
+        "vm1: the reply, unchanged"
+    );
     assert_eq!(stats.upcalls.get(), 2);
 
     // --- 3. unicast from the VM: the learned tunnel only ----------------------
@@ -163,7 +185,11 @@ fn patch_ports_join_br_int_and_br_tun_in_the_datapath() {
     testing::send_frames(rx_vm, &pool, std::slice::from_ref(&first));
     testing::wait_for("the unicast to gre2", &stats, || tx(1) >= 2);
     drop(ofproto.lock().expect("slow path"));
-    assert_eq!(testing::drain_frames(tx_gre2), [first], "gre2: the frame, unchanged");
+    assert_eq!(
+        testing::drain_frames(tx_gre2),
+        [first],
+        "gre2: the frame, unchanged"
+    );
     assert_eq!(stats.upcalls.get(), 3);
 
     // --- 4. both ways, no more upcalls except the remote's first UDP frame ----
@@ -171,7 +197,11 @@ fn patch_ports_join_br_int_and_br_tun_in_the_datapath() {
     testing::send_frames(rx_gre2, &pool, std::slice::from_ref(&back));
     testing::wait_for("the remote's first UDP frame", &stats, || tx(0) >= 2);
     drop(ofproto.lock().expect("slow path"));
-    assert_eq!(testing::drain_frames(tx_vm), [back], "vm1: the frame, unchanged");
+    assert_eq!(
+        testing::drain_frames(tx_vm),
+        [back],
+        "vm1: the frame, unchanged"
+    );
     assert_eq!(stats.upcalls.get(), 4, "one upcall per flow");
 
     let n = 30u8;
@@ -189,11 +219,27 @@ fn patch_ports_join_br_int_and_br_tun_in_the_datapath() {
     testing::wait_for("the unicast frames", &stats, || {
         tx(1) >= want_gre2 && tx(0) >= want_vm
     });
-    assert_eq!(testing::drain_frames(tx_gre2), out, "VM -> remote: gre2 only, in order");
-    assert_eq!(testing::drain_frames(tx_vm), inn, "remote -> VM: vm1 only, in order");
-    assert_eq!(testing::drain_frames(tx_gre3), Vec::<Vec<u8>>::new(), "nothing more on gre3");
+    assert_eq!(
+        testing::drain_frames(tx_gre2),
+        out,
+        "VM -> remote: gre2 only, in order"
+    );
+    assert_eq!(
+        testing::drain_frames(tx_vm),
+        inn,
+        "remote -> VM: vm1 only, in order"
+    );
+    assert_eq!(
+        testing::drain_frames(tx_gre3),
+        Vec::<Vec<u8>>::new(),
+        "nothing more on gre3"
+    );
     assert_eq!(tx(2), 1, "gre3 saw only the broadcast");
-    assert_eq!(stats.upcalls.get(), 4, "the megaflows carried everything else");
+    assert_eq!(
+        stats.upcalls.get(),
+        4,
+        "the megaflows carried everything else"
+    );
     for r in DropReason::ALL {
         assert_eq!(stats.drops[r.index()].get(), 0, "drops {}", r.as_str());
     }

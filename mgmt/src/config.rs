@@ -1010,7 +1010,9 @@ impl Config {
                     {
                         return Err(ConfigError::invalid(
                             at,
-                            format!("options.{key}: unknown option for type \"patch\" (expected peer)"),
+                            format!(
+                                "options.{key}: unknown option for type \"patch\" (expected peer)"
+                            ),
                         ));
                     }
                     if port.peer().is_none_or(str::is_empty) {
@@ -1908,10 +1910,7 @@ name = "br-tun"
             format!("{at}: options.peer: patch port \"patch-int\" has peer \"patch-x\", not \"patch-tun\" (each must name the other)")
         );
         assert_eq!(
-            err(&patch_pair(
-                &format!("{PATCH_TUN}\n  n_rxq = 2"),
-                PATCH_INT
-            )),
+            err(&patch_pair(&format!("{PATCH_TUN}\n  n_rxq = 2"), PATCH_INT)),
             format!("{at}: n_rxq: a patch port has no queues (it has no device)")
         );
         assert_eq!(

@@ -212,7 +212,10 @@ impl Bridge {
 
     /// `(OpenFlow port, datapath port)` of every datapath port.
     fn odp_map(&self) -> Vec<(u32, u32)> {
-        self.ports.iter().map(|p| (p.ofport, p.odp as u32)).collect()
+        self.ports
+            .iter()
+            .map(|p| (p.ofport, p.odp as u32))
+            .collect()
     }
 }
 
@@ -833,8 +836,8 @@ impl<D: DpControl> Ofproto<D> {
         let b = self.bridges.get(bi).ok_or("no such bridge")?;
         let key = parse_key(key_text, &b.portmap)?;
         let name = b.name.clone();
-        let (t, _, _) = translate_all(&mut self.bridges, bi, &key, false, true, 0)
-            .ok_or("no such bridge")?;
+        let (t, _, _) =
+            translate_all(&mut self.bridges, bi, &key, false, true, 0).ok_or("no such bridge")?;
         Ok(format_trace_named(&t, &name))
     }
 
@@ -1003,14 +1006,16 @@ fn translate_all(
             .iter()
             .zip(hooks.iter_mut())
             .zip(ports.iter().zip(&odps))
-            .map(|((&(name, tables, patches), hook), (ports, odp))| XlateBridge {
-                name,
-                tables,
-                ports,
-                odp: Some(odp),
-                patches,
-                normal: Some(hook as &mut dyn NormalHook),
-            })
+            .map(
+                |((&(name, tables, patches), hook), (ports, odp))| XlateBridge {
+                    name,
+                    tables,
+                    ports,
+                    odp: Some(odp),
+                    patches,
+                    normal: Some(hook as &mut dyn NormalHook),
+                },
+            )
             .collect();
         translate_bridges(&mut xb, start, key, trace)
     };

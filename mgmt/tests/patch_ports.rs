@@ -318,7 +318,10 @@ Datapath actions: push_vlan(vid=1,pcp=0),1,set(tunnel(tun_id=0x1388)),pop_vlan,3
 "
     );
     assert!(rec.take().is_empty(), "a trace installs nothing");
-    assert!(o.macs("br-int").unwrap().is_empty(), "a trace learns nothing");
+    assert!(
+        o.macs("br-int").unwrap().is_empty(),
+        "a trace learns nothing"
+    );
 }
 
 /// Two bridges joined by two patch pairs, both plain learning switches: a
@@ -360,7 +363,10 @@ name = "br-b"
         &rec,
         OfprotoConfig::default(),
     );
-    let k = key(0, "dl_src=02:00:00:00:00:01,dl_dst=ff:ff:ff:ff:ff:ff,dl_type=0x88b5");
+    let k = key(
+        0,
+        "dl_src=02:00:00:00:00:01,dl_dst=ff:ff:ff:ff:ff:ff,dl_type=0x88b5",
+    );
     o.handle_upcall(0, k, ());
     let log = rec.take();
     assert_eq!(log.len(), 1, "{log:?}");

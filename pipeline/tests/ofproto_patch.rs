@@ -8,10 +8,10 @@
 
 use pipeline::actions::format_dp_actions;
 use pipeline::flow_key::{FlowKey, ETH_TYPE_IPV4, IPPROTO_UDP};
-use pipeline::ofproto::syntax::{format_match, parse_flow, FormatOptions, PortMap};
-use pipeline::ofproto::table::Tables;
 use pipeline::ofproto::flow_match::Match;
 use pipeline::ofproto::rule::OFP_DEFAULT_PRIORITY;
+use pipeline::ofproto::syntax::{format_match, parse_flow, FormatOptions, PortMap};
+use pipeline::ofproto::table::Tables;
 use pipeline::ofproto::xlate::{
     format_trace_named, translate_bridges, PatchPeer, Translation, XlateBridge, XlateError,
 };

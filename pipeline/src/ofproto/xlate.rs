@@ -1368,7 +1368,10 @@ fn print_nodes(out: &mut String, events: &[TraceEvent], level: usize) {
                 // OVS `oftrace_node_print_details`: a blank line, the title,
                 // and dashes under it.
                 let title = format!("bridge(\"{name}\")");
-                out.push_str(&format!("\n{indent}{title}\n{indent}{}\n", "-".repeat(title.len())));
+                out.push_str(&format!(
+                    "\n{indent}{title}\n{indent}{}\n",
+                    "-".repeat(title.len())
+                ));
                 print_nodes(out, &events[i + 1..j], level + 2 * more);
             }
         }
