@@ -940,16 +940,32 @@ impl<'a> Ctx<'_, 'a, '_> {
         w.regs = wc.regs;
         (w.tun_id, w.tun_src, w.tun_dst, w.tun_flags) =
             (wc.tun_id, wc.tun_src, wc.tun_dst, wc.tun_flags);
-        // The datapath's tunnel is what the peer set, if it set one, else what
-        // it was.
-        let set_tunnel = self
-            .out
-            .get(n_out..)
-            .is_some_and(|a| a.iter().any(|a| matches!(a, DpAction::SetTunnel { .. })));
-        if !set_tunnel {
-            let b = &mut self.base;
-            (b.tun_id, b.tun_src, b.tun_dst, b.tun_flags) = base_tun;
+        // The datapath's tunnel: each field as the peer set it, if it did,
+        // else as it was.
+        let (mut id, mut src, mut dst) = (false, false, false);
+        for a in self.out.get(n_out..).unwrap_or_default() {
+            if let DpAction::SetTunnel {
+                tun_id,
+                src: s,
+                dst: d,
+            } = a
+            {
+                id |= tun_id.is_some();
+                src |= s.is_some();
+                dst |= d.is_some();
+            }
         }
+        let b = &mut self.base;
+        if !id {
+            b.tun_id = base_tun.0;
+        }
+        if !src {
+            b.tun_src = base_tun.1;
+        }
+        if !dst {
+            b.tun_dst = base_tun.2;
+        }
+        b.tun_flags = base_tun.3;
     }
 
     fn output(&mut self, port: u32, to_in_port: bool) {
