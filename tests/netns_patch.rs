@@ -153,7 +153,7 @@ fn two_hosts_on_two_bridges_joined_by_patch_ports_ping() {
     let n = std::process::id() as usize;
     let net = format!("10.{}.{}", 100 + (n / 250) % 150, n % 250);
     let ips = [format!("{net}.1"), format!("{net}.2")];
-    for i in 0..2 {
+    for (i, ip) in ips.iter().enumerate() {
         let ns = format!("{prefix}-ns{i}");
         let dev = format!("{prefix}n{i}");
         let hv = format!("{prefix}h{i}");
@@ -170,7 +170,7 @@ fn two_hosts_on_two_bridges_joined_by_patch_ports_ping() {
         must(&["ip", "link", "set", &hv, "up"]);
         for args in [
             vec!["ethtool", "-K", &dev, "tx", "off"],
-            vec!["ip", "addr", "add", &format!("{}/24", ips[i]), "dev", &dev],
+            vec!["ip", "addr", "add", &format!("{ip}/24"), "dev", &dev],
             vec!["ip", "link", "set", &dev, "up"],
         ] {
             let mut v = vec!["ip", "netns", "exec", ns.as_str()];

@@ -33,6 +33,13 @@
 //!   exists is moved back. When one MAC is active on several ports in a period,
 //!   the megaflow used last (the PMD's timestamp) wins.
 //!
+//! Patch ports (OVS `type=patch`) join bridges inside the slow path only: a
+//! translation starts in the bridge of the upcall's input port and may cross
+//! into others (`pipeline::ofproto::xlate::translate_bridges`), so one megaflow
+//! covers the whole path. Its rules are remembered with their bridge, and it
+//! depends on the MAC table of every bridge whose `NORMAL` it reached; rule
+//! changes revalidate every megaflow, whatever bridge it entered on.
+//!
 //! A new bridge holds OVS's default flow, `priority=0 actions=NORMAL`
 //! ([`DEFAULT_FLOW`]); flows added with the same match and priority replace it
 //! and `del-flows` removes it, as in OVS.
@@ -416,30 +423,9 @@ fn mask_within(inner: &FlowKey, outer: &FlowKey) -> bool {
 
 impl<D: DpControl> Ofproto<D> {
     /// The slow path over `bridges`; patch ports are joined to their peers by
-    /// name (a patch port whose peer no bridge has outputs nothing).
+    /// name ([`link_patches`]).
     pub fn new(mut bridges: Vec<Bridge>, dp: D, cfg: OfprotoConfig) -> Ofproto<D> {
-        let peers: Vec<Vec<PatchPeer>> = bridges
-            .iter()
-            .enumerate()
-            .map(|(bi, b)| {
-                b.patches
-                    .iter()
-                    .filter_map(|p| {
-                        bridges.iter().enumerate().find_map(|(pbi, pb)| {
-                            let q = pb.patches.iter().find(|q| q.name == p.peer)?;
-                            (pbi != bi).then_some(PatchPeer {
-                                port: p.ofport,
-                                peer_bridge: pbi,
-                                peer_port: q.ofport,
-                            })
-                        })
-                    })
-                    .collect()
-            })
-            .collect();
-        for (b, p) in bridges.iter_mut().zip(peers) {
-            b.patch_peers = p;
-        }
+        link_patches(&mut bridges);
         let mut odp = HashMap::new();
         for (bi, b) in bridges.iter().enumerate() {
             for p in &b.ports {
@@ -943,6 +929,35 @@ impl<D: DpControl> Ofproto<D> {
             let _ = writeln!(out, "{r}");
         }
         out
+    }
+}
+
+/// Joins every bridge's patch ports to their peers by name (the patch port of
+/// that name on another bridge); a patch port whose peer no other bridge has
+/// outputs nothing. Run again after bridges or patch ports are added or
+/// removed (with a revalidation of every megaflow).
+pub fn link_patches(bridges: &mut [Bridge]) {
+    let peers: Vec<Vec<PatchPeer>> = bridges
+        .iter()
+        .enumerate()
+        .map(|(bi, b)| {
+            b.patches
+                .iter()
+                .filter_map(|p| {
+                    bridges.iter().enumerate().find_map(|(pbi, pb)| {
+                        let q = pb.patches.iter().find(|q| q.name == p.peer)?;
+                        (pbi != bi).then_some(PatchPeer {
+                            port: p.ofport,
+                            peer_bridge: pbi,
+                            peer_port: q.ofport,
+                        })
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    for (b, p) in bridges.iter_mut().zip(peers) {
+        b.patch_peers = p;
     }
 }
 
