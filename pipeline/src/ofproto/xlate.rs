@@ -61,6 +61,10 @@
 //!   depends on the original value), every VLAN field when VLAN tags are touched,
 //!   and every field a committed set action carries in full.
 //!
+//! Across patch ports it is the union over every bridge visited, less what the
+//! peer reads of the fields it sees cleared (registers, `metadata`, tunnel):
+//! constants there, not key bits (property-tested with two bridges).
+//!
 //! # Deviations
 //!
 //! * No tunnel ports, bonds, mirrors, conntrack, groups, meters or
