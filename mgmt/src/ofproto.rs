@@ -483,12 +483,16 @@ impl<D: DpControl> Ofproto<D> {
         k.in_port = ofport;
         let (t, seen, ports) = translate_all(&mut self.bridges, bridge, &k, learn, false, now)?;
         let mut t = t;
-        for (fm, &bi) in t.learned.iter().zip(&t.learned_bridges) {
-            let outcome = match self.bridges.get_mut(bi) {
-                Some(b) => b.tables.learn(fm.clone(), now),
-                None => LearnOutcome::Refused,
-            };
-            t.learn_outcomes.push(outcome);
+        // Only a packet's translation learns (revalidation and traces do not,
+        // as in OVS).
+        if learn {
+            for (fm, &bi) in t.learned.iter().zip(&t.learned_bridges) {
+                let outcome = match self.bridges.get_mut(bi) {
+                    Some(b) => b.tables.learn(fm.clone(), now),
+                    None => LearnOutcome::Refused,
+                };
+                t.learn_outcomes.push(outcome);
+            }
         }
         let mut mac_sources: Vec<(usize, MacSource)> = Vec::new();
         let mut normal = Vec::new();

@@ -277,6 +277,35 @@ fn reply_from_a_tunnel_learns_and_reaches_the_vm_then_unicast_both_ways() {
     );
 }
 
+/// Revalidation re-translates the reply's megaflow, whose path runs br-tun's
+/// `learn`, without learning: the learned rule keeps its hard timeout from the
+/// packet that learned it, and expires.
+#[test]
+fn revalidation_across_the_patch_does_not_learn() {
+    let rec = Recorder::default();
+    let mut o = Ofproto::new(neutron(), &rec, OfprotoConfig::default());
+    o.handle_upcall(0, remote_reply(), ());
+    let filter = Some("table=20,dl_dst=fa:16:3e:65:43:21");
+    assert_eq!(
+        o.dump_flows("br-tun", filter, false)
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+    o.warp(200_000);
+    // A rule change in br-int revalidates every megaflow, the reply's too.
+    o.add_flow("br-int", "priority=5,dl_type=0x88cc actions=drop")
+        .unwrap();
+    o.warp(101_000);
+    o.run_periodic();
+    assert_eq!(
+        o.dump_flows("br-tun", filter, false).unwrap(),
+        "",
+        "learned at 0 with hard_timeout=300: gone at 301 s"
+    );
+}
+
 #[test]
 fn trace_shows_the_crossing_into_br_tun() {
     // As OVS prints it: the patch port is NORMAL's last output, so br-tun's
