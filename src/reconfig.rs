@@ -245,6 +245,17 @@ impl Reconfig {
             .config()
             .with_port(bridge, port.clone())
             .map_err(|e| e.to_string())?;
+        if port.is_patch() {
+            // No device: the slow path joins the bridges.
+            lock(&self.ofproto).add_patch_port(
+                bridge,
+                name,
+                ofport,
+                port.peer().unwrap_or_default(),
+            )?;
+            self.commit(cfg);
+            return Ok(());
+        }
         let mode = port.vlan_mode()?;
         let odp = self.open(&cfg, bridge, &port, ofport)?;
         let bp = BridgePort {
@@ -270,6 +281,15 @@ impl Reconfig {
             return Err(format!(
                 "bridge {b} does not have a port {name} (it is on {on})"
             ));
+        }
+        let patch = self
+            .config()
+            .find_port(name)
+            .is_some_and(|(_, p)| p.is_patch());
+        if patch {
+            lock(&self.ofproto).del_patch_port(&on, name)?;
+            self.commit(cfg);
+            return Ok(());
         }
         let odp = lock(&self.ofproto).del_port(&on, name)?;
         self.commit(cfg);

@@ -47,7 +47,10 @@
 //!   name = "dpdk0"
 //!   type = "dpdk"                # or "internal": a tap device of the port's name
 //!                                # in the host (no options); every bridge also has
-//!                                # one of its own name, OpenFlow port LOCAL
+//!                                # one of its own name, OpenFlow port LOCAL;
+//!                                # or "patch" with options = { peer = "NAME" }:
+//!                                # joined to the patch port NAME of another
+//!                                # bridge (no device, no queues)
 //!   ofport = 1                   # optional
 //!   n_rxq = 1                    # 1..=16
 //!   options = { dpdk-devargs = "net_pcap0,rx_pcap=/tmp/in.pcap" }
@@ -80,10 +83,15 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9477";
 pub const EAL_PROGRAM_NAME: &str = "ferroswitch";
 
 /// Port types accepted today.
-pub const SUPPORTED_PORT_TYPES: &[&str] =
-    &["dpdk", "internal", "dpdkvhostuser", "dpdkvhostuserclient"];
+pub const SUPPORTED_PORT_TYPES: &[&str] = &[
+    "dpdk",
+    "internal",
+    "patch",
+    "dpdkvhostuser",
+    "dpdkvhostuserclient",
+];
 /// Port types Open vSwitch has that ferroswitch will support but does not yet.
-pub const PLANNED_PORT_TYPES: &[&str] = &["patch", "vxlan", "gre", "geneve"];
+pub const PLANNED_PORT_TYPES: &[&str] = &["vxlan", "gre", "geneve"];
 /// vdev drivers accepted in `options.dpdk-devargs` (`net_<driver><N>`).
 pub const VDEV_DRIVERS: &[&str] = &[
     "pcap",
@@ -100,6 +108,8 @@ pub const DEFAULT_VHOST_SOCK_DIR: &str = "/var/run/ferroswitch";
 pub const VHOST_SERVER_PATH: &str = "vhost-server-path";
 /// Longest unix socket path (sun_path is 108 bytes with the NUL).
 const MAX_SOCKET_PATH: usize = 107;
+/// Option keys accepted for `type = "patch"`.
+pub const PATCH_PORT_OPTIONS: &[&str] = &["peer"];
 /// Option keys accepted for `type = "dpdk"`.
 pub const DPDK_PORT_OPTIONS: &[&str] = &["dpdk-devargs"];
 
@@ -465,6 +475,17 @@ impl PortConfig {
         self.port_type == "dpdkvhostuserclient"
     }
 
+    /// OVS `type=patch`: no device; joins its bridge to the bridge of its
+    /// `options.peer`.
+    pub fn is_patch(&self) -> bool {
+        self.port_type == "patch"
+    }
+
+    /// `options.peer` of a patch port.
+    pub fn peer(&self) -> Option<&str> {
+        self.options.get("peer").map(String::as_str)
+    }
+
     /// `options.dpdk-devargs`, if set.
     pub fn devargs(&self) -> Option<&str> {
         self.options.get("dpdk-devargs").map(String::as_str)
@@ -751,7 +772,7 @@ impl Config {
         self.validate_pmd(host)?;
         self.validate_control()?;
         self.validate_metrics()?;
-        self.validate_bridges()
+        self.validate_bridges(false)
     }
 
     fn validate_dpdk(&self, host: &HostFacts) -> Result<(), ConfigError> {
@@ -903,7 +924,11 @@ impl Config {
         Ok(())
     }
 
-    pub(crate) fn validate_bridges(&self) -> Result<(), ConfigError> {
+    /// The bridges' rules. `dangling_patches`: a patch port's peer may not
+    /// exist yet (a change at runtime adds one port of a pair at a time, and
+    /// OVS, too, keeps a patch port whose peer is missing); a config file must
+    /// name both.
+    pub(crate) fn validate_bridges(&self, dangling_patches: bool) -> Result<(), ConfigError> {
         // Bridge names, and the names of the bridges' own (future internal) ports.
         let mut bridge_names: HashMap<&str, usize> = HashMap::new();
         for (bi, bridge) in self.bridges.iter().enumerate() {
@@ -992,6 +1017,37 @@ impl Config {
                 }
                 if port.is_vhost() {
                     self.check_vhost_port(port, &at, &mut devices)?;
+                } else if port.is_patch() {
+                    if port.n_rxq != 1 {
+                        return Err(ConfigError::invalid(
+                            at,
+                            "n_rxq: a patch port has no queues (it has no device)",
+                        ));
+                    }
+                    if port.options.contains_key("dpdk-devargs") {
+                        return Err(ConfigError::invalid(
+                            at,
+                            "options.dpdk-devargs: a patch port has no device",
+                        ));
+                    }
+                    if let Some(key) = port
+                        .options
+                        .keys()
+                        .find(|k| !PATCH_PORT_OPTIONS.contains(&k.as_str()))
+                    {
+                        return Err(ConfigError::invalid(
+                            at,
+                            format!(
+                                "options.{key}: unknown option for type \"patch\" (expected peer)"
+                            ),
+                        ));
+                    }
+                    if port.peer().is_none_or(str::is_empty) {
+                        return Err(ConfigError::invalid(
+                            at,
+                            "options.peer: required for type \"patch\" (the name of the patch port in the other bridge)",
+                        ));
+                    }
                 } else if port.is_internal() {
                     if let Some(key) = port.options.keys().next() {
                         return Err(ConfigError::invalid(
@@ -1071,7 +1127,12 @@ impl Config {
                 }
             }
 
-            let names: BTreeSet<&str> = bridge.ports.iter().map(|p| p.name.as_str()).collect();
+            let names: BTreeSet<&str> = bridge
+                .ports
+                .iter()
+                .filter(|p| !p.is_patch())
+                .map(|p| p.name.as_str())
+                .collect();
             let mut forwarded: HashMap<&str, usize> = HashMap::new();
             for (fi, fwd) in bridge.forwards.iter().enumerate() {
                 let at = format!("bridge[{bi}].forward[{fi}]");
@@ -1083,10 +1144,12 @@ impl Config {
                         ));
                     }
                     if !names.contains(value.as_str()) {
-                        return Err(ConfigError::invalid(
-                            format!("{at}.{field}"),
-                            format!("no port \"{value}\" in bridge \"{}\"", bridge.name),
-                        ));
+                        let why = if bridge.ports.iter().any(|p| p.name == *value) {
+                            format!("port \"{value}\" is a patch port (a static forward needs a datapath port)")
+                        } else {
+                            format!("no port \"{value}\" in bridge \"{}\"", bridge.name)
+                        };
+                        return Err(ConfigError::invalid(format!("{at}.{field}"), why));
                     }
                 }
                 if fwd.in_port == fwd.output {
@@ -1132,6 +1195,64 @@ impl Config {
                     format!("bridge[{bi}].flows[{}]", e.index),
                     e.error.to_string(),
                 ));
+            }
+        }
+        self.validate_patch_peers(&port_owner, dangling_patches)
+    }
+
+    /// Each patch port's peer is a patch port of another bridge whose own peer
+    /// is this port (OVS's patch ports come in such pairs).
+    fn validate_patch_peers(
+        &self,
+        port_owner: &HashMap<&str, (usize, usize)>,
+        dangling_patches: bool,
+    ) -> Result<(), ConfigError> {
+        for (bi, bridge) in self.bridges.iter().enumerate() {
+            for (pi, port) in bridge.ports.iter().enumerate() {
+                let Some(peer) = port.peer().filter(|_| port.is_patch()) else {
+                    continue;
+                };
+                let at = format!("bridge[{bi}].port[{pi}] \"{}\"", port.name);
+                let Some(&(obi, opi)) = port_owner.get(peer) else {
+                    if dangling_patches {
+                        continue;
+                    }
+                    return Err(ConfigError::invalid(
+                        at,
+                        format!("options.peer: no port named \"{peer}\""),
+                    ));
+                };
+                let Some(other) = self.bridges.get(obi).and_then(|b| b.ports.get(opi)) else {
+                    continue;
+                };
+                if !other.is_patch() {
+                    return Err(ConfigError::invalid(
+                        at,
+                        format!(
+                            "options.peer: port \"{peer}\" is of type \"{}\", not a patch port",
+                            other.port_type
+                        ),
+                    ));
+                }
+                if obi == bi {
+                    return Err(ConfigError::invalid(
+                        at,
+                        format!(
+                            "options.peer: port \"{peer}\" is on the same bridge \"{}\" (a patch port joins two bridges)",
+                            bridge.name
+                        ),
+                    ));
+                }
+                if other.peer() != Some(port.name.as_str()) {
+                    return Err(ConfigError::invalid(
+                        at,
+                        format!(
+                            "options.peer: patch port \"{peer}\" has peer {:?}, not \"{}\" (each must name the other)",
+                            other.peer().unwrap_or_default(),
+                            port.name
+                        ),
+                    ));
+                }
             }
         }
         Ok(())
@@ -1295,7 +1416,8 @@ impl Config {
 
     /// Every port the datapath runs, numbered by position (the datapath port
     /// number): bridge by bridge, each bridge's configured ports in order and
-    /// then its own internal port ([`BridgeConfig::all_ports`]). Internal ports
+    /// then its own internal port ([`BridgeConfig::all_ports`]), patch ports
+    /// left out (they have an OpenFlow number but no datapath port). Internal ports
     /// get `net_tapN,iface=NAME` with the lowest indices N that no configured
     /// `net_tapN` device uses, in this order.
     ///
@@ -1321,7 +1443,8 @@ impl Config {
         let mut out = Vec::new();
         for b in &self.bridges {
             let ofports = b.ofports();
-            for p in b.all_ports() {
+            // Patch ports have no datapath port: the datapath never sees them.
+            for p in b.all_ports().into_iter().filter(|p| !p.is_patch()) {
                 let ofport = ofports
                     .iter()
                     .find(|(n, _)| *n == p.name)
@@ -1799,12 +1922,12 @@ type = "internal"
     #[test]
     fn port_type_errors() {
         assert_eq!(
-            err(&with_port("name = \"p0\"\ntype = \"patch\"")),
-            "bridge[0].port[0] \"p0\": type \"patch\" is not supported yet"
+            err(&with_port("name = \"p0\"\ntype = \"vxlan\"")),
+            "bridge[0].port[0] \"p0\": type \"vxlan\" is not supported yet"
         );
         assert_eq!(
             err(&with_port("name = \"p0\"\ntype = \"ethernet\"")),
-            "bridge[0].port[0] \"p0\": unknown port type \"ethernet\" (expected one of dpdk, internal, dpdkvhostuser, dpdkvhostuserclient, patch, vxlan, gre, geneve)"
+            "bridge[0].port[0] \"p0\": unknown port type \"ethernet\" (expected one of dpdk, internal, patch, dpdkvhostuser, dpdkvhostuserclient, vxlan, gre, geneve)"
         );
     }
 
@@ -1877,6 +2000,154 @@ name = "br0"
                 ("vm2".into(), "net_vhost1,iface=/run/fs/vm2".into()),
                 ("br0".into(), "net_tap0,iface=br0".into()),
             ]
+        );
+    }
+
+    /// br-int and br-tun joined by patch-tun/patch-int (Neutron's pair), with
+    /// `extra` appended to patch-int's port table.
+    fn patch_pair(int_side: &str, tun_side: &str) -> String {
+        format!(
+            r#"
+[[bridge]]
+name = "br-int"
+  [[bridge.port]]
+  name = "vm1"
+  options = {{ dpdk-devargs = "net_null0" }}
+  [[bridge.port]]
+  name = "patch-tun"
+{int_side}
+[[bridge]]
+name = "br-tun"
+  [[bridge.port]]
+  name = "patch-int"
+{tun_side}
+  [[bridge.port]]
+  name = "gre1"
+  options = {{ dpdk-devargs = "net_null1" }}
+"#
+        )
+    }
+
+    const PATCH_TUN: &str = "  type = \"patch\"\n  options = { peer = \"patch-int\" }";
+    const PATCH_INT: &str = "  type = \"patch\"\n  options = { peer = \"patch-tun\" }";
+
+    #[test]
+    fn patch_ports_have_ofports_but_no_datapath_port() {
+        let cfg = Config::from_toml_str(&patch_pair(PATCH_TUN, PATCH_INT)).unwrap();
+        cfg.validate(&HOST).unwrap();
+        assert_eq!(
+            cfg.bridges[0].ofports(),
+            vec![
+                ("vm1".to_string(), 1),
+                ("patch-tun".to_string(), 2),
+                ("br-int".to_string(), OFPORT_LOCAL),
+            ]
+        );
+        assert_eq!(
+            cfg.bridges[1].ofports(),
+            vec![
+                ("patch-int".to_string(), 1),
+                ("gre1".to_string(), 2),
+                ("br-tun".to_string(), OFPORT_LOCAL),
+            ]
+        );
+        let dp: Vec<(String, String, u32)> = cfg
+            .datapath_ports()
+            .into_iter()
+            .map(|p| (p.bridge, p.port.name, p.ofport))
+            .collect();
+        assert_eq!(
+            dp,
+            [
+                ("br-int".to_string(), "vm1".to_string(), 1),
+                ("br-int".to_string(), "br-int".to_string(), OFPORT_LOCAL),
+                ("br-tun".to_string(), "gre1".to_string(), 2),
+                ("br-tun".to_string(), "br-tun".to_string(), OFPORT_LOCAL),
+            ]
+        );
+        // Flows may name the patch port.
+        let mut cfg = cfg;
+        cfg.bridges[1].flows = vec!["in_port=patch-int actions=output:gre1".to_string()];
+        cfg.validate(&HOST).unwrap();
+    }
+
+    #[test]
+    fn patch_port_errors_name_the_field() {
+        let at = "bridge[0].port[1] \"patch-tun\"";
+        assert_eq!(
+            err(&patch_pair("  type = \"patch\"", PATCH_INT)),
+            format!("{at}: options.peer: required for type \"patch\" (the name of the patch port in the other bridge)")
+        );
+        assert_eq!(
+            err(&patch_pair(
+                "  type = \"patch\"\n  options = { peer = \"nowhere\" }",
+                PATCH_INT
+            )),
+            format!("{at}: options.peer: no port named \"nowhere\"")
+        );
+        assert_eq!(
+            err(&patch_pair(
+                "  type = \"patch\"\n  options = { peer = \"gre1\" }",
+                PATCH_INT
+            )),
+            format!("{at}: options.peer: port \"gre1\" is of type \"dpdk\", not a patch port")
+        );
+        assert_eq!(
+            err(&patch_pair(
+                "  type = \"patch\"\n  options = { peer = \"vm1\" }",
+                PATCH_INT
+            )),
+            format!("{at}: options.peer: port \"vm1\" is of type \"dpdk\", not a patch port")
+        );
+        // patch-int points elsewhere: patch-tun is reported first.
+        assert_eq!(
+            err(&patch_pair(
+                PATCH_TUN,
+                "  type = \"patch\"\n  options = { peer = \"patch-x\" }\n[[bridge.port]]\nname = \"patch-x\"\ntype = \"patch\"\noptions = { peer = \"patch-int\" }"
+            )),
+            format!("{at}: options.peer: patch port \"patch-int\" has peer \"patch-x\", not \"patch-tun\" (each must name the other)")
+        );
+        assert_eq!(
+            err(&patch_pair(&format!("{PATCH_TUN}\n  n_rxq = 2"), PATCH_INT)),
+            format!("{at}: n_rxq: a patch port has no queues (it has no device)")
+        );
+        assert_eq!(
+            err(&patch_pair(
+                "  type = \"patch\"\n  options = { peer = \"patch-int\", dpdk-devargs = \"net_null9\" }",
+                PATCH_INT
+            )),
+            format!("{at}: options.dpdk-devargs: a patch port has no device")
+        );
+        assert_eq!(
+            err(&patch_pair(
+                "  type = \"patch\"\n  options = { peer = \"patch-int\", color = \"red\" }",
+                PATCH_INT
+            )),
+            format!("{at}: options.color: unknown option for type \"patch\" (expected peer)")
+        );
+        // Both ends on one bridge.
+        let same = r#"
+[[bridge]]
+name = "br0"
+  [[bridge.port]]
+  name = "pa"
+  type = "patch"
+  options = { peer = "pb" }
+  [[bridge.port]]
+  name = "pb"
+  type = "patch"
+  options = { peer = "pa" }
+"#;
+        assert_eq!(
+            err(same),
+            "bridge[0].port[0] \"pa\": options.peer: port \"pb\" is on the same bridge \"br0\" (a patch port joins two bridges)"
+        );
+        // A static forward needs datapath ports.
+        let mut fwd = patch_pair(PATCH_TUN, PATCH_INT);
+        fwd.push_str("  [[bridge.forward]]\n  in_port = \"patch-int\"\n  output = \"gre1\"\n");
+        assert_eq!(
+            err(&fwd),
+            "bridge[1].forward[0].in_port: port \"patch-int\" is a patch port (a static forward needs a datapath port)"
         );
     }
 

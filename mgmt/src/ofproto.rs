@@ -33,6 +33,13 @@
 //!   exists is moved back. When one MAC is active on several ports in a period,
 //!   the megaflow used last (the PMD's timestamp) wins.
 //!
+//! Patch ports (OVS `type=patch`) join bridges inside the slow path only: a
+//! translation starts in the bridge of the upcall's input port and may cross
+//! into others (`pipeline::ofproto::xlate::translate_bridges`), so one megaflow
+//! covers the whole path. Its rules are remembered with their bridge, and it
+//! depends on the MAC table of every bridge whose `NORMAL` it reached; rule
+//! changes revalidate every megaflow, whatever bridge it entered on.
+//!
 //! A new bridge holds OVS's default flow, `priority=0 actions=NORMAL`
 //! ([`DEFAULT_FLOW`]); flows added with the same match and priority replace it
 //! and `del-flows` removes it, as in OVS.
@@ -61,8 +68,8 @@ use pipeline::ofproto::syntax::{
 };
 use pipeline::ofproto::table::{LearnOutcome, RuleId, Tables};
 use pipeline::ofproto::xlate::{
-    format_trace_named, translate, translate_and_learn, NormalDecision, NormalHook, Translation,
-    XlateOptions,
+    format_trace_named, translate_bridges, NormalDecision, NormalHook, PatchPeer, Translation,
+    XlateBridge,
 };
 use pipeline::FlowKey;
 
@@ -100,6 +107,17 @@ pub struct BridgePort {
     pub odp: usize,
 }
 
+/// A patch port of a bridge (OVS `type=patch`): an OpenFlow port with no
+/// datapath port; what is output to it enters the bridge that has the port
+/// named `peer`, in the same translation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PatchPort {
+    pub name: String,
+    pub ofport: u32,
+    /// The peer patch port's name (in another bridge).
+    pub peer: String,
+}
+
 /// The flow OVS installs in a new bridge (`connmgr`'s fail-open flow in the
 /// default `standalone` fail mode, with no controller): a plain learning switch.
 pub const DEFAULT_FLOW: &str = "priority=0 actions=NORMAL";
@@ -121,6 +139,11 @@ pub struct Bridge {
     pub portmap: PortMap,
     /// The learning switch behind `NORMAL`: port VLAN modes and the MAC table.
     pub normal: Normal,
+    /// Its patch ports ([`Bridge::add_patch`]); their peers are found by name
+    /// when the slow path starts ([`Ofproto::new`]).
+    pub patches: Vec<PatchPort>,
+    /// `patches` resolved: peer bridge index and OpenFlow port.
+    patch_peers: Vec<PatchPeer>,
     /// The MAC table generation the bridge's megaflows were last revalidated at.
     mac_generation: u64,
 }
@@ -143,8 +166,22 @@ impl Bridge {
             tables,
             portmap,
             normal: Normal::new(),
+            patches: Vec::new(),
+            patch_peers: Vec::new(),
             mac_generation: 0,
         }
+    }
+
+    /// Adds a patch port `name` with OpenFlow number `ofport` whose peer is the
+    /// patch port `peer` of another bridge (all patch ports must be added
+    /// before [`Ofproto::new`], which joins them).
+    pub fn add_patch(&mut self, name: &str, ofport: u32, peer: &str) {
+        self.portmap.insert(name.to_string(), ofport);
+        self.patches.push(PatchPort {
+            name: name.to_string(),
+            ofport,
+            peer: peer.to_string(),
+        });
     }
 
     /// Sets the VLAN mode of the port named `port` (OVS `tag`, `trunks`,
@@ -170,15 +207,22 @@ impl Bridge {
             .map_or_else(|| port.to_string(), |(_, name)| (*name).to_string())
     }
 
+    /// Every OpenFlow port: the datapath ports in order, then the patch ports
+    /// (`NORMAL` floods in this order).
     fn ofports(&self) -> Vec<u32> {
-        self.ports.iter().map(|p| p.ofport).collect()
-    }
-
-    fn odp_of(&self, ofport: u32) -> Option<usize> {
         self.ports
             .iter()
-            .find(|p| p.ofport == ofport)
-            .map(|p| p.odp)
+            .map(|p| p.ofport)
+            .chain(self.patches.iter().map(|p| p.ofport))
+            .collect()
+    }
+
+    /// `(OpenFlow port, datapath port)` of every datapath port.
+    fn odp_map(&self) -> Vec<(u32, u32)> {
+        self.ports
+            .iter()
+            .map(|p| (p.ofport, p.odp as u32))
+            .collect()
     }
 }
 
@@ -208,11 +252,14 @@ struct UFlow {
     /// Masked; `in_port` is the datapath port.
     key: FlowKey,
     actions: Vec<DpAction>,
-    rules: Vec<RuleId>,
-    /// Its translation reached `NORMAL`: it depends on the MAC table.
-    normal: bool,
-    /// What `NORMAL` learned from it, learned again while it is used.
-    mac_sources: Vec<MacSource>,
+    /// The rules hit, each with its bridge (patch ports lead to others).
+    rules: Vec<(usize, RuleId)>,
+    /// The bridges whose `NORMAL` its translation reached: it depends on their
+    /// MAC tables.
+    normal: Vec<usize>,
+    /// What `NORMAL` learned from it (bridge, source), learned again while it
+    /// is used.
+    mac_sources: Vec<(usize, MacSource)>,
     stats: Arc<FlowStats>,
     seen_packets: u64,
     seen_bytes: u64,
@@ -365,6 +412,12 @@ pub struct Ofproto<D: DpControl> {
     pub stats: OfprotoStats,
 }
 
+/// Whether megaflow `f`'s translation went through bridge `bi` (its input
+/// bridge, or one a patch port led to).
+fn touches(f: &UFlow, bi: usize) -> bool {
+    f.bridge == bi || f.rules.iter().any(|(b, _)| *b == bi) || f.normal.contains(&bi)
+}
+
 /// `inner` asks for no bit `outer` lacks.
 fn mask_within(inner: &FlowKey, outer: &FlowKey) -> bool {
     inner
@@ -375,7 +428,10 @@ fn mask_within(inner: &FlowKey, outer: &FlowKey) -> bool {
 }
 
 impl<D: DpControl> Ofproto<D> {
-    pub fn new(bridges: Vec<Bridge>, dp: D, cfg: OfprotoConfig) -> Ofproto<D> {
+    /// The slow path over `bridges`; patch ports are joined to their peers by
+    /// name ([`link_patches`]).
+    pub fn new(mut bridges: Vec<Bridge>, dp: D, cfg: OfprotoConfig) -> Ofproto<D> {
+        link_patches(&mut bridges);
         let mut odp = HashMap::new();
         for (bi, b) in bridges.iter().enumerate() {
             for p in &b.ports {
@@ -424,47 +480,44 @@ impl<D: DpControl> Ofproto<D> {
             .ok_or_else(|| format!("no bridge named {name:?}"))
     }
 
-    /// Translates `key` (datapath `in_port`) on `bridge`, learning (an upcall) or
-    /// not (revalidation); outputs become datapath ports (outputs to ports the
-    /// bridge lacks are dropped from the list).
+    /// Translates `key` (datapath `in_port`) on `bridge`, through patch ports
+    /// into other bridges, learning (an upcall) or not (revalidation);
+    /// outputs are datapath ports.
     fn xlate(&mut self, bridge: usize, key: &FlowKey, ofport: u32, learn: bool) -> Option<Xlated> {
         let now = self.now_ms();
-        let b = self.bridges.get_mut(bridge)?;
         let mut k = *key;
         k.in_port = ofport;
-        let ports = b.ofports();
-        let (t, seen) = if learn {
-            let mut hook = Recorded::new(b.normal.hook(now));
-            let opts = XlateOptions {
-                trace: false,
-                normal: Some(&mut hook),
+        let (t, seen, ports) = translate_all(&mut self.bridges, bridge, &k, learn, false, now)?;
+        let mut t = t;
+        // Only a packet's translation learns (revalidation and traces do not,
+        // as in OVS).
+        if learn {
+            for (fm, &bi) in t.learned.iter().zip(&t.learned_bridges) {
+                let outcome = match self.bridges.get_mut(bi) {
+                    Some(b) => b.tables.learn(fm.clone(), now),
+                    None => LearnOutcome::Refused,
+                };
+                t.learn_outcomes.push(outcome);
+            }
+        }
+        let mut mac_sources: Vec<(usize, MacSource)> = Vec::new();
+        let mut normal = Vec::new();
+        for (bi, flows) in seen.iter().enumerate() {
+            let (Some(b), Some(ports)) = (self.bridges.get(bi), ports.get(bi)) else {
+                continue;
             };
-            let t = translate_and_learn(&mut b.tables, &k, &ports, opts, now);
-            (t, hook.seen)
-        } else {
-            let mut hook = Recorded::new(b.normal.trace_hook());
-            let opts = XlateOptions {
-                trace: false,
-                normal: Some(&mut hook),
-            };
-            (translate(&b.tables, &k, &ports, opts), hook.seen)
-        };
-        let mut mac_sources: Vec<MacSource> = Vec::new();
-        for f in &seen {
-            if let Some(src) = b.normal.learning_source(f, &ports) {
-                if !mac_sources.contains(&src) {
-                    mac_sources.push(src);
+            if !flows.is_empty() {
+                normal.push(bi);
+            }
+            for f in flows {
+                if let Some(src) = b.normal.learning_source(f, ports) {
+                    if !mac_sources.contains(&(bi, src)) {
+                        mac_sources.push((bi, src));
+                    }
                 }
             }
         }
-        let mut actions: Vec<DpAction> = t
-            .actions
-            .iter()
-            .filter_map(|a| match a {
-                DpAction::Output(p) => b.odp_of(*p).map(|o| DpAction::Output(o as u32)),
-                other => Some(other.clone()),
-            })
-            .collect();
+        let mut actions = t.actions.clone();
         if !actions.iter().any(|a| matches!(a, DpAction::Output(_))) {
             actions.retain(|a| !matches!(a, DpAction::Output(_)));
             if actions.is_empty()
@@ -478,7 +531,7 @@ impl<D: DpControl> Ofproto<D> {
         Some(Xlated {
             t,
             actions,
-            normal: !seen.is_empty(),
+            normal,
             mac_sources,
         })
     }
@@ -538,7 +591,7 @@ impl<D: DpControl> Ofproto<D> {
                 mask,
                 key: mkey,
                 actions: x.actions,
-                rules: x.t.rules,
+                rules: rules_of(&x.t),
                 normal: x.normal,
                 mac_sources: x.mac_sources,
                 stats,
@@ -567,7 +620,9 @@ impl<D: DpControl> Ofproto<D> {
             .collect();
         if moved.contains(&true) {
             self.stats.mac_revalidations += 1;
-            self.revalidate_where(|f| f.normal && moved.get(f.bridge) == Some(&true));
+            // A megaflow depends on the MAC table of every bridge whose
+            // `NORMAL` it reached, through patch ports too.
+            self.revalidate_where(|f| f.normal.iter().any(|&b| moved.get(b) == Some(&true)));
         }
     }
 
@@ -612,7 +667,7 @@ impl<D: DpControl> Ofproto<D> {
                 self.flows.remove(&id);
                 continue;
             }
-            f.rules = x.t.rules;
+            f.rules = rules_of(&x.t);
             f.normal = x.normal;
             f.mac_sources = x.mac_sources;
             if x.actions != f.actions {
@@ -642,15 +697,15 @@ impl<D: DpControl> Ofproto<D> {
             let db = b.saturating_sub(f.seen_bytes);
             if dp > 0 {
                 f.active_ms = now;
-                if let Some(br) = self.bridges.get_mut(f.bridge) {
-                    for r in &f.rules {
-                        br.tables.credit(*r, dp, db, now);
+                for &(bi, r) in &f.rules {
+                    if let Some(br) = self.bridges.get_mut(bi) {
+                        br.tables.credit(r, dp, db, now);
                     }
                 }
                 let used = f.stats.used();
-                for src in &f.mac_sources {
+                for &(bi, ref src) in &f.mac_sources {
                     let e = active
-                        .entry((f.bridge, src.vlan, src.mac))
+                        .entry((bi, src.vlan, src.mac))
                         .or_insert((used, *src));
                     if used >= e.0 {
                         *e = (used, *src);
@@ -743,6 +798,9 @@ impl<D: DpControl> Ofproto<D> {
         }
         self.bridges.push(bridge);
         self.index_odp();
+        // Patch ports of other bridges may name the new bridge's.
+        link_patches(&mut self.bridges);
+        self.revalidate();
         Ok(())
     }
 
@@ -750,14 +808,23 @@ impl<D: DpControl> Ofproto<D> {
     /// datapath numbers, once no PMD uses a megaflow of it any more.
     pub fn del_bridge(&mut self, name: &str) -> Result<Vec<usize>, String> {
         let bi = self.bridge_index(name)?;
-        self.remove_where(|f| f.bridge == bi);
+        self.remove_where(|f| touches(f, bi));
         let b = self.bridges.remove(bi);
-        for f in self.flows.values_mut() {
-            if f.bridge > bi {
-                f.bridge -= 1;
+        let shift = |i: &mut usize| {
+            if *i > bi {
+                *i -= 1;
             }
+        };
+        for f in self.flows.values_mut() {
+            shift(&mut f.bridge);
+            f.rules.iter_mut().for_each(|(b, _)| shift(b));
+            f.normal.iter_mut().for_each(shift);
+            f.mac_sources.iter_mut().for_each(|(b, _)| shift(b));
         }
         self.index_odp();
+        // Patch ports of other bridges that led to it lead nowhere now.
+        link_patches(&mut self.bridges);
+        self.revalidate();
         self.dp.barrier();
         Ok(b.ports.iter().map(|p| p.odp).collect())
     }
@@ -799,7 +866,7 @@ impl<D: DpControl> Ofproto<D> {
             .map_err(|e| format!("port {:?}: {e}", port.name))?;
         b.ports.push(port);
         self.index_odp();
-        self.revalidate_where(|f| f.bridge == bi);
+        self.revalidate_where(|f| touches(f, bi));
         Ok(())
     }
 
@@ -822,7 +889,7 @@ impl<D: DpControl> Ofproto<D> {
         let odp = port.odp as u32;
         self.remove_where(|f| f.key.in_port == odp);
         self.index_odp();
-        self.revalidate_where(|f| f.bridge == bi);
+        self.revalidate_where(|f| touches(f, bi));
         self.dp.barrier();
         Ok(port.odp)
     }
@@ -842,7 +909,46 @@ impl<D: DpControl> Ofproto<D> {
             b.normal.macs_mut().flush_port(ofport);
         }
         b.mac_generation = b.normal.macs().generation();
-        self.revalidate_where(|f| f.bridge == bi);
+        self.revalidate_where(|f| touches(f, bi));
+        Ok(())
+    }
+
+    /// Adds a patch port to a bridge (`ctl add-port BR NAME type=patch
+    /// options:peer=PEER`): no datapath port; once its peer exists too, output
+    /// to it continues in the peer's bridge. Every megaflow is revalidated.
+    pub fn add_patch_port(
+        &mut self,
+        bridge: &str,
+        name: &str,
+        ofport: u32,
+        peer: &str,
+    ) -> Result<(), String> {
+        let bi = self.bridge_index(bridge)?;
+        let b = self.bridges.get_mut(bi).ok_or("no such bridge")?;
+        if b.portmap.number(name).is_some() {
+            return Err(format!("bridge {bridge:?} already has a port {name:?}"));
+        }
+        b.add_patch(name, ofport, peer);
+        link_patches(&mut self.bridges);
+        self.revalidate();
+        Ok(())
+    }
+
+    /// Removes a patch port (`ctl del-port`): its peer leads nowhere; every
+    /// megaflow is revalidated.
+    pub fn del_patch_port(&mut self, bridge: &str, name: &str) -> Result<(), String> {
+        let bi = self.bridge_index(bridge)?;
+        let b = self.bridges.get_mut(bi).ok_or("no such bridge")?;
+        let pi = b
+            .patches
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| format!("bridge {bridge:?} has no patch port {name:?}"))?;
+        let port = b.patches.remove(pi);
+        b.portmap.remove(name);
+        b.normal.remove_port(port.ofport);
+        link_patches(&mut self.bridges);
+        self.revalidate();
         Ok(())
     }
 
@@ -913,22 +1019,16 @@ impl<D: DpControl> Ofproto<D> {
     }
 
     /// `ofproto-trace BR KEY`: the translation of a flow given in `ovs-ofctl` match
-    /// syntax, without side effects (nothing is learned).
+    /// syntax, without side effects (nothing is learned); patch ports show the
+    /// peer bridge's part under `bridge("NAME")`.
     pub fn trace(&mut self, bridge: &str, key_text: &str) -> Result<String, String> {
         let bi = self.bridge_index(bridge)?;
         let b = self.bridges.get(bi).ok_or("no such bridge")?;
         let key = parse_key(key_text, &b.portmap)?;
-        let mut hook = b.normal.trace_hook();
-        let t = translate(
-            &b.tables,
-            &key,
-            &b.ofports(),
-            XlateOptions {
-                trace: true,
-                normal: Some(&mut hook),
-            },
-        );
-        Ok(format_trace_named(&t, &b.name))
+        let name = b.name.clone();
+        let (t, _, _) =
+            translate_all(&mut self.bridges, bi, &key, false, true, 0).ok_or("no such bridge")?;
+        Ok(format_trace_named(&t, &name))
     }
 
     /// `fdb-show BR`: the bridge's MAC table as `ovs-appctl fdb/show` prints it
@@ -1036,15 +1136,110 @@ impl<D: DpControl> Ofproto<D> {
     }
 }
 
+/// Joins every bridge's patch ports to their peers by name (the patch port of
+/// that name on another bridge); a patch port whose peer no other bridge has
+/// outputs nothing. Run again after bridges or patch ports are added or
+/// removed (with a revalidation of every megaflow).
+pub fn link_patches(bridges: &mut [Bridge]) {
+    let peers: Vec<Vec<PatchPeer>> = bridges
+        .iter()
+        .enumerate()
+        .map(|(bi, b)| {
+            b.patches
+                .iter()
+                .filter_map(|p| {
+                    bridges.iter().enumerate().find_map(|(pbi, pb)| {
+                        let q = pb.patches.iter().find(|q| q.name == p.peer)?;
+                        (pbi != bi).then_some(PatchPeer {
+                            port: p.ofport,
+                            peer_bridge: pbi,
+                            peer_port: q.ofport,
+                        })
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    for (b, p) in bridges.iter_mut().zip(peers) {
+        b.patch_peers = p;
+    }
+}
+
 /// A translation for the datapath.
 struct Xlated {
     t: Translation,
     /// The datapath actions, outputs to datapath ports.
     actions: Vec<DpAction>,
-    /// The translation reached `NORMAL`.
-    normal: bool,
-    /// What `NORMAL` learns from it.
-    mac_sources: Vec<MacSource>,
+    /// The bridges whose `NORMAL` the translation reached.
+    normal: Vec<usize>,
+    /// What `NORMAL` learns from it, by bridge.
+    mac_sources: Vec<(usize, MacSource)>,
+}
+
+/// The rules a translation hit, each with its bridge.
+fn rules_of(t: &Translation) -> Vec<(usize, RuleId)> {
+    t.rule_bridges
+        .iter()
+        .copied()
+        .zip(t.rules.iter().copied())
+        .collect()
+}
+
+/// Translates `key` (OpenFlow `in_port` of bridge `start`) across `bridges`
+/// (patch ports lead from one to another), `NORMAL` learning or not. Learned
+/// flows are not applied. Returns the translation, the flows each bridge's
+/// `NORMAL` decided on, and each bridge's OpenFlow ports.
+#[allow(clippy::type_complexity)]
+fn translate_all(
+    bridges: &mut [Bridge],
+    start: usize,
+    key: &FlowKey,
+    learn: bool,
+    trace: bool,
+    now: u64,
+) -> Option<(Translation, Vec<Vec<FlowKey>>, Vec<Vec<u32>>)> {
+    if start >= bridges.len() {
+        return None;
+    }
+    let ports: Vec<Vec<u32>> = bridges.iter().map(Bridge::ofports).collect();
+    let odps: Vec<Vec<(u32, u32)>> = bridges.iter().map(Bridge::odp_map).collect();
+    let mut hooks: Vec<Recorded<'_>> = Vec::with_capacity(bridges.len());
+    let mut parts = Vec::with_capacity(bridges.len());
+    for b in bridges.iter_mut() {
+        let Bridge {
+            name,
+            tables,
+            normal,
+            patch_peers,
+            ..
+        } = b;
+        hooks.push(Recorded::new(if learn {
+            normal.hook(now)
+        } else {
+            normal.trace_hook()
+        }));
+        parts.push((name.as_str(), &*tables, patch_peers.as_slice()));
+    }
+    let t = {
+        let mut xb: Vec<XlateBridge<'_, '_>> = parts
+            .iter()
+            .zip(hooks.iter_mut())
+            .zip(ports.iter().zip(&odps))
+            .map(
+                |((&(name, tables, patches), hook), (ports, odp))| XlateBridge {
+                    name,
+                    tables,
+                    ports,
+                    odp: Some(odp),
+                    patches,
+                    normal: Some(hook as &mut dyn NormalHook),
+                },
+            )
+            .collect();
+        translate_bridges(&mut xb, start, key, trace)
+    };
+    let seen = hooks.into_iter().map(|h| h.seen).collect();
+    Some((t, seen, ports))
 }
 
 /// A bridge's `NORMAL` hook that also records the flows `NORMAL` decided on (as
@@ -1073,7 +1268,7 @@ impl NormalHook for Recorded<'_> {
 /// The bridges of `cfg` as the slow path runs them: datapath ports numbered as
 /// [`Config::datapath_ports`] numbers them (bridge order, then port order, then
 /// the bridge's own port, `LOCAL`), OpenFlow ports as [`BridgeConfig::ofports`]
-/// assigns them, each port's VLAN mode, the
+/// assigns them, patch ports ([`Bridge::add_patch`]), each port's VLAN mode, the
 /// MAC table settings, and the bridge's flows: [`DEFAULT_FLOW`], then the
 /// configured ones on top (all or nothing). Errors name the bridge, the port or
 /// the flow.
@@ -1102,6 +1297,14 @@ pub fn bridges_from_config(cfg: &Config) -> Result<Vec<Bridge>, String> {
 /// modes, MAC table settings, [`DEFAULT_FLOW`] and the configured flows.
 pub fn bridge_from_config(b: &BridgeConfig, ports: Vec<BridgePort>) -> Result<Bridge, String> {
     let mut bridge = Bridge::new(&b.name, ports);
+    let ofports = b.ofports();
+    for p in b.ports.iter().filter(|p| p.is_patch()) {
+        let ofport = ofports
+            .iter()
+            .find(|(n, _)| *n == p.name)
+            .map_or(0, |&(_, o)| o);
+        bridge.add_patch(&p.name, ofport, p.peer().unwrap_or_default());
+    }
     configure_normal(&mut bridge, b).map_err(|e| format!("bridge {:?}: {e}", b.name))?;
     let fms = b
         .flows
@@ -1351,7 +1554,7 @@ mod tests {
         assert!(t.contains("bridge(\"br0\")"), "{t}");
         assert_eq!(
             t.lines().last().unwrap(),
-            "Datapath actions: push_vlan(vid=5,pcp=0),2",
+            "Datapath actions: push_vlan(vid=5,pcp=0),11",
             "{t}"
         );
         assert!(
@@ -1714,7 +1917,8 @@ mod tests {
         let t = o
             .trace("br0", &format!("in_port=p1,dl_src={A},dl_dst={B}"))
             .unwrap();
-        assert_eq!(t.lines().last().unwrap(), "Datapath actions: 2,3", "{t}");
+        // Datapath ports, as OVS prints them (p2 and p3 are 11 and 12).
+        assert_eq!(t.lines().last().unwrap(), "Datapath actions: 11,12", "{t}");
         assert!(
             t.contains("no learned MAC for destination, flooding"),
             "{t}"
@@ -1724,7 +1928,7 @@ mod tests {
         let t = o
             .trace("br0", &format!("in_port=p1,dl_src={A},dl_dst={B}"))
             .unwrap();
-        assert_eq!(t.lines().last().unwrap(), "Datapath actions: 2", "{t}");
+        assert_eq!(t.lines().last().unwrap(), "Datapath actions: 11", "{t}");
     }
 
     #[test]

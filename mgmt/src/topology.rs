@@ -207,7 +207,7 @@ impl Config {
             name: name.to_string(),
             ..Default::default()
         });
-        c.validate_bridges()?;
+        c.validate_bridges(true)?;
         Ok(c)
     }
 
@@ -216,7 +216,7 @@ impl Config {
         let bi = self.bridge_index(name)?;
         let mut c = self.clone();
         c.bridges.remove(bi);
-        c.validate_bridges()?;
+        c.validate_bridges(true)?;
         Ok(c)
     }
 
@@ -241,7 +241,7 @@ impl Config {
             ofport: Some(ofport),
             ..port
         });
-        c.validate_bridges()?;
+        c.validate_bridges(true)?;
         Ok((c, ofport))
     }
 
@@ -267,7 +267,7 @@ impl Config {
         }
         b.ports.remove(pi);
         let bridge = b.name.clone();
-        c.validate_bridges()?;
+        c.validate_bridges(true)?;
         Ok((c, bridge))
     }
 
@@ -288,7 +288,7 @@ impl Config {
         if let Some(p) = b.ports.get_mut(pi) {
             change.apply(p);
         }
-        c.validate_bridges()?;
+        c.validate_bridges(true)?;
         Ok((c, bridge))
     }
 }

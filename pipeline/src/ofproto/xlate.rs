@@ -46,6 +46,9 @@
 //!   after `NORMAL` see the packet as it was. Without a hook `NORMAL` outputs
 //!   nothing and flags [`Translation::normal_unsupported`].
 //!
+//! * Patch ports ([`translate_bridges`]): an output to one continues in the
+//!   peer bridge within the same translation (OVS `patch_port_output`).
+//!
 //! # The megaflow mask
 //!
 //! [`Translation::mask`] has a 1 for every key bit the result depended on, and is
@@ -58,9 +61,13 @@
 //!   depends on the original value), every VLAN field when VLAN tags are touched,
 //!   and every field a committed set action carries in full.
 //!
+//! Across patch ports it is the union over every bridge visited, less what the
+//! peer reads of the fields it sees cleared (registers, `metadata`, tunnel):
+//! constants there, not key bits (property-tested with two bridges).
+//!
 //! # Deviations
 //!
-//! * No patch ports, tunnel ports, bonds, mirrors, conntrack, groups, meters or
+//! * No tunnel ports, bonds, mirrors, conntrack, groups, meters or
 //!   recirculation; `set(tunnel(..))` is committed before any output, not only
 //!   before tunnel ports.
 //! * `fin_idle_timeout`/`fin_hard_timeout` of `learn` are ignored.
@@ -192,6 +199,14 @@ pub enum TraceEvent {
         /// The warning.
         text: String,
     },
+    /// Translation entered another bridge through a patch port (printed
+    /// `bridge("NAME")`, underlined); the lookups there are its children.
+    Bridge {
+        /// Nesting depth (that of the actions of the rule that output).
+        depth: usize,
+        /// The bridge's name.
+        name: String,
+    },
 }
 
 /// The result of translating one flow key.
@@ -208,8 +223,16 @@ pub struct Translation {
     /// Every rule hit, in order (a rule hit twice appears twice), for crediting
     /// the datapath's statistics.
     pub rules: Vec<RuleId>,
+    /// The bridge (its index in [`translate_bridges`]'s slice) of each of
+    /// [`Translation::rules`]; all 0 for [`translate`].
+    pub rule_bridges: Vec<usize>,
     /// Flows built by `learn` actions, in order, for [`Tables::learn`].
     pub learned: Vec<FlowMod>,
+    /// The bridge of each of [`Translation::learned`] (whose tables learn it).
+    pub learned_bridges: Vec<usize>,
+    /// The bridges translation ran in, the first one first, each once (more
+    /// than one only through patch ports).
+    pub bridges: Vec<usize>,
     /// What applying `learned` did (filled by [`translate_and_learn`]).
     pub learn_outcomes: Vec<LearnOutcome>,
     /// The trace, when asked for.
@@ -231,28 +254,91 @@ pub struct XlateOptions<'a> {
     pub normal: Option<&'a mut dyn NormalHook>,
 }
 
-/// Translates `key` through `tables` on a bridge with the given OpenFlow ports.
+/// Translates `key` through `tables` on a bridge with the given OpenFlow ports
+/// (outputs name OpenFlow ports; no patch ports).
 pub fn translate(
     tables: &Tables,
     key: &FlowKey,
     ports: &[u32],
     opts: XlateOptions<'_>,
 ) -> Translation {
-    let mut cx = Ctx {
+    let mut one = [XlateBridge {
+        name: "br",
         tables,
         ports,
+        odp: None,
+        patches: &[],
         normal: opts.normal,
-        tracing: opts.trace,
+    }];
+    translate_bridges(&mut one, 0, key, opts.trace)
+}
+
+/// A patch port of a bridge (OVS `type=patch`, `options:peer`): what is output
+/// to `port` enters bridge `peer_bridge` on its port `peer_port`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PatchPeer {
+    /// The patch port's OpenFlow number in its own bridge.
+    pub port: u32,
+    /// The peer's bridge: an index into the slice given to
+    /// [`translate_bridges`].
+    pub peer_bridge: usize,
+    /// The peer port's OpenFlow number in its bridge.
+    pub peer_port: u32,
+}
+
+/// One bridge as [`translate_bridges`] sees it.
+pub struct XlateBridge<'a, 'h> {
+    /// Its name, for the trace (`bridge("NAME")`).
+    pub name: &'a str,
+    /// Its OpenFlow tables.
+    pub tables: &'a Tables,
+    /// Its OpenFlow ports, patch ports included (`FLOOD`, `NORMAL`).
+    pub ports: &'a [u32],
+    /// Datapath port of each OpenFlow port that has one, `(ofport, odp)`:
+    /// outputs become `DpAction::Output(odp)`, and an output to a port without
+    /// one (nor a patch) is skipped. `None`: outputs keep OpenFlow numbers.
+    pub odp: Option<&'a [(u32, u32)]>,
+    /// Its patch ports.
+    pub patches: &'a [PatchPeer],
+    /// The learning switch behind its `NORMAL`.
+    pub normal: Option<&'h mut dyn NormalHook>,
+}
+
+/// Translates `key`, which arrived on bridge `start` (`key.in_port` is an
+/// OpenFlow port of that bridge), through `bridges` joined by patch ports, as
+/// OVS's `patch_port_output` does: an output to a patch port continues in the
+/// peer bridge's table 0 with `in_port` the peer port, `metadata`, registers
+/// and tunnel metadata cleared and the header changes made so far kept;
+/// afterwards the calling bridge's flow comes back for its further actions.
+/// Each crossing counts as a resubmit (depth and total), so a loop of patch
+/// ports ends in [`XlateError::TooDeep`] (or `TooManyResubmits`): the packet is
+/// dropped. The mask is the union over every bridge visited; rules and learned
+/// flows carry their bridge ([`Translation::rule_bridges`],
+/// [`Translation::learned_bridges`]).
+pub fn translate_bridges(
+    bridges: &mut [XlateBridge<'_, '_>],
+    start: usize,
+    key: &FlowKey,
+    trace: bool,
+) -> Translation {
+    let mut cx = Ctx {
+        br: bridges,
+        cur: start,
+        tracing: trace,
         flow: *key,
         base: *key,
         wc: FlowKey::default(),
         out: Vec::new(),
         rules: Vec::new(),
+        rule_bridges: Vec::new(),
         learned: Vec::new(),
+        learned_bridges: Vec::new(),
+        visited: vec![start],
         trace: Vec::new(),
         n_actions: 0,
         n_resubmits: 0,
         depth: 0,
+        tshift: 0,
         error: None,
         normal_unsupported: false,
         n_controller: 0,
@@ -263,7 +349,9 @@ pub fn translate(
     if key.is_ip() {
         cx.wc.nw_frag |= 0x03;
     }
-    cx.table(0, None);
+    if cx.br.get(start).is_some() {
+        cx.table(0, None);
+    }
     let mut actions = cx.out;
     if cx.error.is_some() {
         actions.clear();
@@ -277,7 +365,10 @@ pub fn translate(
         actions,
         mask: cx.wc,
         rules: cx.rules,
+        rule_bridges: cx.rule_bridges,
         learned: cx.learned,
+        learned_bridges: cx.learned_bridges,
+        bridges: cx.visited,
         learn_outcomes: Vec::new(),
         trace: cx.trace,
         error: cx.error,
@@ -442,10 +533,11 @@ fn port_from_u16(p: u128) -> Option<u32> {
     Some(if p >= 0xfff8 { 0xffff_0000 | p } else { p })
 }
 
-struct Ctx<'a, 'h> {
-    tables: &'a Tables,
-    ports: &'a [u32],
-    normal: Option<&'h mut dyn NormalHook>,
+struct Ctx<'b, 'a, 'h> {
+    /// Every bridge patch ports may lead to.
+    br: &'b mut [XlateBridge<'a, 'h>],
+    /// The bridge translating now.
+    cur: usize,
     tracing: bool,
     /// The packet as the actions so far made it.
     flow: FlowKey,
@@ -454,20 +546,43 @@ struct Ctx<'a, 'h> {
     wc: FlowKey,
     out: Vec<DpAction>,
     rules: Vec<RuleId>,
+    rule_bridges: Vec<usize>,
     learned: Vec<FlowMod>,
+    learned_bridges: Vec<usize>,
+    visited: Vec<usize>,
     trace: Vec<TraceEvent>,
     n_actions: usize,
     n_resubmits: usize,
+    /// Enclosing resubmits and patch crossings (bounded by
+    /// [`MAX_RESUBMIT_DEPTH`]).
     depth: usize,
+    /// Added to `depth` in the trace: one per patch crossing, whose
+    /// `bridge(..)` line sits between the output and the peer's tables.
+    tshift: usize,
     error: Option<XlateError>,
     normal_unsupported: bool,
     n_controller: u32,
 }
 
-impl Ctx<'_, '_> {
+impl<'a> Ctx<'_, 'a, '_> {
+    /// The current bridge's tables (`cur` is always a valid index: checked at
+    /// the start and at each patch crossing).
+    fn tables(&self) -> Option<&'a Tables> {
+        self.br.get(self.cur).map(|b| b.tables)
+    }
+
+    fn ports(&self) -> &'a [u32] {
+        self.br.get(self.cur).map_or(&[], |b| b.ports)
+    }
+
+    /// The trace depth of the current table.
+    fn td(&self) -> usize {
+        self.depth + self.tshift
+    }
+
     fn warn(&mut self, text: impl Into<String>) {
         if self.tracing {
-            let depth = self.depth + 1;
+            let depth = self.td() + 1;
             self.trace.push(TraceEvent::Warn {
                 depth,
                 text: text.into(),
@@ -477,7 +592,7 @@ impl Ctx<'_, '_> {
 
     fn detail(&mut self, text: impl Into<String>) {
         if self.tracing {
-            let depth = self.depth + 1;
+            let depth = self.td() + 1;
             self.trace.push(TraceEvent::Detail {
                 depth,
                 text: text.into(),
@@ -498,12 +613,15 @@ impl Ctx<'_, '_> {
         if let Some(p) = in_port {
             self.flow.in_port = p;
         }
-        let hit = self.tables.lookup(table, &self.flow, &mut self.wc);
+        let Some(tables) = self.tables() else {
+            return;
+        };
+        let hit = tables.lookup(table, &self.flow, &mut self.wc);
         self.flow.in_port = saved;
-        let rule = hit.and_then(|id| self.tables.get(id).map(|r| (id, r)));
+        let rule = hit.and_then(|id| tables.get(id).map(|r| (id, r)));
         if self.tracing {
             self.trace.push(TraceEvent::Table {
-                depth: self.depth,
+                depth: self.td(),
                 table,
                 rule: rule.map(|(id, r)| (id, text::rule_brief(r))),
             });
@@ -511,20 +629,21 @@ impl Ctx<'_, '_> {
         let Some((id, rule)) = rule else {
             if self.tracing {
                 self.trace.push(TraceEvent::Action {
-                    depth: self.depth + 1,
+                    depth: self.td() + 1,
                     text: "drop".into(),
                 });
             }
             return;
         };
         self.rules.push(id);
+        self.rule_bridges.push(self.cur);
         self.run_actions(table, &rule.flow.actions);
     }
 
     fn run_actions(&mut self, table: u8, actions: &[Action]) {
         if actions.is_empty() && self.tracing {
             self.trace.push(TraceEvent::Action {
-                depth: self.depth + 1,
+                depth: self.td() + 1,
                 text: "drop".into(),
             });
         }
@@ -540,7 +659,7 @@ impl Ctx<'_, '_> {
             }
             if self.tracing {
                 self.trace.push(TraceEvent::Action {
-                    depth: self.depth + 1,
+                    depth: self.td() + 1,
                     text: text::action(a),
                 });
             }
@@ -572,10 +691,9 @@ impl Ctx<'_, '_> {
             Action::Local => self.output(OFPP_LOCAL, false),
             Action::Flood | Action::All => {
                 let in_port = self.flow.in_port;
-                for &p in self.ports {
+                for &p in self.ports() {
                     if p != in_port {
-                        self.commit();
-                        self.out.push(DpAction::Output(p));
+                        self.emit_output(p);
                     }
                 }
             }
@@ -745,7 +863,113 @@ impl Ctx<'_, '_> {
     }
 
     fn port_exists(&self, p: u32) -> bool {
-        p == OFPP_LOCAL || self.ports.contains(&p)
+        p == OFPP_LOCAL || self.ports().contains(&p)
+    }
+
+    /// Sends the packet, as the actions left it, out OpenFlow port `port` of
+    /// the current bridge (which exists): into the peer bridge for a patch
+    /// port, else a commit and a datapath output.
+    fn emit_output(&mut self, port: u32) {
+        let Some(b) = self.br.get(self.cur) else {
+            return;
+        };
+        if let Some(peer) = b.patches.iter().find(|p| p.port == port).copied() {
+            self.patch_output(peer);
+            return;
+        }
+        let dp = match b.odp {
+            None => Some(port),
+            Some(map) => map.iter().find(|(o, _)| *o == port).map(|&(_, d)| d),
+        };
+        let Some(dp) = dp else {
+            self.warn(format!("port {port} has no datapath port, not output"));
+            return;
+        };
+        self.commit();
+        self.out.push(DpAction::Output(dp));
+    }
+
+    /// OVS `patch_port_output`: translation goes on in the peer bridge, then
+    /// comes back (see [`translate_bridges`]).
+    fn patch_output(&mut self, peer: PatchPeer) {
+        if self.error.is_some() {
+            return;
+        }
+        let Some(name) = self.br.get(peer.peer_bridge).map(|b| b.name) else {
+            self.warn(format!("patch port {}: no peer bridge", peer.port));
+            return;
+        };
+        self.n_resubmits += 1;
+        if self.n_resubmits > MAX_RESUBMITS {
+            self.error = Some(XlateError::TooManyResubmits);
+            self.warn(XlateError::TooManyResubmits.to_string());
+            return;
+        }
+        if self.tracing {
+            let depth = self.td() + 1;
+            self.trace.push(TraceEvent::Bridge {
+                depth,
+                name: name.to_string(),
+            });
+        }
+        let (flow, cur) = (self.flow, self.cur);
+        // The peer sees no tunnel, metadata or registers whatever the packet
+        // had: what its lookups read of them are constants, not key bits.
+        // Nor does it see the datapath's tunnel: its commits set a tunnel only
+        // when its own actions set one (OVS leaves the tunnel out of commits
+        // but at tunnel ports), so they depend on no key bit either.
+        let wc = self.wc;
+        let b = &mut self.base;
+        let base_tun = (b.tun_id, b.tun_src, b.tun_dst, b.tun_flags);
+        (b.tun_id, b.tun_src, b.tun_dst, b.tun_flags) = (0, 0, 0, 0);
+        let n_out = self.out.len();
+        let f = &mut self.flow;
+        f.in_port = peer.peer_port;
+        f.metadata = 0;
+        f.regs = [0; crate::flow_key::FLOW_N_REGS];
+        (f.tun_id, f.tun_src, f.tun_dst, f.tun_flags) = (0, 0, 0, 0);
+        self.cur = peer.peer_bridge;
+        if !self.visited.contains(&peer.peer_bridge) {
+            self.visited.push(peer.peer_bridge);
+        }
+        self.depth += 1;
+        self.tshift += 1;
+        self.table(0, None);
+        self.depth -= 1;
+        self.tshift -= 1;
+        self.cur = cur;
+        self.flow = flow;
+        let w = &mut self.wc;
+        w.metadata = wc.metadata;
+        w.regs = wc.regs;
+        (w.tun_id, w.tun_src, w.tun_dst, w.tun_flags) =
+            (wc.tun_id, wc.tun_src, wc.tun_dst, wc.tun_flags);
+        // The datapath's tunnel: each field as the peer set it, if it did,
+        // else as it was.
+        let (mut id, mut src, mut dst) = (false, false, false);
+        for a in self.out.get(n_out..).unwrap_or_default() {
+            if let DpAction::SetTunnel {
+                tun_id,
+                src: s,
+                dst: d,
+            } = a
+            {
+                id |= tun_id.is_some();
+                src |= s.is_some();
+                dst |= d.is_some();
+            }
+        }
+        let b = &mut self.base;
+        if !id {
+            b.tun_id = base_tun.0;
+        }
+        if !src {
+            b.tun_src = base_tun.1;
+        }
+        if !dst {
+            b.tun_dst = base_tun.2;
+        }
+        b.tun_flags = base_tun.3;
     }
 
     fn output(&mut self, port: u32, to_in_port: bool) {
@@ -761,17 +985,21 @@ impl Ctx<'_, '_> {
             self.warn(format!("Nonexistent output port {port}"));
             return;
         }
-        self.commit();
-        self.out.push(DpAction::Output(port));
+        self.emit_output(port);
     }
 
     fn normal(&mut self) {
-        let Some(hook) = self.normal.as_deref_mut() else {
+        let ports = self.ports();
+        let Some(hook) = self
+            .br
+            .get_mut(self.cur)
+            .and_then(|b| b.normal.as_deref_mut())
+        else {
             self.normal_unsupported = true;
             self.warn(NORMAL_UNSUPPORTED);
             return;
         };
-        let decision = hook.normal(&self.flow, &mut self.wc, self.ports);
+        let decision = hook.normal(&self.flow, &mut self.wc, ports);
         match decision.note {
             Some(NormalNote::Detail(text)) => self.detail(text),
             Some(NormalNote::Warn(text)) => self.warn(text),
@@ -787,8 +1015,7 @@ impl Ctx<'_, '_> {
                 continue;
             }
             set_outer_vlan(&mut self.flow, o.vlan);
-            self.commit();
-            self.out.push(DpAction::Output(o.port));
+            self.emit_output(o.port);
             (self.flow.vlan_tci, self.flow.vlan_tpid) = tags;
         }
     }
@@ -848,16 +1075,18 @@ impl Ctx<'_, '_> {
             actions,
         };
         if self.tracing {
-            let what = match self.tables.learn_preview(&fm) {
-                LearnOutcome::Added(_) => "learned rule added",
-                LearnOutcome::Refreshed(_) => "learned rule refreshed",
-                LearnOutcome::Modified(_) => "learned rule modified",
-                LearnOutcome::Refused => "learned rule refused",
+            let what = match self.tables().map(|t| t.learn_preview(&fm)) {
+                None => "learned rule refused",
+                Some(LearnOutcome::Added(_)) => "learned rule added",
+                Some(LearnOutcome::Refreshed(_)) => "learned rule refreshed",
+                Some(LearnOutcome::Modified(_)) => "learned rule modified",
+                Some(LearnOutcome::Refused) => "learned rule refused",
             };
             let text = format!("{what}: {}", text::flow_mod(&fm));
             self.detail(text);
         }
         self.learned.push(fm);
+        self.learned_bridges.push(self.cur);
     }
 
     /// Emits the datapath actions that bring the packet from `base` to `flow`
@@ -1113,7 +1342,8 @@ fn event_depth(e: &TraceEvent) -> usize {
         TraceEvent::Table { depth, .. }
         | TraceEvent::Action { depth, .. }
         | TraceEvent::Detail { depth, .. }
-        | TraceEvent::Warn { depth, .. } => *depth,
+        | TraceEvent::Warn { depth, .. }
+        | TraceEvent::Bridge { depth, .. } => *depth,
     }
 }
 
@@ -1130,13 +1360,14 @@ fn print_nodes(out: &mut String, events: &[TraceEvent], level: usize) {
         let ev = &events[i];
         // Children: following events deeper than this table node.
         let mut j = i + 1;
-        if matches!(ev, TraceEvent::Table { .. }) {
+        let parent = matches!(ev, TraceEvent::Table { .. } | TraceEvent::Bridge { .. });
+        if parent {
             while j < events.len() && event_depth(&events[j]) > d {
                 j += 1;
             }
         }
         let last = j >= events.len();
-        let terminal = !matches!(ev, TraceEvent::Table { .. });
+        let terminal = !parent;
         // OVS `oftrace_node_print_details`: a node is indented unless it is the
         // last of its list and not terminal, so tail resubmits do not nest.
         let more = usize::from(!last || terminal);
@@ -1153,6 +1384,16 @@ fn print_nodes(out: &mut String, events: &[TraceEvent], level: usize) {
             TraceEvent::Action { text, .. } => out.push_str(&format!("{indent}{text}\n")),
             TraceEvent::Detail { text, .. } => out.push_str(&format!("{indent} -> {text}\n")),
             TraceEvent::Warn { text, .. } => out.push_str(&format!("{indent} >> {text}\n")),
+            TraceEvent::Bridge { name, .. } => {
+                // OVS `oftrace_node_print_details`: a blank line, the title,
+                // and dashes under it.
+                let title = format!("bridge(\"{name}\")");
+                out.push_str(&format!(
+                    "\n{indent}{title}\n{indent}{}\n",
+                    "-".repeat(title.len())
+                ));
+                print_nodes(out, &events[i + 1..j], level + 2 * more);
+            }
         }
         i = j;
     }
