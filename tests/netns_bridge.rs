@@ -827,3 +827,58 @@ fn a_mac_that_moves_is_followed() {
     assert_eq!(hs[1].ping(&hs[0].ip, 3), 3, "reached at its new port");
     h.stop();
 }
+
+#[test]
+fn patch_ports_added_at_runtime_join_two_bridges() {
+    let _turn = serial();
+    let mut h = Hosts::new('p', 2);
+    let cfg = h.base_config();
+    h.launch(&cfg);
+    let (a, b) = (format!("{}a", h.bridge), format!("{}b", h.bridge));
+    h.ctl_ok(&["add-br", &a]);
+    h.ctl_ok(&["add-br", &b]);
+    for (i, br) in [(0, &a), (1, &b)] {
+        h.ctl_ok(&[
+            "add-port",
+            br,
+            &format!("p{i}"),
+            &format!(
+                "options:dpdk-devargs=net_af_packet{i},iface={}",
+                h.host_veths[i]
+            ),
+        ]);
+    }
+    // One side of the pair: its peer does not exist yet, nothing crosses.
+    h.ctl_ok(&["add-port", &a, "pa", "type=patch", "options:peer=pb"]);
+    let hs = &h.hosts;
+    assert_eq!(
+        hs[0].ping(&hs[1].ip, 2),
+        0,
+        "half a patch pair joins nothing"
+    );
+    // A peer that does not name it back is refused.
+    let err = h.ctl(&["add-port", &b, "pb", "type=patch", "options:peer=px"]);
+    assert!(
+        String::from_utf8_lossy(&err.stderr).contains("options.peer"),
+        "{}",
+        String::from_utf8_lossy(&err.stderr)
+    );
+    h.ctl_ok(&["add-port", &b, "pb", "type=patch", "options:peer=pa"]);
+    wait_reachable(&hs[0], &hs[1].ip, 10);
+    assert_eq!(hs[1].ping(&hs[0].ip, 3), 3);
+    let show = h.ctl_ok(&["show"]);
+    assert!(
+        show.contains(
+            "        Port pa\n            Interface pa\n                type: patch\n                options: {peer=pb}\n"
+        ),
+        "{show}"
+    );
+    // Each bridge learned the far host behind its patch port.
+    let fdb = h.ctl_ok(&["--json", "fdb-show", &a]);
+    assert!(fdb.contains(&hs[1].mac()), "{fdb}");
+
+    // Without one side, the bridges are apart again.
+    h.ctl_ok(&["del-port", "pb"]);
+    assert_eq!(hs[0].ping(&hs[1].ip, 2), 0, "the pair is broken");
+    h.stop();
+}
