@@ -293,7 +293,9 @@ impl Bond {
     /// member is enabled; marks in `wc` the key bits the choice read.
     pub fn choose_member(&self, flow: &FlowKey, vlan: u16, wc: &mut FlowKey) -> Option<u32> {
         if self.mode == BondMode::ActiveBackup {
-            return self.active.filter(|&a| self.member(a).is_some_and(|m| m.enabled));
+            return self
+                .active
+                .filter(|&a| self.member(a).is_some_and(|m| m.enabled));
         }
         let enabled: Vec<u32> = self
             .members

@@ -28,6 +28,8 @@
 //!   [`xlate::NormalHook`].
 //! * [`bond`]: bonds (a port of several interfaces) for `NORMAL`: member
 //!   choice per `bond_mode`, admissibility, failover ([`bond::Bond`]).
+//! * [`lacp`]: LACP (802.1AX) per bond: LACPDUs in and out, partners, which
+//!   members may carry traffic ([`lacp::Lacp`]).
 //! * [`syntax`]: `ovs-ofctl` text in and out: `add-flow`/`add-flows` lines,
 //!   `del-flows`/`dump-flows` selections, `dump-flows` lines (printed in
 //!   `match_format`'s field order, actions as `ofpacts_format`), [`syntax::PortMap`].
@@ -46,6 +48,7 @@ pub mod action;
 pub mod bond;
 pub mod field;
 pub mod flow_match;
+pub mod lacp;
 pub mod normal;
 pub mod reference;
 pub mod rule;

@@ -783,7 +783,11 @@ impl Normal {
     /// bundle ([`Bond::bundle`]; its VLAN mode is the bundle's). Members that
     /// already belong to another bond are refused.
     pub fn add_bond(&mut self, bond: Bond) -> Result<(), String> {
-        if let Some(m) = bond.members().iter().find(|m| self.members.contains_key(&m.ofport)) {
+        if let Some(m) = bond
+            .members()
+            .iter()
+            .find(|m| self.members.contains_key(&m.ofport))
+        {
             return Err(format!("port {} is already a member of a bond", m.ofport));
         }
         let i = self.bonds.len();
