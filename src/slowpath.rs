@@ -6,17 +6,23 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
-use dpdk_ffi::Mbuf;
+use dpdk_ffi::{Mbuf, Mempool};
 use mgmt::config::Config;
 use mgmt::ofproto::{Bridge, DpControl, Ofproto, OfprotoConfig};
 use pipeline::actions::DpAction;
 use pipeline::flow_cache::FlowStats;
 use pipeline::FlowKey;
-use pmd::{FlowActions, PmdCommand};
+use pmd::{FlowActions, PmdCommand, Port};
 
-/// The PMDs' command queues, by PMD index.
+/// The PMDs' command queues, by PMD index, and what the slow path sends and
+/// reads itself: the mempool its frames (LACPDUs) are built in, the ports
+/// whose links bonds follow.
 pub struct PmdControl {
     pub commands: Vec<Sender<PmdCommand>>,
+    /// Where frames the slow path sends are allocated.
+    pub pool: Option<Arc<Mempool>>,
+    /// The datapath's ports, by datapath port number.
+    pub ports: Vec<Arc<dyn Port>>,
 }
 
 impl DpControl for PmdControl {
@@ -68,6 +74,28 @@ impl DpControl for PmdControl {
             let _ = rx.recv_timeout(BARRIER_TIMEOUT);
         }
     }
+
+    fn link_up(&self, odp: usize) -> Option<bool> {
+        self.ports.get(odp).map(|p| p.link().up)
+    }
+
+    fn packet_data(&self, packet: &Mbuf) -> Vec<u8> {
+        packet.data().to_vec()
+    }
+
+    fn send(&self, odp: usize, frame: &[u8]) {
+        // Any PMD will do (each has a tx queue on every port): the first.
+        let (Some(pool), Some(q)) = (&self.pool, self.commands.first()) else {
+            return;
+        };
+        let Some(packet) = Mbuf::from_slice(pool, frame) else {
+            return; // mempool exhausted: the next periodic frame goes instead
+        };
+        let _ = q.send(PmdCommand::Execute {
+            actions: Arc::new(FlowActions::new(vec![DpAction::Output(odp as u32)])),
+            packet,
+        });
+    }
 }
 
 /// Longest wait for a PMD to acknowledge a barrier.
@@ -104,6 +132,8 @@ impl SlowPath {
                 .iter()
                 .filter_map(|p| p.commands.clone())
                 .collect(),
+            pool: Some(dp.mempool().clone()),
+            ports: dp.ports().iter().map(pmd::PortInfo::handle).collect(),
         };
         let ofproto = Arc::new(Mutex::new(Ofproto::new(bridges, control, cfg)));
         let stop = Arc::new(AtomicBool::new(false));

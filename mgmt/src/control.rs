@@ -637,6 +637,33 @@ fn show(view: &dyn DatapathView, topo: &Config, json: bool) -> Response {
                     .all_ports()
                     .iter()
                     .map(|p| {
+                        if p.is_bond() {
+                            let ifaces: Vec<serde_json::Value> = p
+                                .interface_ports()
+                                .iter()
+                                .map(|i| {
+                                    json!({
+                                        "name": i.name,
+                                        "type": i.port_type,
+                                        "ofport": ofports.get(&i.name),
+                                        "n_rxq": i.n_rxq,
+                                        "options": i.options,
+                                        "link_up": link(&i.name),
+                                    })
+                                })
+                                .collect();
+                            return json!({
+                                "name": p.name,
+                                "type": "bond",
+                                "bond_mode": p.bond_mode.as_deref().unwrap_or("active-backup"),
+                                "lacp": p.lacp.as_deref().unwrap_or("off"),
+                                "other_config": p.other_config,
+                                "tag": p.tag,
+                                "trunks": p.trunks,
+                                "vlan_mode": p.vlan_mode,
+                                "interfaces": ifaces,
+                            });
+                        }
                         json!({
                             "name": p.name,
                             "type": p.port_type,
@@ -700,18 +727,24 @@ fn show(view: &dyn DatapathView, topo: &Config, json: bool) -> Response {
                 let trunks: Vec<String> = trunks.iter().map(u16::to_string).collect();
                 let _ = writeln!(out, "            trunks: [{}]", trunks.join(", "));
             }
-            let _ = writeln!(out, "            Interface {name}");
-            let _ = writeln!(out, "                type: {}", ovsdb_string(&p.port_type));
-            if !p.options.is_empty() {
-                let opts: Vec<String> = p
-                    .options
-                    .iter()
-                    .map(|(k, v)| format!("{}={}", ovsdb_string(k), ovsdb_string(v)))
-                    .collect();
-                let _ = writeln!(out, "                options: {{{}}}", opts.join(", "));
-            }
-            if link(&p.name) == Some(false) {
-                out.push_str("                link_state: down\n");
+            // A bond's interfaces, by name as ovs-vsctl sorts them; a plain
+            // port is its own interface.
+            let mut ifaces = p.interface_ports();
+            ifaces.sort_by(|x, y| x.name.cmp(&y.name));
+            for i in &ifaces {
+                let _ = writeln!(out, "            Interface {}", ovsdb_string(&i.name));
+                let _ = writeln!(out, "                type: {}", ovsdb_string(&i.port_type));
+                if !i.options.is_empty() {
+                    let opts: Vec<String> = i
+                        .options
+                        .iter()
+                        .map(|(k, v)| format!("{}={}", ovsdb_string(k), ovsdb_string(v)))
+                        .collect();
+                    let _ = writeln!(out, "                options: {{{}}}", opts.join(", "));
+                }
+                if link(&i.name) == Some(false) {
+                    out.push_str("                link_state: down\n");
+                }
             }
         }
     }

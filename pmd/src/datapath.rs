@@ -116,6 +116,11 @@ impl PortInfo {
     pub fn link(&self) -> Link {
         self.port.link()
     }
+    /// The port itself, for a thread that reads its link (the slow path's
+    /// bond monitor) while the datapath runs.
+    pub fn handle(&self) -> Arc<dyn Port> {
+        self.port.clone()
+    }
     /// The driver's own statistics (errors, misses).
     pub fn driver_stats(&self) -> PortStats {
         self.port.stats()
