@@ -398,7 +398,10 @@ impl BridgeConfig {
     /// port, or each member of a bond ([`PortConfig::interface_ports`]); not
     /// the bridge's own port. Each is a datapath port with an OpenFlow number.
     pub fn interfaces(&self) -> Vec<PortConfig> {
-        self.ports.iter().flat_map(PortConfig::interface_ports).collect()
+        self.ports
+            .iter()
+            .flat_map(PortConfig::interface_ports)
+            .collect()
     }
 
     /// Every port of the bridge: the configured ports in order, then
@@ -1149,9 +1152,8 @@ impl Config {
                 }
             }
             for (pi, port) in &entries {
-                check_name(&port.name).map_err(|r| {
-                    ConfigError::invalid(format!("bridge[{bi}].{pi}.name"), r)
-                })?;
+                check_name(&port.name)
+                    .map_err(|r| ConfigError::invalid(format!("bridge[{bi}].{pi}.name"), r))?;
                 let at = format!("bridge[{bi}].{pi} \"{}\"", port.name);
                 if let Some((obi, opi)) = port_owner.get(port.name.as_str()) {
                     let other = &self.bridges[*obi].name;
@@ -2310,5 +2312,136 @@ name = "br0"
         assert!(!mounts_have_hugetlbfs("proc /proc proc rw 0 0\n"));
         let facts = HostFacts::probe();
         assert!(facts.ncpus >= 1);
+    }
+
+    const BOND: &str = r#"
+[[bridge]]
+name = "br0"
+  [[bridge.port]]
+  name = "host"
+  options = { dpdk-devargs = "net_af_packet0,iface=vh" }
+  [[bridge.port]]
+  name = "bond0"
+  bond_mode = "balance-tcp"
+  lacp = "active"
+  other_config = { lacp-time = "fast" }
+  tag = 10
+    [[bridge.port.interface]]
+    name = "eth0"
+    options = { dpdk-devargs = "net_af_packet1,iface=va" }
+    [[bridge.port.interface]]
+    name = "eth1"
+    ofport = 7
+    options = { dpdk-devargs = "net_af_packet2,iface=vb" }
+"#;
+
+    #[test]
+    fn bond_members_are_datapath_ports_with_openflow_numbers_of_their_own() {
+        let cfg = Config::from_toml_str(BOND).unwrap();
+        cfg.validate(&HOST).unwrap();
+        let bond = &cfg.bridges[0].ports[1];
+        assert_eq!(
+            bond.bond_settings(),
+            Ok(BondSettings {
+                mode: BondMode::BalanceTcp,
+                lacp: LacpMode::Active,
+                lacp_fast: true,
+            })
+        );
+        assert_eq!(
+            cfg.bridges[0].ofports(),
+            [
+                ("host".to_string(), 1),
+                ("eth0".to_string(), 2),
+                ("eth1".to_string(), 7),
+                ("br0".to_string(), OFPORT_LOCAL)
+            ]
+        );
+        let dp: Vec<(String, u32, String, Option<String>)> = cfg
+            .datapath_ports()
+            .into_iter()
+            .map(|p| (p.port.name, p.ofport, p.devargs, p.bond))
+            .collect();
+        assert_eq!(
+            dp,
+            [
+                ("host".into(), 1, "net_af_packet0,iface=vh".into(), None),
+                (
+                    "eth0".into(),
+                    2,
+                    "net_af_packet1,iface=va".into(),
+                    Some("bond0".into())
+                ),
+                (
+                    "eth1".into(),
+                    7,
+                    "net_af_packet2,iface=vb".into(),
+                    Some("bond0".into())
+                ),
+                (
+                    "br0".into(),
+                    OFPORT_LOCAL,
+                    "net_tap0,iface=br0".into(),
+                    None
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn bond_errors_name_the_field() {
+        let cases = [
+            (
+                BOND.replace("balance-tcp", "round-robin"),
+                "bridge[0].port[1] \"bond0\": bond_mode: \"round-robin\" is not one of active-backup, balance-slb, balance-tcp",
+            ),
+            (
+                BOND.replace("lacp = \"active\"", "lacp = \"on\""),
+                "bridge[0].port[1] \"bond0\": lacp: \"on\" is not one of off, active, passive",
+            ),
+            (
+                BOND.replace("lacp = \"active\"", "lacp = \"off\""),
+                "bridge[0].port[1] \"bond0\": bond_mode: balance-tcp needs lacp (active or passive)",
+            ),
+            (
+                BOND.replace("lacp-time = \"fast\"", "lacp-time = \"quick\""),
+                "bridge[0].port[1] \"bond0\": other_config.lacp-time: \"quick\" is not one of fast, slow",
+            ),
+            (
+                BOND.replace("lacp-time = \"fast\"", "bond-miimon = \"100\""),
+                "bridge[0].port[1] \"bond0\": other_config.bond-miimon: unknown key (expected lacp-time)",
+            ),
+            (
+                BOND.replace("name = \"eth1\"", "name = \"host\""),
+                "bridge \"br0\": duplicate port name \"host\" (twice in bridge \"br0\": port[0] and port[1].interface[1])",
+            ),
+            (
+                BOND.replace("net_af_packet2,iface=vb", "net_af_packet1,iface=vb"),
+                "bridge[0].port[1].interface[1] \"eth1\": options.dpdk-devargs: device \"net_af_packet1\" is already used by port \"eth0\"",
+            ),
+            (
+                BOND.replace("    name = \"eth0\"\n", "    name = \"eth0\"\n    type = \"internal\"\n"),
+                "bridge[0].port[1] \"bond0\": interface[0].type: a bond member must be \"dpdk\", got \"internal\"",
+            ),
+            (
+                BOND.replace("  tag = 10\n", "  tag = 10\n  options = { dpdk-devargs = \"net_null0\" }\n"),
+                "bridge[0].port[1] \"bond0\": options.dpdk-devargs: a bond has no options of its own (its interfaces have)",
+            ),
+            (
+                BOND.replace("  name = \"host\"\n", "  name = \"host\"\n  lacp = \"active\"\n"),
+                "bridge[0].port[0] \"host\": lacp: only a bond (a port with [[bridge.port.interface]] entries) has one",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(err(&text), want);
+        }
+        let one = BOND
+            .split("    [[bridge.port.interface]]\n    name = \"eth1\"")
+            .next()
+            .unwrap();
+        assert_eq!(
+            err(one),
+            "bridge[0].port[1] \"bond0\": interface: a bond needs at least 2 interfaces"
+        );
     }
 }

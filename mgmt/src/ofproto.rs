@@ -52,8 +52,8 @@ use std::time::Instant;
 use pipeline::actions::{format_dp_actions, DpAction};
 use pipeline::flow_cache::FlowStats;
 use pipeline::ofproto::action::{Action, RESERVED_PORT_NAMES};
-use pipeline::ofproto::flow_match::Match;
 use pipeline::ofproto::bond::{Bond, BondMode};
+use pipeline::ofproto::flow_match::Match;
 use pipeline::ofproto::lacp::{Lacp, ETH_TYPE_SLOW, LACP_DST};
 use pipeline::ofproto::normal::{MacSource, MacTable, Normal, NormalXlate, VlanMode};
 use pipeline::ofproto::rule::{FlowMod, OFP_DEFAULT_PRIORITY};
@@ -205,7 +205,13 @@ impl Bridge {
             return Err(format!("bond {name:?}: no members"));
         }
         let l = lacp.map(|(active, fast)| {
-            Lacp::new(name, ms.clone(), active, fast, lacp_system_id(&self.name, name))
+            Lacp::new(
+                name,
+                ms.clone(),
+                active,
+                fast,
+                lacp_system_id(&self.name, name),
+            )
         });
         self.normal
             .add_bond(Bond::new(name, mode, ms, lacp.is_some()))
@@ -469,6 +475,10 @@ impl<D: DpControl> Ofproto<D> {
         // Bonds carry traffic from the start when their members' links are up
         // (and LACP sends its first LACPDUs).
         o.run_bonds();
+        for b in &mut o.bridges {
+            // No megaflow exists yet to revalidate.
+            b.bond_generation = b.normal.bonds_generation();
+        }
         o
     }
 
@@ -666,8 +676,7 @@ impl<D: DpControl> Ofproto<D> {
                 let (may, negotiated): (Vec<u32>, bool) = match lacp {
                     Some(l) => {
                         for (p, frame) in l.run(now) {
-                            if let Some(Some(odp)) =
-                                members.iter().find(|m| m.0 == p).map(|m| m.1)
+                            if let Some(Some(odp)) = members.iter().find(|m| m.0 == p).map(|m| m.1)
                             {
                                 // A member without carrier sends nothing.
                                 if links.iter().any(|&(q, up)| q == p && up) {
@@ -1087,7 +1096,10 @@ impl<D: DpControl> Ofproto<D> {
                 if !bond.is_none_or(|n| n == bd.name()) {
                     continue;
                 }
-                let active = bd.active().and_then(|a| bd.member(a)).map(|m| m.name.clone());
+                let active = bd
+                    .active()
+                    .and_then(|a| bd.member(a))
+                    .map(|m| m.name.clone());
                 let members: Vec<serde_json::Value> = bd
                     .members()
                     .iter()
@@ -1281,7 +1293,10 @@ fn configure_normal(bridge: &mut Bridge, cfg: &BridgeConfig) -> Result<(), Strin
             .vlan_mode()
             .map_err(|e| format!("port {:?}: {e}", p.name))?;
         // A bond's mode is its bundle's: the port its first member has.
-        let name = p.interfaces.first().map_or(p.name.as_str(), |i| i.name.as_str());
+        let name = p
+            .interfaces
+            .first()
+            .map_or(p.name.as_str(), |i| i.name.as_str());
         bridge.set_vlan_mode(name, mode)?;
     }
     if let Some(secs) = cfg.mac_aging_time {
