@@ -124,6 +124,11 @@ pub struct Hosts {
     pub sock: PathBuf,
     /// The test's /24 (`10.X.Y`).
     pub net: String,
+    /// The network namespace the daemon runs in, `None` for the root one
+    /// (removed on drop). Two daemons' `net_af_packet` ports in one namespace
+    /// may pick the same `PACKET_FANOUT` group id (DPDK derives it from the
+    /// pid and the interface index) and fail to start.
+    pub daemon_ns: Option<String>,
 }
 
 impl Drop for Hosts {
@@ -133,6 +138,9 @@ impl Drop for Hosts {
         }
         for h in &self.hosts {
             let _ = run(&["ip", "netns", "del", &h.ns]);
+        }
+        if let Some(ns) = &self.daemon_ns {
+            let _ = run(&["ip", "netns", "del", ns]);
         }
         for v in &self.host_veths {
             // Gone with its peer's namespace, unless that failed.
@@ -177,6 +185,7 @@ impl Hosts {
             dir,
             prefix: prefix.clone(),
             net: subnet(letter),
+            daemon_ns: None,
         };
         let net = h.net.clone();
         for i in 0..n {
@@ -267,6 +276,20 @@ impl Hosts {
         (host, [a, b])
     }
 
+    /// Runs the daemon in a network namespace of its own, `<prefix>-sw`, and
+    /// moves the root-side veths (the bridge's ports) there.
+    pub fn use_daemon_namespace(&mut self) {
+        let ns = format!("{}-sw", self.prefix);
+        let _ = run(&["ip", "netns", "del", &ns]);
+        must(&["ip", "netns", "add", &ns]);
+        for v in &self.host_veths {
+            must(&["ip", "link", "set", v, "netns", &ns]);
+            must(&["ip", "netns", "exec", &ns, "ip", "link", "set", v, "up"]);
+        }
+        must(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+        self.daemon_ns = Some(ns);
+    }
+
     /// Writes the config (bridge with one af_packet port per host, `port_keys`
     /// of host i added to its port table), starts the daemon and waits until its
     /// control socket answers.
@@ -306,7 +329,16 @@ name = "{bridge}"
         cfg.push_str(ports);
         let path = self.dir.join("switch.toml");
         std::fs::write(&path, cfg).expect("write config");
-        let child = Command::new(BIN)
+        let mut cmd = match &self.daemon_ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                // `ip netns exec` execs the daemon: the child is the daemon.
+                c.args(["netns", "exec", ns, BIN]);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = cmd
             .args(["run", "--config"])
             .arg(&path)
             .stdout(Stdio::null())
