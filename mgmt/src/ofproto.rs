@@ -628,11 +628,13 @@ impl<D: DpControl> Ofproto<D> {
         if lacp.process_pdu(ofport, &data, now).is_ok() {
             self.stats.lacp_rx += 1;
         }
-        let mut mask = FlowKey::default();
-        mask.in_port = u32::MAX;
-        mask.dl_type = u16::MAX;
-        mask.dl_src = [0xff; 6];
-        mask.dl_dst = [0xff; 6];
+        let mask = FlowKey {
+            in_port: u32::MAX,
+            dl_type: u16::MAX,
+            dl_src: [0xff; 6],
+            dl_dst: [0xff; 6],
+            ..FlowKey::default()
+        };
         let mkey = key.masked(&mask);
         self.dp.install(
             pmd,
@@ -1093,7 +1095,7 @@ impl<D: DpControl> Ofproto<D> {
         let mut rows = Vec::new();
         for b in &self.bridges {
             for bd in b.normal.bonds() {
-                if !bond.is_none_or(|n| n == bd.name()) {
+                if bond.is_some_and(|n| n != bd.name()) {
                     continue;
                 }
                 let active = bd
@@ -1136,7 +1138,7 @@ impl<D: DpControl> Ofproto<D> {
         let mut found = false;
         for b in &self.bridges {
             for (bd, l) in b.normal.bonds().iter().zip(&b.lacp) {
-                if !bond.is_none_or(|n| n == bd.name()) {
+                if bond.is_some_and(|n| n != bd.name()) {
                     continue;
                 }
                 found = true;

@@ -240,6 +240,8 @@ impl Hosts {
             dev: bond.clone(),
             ip: ip.clone(),
         };
+        // In the guard's list before anything can fail.
+        self.hosts.push(host.clone());
         let nsx = |args: &[&str]| {
             let mut v = vec!["ip", "netns", "exec", ns.as_str()];
             v.extend_from_slice(args);
@@ -271,7 +273,6 @@ impl Hosts {
         nsx(&["ip", "addr", "add", &format!("{ip}/24"), "dev", &bond]);
         nsx(&["ip", "link", "set", &bond, "up"]);
         nsx(&["ip", "link", "set", "lo", "up"]);
-        self.hosts.push(host.clone());
         let [a, b]: [String; 2] = roots.try_into().expect("two veths");
         (host, [a, b])
     }
