@@ -1793,7 +1793,7 @@ name = "br0"
         );
         assert_eq!(
             err(&with_port("name = \"p0\"\nn_rxqs = 2")),
-            "bridge[0].port[0].n_rxqs: unknown field `n_rxqs`, expected one of `name`, `type`, `ofport`, `n_rxq`, `options`, `tag`, `trunks`, `vlan_mode` (line 5)"
+            "bridge[0].port[0].n_rxqs: unknown field `n_rxqs`, expected one of `name`, `type`, `ofport`, `n_rxq`, `options`, `tag`, `trunks`, `vlan_mode`, `interface`, `bond_mode`, `lacp`, `other_config` (line 5)"
         );
         assert_eq!(
             err("[pmd]\nburst = \"big\"\n"),
