@@ -101,9 +101,24 @@ fn active_backup_bond_fails_over_mid_ping() {
     must(&["ip", "link", "set", &roots[0], "down"]);
     let out = ping.wait_with_output().expect("ping");
     let got = replies(&out);
+    // The sequence numbers answered, for the failure message.
+    let seqs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split("icmp_seq=")
+                .nth(1)?
+                .split_whitespace()
+                .next()
+                .map(str::to_string)
+        })
+        .collect();
     assert!(
         got >= count - 10,
-        "{got} of {count} replies across the failover"
+        "{got} of {count} replies across the failover; answered: {}\n{}\n{}\n{}",
+        seqs.join(" "),
+        h.ctl_ok(&["bond-show"]),
+        h.ctl_ok(&["dump-dp-flows"]),
+        h.ctl_ok(&["port-stats"]),
     );
     eprintln!("failover: {got} of {count} replies");
 

@@ -270,6 +270,11 @@ impl Hosts {
         let _ = run(&[
             "ip", "netns", "exec", &ns, "ethtool", "-K", &bond, "tx", "off",
         ]);
+        // A fixed MAC: a bridge otherwise takes its ports' lowest, which
+        // could change under the hosts' ARP caches when a link goes.
+        if link_args.contains(&"bridge") {
+            nsx(&["ip", "link", "set", &bond, "address", "02:00:00:00:be:01"]);
+        }
         nsx(&["ip", "addr", "add", &format!("{ip}/24"), "dev", &bond]);
         nsx(&["ip", "link", "set", &bond, "up"]);
         nsx(&["ip", "link", "set", "lo", "up"]);
