@@ -284,7 +284,8 @@ fn lacp_between_two_switches_reaches_collecting_distributing() {
     // y's switch runs in a namespace of its own (see `Hosts::daemon_ns`),
     // with its ends of the veths.
     y.use_daemon_namespace();
-    let xports = bond_ports(&x, &xroots, keys);
+    // x balances by L4 hash, y by source MAC: each end picks its own members.
+    let xports = bond_ports(&x, &xroots, &keys.replace("balance-slb", "balance-tcp"));
     x.start_with_ports(&xports);
     // Both active: a passive end waits for the active one's periodic LACPDU,
     // and with no partner yet that comes every 30 s (the first one went out
@@ -334,6 +335,27 @@ fn lacp_between_two_switches_reaches_collecting_distributing() {
         &b.dev,
     ]);
     wait_reachable(&a, &b_ip, 10);
+    assert_eq!(a.ping(&b_ip, 5), 5);
+
+    // One link goes down (x's end; y's end loses its carrier with it): both
+    // bonds go on over the other, the ping still gets through.
+    must(&["ip", "link", "set", &ends[0].0, "down"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (jx, jy) = (bond_json(&x), bond_json(&y));
+        let down = |j: &serde_json::Value| {
+            j["members"][0]["enabled"] == false && j["members"][1]["enabled"] == true
+        };
+        if down(&jx) && down(&jy) {
+            assert_eq!(jx["lacp_status"], "negotiated", "{jx}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bonds did not drop eth0:\n{jx}\n{jy}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert_eq!(a.ping(&b_ip, 5), 5);
     y.stop();
     x.stop();
