@@ -1096,6 +1096,50 @@ name = "br0"
     }
 
     #[test]
+    fn show_prints_a_bond_with_its_interfaces() {
+        let mut t = topo();
+        let bond = t.bridges[0]
+            .ports
+            .iter_mut()
+            .find(|p| p.name == "dpdk1")
+            .unwrap();
+        bond.name = "bond0".into();
+        bond.options.clear();
+        bond.bond_mode = Some("balance-slb".into());
+        bond.interfaces = ["eth1", "eth0"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| crate::config::InterfaceConfig {
+                name: n.to_string(),
+                options: [("dpdk-devargs".to_string(), format!("net_null{}", i + 1))].into(),
+                ..Default::default()
+            })
+            .collect();
+        let r = handle(&Request::new("show", vec![]), &view(), &t);
+        assert!(
+            r.output.contains(
+                "        Port bond0\n            Interface eth0\n                type: dpdk\n                options: {dpdk-devargs=net_null2}\n            Interface eth1\n                type: dpdk\n                options: {dpdk-devargs=net_null1}\n        Port br0\n"
+            ),
+            "{}",
+            r.output
+        );
+        let req = Request {
+            cmd: "show".into(),
+            args: vec![],
+            json: true,
+        };
+        let v: serde_json::Value = serde_json::from_str(&handle(&req, &view(), &t).output).unwrap();
+        let ports = v["bridges"][0]["ports"].as_array().unwrap();
+        let b = ports.iter().find(|p| p["name"] == "bond0").unwrap();
+        assert_eq!(b["type"], "bond");
+        assert_eq!(b["bond_mode"], "balance-slb");
+        assert_eq!(b["lacp"], "off");
+        assert_eq!(b["interfaces"][0]["name"], "eth1");
+        assert_eq!(b["interfaces"][0]["ofport"], 2);
+        assert_eq!(b["interfaces"][1]["ofport"], 3);
+    }
+
+    #[test]
     fn show_json() {
         let r = run("show", &["--json"], false);
         assert!(r.ok, "{r:?}");
