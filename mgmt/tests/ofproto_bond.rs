@@ -246,3 +246,62 @@ fn lacpdus_are_consumed_answered_and_enable_members() {
         ["install pmd0 in_port=10 dl_type=0x0800 -> 11 +pkt"]
     );
 }
+
+#[test]
+fn bridges_from_config_make_the_bond_with_its_vlan_mode_on_the_bundle() {
+    let cfg = mgmt::config::Config::from_toml_str(
+        r#"
+[[bridge]]
+name = "br0"
+  [[bridge.port]]
+  name = "host"
+  options = { dpdk-devargs = "net_null0" }
+  [[bridge.port]]
+  name = "bond0"
+  bond_mode = "balance-slb"
+  lacp = "passive"
+  tag = 10
+    [[bridge.port.interface]]
+    name = "eth0"
+    options = { dpdk-devargs = "net_null1" }
+    [[bridge.port.interface]]
+    name = "eth1"
+    options = { dpdk-devargs = "net_null2" }
+"#,
+    )
+    .unwrap();
+    let bridges = mgmt::ofproto::bridges_from_config(&cfg).unwrap();
+    let b = &bridges[0];
+    let ports: Vec<(&str, u32, usize)> = b
+        .ports
+        .iter()
+        .map(|p| (p.name.as_str(), p.ofport, p.odp))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            ("host", 1, 0),
+            ("eth0", 2, 1),
+            ("eth1", 3, 2),
+            ("br0", pipeline::flow_key::OFPP_LOCAL, 3)
+        ]
+    );
+    let bond = &b.normal.bonds()[0];
+    assert_eq!(bond.name(), "bond0");
+    assert_eq!(bond.mode(), BondMode::BalanceSlb);
+    assert_eq!(bond.bundle(), 2);
+    assert_eq!(
+        b.normal.port_mode(2),
+        &pipeline::ofproto::normal::VlanMode::Access { tag: 10 }
+    );
+    // Passive LACP and no partner: nothing sent, nothing enabled.
+    let dp = Dp::default();
+    let o = Ofproto::new(bridges, &dp, OfprotoConfig::default());
+    assert!(dp.sent.lock().unwrap().is_empty());
+    let show = o.lacp_show(None).unwrap();
+    assert!(show.contains("  status: passive\n"), "{show}");
+    assert!(o
+        .bond_show(None)
+        .unwrap()
+        .contains("lacp_status: configured"));
+}
