@@ -502,14 +502,18 @@ impl Lacp {
                 if m.attached { "attached" } else { "detached" }
             );
             let _ = writeln!(s, "  port_id: {}", m.ofport);
+            let _ = writeln!(s, "  port_priority: {}", actor.port_priority);
             let _ = writeln!(s, "  may_enable: {}", self.may_enable(m.ofport));
             let _ = writeln!(s, "\n  actor sys_id: {}", format_mac(&actor.sys_id));
+            let _ = writeln!(s, "  actor sys_priority: {}", actor.sys_priority);
             let _ = writeln!(s, "  actor port_id: {}", actor.port);
+            let _ = writeln!(s, "  actor port_priority: {}", actor.port_priority);
             let _ = writeln!(s, "  actor key: {}", actor.key);
             let _ = writeln!(s, "  actor state: {}", format_state(actor.state));
             let _ = writeln!(s, "\n  partner sys_id: {}", format_mac(&m.partner.sys_id));
             let _ = writeln!(s, "  partner sys_priority: {}", m.partner.sys_priority);
             let _ = writeln!(s, "  partner port_id: {}", m.partner.port);
+            let _ = writeln!(s, "  partner port_priority: {}", m.partner.port_priority);
             let _ = writeln!(s, "  partner key: {}", m.partner.key);
             let _ = writeln!(s, "  partner state: {}", format_state(m.partner.state));
         }
