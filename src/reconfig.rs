@@ -282,10 +282,14 @@ impl Reconfig {
                 "bridge {b} does not have a port {name} (it is on {on})"
             ));
         }
-        let patch = self
-            .config()
-            .find_port(name)
-            .is_some_and(|(_, p)| p.is_patch());
+        let current = self.config();
+        let port = current.find_port(name).map(|(_, p)| p);
+        if port.is_some_and(PortConfig::is_bond) {
+            return Err(format!(
+                "{name} is a bond: bonds are changed in the config file (restart), not at runtime yet"
+            ));
+        }
+        let patch = port.is_some_and(PortConfig::is_patch);
         if patch {
             lock(&self.ofproto).del_patch_port(&on, name)?;
             self.commit(cfg);
@@ -300,6 +304,15 @@ impl Reconfig {
     fn set_port(&self, name: &str, settings: &[&str]) -> Result<(), String> {
         let _one = lock(&self.changing);
         let change = VlanChange::parse(settings).map_err(|e| e.to_string())?;
+        if self
+            .config()
+            .find_port(name)
+            .is_some_and(|(_, p)| p.is_bond())
+        {
+            return Err(format!(
+                "{name} is a bond: bonds are changed in the config file (restart), not at runtime yet"
+            ));
+        }
         let (cfg, bridge) = self
             .config()
             .with_port_vlan(name, &change)

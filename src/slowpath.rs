@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
-use dpdk_ffi::Mbuf;
+use dpdk_ffi::{Mbuf, Mempool};
 use mgmt::config::Config;
 use mgmt::ofproto::{Bridge, DpControl, Ofproto, OfprotoConfig};
 use pipeline::actions::DpAction;
@@ -14,9 +14,15 @@ use pipeline::flow_cache::FlowStats;
 use pipeline::FlowKey;
 use pmd::{FlowActions, PmdCommand};
 
-/// The PMDs' command queues, by PMD index.
+/// The PMDs' command queues, by PMD index, and what the slow path sends and
+/// reads itself: the mempool its frames (LACPDUs) are built in, the ports
+/// whose links bonds follow.
 pub struct PmdControl {
     pub commands: Vec<Sender<PmdCommand>>,
+    /// Where frames the slow path sends are allocated.
+    pub pool: Option<Arc<Mempool>>,
+    /// The datapath's running ports, by datapath port number.
+    pub ports: pmd::PortTable,
 }
 
 impl DpControl for PmdControl {
@@ -70,6 +76,33 @@ impl DpControl for PmdControl {
             let _ = rx.recv_timeout(BARRIER_TIMEOUT);
         }
     }
+
+    fn link_up(&self, odp: usize) -> Option<bool> {
+        self.ports.get(odp).map(|p| p.link().up)
+    }
+
+    fn packet_data(&self, packet: &Option<Mbuf>) -> Vec<u8> {
+        // Slow-protocol frames (LACPDUs) come with their upcall; others are
+        // held by their PMD.
+        packet
+            .as_ref()
+            .map(|m| m.data().to_vec())
+            .unwrap_or_default()
+    }
+
+    fn send(&self, odp: usize, frame: &[u8]) {
+        // Any PMD will do (each has a tx queue on every port): the first.
+        let (Some(pool), Some(q)) = (&self.pool, self.commands.first()) else {
+            return;
+        };
+        let Some(packet) = Mbuf::from_slice(pool, frame) else {
+            return; // mempool exhausted: the next periodic frame goes instead
+        };
+        let _ = q.send(PmdCommand::Execute {
+            actions: Arc::new(FlowActions::new(vec![DpAction::Output(odp as u32)])),
+            packet,
+        });
+    }
 }
 
 /// Longest wait for a PMD to acknowledge a barrier.
@@ -106,6 +139,8 @@ impl SlowPath {
                 .iter()
                 .filter_map(|p| p.commands.clone())
                 .collect(),
+            pool: Some(dp.mempool().clone()),
+            ports: dp.port_table(),
         };
         let ofproto = Arc::new(Mutex::new(Ofproto::new(bridges, control, cfg)));
         let stop = Arc::new(AtomicBool::new(false));

@@ -57,6 +57,17 @@
 //!   tag = 10                     # NORMAL's VLANs, as OVS's Port table: an access
 //!   trunks = [10, 20]            # port of VLAN 10, or a trunk of these VLANs
 //!   vlan_mode = "access"         # access, trunk, native-tagged, native-untagged
+//!   [[bridge.port]]              # a bond: a port of several interfaces
+//!   name = "bond0"
+//!   bond_mode = "active-backup"  # or balance-slb, balance-tcp (needs lacp)
+//!   lacp = "active"              # off (default), active, passive
+//!   other_config = { lacp-time = "fast" }   # fast (1 s) or slow (30 s, default)
+//!     [[bridge.port.interface]]  # at least 2; each its own datapath and OpenFlow port
+//!     name = "eth0"
+//!     type = "dpdk"              # the only type a member may have
+//!     ofport = 5                 # optional
+//!     n_rxq = 1
+//!     options = { dpdk-devargs = "net_af_packet0,iface=veth0" }
 //!   [[bridge.forward]]
 //!   in_port = "dpdk0"
 //!   output = "dpdk1"
@@ -67,6 +78,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use pipeline::ofproto::bond::BondMode;
 use pipeline::ofproto::normal::{
     VlanError, VlanMode, VlanSet, MAC_MAX_AGING_SECS, MAC_MAX_MAX, MAC_MIN_AGING_SECS, MAC_MIN_MAX,
 };
@@ -112,6 +124,8 @@ const MAX_SOCKET_PATH: usize = 107;
 pub const PATCH_PORT_OPTIONS: &[&str] = &["peer"];
 /// Option keys accepted for `type = "dpdk"`.
 pub const DPDK_PORT_OPTIONS: &[&str] = &["dpdk-devargs"];
+/// `other_config` keys accepted on a bond port.
+pub const BOND_OTHER_CONFIG: &[&str] = &["lacp-time"];
 
 /// Largest `pmd.burst` (the datapath's batch arrays hold this many packets).
 pub const MAX_BURST: usize = 64;
@@ -394,6 +408,16 @@ impl BridgeConfig {
         }
     }
 
+    /// Every interface of the bridge as a port of its own, in order: a plain
+    /// port, or each member of a bond ([`PortConfig::interface_ports`]); not
+    /// the bridge's own port. Each is a datapath port with an OpenFlow number.
+    pub fn interfaces(&self) -> Vec<PortConfig> {
+        self.ports
+            .iter()
+            .flat_map(PortConfig::interface_ports)
+            .collect()
+    }
+
     /// Every port of the bridge: the configured ports in order, then
     /// [`BridgeConfig::local_port`].
     pub fn all_ports(&self) -> Vec<PortConfig> {
@@ -416,6 +440,61 @@ pub struct DatapathPort {
     /// The DPDK device: `options.dpdk-devargs`, or `net_tapN,iface=NAME` for an
     /// internal port.
     pub devargs: String,
+    /// The bond (port) this interface is a member of; `port` is then the
+    /// member interface.
+    pub bond: Option<String>,
+}
+
+/// `[[bridge.port.interface]]`: a member of a bond port (OVS's Interface
+/// table).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InterfaceConfig {
+    /// Interface name, unique among all ports and interfaces.
+    pub name: String,
+    /// Interface type; `dpdk` (the default) only.
+    #[serde(rename = "type")]
+    pub iface_type: String,
+    /// Requested OpenFlow port number; default: lowest free.
+    pub ofport: Option<u32>,
+    /// Rx queues, 1..=16.
+    pub n_rxq: u16,
+    /// `dpdk-devargs`.
+    pub options: BTreeMap<String, String>,
+}
+
+impl Default for InterfaceConfig {
+    fn default() -> Self {
+        InterfaceConfig {
+            name: String::new(),
+            iface_type: "dpdk".to_string(),
+            ofport: None,
+            n_rxq: 1,
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+/// LACP on a bond (OVS `Port` `lacp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LacpMode {
+    /// No LACP.
+    Off,
+    /// Sends LACPDUs whether or not the partner does.
+    Active,
+    /// Answers a partner's LACPDUs only.
+    Passive,
+}
+
+/// A bond port's settings, checked ([`PortConfig::bond_settings`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BondSettings {
+    /// `bond_mode`; default active-backup.
+    pub mode: BondMode,
+    /// `lacp`; default off.
+    pub lacp: LacpMode,
+    /// `other_config:lacp-time=fast`: LACPDUs every second, else every 30 s.
+    pub lacp_fast: bool,
 }
 
 /// `[[bridge.port]]`.
@@ -441,6 +520,17 @@ pub struct PortConfig {
     /// OVS `vlan_mode`: `access`, `trunk`, `native-tagged` or
     /// `native-untagged`; default: `access` with a `tag`, else `trunk`.
     pub vlan_mode: Option<String>,
+    /// `[[bridge.port.interface]]`: with two or more, the port is a bond of
+    /// these interfaces (and has no `type` or `options` of its own).
+    #[serde(rename = "interface")]
+    pub interfaces: Vec<InterfaceConfig>,
+    /// A bond's `bond_mode`: `active-backup` (default), `balance-slb`,
+    /// `balance-tcp`.
+    pub bond_mode: Option<String>,
+    /// A bond's `lacp`: `off` (default), `active`, `passive`.
+    pub lacp: Option<String>,
+    /// A bond's `other_config`: `lacp-time` (`fast` or `slow`).
+    pub other_config: BTreeMap<String, String>,
 }
 
 impl Default for PortConfig {
@@ -454,6 +544,10 @@ impl Default for PortConfig {
             tag: None,
             trunks: Vec::new(),
             vlan_mode: None,
+            interfaces: Vec::new(),
+            bond_mode: None,
+            lacp: None,
+            other_config: BTreeMap::new(),
         }
     }
 }
@@ -484,6 +578,71 @@ impl PortConfig {
     /// `options.peer` of a patch port.
     pub fn peer(&self) -> Option<&str> {
         self.options.get("peer").map(String::as_str)
+    }
+
+    /// A bond: a port with interfaces of its own.
+    pub fn is_bond(&self) -> bool {
+        !self.interfaces.is_empty()
+    }
+
+    /// The port's interfaces as ports of their own (what the datapath runs): a
+    /// bond's members, or the port itself.
+    pub fn interface_ports(&self) -> Vec<PortConfig> {
+        if !self.is_bond() {
+            return vec![self.clone()];
+        }
+        self.interfaces
+            .iter()
+            .map(|i| PortConfig {
+                name: i.name.clone(),
+                port_type: i.iface_type.clone(),
+                ofport: i.ofport,
+                n_rxq: i.n_rxq,
+                options: i.options.clone(),
+                ..PortConfig::default()
+            })
+            .collect()
+    }
+
+    /// A bond's `bond_mode`, `lacp` and `other_config`, checked; the error names
+    /// the field and the reason.
+    pub fn bond_settings(&self) -> Result<BondSettings, String> {
+        let mode = match self.bond_mode.as_deref() {
+            None => BondMode::ActiveBackup,
+            Some(m) => BondMode::parse(m).ok_or_else(|| {
+                format!("bond_mode: {m:?} is not one of active-backup, balance-slb, balance-tcp")
+            })?,
+        };
+        let lacp = match self.lacp.as_deref() {
+            None | Some("off") => LacpMode::Off,
+            Some("active") => LacpMode::Active,
+            Some("passive") => LacpMode::Passive,
+            Some(l) => return Err(format!("lacp: {l:?} is not one of off, active, passive")),
+        };
+        if let Some(k) = self
+            .other_config
+            .keys()
+            .find(|k| !BOND_OTHER_CONFIG.contains(&k.as_str()))
+        {
+            return Err(format!(
+                "other_config.{k}: unknown key (expected {})",
+                BOND_OTHER_CONFIG.join(", ")
+            ));
+        }
+        let lacp_fast = match self.other_config.get("lacp-time").map(String::as_str) {
+            None | Some("slow") => false,
+            Some("fast") => true,
+            Some(t) => {
+                return Err(format!(
+                    "other_config.lacp-time: {t:?} is not one of fast, slow"
+                ))
+            }
+        };
+        Ok(BondSettings {
+            mode,
+            lacp,
+            lacp_fast,
+        })
     }
 
     /// `options.dpdk-devargs`, if set.
@@ -929,6 +1088,42 @@ impl Config {
     /// OVS, too, keeps a patch port whose peer is missing); a config file must
     /// name both.
     pub(crate) fn validate_bridges(&self, dangling_patches: bool) -> Result<(), ConfigError> {
+        fn check_bond(port: &PortConfig) -> Result<(), String> {
+            if port.interfaces.len() < 2 {
+                return Err("interface: a bond needs at least 2 interfaces".to_string());
+            }
+            if port.port_type != "dpdk" {
+                return Err(format!(
+                    "type: a bond has no type of its own (its interfaces have), got \"{}\"",
+                    port.port_type
+                ));
+            }
+            if let Some(k) = port.options.keys().next() {
+                return Err(format!(
+                    "options.{k}: a bond has no options of its own (its interfaces have)"
+                ));
+            }
+            if port.ofport.is_some() {
+                return Err("ofport: a bond has none; each interface has its own".to_string());
+            }
+            if let Some((ii, i)) = port
+                .interfaces
+                .iter()
+                .enumerate()
+                .find(|(_, i)| i.iface_type != "dpdk")
+            {
+                return Err(format!(
+                    "interface[{ii}].type: a bond member must be \"dpdk\", got \"{}\"",
+                    i.iface_type
+                ));
+            }
+            let s = port.bond_settings()?;
+            if s.mode == BondMode::BalanceTcp && s.lacp == LacpMode::Off {
+                return Err("bond_mode: balance-tcp needs lacp (active or passive)".to_string());
+            }
+            Ok(())
+        }
+
         // Bridge names, and the names of the bridges' own (future internal) ports.
         let mut bridge_names: HashMap<&str, usize> = HashMap::new();
         for (bi, bridge) in self.bridges.iter().enumerate() {
@@ -960,21 +1155,50 @@ impl Config {
                 )
             })
             .collect();
-        // Port name -> bridge index, across all bridges (names are global, as in OVS).
-        let mut port_owner: HashMap<&str, (usize, usize)> = HashMap::new();
+        // Port and interface name -> (bridge index, where in it), across all
+        // bridges (names are global, as in OVS).
+        let mut port_owner: HashMap<String, (usize, String)> = HashMap::new();
         // Device name -> port name: one device cannot back two ports.
-        let mut devices: HashMap<String, &str> = HashMap::new();
+        let mut devices: HashMap<String, String> = HashMap::new();
         for (bi, bridge) in self.bridges.iter().enumerate() {
-            let mut ofports: HashMap<u32, &str> = HashMap::new();
+            let mut ofports: HashMap<u32, String> = HashMap::new();
+            // Each plain port, and each bond with then its members, as
+            // (path, port): a member is checked as a port of its own.
+            let mut entries: Vec<(String, PortConfig)> = Vec::new();
             for (pi, port) in bridge.ports.iter().enumerate() {
-                check_name(&port.name).map_err(|r| {
-                    ConfigError::invalid(format!("bridge[{bi}].port[{pi}].name"), r)
-                })?;
-                let at = format!("bridge[{bi}].port[{pi}] \"{}\"", port.name);
-                if let Some(&(obi, opi)) = port_owner.get(port.name.as_str()) {
-                    let other = &self.bridges[obi].name;
-                    let also = if obi == bi {
-                        format!("twice in bridge \"{other}\": port[{opi}] and port[{pi}]")
+                entries.push((format!("port[{pi}]"), port.clone()));
+                if port.is_bond() {
+                    check_bond(port).map_err(|r| {
+                        ConfigError::invalid(
+                            format!("bridge[{bi}].port[{pi}] \"{}\"", port.name),
+                            r,
+                        )
+                    })?;
+                    for (ii, member) in port.interface_ports().into_iter().enumerate() {
+                        entries.push((format!("port[{pi}].interface[{ii}]"), member));
+                    }
+                } else if let Some(field) = [
+                    ("bond_mode", port.bond_mode.is_some()),
+                    ("lacp", port.lacp.is_some()),
+                    ("other_config", !port.other_config.is_empty()),
+                ]
+                .iter()
+                .find_map(|(f, set)| set.then_some(f))
+                {
+                    return Err(ConfigError::invalid(
+                        format!("bridge[{bi}].port[{pi}] \"{}\"", port.name),
+                        format!("{field}: only a bond (a port with [[bridge.port.interface]] entries) has one"),
+                    ));
+                }
+            }
+            for (pi, port) in &entries {
+                check_name(&port.name)
+                    .map_err(|r| ConfigError::invalid(format!("bridge[{bi}].{pi}.name"), r))?;
+                let at = format!("bridge[{bi}].{pi} \"{}\"", port.name);
+                if let Some((obi, opi)) = port_owner.get(port.name.as_str()) {
+                    let other = &self.bridges[*obi].name;
+                    let also = if *obi == bi {
+                        format!("twice in bridge \"{other}\": {opi} and {pi}")
                     } else {
                         format!("also bridge \"{other}\"")
                     };
@@ -992,7 +1216,12 @@ impl Config {
                         ),
                     ));
                 }
-                port_owner.insert(&port.name, (bi, pi));
+                port_owner.insert(port.name.clone(), (bi, pi.clone()));
+                if port.is_bond() {
+                    // Its type, options and OpenFlow number are its members'.
+                    port.vlan_mode().map_err(|r| ConfigError::invalid(&at, r))?;
+                    continue;
+                }
 
                 check_port_type(&port.port_type).map_err(|r| ConfigError::invalid(&at, r))?;
                 if port.n_rxq == 0 || port.n_rxq > MAX_RXQ {
@@ -1008,7 +1237,7 @@ impl Config {
                             format!("ofport: {ofport} out of range (1..={MAX_OFPORT})"),
                         ));
                     }
-                    if let Some(other) = ofports.insert(ofport, &port.name) {
+                    if let Some(other) = ofports.insert(ofport, port.name.clone()) {
                         return Err(ConfigError::invalid(
                             at,
                             format!("ofport: {ofport} already requested by port \"{other}\""),
@@ -1103,7 +1332,7 @@ impl Config {
                             ));
                         }
                     }
-                    devices.insert(device, &port.name);
+                    devices.insert(device, port.name.clone());
                 }
                 port.vlan_mode().map_err(|r| ConfigError::invalid(&at, r))?;
             }
@@ -1127,11 +1356,11 @@ impl Config {
                 }
             }
 
-            let names: BTreeSet<&str> = bridge
-                .ports
-                .iter()
+            let names: BTreeSet<String> = bridge
+                .interfaces()
+                .into_iter()
                 .filter(|p| !p.is_patch())
-                .map(|p| p.name.as_str())
+                .map(|p| p.name)
                 .collect();
             let mut forwarded: HashMap<&str, usize> = HashMap::new();
             for (fi, fwd) in bridge.forwards.iter().enumerate() {
@@ -1143,7 +1372,7 @@ impl Config {
                             "required (a port name)",
                         ));
                     }
-                    if !names.contains(value.as_str()) {
+                    if !names.contains(value) {
                         let why = if bridge.ports.iter().any(|p| p.name == *value) {
                             format!("port \"{value}\" is a patch port (a static forward needs a datapath port)")
                         } else {
@@ -1204,7 +1433,7 @@ impl Config {
     /// is this port (OVS's patch ports come in such pairs).
     fn validate_patch_peers(
         &self,
-        port_owner: &HashMap<&str, (usize, usize)>,
+        port_owner: &HashMap<String, (usize, String)>,
         dangling_patches: bool,
     ) -> Result<(), ConfigError> {
         for (bi, bridge) in self.bridges.iter().enumerate() {
@@ -1213,7 +1442,7 @@ impl Config {
                     continue;
                 };
                 let at = format!("bridge[{bi}].port[{pi}] \"{}\"", port.name);
-                let Some(&(obi, opi)) = port_owner.get(peer) else {
+                let Some(&(obi, _)) = port_owner.get(peer) else {
                     if dangling_patches {
                         continue;
                     }
@@ -1222,7 +1451,11 @@ impl Config {
                         format!("options.peer: no port named \"{peer}\""),
                     ));
                 };
-                let Some(other) = self.bridges.get(obi).and_then(|b| b.ports.get(opi)) else {
+                let Some(other) = self
+                    .bridges
+                    .get(obi)
+                    .and_then(|b| b.interfaces().into_iter().find(|p| p.name == peer))
+                else {
                     continue;
                 };
                 if !other.is_patch() {
@@ -1287,11 +1520,11 @@ impl Config {
     /// A vhost port's options and socket: a client needs an absolute
     /// `vhost-server-path`, a server takes no options; no two ports share a
     /// socket (`devices` holds them, as it holds DPDK device names).
-    fn check_vhost_port<'a>(
+    fn check_vhost_port(
         &self,
-        port: &'a PortConfig,
+        port: &PortConfig,
         at: &str,
-        devices: &mut HashMap<String, &'a str>,
+        devices: &mut HashMap<String, String>,
     ) -> Result<(), ConfigError> {
         let allowed: &[&str] = if port.is_vhost_client() {
             &[VHOST_SERVER_PATH]
@@ -1337,7 +1570,7 @@ impl Config {
                 format!("{field}: socket {text:?} is already used by port \"{other}\""),
             ));
         }
-        devices.insert(key, &port.name);
+        devices.insert(key, port.name.clone());
         Ok(())
     }
 
@@ -1394,7 +1627,7 @@ impl Config {
             args.push(self.dpdk.memory_mb.to_string());
         }
         let mut any_pci = false;
-        for port in self.bridges.iter().flat_map(|b| &b.ports) {
+        for port in self.bridges.iter().flat_map(|b| b.interfaces()) {
             let Some(devargs) = port.devargs() else {
                 continue;
             };
@@ -1426,7 +1659,7 @@ impl Config {
         let used = |wanted: &str| -> BTreeSet<u32> {
             self.bridges
                 .iter()
-                .flat_map(|b| &b.ports)
+                .flat_map(|b| b.interfaces())
                 .filter_map(|p| match Devargs::parse(p.devargs()?) {
                     Ok(Devargs::Vdev { name, driver }) if driver == wanted => name
                         .strip_prefix("net_")?
@@ -1443,8 +1676,16 @@ impl Config {
         let mut out = Vec::new();
         for b in &self.bridges {
             let ofports = b.ofports();
+            let bond_of = |name: &str| {
+                b.ports
+                    .iter()
+                    .find(|p| p.is_bond() && p.interfaces.iter().any(|i| i.name == name))
+                    .map(|p| p.name.clone())
+            };
+            let mut ports = b.interfaces();
+            ports.push(b.local_port());
             // Patch ports have no datapath port: the datapath never sees them.
-            for p in b.all_ports().into_iter().filter(|p| !p.is_patch()) {
+            for p in ports.into_iter().filter(|p| !p.is_patch()) {
                 let ofport = ofports
                     .iter()
                     .find(|(n, _)| *n == p.name)
@@ -1468,6 +1709,7 @@ impl Config {
                 };
                 out.push(DatapathPort {
                     bridge: b.name.clone(),
+                    bond: bond_of(&p.name),
                     port: p,
                     ofport,
                     devargs,
@@ -1538,14 +1780,16 @@ fn check_port_type(port_type: &str) -> Result<(), String> {
 }
 
 impl BridgeConfig {
-    /// OpenFlow port numbers, in port order: a port's `ofport` if it asked for
-    /// one, otherwise the lowest number >= 1 that no port of the bridge asked
+    /// OpenFlow port numbers of the interfaces ([`BridgeConfig::interfaces`]:
+    /// a bond's members have one each, the bond none), in order: its `ofport`
+    /// if it asked for one, otherwise the lowest number >= 1 that no port of the bridge asked
     /// for or already got (assigned in port order); last, the bridge's own port
     /// with [`OFPORT_LOCAL`].
     pub fn ofports(&self) -> Vec<(String, u32)> {
-        let mut used: BTreeSet<u32> = self.ports.iter().filter_map(|p| p.ofport).collect();
+        let ifaces = self.interfaces();
+        let mut used: BTreeSet<u32> = ifaces.iter().filter_map(|p| p.ofport).collect();
         let mut next = 1u32;
-        self.ports
+        ifaces
             .iter()
             .map(|p| {
                 let n = match p.ofport {
@@ -1788,7 +2032,7 @@ name = "br0"
         );
         assert_eq!(
             err(&with_port("name = \"p0\"\nn_rxqs = 2")),
-            "bridge[0].port[0].n_rxqs: unknown field `n_rxqs`, expected one of `name`, `type`, `ofport`, `n_rxq`, `options`, `tag`, `trunks`, `vlan_mode` (line 5)"
+            "bridge[0].port[0].n_rxqs: unknown field `n_rxqs`, expected one of `name`, `type`, `ofport`, `n_rxq`, `options`, `tag`, `trunks`, `vlan_mode`, `interface`, `bond_mode`, `lacp`, `other_config` (line 5)"
         );
         assert_eq!(
             err("[pmd]\nburst = \"big\"\n"),
@@ -2523,5 +2767,136 @@ name = "br0"
         assert!(!mounts_have_hugetlbfs("proc /proc proc rw 0 0\n"));
         let facts = HostFacts::probe();
         assert!(facts.ncpus >= 1);
+    }
+
+    const BOND: &str = r#"
+[[bridge]]
+name = "br0"
+  [[bridge.port]]
+  name = "host"
+  options = { dpdk-devargs = "net_af_packet0,iface=vh" }
+  [[bridge.port]]
+  name = "bond0"
+  bond_mode = "balance-tcp"
+  lacp = "active"
+  other_config = { lacp-time = "fast" }
+  tag = 10
+    [[bridge.port.interface]]
+    name = "eth0"
+    options = { dpdk-devargs = "net_af_packet1,iface=va" }
+    [[bridge.port.interface]]
+    name = "eth1"
+    ofport = 7
+    options = { dpdk-devargs = "net_af_packet2,iface=vb" }
+"#;
+
+    #[test]
+    fn bond_members_are_datapath_ports_with_openflow_numbers_of_their_own() {
+        let cfg = Config::from_toml_str(BOND).unwrap();
+        cfg.validate(&HOST).unwrap();
+        let bond = &cfg.bridges[0].ports[1];
+        assert_eq!(
+            bond.bond_settings(),
+            Ok(BondSettings {
+                mode: BondMode::BalanceTcp,
+                lacp: LacpMode::Active,
+                lacp_fast: true,
+            })
+        );
+        assert_eq!(
+            cfg.bridges[0].ofports(),
+            [
+                ("host".to_string(), 1),
+                ("eth0".to_string(), 2),
+                ("eth1".to_string(), 7),
+                ("br0".to_string(), OFPORT_LOCAL)
+            ]
+        );
+        let dp: Vec<(String, u32, String, Option<String>)> = cfg
+            .datapath_ports()
+            .into_iter()
+            .map(|p| (p.port.name, p.ofport, p.devargs, p.bond))
+            .collect();
+        assert_eq!(
+            dp,
+            [
+                ("host".into(), 1, "net_af_packet0,iface=vh".into(), None),
+                (
+                    "eth0".into(),
+                    2,
+                    "net_af_packet1,iface=va".into(),
+                    Some("bond0".into())
+                ),
+                (
+                    "eth1".into(),
+                    7,
+                    "net_af_packet2,iface=vb".into(),
+                    Some("bond0".into())
+                ),
+                (
+                    "br0".into(),
+                    OFPORT_LOCAL,
+                    "net_tap0,iface=br0".into(),
+                    None
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn bond_errors_name_the_field() {
+        let cases = [
+            (
+                BOND.replace("balance-tcp", "round-robin"),
+                "bridge[0].port[1] \"bond0\": bond_mode: \"round-robin\" is not one of active-backup, balance-slb, balance-tcp",
+            ),
+            (
+                BOND.replace("lacp = \"active\"", "lacp = \"on\""),
+                "bridge[0].port[1] \"bond0\": lacp: \"on\" is not one of off, active, passive",
+            ),
+            (
+                BOND.replace("lacp = \"active\"", "lacp = \"off\""),
+                "bridge[0].port[1] \"bond0\": bond_mode: balance-tcp needs lacp (active or passive)",
+            ),
+            (
+                BOND.replace("lacp-time = \"fast\"", "lacp-time = \"quick\""),
+                "bridge[0].port[1] \"bond0\": other_config.lacp-time: \"quick\" is not one of fast, slow",
+            ),
+            (
+                BOND.replace("lacp-time = \"fast\"", "bond-miimon = \"100\""),
+                "bridge[0].port[1] \"bond0\": other_config.bond-miimon: unknown key (expected lacp-time)",
+            ),
+            (
+                BOND.replace("name = \"eth1\"", "name = \"host\""),
+                "bridge \"br0\": duplicate port name \"host\" (twice in bridge \"br0\": port[0] and port[1].interface[1])",
+            ),
+            (
+                BOND.replace("net_af_packet2,iface=vb", "net_af_packet1,iface=vb"),
+                "bridge[0].port[1].interface[1] \"eth1\": options.dpdk-devargs: device \"net_af_packet1\" is already used by port \"eth0\"",
+            ),
+            (
+                BOND.replace("    name = \"eth0\"\n", "    name = \"eth0\"\n    type = \"internal\"\n"),
+                "bridge[0].port[1] \"bond0\": interface[0].type: a bond member must be \"dpdk\", got \"internal\"",
+            ),
+            (
+                BOND.replace("  tag = 10\n", "  tag = 10\n  options = { dpdk-devargs = \"net_null0\" }\n"),
+                "bridge[0].port[1] \"bond0\": options.dpdk-devargs: a bond has no options of its own (its interfaces have)",
+            ),
+            (
+                BOND.replace("  name = \"host\"\n", "  name = \"host\"\n  lacp = \"active\"\n"),
+                "bridge[0].port[0] \"host\": lacp: only a bond (a port with [[bridge.port.interface]] entries) has one",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(err(&text), want);
+        }
+        let one = BOND
+            .split("    [[bridge.port.interface]]\n    name = \"eth1\"")
+            .next()
+            .unwrap();
+        assert_eq!(
+            err(one),
+            "bridge[0].port[1] \"bond0\": interface: a bond needs at least 2 interfaces"
+        );
     }
 }

@@ -659,6 +659,33 @@ fn show(view: &dyn DatapathView, topo: &Config, json: bool) -> Response {
                     .all_ports()
                     .iter()
                     .map(|p| {
+                        if p.is_bond() {
+                            let ifaces: Vec<serde_json::Value> = p
+                                .interface_ports()
+                                .iter()
+                                .map(|i| {
+                                    json!({
+                                        "name": i.name,
+                                        "type": i.port_type,
+                                        "ofport": ofports.get(&i.name),
+                                        "n_rxq": i.n_rxq,
+                                        "options": i.options,
+                                        "link_up": link(&i.name),
+                                    })
+                                })
+                                .collect();
+                            return json!({
+                                "name": p.name,
+                                "type": "bond",
+                                "bond_mode": p.bond_mode.as_deref().unwrap_or("active-backup"),
+                                "lacp": p.lacp.as_deref().unwrap_or("off"),
+                                "other_config": p.other_config,
+                                "tag": p.tag,
+                                "trunks": p.trunks,
+                                "vlan_mode": p.vlan_mode,
+                                "interfaces": ifaces,
+                            });
+                        }
                         json!({
                             "name": p.name,
                             "type": p.port_type,
@@ -727,28 +754,34 @@ fn show(view: &dyn DatapathView, topo: &Config, json: bool) -> Response {
                 let trunks: Vec<String> = trunks.iter().map(u16::to_string).collect();
                 let _ = writeln!(out, "            trunks: [{}]", trunks.join(", "));
             }
-            let _ = writeln!(out, "            Interface {name}");
-            let _ = writeln!(out, "                type: {}", ovsdb_string(&p.port_type));
-            if !p.options.is_empty() {
-                let opts: Vec<String> = p
-                    .options
-                    .iter()
-                    .map(|(k, v)| format!("{}={}", ovsdb_string(k), ovsdb_string(v)))
-                    .collect();
-                let _ = writeln!(out, "                options: {{{}}}", opts.join(", "));
-            }
-            if let Some(sock) = topo.vhost_socket(p) {
-                // OVS's Interface status keys for vhost ports.
-                let _ = writeln!(
-                    out,
-                    "                status: {{mode={}, socket={}, status={}}}",
-                    vhost_mode(p),
-                    ovsdb_string(&sock.to_string_lossy()),
-                    vhost_state(link(&p.name)),
-                );
-            }
-            if link(&p.name) == Some(false) {
-                out.push_str("                link_state: down\n");
+            // A bond's interfaces, by name as ovs-vsctl sorts them; a plain
+            // port is its own interface.
+            let mut ifaces = p.interface_ports();
+            ifaces.sort_by(|x, y| x.name.cmp(&y.name));
+            for i in &ifaces {
+                let _ = writeln!(out, "            Interface {}", ovsdb_string(&i.name));
+                let _ = writeln!(out, "                type: {}", ovsdb_string(&i.port_type));
+                if !i.options.is_empty() {
+                    let opts: Vec<String> = i
+                        .options
+                        .iter()
+                        .map(|(k, v)| format!("{}={}", ovsdb_string(k), ovsdb_string(v)))
+                        .collect();
+                    let _ = writeln!(out, "                options: {{{}}}", opts.join(", "));
+                }
+                if let Some(sock) = topo.vhost_socket(i) {
+                    // OVS's Interface status keys for vhost ports.
+                    let _ = writeln!(
+                        out,
+                        "                status: {{mode={}, socket={}, status={}}}",
+                        vhost_mode(i),
+                        ovsdb_string(&sock.to_string_lossy()),
+                        vhost_state(link(&i.name)),
+                    );
+                }
+                if link(&i.name) == Some(false) {
+                    out.push_str("                link_state: down\n");
+                }
             }
         }
     }
@@ -1097,6 +1130,50 @@ name = "br0"
         assert_eq!(dpdk1["trunks"], serde_json::json!([30, 20, 30]));
         assert_eq!(dpdk1["vlan_mode"], "native-untagged");
         assert_eq!(dpdk1["tag"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn show_prints_a_bond_with_its_interfaces() {
+        let mut t = topo();
+        let bond = t.bridges[0]
+            .ports
+            .iter_mut()
+            .find(|p| p.name == "dpdk1")
+            .unwrap();
+        bond.name = "bond0".into();
+        bond.options.clear();
+        bond.bond_mode = Some("balance-slb".into());
+        bond.interfaces = ["eth1", "eth0"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| crate::config::InterfaceConfig {
+                name: n.to_string(),
+                options: [("dpdk-devargs".to_string(), format!("net_null{}", i + 1))].into(),
+                ..Default::default()
+            })
+            .collect();
+        let r = handle(&Request::new("show", vec![]), &view(), &t);
+        assert!(
+            r.output.contains(
+                "        Port bond0\n            Interface eth0\n                type: dpdk\n                options: {dpdk-devargs=net_null2}\n            Interface eth1\n                type: dpdk\n                options: {dpdk-devargs=net_null1}\n        Port br0\n"
+            ),
+            "{}",
+            r.output
+        );
+        let req = Request {
+            cmd: "show".into(),
+            args: vec![],
+            json: true,
+        };
+        let v: serde_json::Value = serde_json::from_str(&handle(&req, &view(), &t).output).unwrap();
+        let ports = v["bridges"][0]["ports"].as_array().unwrap();
+        let b = ports.iter().find(|p| p["name"] == "bond0").unwrap();
+        assert_eq!(b["type"], "bond");
+        assert_eq!(b["bond_mode"], "balance-slb");
+        assert_eq!(b["lacp"], "off");
+        assert_eq!(b["interfaces"][0]["name"], "eth1");
+        assert_eq!(b["interfaces"][0]["ofport"], 2);
+        assert_eq!(b["interfaces"][1]["ofport"], 3);
     }
 
     #[test]

@@ -59,7 +59,9 @@ use std::time::Instant;
 use pipeline::actions::{format_dp_actions, DpAction};
 use pipeline::flow_cache::FlowStats;
 use pipeline::ofproto::action::{Action, RESERVED_PORT_NAMES};
+use pipeline::ofproto::bond::{Bond, BondMode};
 use pipeline::ofproto::flow_match::Match;
+use pipeline::ofproto::lacp::{Lacp, ETH_TYPE_SLOW, LACP_DST};
 use pipeline::ofproto::normal::{MacSource, MacTable, Normal, NormalXlate, VlanMode};
 use pipeline::ofproto::rule::{FlowMod, OFP_DEFAULT_PRIORITY};
 use pipeline::ofproto::syntax::{
@@ -73,7 +75,21 @@ use pipeline::ofproto::xlate::{
 };
 use pipeline::FlowKey;
 
-use crate::config::{BridgeConfig, Config};
+use crate::config::{BridgeConfig, Config, LacpMode};
+
+/// A bond's LACP system MAC: locally administered, from the bridge and bond
+/// names (stable across restarts, different per bond).
+fn lacp_system_id(bridge: &str, bond: &str) -> [u8; 6] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bridge.bytes().chain([0]).chain(bond.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    // Locally administered unicast; the last byte leaves room for the members'
+    // source MACs (system + 1 + index).
+    [0x02, b[1], b[2], b[3], b[4], 0x00]
+}
 
 /// What the slow path needs of the datapath.
 pub trait DpControl: Send {
@@ -96,6 +112,19 @@ pub trait DpControl: Send {
     /// published its megaflow counters (bounded wait). Default: nothing to wait
     /// for.
     fn barrier(&self) {}
+    /// Whether datapath port `odp`'s link (carrier) is up, `None` when the
+    /// datapath cannot tell (bonds then take it as up). Default: `None`.
+    fn link_up(&self, _odp: usize) -> Option<bool> {
+        None
+    }
+    /// The bytes of an upcalled packet, for the frames the slow path consumes
+    /// itself (LACPDUs). Default: none.
+    fn packet_data(&self, _packet: &Self::Packet) -> Vec<u8> {
+        Vec::new()
+    }
+    /// Sends `frame` as it is out of datapath port `odp` (LACPDUs). Default:
+    /// nothing is sent.
+    fn send(&self, _odp: usize, _frame: &[u8]) {}
 }
 
 /// A port of a bridge.
@@ -146,6 +175,10 @@ pub struct Bridge {
     patch_peers: Vec<PatchPeer>,
     /// The MAC table generation the bridge's megaflows were last revalidated at.
     mac_generation: u64,
+    /// Each bond's LACP (`None` with `lacp=off`), in `normal.bonds()` order.
+    lacp: Vec<Option<Lacp>>,
+    /// The bonds' generation the bridge's megaflows were last revalidated at.
+    bond_generation: u64,
 }
 
 impl Bridge {
@@ -169,6 +202,8 @@ impl Bridge {
             patches: Vec::new(),
             patch_peers: Vec::new(),
             mac_generation: 0,
+            lacp: Vec::new(),
+            bond_generation: 0,
         }
     }
 
@@ -182,6 +217,44 @@ impl Bridge {
             ofport,
             peer: peer.to_string(),
         });
+    }
+
+    /// Makes the ports named `members` (at least one) bond `name`: `NORMAL`
+    /// learns and floods on the bundle and sends by `mode`; `lacp` is `None`
+    /// for `lacp=off`, else (active, fast). The members start disabled until
+    /// the next [`Ofproto::run_periodic`] sees their links (and LACP).
+    pub fn add_bond(
+        &mut self,
+        name: &str,
+        members: &[&str],
+        mode: BondMode,
+        lacp: Option<(bool, bool)>,
+    ) -> Result<(), String> {
+        let mut ms = Vec::new();
+        for m in members {
+            let ofport = self
+                .portmap
+                .number(m)
+                .ok_or_else(|| format!("bond {name:?}: no port named {m:?}"))?;
+            ms.push((m.to_string(), ofport));
+        }
+        if ms.is_empty() {
+            return Err(format!("bond {name:?}: no members"));
+        }
+        let l = lacp.map(|(active, fast)| {
+            Lacp::new(
+                name,
+                ms.clone(),
+                active,
+                fast,
+                lacp_system_id(&self.name, name),
+            )
+        });
+        self.normal
+            .add_bond(Bond::new(name, mode, ms, lacp.is_some()))
+            .map_err(|e| format!("bond {name:?}: {e}"))?;
+        self.lacp.push(l);
+        Ok(())
     }
 
     /// Sets the VLAN mode of the port named `port` (OVS `tag`, `trunks`,
@@ -209,6 +282,14 @@ impl Bridge {
 
     /// Every OpenFlow port: the datapath ports in order, then the patch ports
     /// (`NORMAL` floods in this order).
+    /// The datapath port of OpenFlow port `ofport` (none for a patch port).
+    fn odp_of(&self, ofport: u32) -> Option<usize> {
+        self.ports
+            .iter()
+            .find(|p| p.ofport == ofport)
+            .map(|p| p.odp)
+    }
+
     fn ofports(&self) -> Vec<u32> {
         self.ports
             .iter()
@@ -394,6 +475,12 @@ pub struct OfprotoStats {
     pub revalidations: u64,
     /// Revalidations of a bridge's `NORMAL` megaflows after its MAC table changed.
     pub mac_revalidations: u64,
+    /// Revalidations of a bridge's `NORMAL` megaflows after a bond changed.
+    pub bond_revalidations: u64,
+    /// LACPDUs received on LACP bond members (consumed by the slow path).
+    pub lacp_rx: u64,
+    /// LACPDUs sent.
+    pub lacp_tx: u64,
     pub xlate_errors: u64,
 }
 
@@ -438,7 +525,7 @@ impl<D: DpControl> Ofproto<D> {
                 odp.insert(p.odp, (bi, p.ofport));
             }
         }
-        Ofproto {
+        let mut o = Ofproto {
             bridges,
             odp,
             flows: UFlowMap::default(),
@@ -448,7 +535,15 @@ impl<D: DpControl> Ofproto<D> {
             warp_ms: 0,
             dirty: false,
             stats: OfprotoStats::default(),
+        };
+        // Bonds carry traffic from the start when their members' links are up
+        // (and LACP sends its first LACPDUs).
+        o.run_bonds();
+        for b in &mut o.bridges {
+            // No megaflow exists yet to revalidate.
+            b.bond_generation = b.normal.bonds_generation();
         }
+        o
     }
 
     /// Milliseconds since this slow path started (the tables' and MAC tables'
@@ -555,6 +650,134 @@ impl<D: DpControl> Ofproto<D> {
             self.stats.upcalls_no_bridge += 1;
             return;
         };
+        if key.dl_type == ETH_TYPE_SLOW && key.dl_dst == LACP_DST {
+            if let Some(packet) = self.lacp_rx(bridge, ofport, pmd, &key, packet) {
+                self.handle_not_lacp(pmd, key, packet, bridge, ofport);
+            }
+            return;
+        }
+        self.handle_not_lacp(pmd, key, packet, bridge, ofport);
+    }
+
+    /// A slow-protocols frame on `ofport` of `bridge`: a LACPDU on a member of
+    /// an LACP bond is consumed here (OVS `SLOW_LACP`): its megaflow is never
+    /// kept, so every LACPDU reaches the slow path (the PMD is answered with a
+    /// drop megaflow removed right after, which releases what it held for
+    /// the flow). Gives the packet back when it is not one.
+    fn lacp_rx(
+        &mut self,
+        bridge: usize,
+        ofport: u32,
+        pmd: usize,
+        key: &FlowKey,
+        packet: D::Packet,
+    ) -> Option<D::Packet> {
+        let now = self.now_ms();
+        let b = self.bridges.get_mut(bridge)?;
+        let Some(bi) = b
+            .normal
+            .bonds()
+            .iter()
+            .position(|bond| bond.has_member(ofport))
+        else {
+            return Some(packet);
+        };
+        let Some(Some(lacp)) = b.lacp.get_mut(bi) else {
+            return Some(packet);
+        };
+        let data = self.dp.packet_data(&packet);
+        if lacp.process_pdu(ofport, &data, now).is_ok() {
+            self.stats.lacp_rx += 1;
+        }
+        let mask = FlowKey {
+            in_port: u32::MAX,
+            dl_type: u16::MAX,
+            dl_src: [0xff; 6],
+            dl_dst: [0xff; 6],
+            ..FlowKey::default()
+        };
+        let mkey = key.masked(&mask);
+        self.dp.install(
+            pmd,
+            &mask,
+            &mkey,
+            vec![DpAction::Drop],
+            Arc::default(),
+            Some(packet),
+        );
+        self.dp.remove(pmd, &mask, &mkey);
+        // Answer at once and let the bond follow.
+        self.run_bonds();
+        self.revalidate_pending();
+        None
+    }
+
+    /// Every bond's LACP timers (sending the LACPDUs due) and members' links:
+    /// the bonds' enabled members and active member follow; a change moves
+    /// the bridge's bonds generation, which [`Ofproto::revalidate_pending`]
+    /// acts on.
+    pub fn run_bonds(&mut self) {
+        let now = self.now_ms();
+        for b in &mut self.bridges {
+            for i in 0..b.normal.bonds().len() {
+                let members: Vec<(u32, Option<usize>)> = b
+                    .normal
+                    .bonds()
+                    .get(i)
+                    .map(|bond| {
+                        bond.members()
+                            .iter()
+                            .map(|m| (m.ofport, b.odp_of(m.ofport)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let links: Vec<(u32, bool)> = members
+                    .iter()
+                    .map(|&(p, odp)| (p, odp.and_then(|o| self.dp.link_up(o)).unwrap_or(true)))
+                    .collect();
+                let lacp = b.lacp.get_mut(i).and_then(Option::as_mut);
+                let (may, negotiated): (Vec<u32>, bool) = match lacp {
+                    Some(l) => {
+                        for (p, frame) in l.run(now) {
+                            if let Some(Some(odp)) = members.iter().find(|m| m.0 == p).map(|m| m.1)
+                            {
+                                // A member without carrier sends nothing.
+                                if links.iter().any(|&(q, up)| q == p && up) {
+                                    self.dp.send(odp, &frame);
+                                    self.stats.lacp_tx += 1;
+                                }
+                            }
+                        }
+                        (
+                            members
+                                .iter()
+                                .map(|m| m.0)
+                                .filter(|&p| l.may_enable(p))
+                                .collect(),
+                            l.negotiated(),
+                        )
+                    }
+                    None => (Vec::new(), false),
+                };
+                if let Some(bond) = b.normal.bonds_mut().get_mut(i) {
+                    bond.update(
+                        |p| links.iter().any(|&(q, up)| q == p && up),
+                        |p| may.contains(&p),
+                        negotiated,
+                    );
+                }
+            }
+        }
+    }
+
+    fn handle_not_lacp(
+        &mut self,
+        pmd: usize,
+        key: FlowKey,
+        packet: D::Packet,
+        bridge: usize,
+        ofport: u32,
+    ) {
         let Some(x) = self.xlate(bridge, &key, ofport, true) else {
             return;
         };
@@ -615,11 +838,18 @@ impl<D: DpControl> Ofproto<D> {
             .iter_mut()
             .map(|b| {
                 let g = b.normal.macs().generation();
-                std::mem::replace(&mut b.mac_generation, g) != g
+                let bg = b.normal.bonds_generation();
+                let bonds = std::mem::replace(&mut b.bond_generation, bg) != bg;
+                let macs = std::mem::replace(&mut b.mac_generation, g) != g;
+                if bonds {
+                    self.stats.bond_revalidations += 1;
+                } else if macs {
+                    self.stats.mac_revalidations += 1;
+                }
+                bonds || macs
             })
             .collect();
         if moved.contains(&true) {
-            self.stats.mac_revalidations += 1;
             // A megaflow depends on the MAC table of every bridge whose
             // `NORMAL` it reached, through patch ports too.
             self.revalidate_where(|f| f.normal.iter().any(|&b| moved.get(b) == Some(&true)));
@@ -633,6 +863,7 @@ impl<D: DpControl> Ofproto<D> {
         self.stats.revalidations += 1;
         for b in &mut self.bridges {
             b.mac_generation = b.normal.macs().generation();
+            b.bond_generation = b.normal.bonds_generation();
         }
         self.revalidate_where(|_| true);
     }
@@ -715,6 +946,7 @@ impl<D: DpControl> Ofproto<D> {
             f.seen_packets = p;
             f.seen_bytes = b;
         }
+        self.run_bonds();
         for ((bi, _, _), (_, src)) in active {
             if let Some(b) = self.bridges.get_mut(bi) {
                 b.normal.refresh(&src, now);
@@ -1090,6 +1322,89 @@ impl<D: DpControl> Ofproto<D> {
         Ok("table successfully flushed\n".to_string())
     }
 
+    /// `bond-show [BOND]`: every bond (or the one named) as `ovs-appctl
+    /// bond/show` prints it.
+    pub fn bond_show(&self, bond: Option<&str>) -> Result<String, String> {
+        let mut out = String::new();
+        for b in &self.bridges {
+            for bd in b.normal.bonds() {
+                if bond.is_none_or(|n| n == bd.name()) {
+                    out.push_str(&bd.format_show());
+                }
+            }
+        }
+        match bond {
+            Some(n) if out.is_empty() => Err(format!("no such bond {n:?}")),
+            _ => Ok(out),
+        }
+    }
+
+    /// `bond-show --json`: `[{"name", "bond_mode", "lacp_status",
+    /// "active_member", "members": [{"name", "ofport", "enabled",
+    /// "may_enable", "link"}]}]`.
+    pub fn bond_show_json(&self, bond: Option<&str>) -> Result<String, String> {
+        let mut rows = Vec::new();
+        for b in &self.bridges {
+            for bd in b.normal.bonds() {
+                if bond.is_some_and(|n| n != bd.name()) {
+                    continue;
+                }
+                let active = bd
+                    .active()
+                    .and_then(|a| bd.member(a))
+                    .map(|m| m.name.clone());
+                let members: Vec<serde_json::Value> = bd
+                    .members()
+                    .iter()
+                    .map(|m| {
+                        serde_json::json!({
+                            "name": m.name,
+                            "ofport": m.ofport,
+                            "enabled": m.enabled,
+                            "may_enable": m.may_enable,
+                            "link": m.link,
+                        })
+                    })
+                    .collect();
+                rows.push(serde_json::json!({
+                    "name": bd.name(),
+                    "bridge": b.name,
+                    "bond_mode": bd.mode().as_str(),
+                    "lacp_status": bd.lacp_status().as_str(),
+                    "active_member": active,
+                    "members": members,
+                }));
+            }
+        }
+        if let (Some(n), true) = (bond, rows.is_empty()) {
+            return Err(format!("no such bond {n:?}"));
+        }
+        Ok(serde_json::Value::Array(rows).to_string())
+    }
+
+    /// `lacp-show [BOND]`: the LACP state of every bond with LACP on (or the one
+    /// named), as `ovs-appctl lacp/show` prints it.
+    pub fn lacp_show(&self, bond: Option<&str>) -> Result<String, String> {
+        let mut out = String::new();
+        let mut found = false;
+        for b in &self.bridges {
+            for (bd, l) in b.normal.bonds().iter().zip(&b.lacp) {
+                if bond.is_some_and(|n| n != bd.name()) {
+                    continue;
+                }
+                found = true;
+                if let Some(l) = l {
+                    out.push_str(&l.format_show());
+                }
+            }
+        }
+        match bond {
+            Some(n) if !found => Err(format!("no such bond {n:?}")),
+            Some(n) if out.is_empty() => Err(format!("bond {n:?} does not run LACP")),
+            _ => Ok(out),
+        }
+    }
+
     /// A bridge's MAC table.
     pub fn macs(&self, bridge: &str) -> Result<&MacTable, String> {
         let bi = self.bridge_index(bridge)?;
@@ -1297,6 +1612,20 @@ pub fn bridges_from_config(cfg: &Config) -> Result<Vec<Bridge>, String> {
 /// modes, MAC table settings, [`DEFAULT_FLOW`] and the configured flows.
 pub fn bridge_from_config(b: &BridgeConfig, ports: Vec<BridgePort>) -> Result<Bridge, String> {
     let mut bridge = Bridge::new(&b.name, ports);
+    for p in b.ports.iter().filter(|p| p.is_bond()) {
+        let s = p
+            .bond_settings()
+            .map_err(|e| format!("bridge {:?}: port {:?}: {e}", b.name, p.name))?;
+        let members: Vec<&str> = p.interfaces.iter().map(|i| i.name.as_str()).collect();
+        let lacp = match s.lacp {
+            LacpMode::Off => None,
+            LacpMode::Active => Some((true, s.lacp_fast)),
+            LacpMode::Passive => Some((false, s.lacp_fast)),
+        };
+        bridge
+            .add_bond(&p.name, &members, s.mode, lacp)
+            .map_err(|e| format!("bridge {:?}: {e}", b.name))?;
+    }
     let ofports = b.ofports();
     for p in b.ports.iter().filter(|p| p.is_patch()) {
         let ofport = ofports
@@ -1325,7 +1654,12 @@ fn configure_normal(bridge: &mut Bridge, cfg: &BridgeConfig) -> Result<(), Strin
         let mode = p
             .vlan_mode()
             .map_err(|e| format!("port {:?}: {e}", p.name))?;
-        bridge.set_vlan_mode(&p.name, mode)?;
+        // A bond's mode is its bundle's: the port its first member has.
+        let name = p
+            .interfaces
+            .first()
+            .map_or(p.name.as_str(), |i| i.name.as_str());
+        bridge.set_vlan_mode(name, mode)?;
     }
     if let Some(secs) = cfg.mac_aging_time {
         bridge.normal.macs_mut().set_aging_secs(secs);

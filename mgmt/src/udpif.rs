@@ -8,7 +8,8 @@
 //!   refreshes the MACs of used `NORMAL` megaflows, expires rules, MAC entries and
 //!   idle megaflows ([`Ofproto::run_periodic`]).
 //! - the control commands `add-flow`, `add-flows`, `del-flows`, `dump-flows`,
-//!   `ofproto-trace`, `dump-dp-flows`, `fdb-show` and `fdb-flush`, as a
+//!   `ofproto-trace`, `dump-dp-flows`, `fdb-show`, `fdb-flush`, `bond-show` and
+//!   `lacp-show`, as a
 //!   [`CommandExtension`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -111,6 +112,8 @@ pub const COMMANDS: &[&str] = &[
     "dump-dp-flows",
     "fdb-show BRIDGE",
     "fdb-flush [BRIDGE]",
+    "bond-show [BOND]",
+    "lacp-show [BOND]",
 ];
 
 /// The control commands over `ofproto`.
@@ -193,6 +196,18 @@ fn handle<D: DpControl>(o: &SharedOfproto<D>, req: &Request) -> Option<Response>
             [] => result(lock(o).fdb_flush(None)),
             [br] => result(lock(o).fdb_flush(Some(br))),
             _ => usage("fdb-flush [BRIDGE]"),
+        },
+        "bond-show" => match args.as_slice() {
+            [] if req.json => result(lock(o).bond_show_json(None)),
+            [] => result(lock(o).bond_show(None)),
+            [bond] if req.json => result(lock(o).bond_show_json(Some(bond))),
+            [bond] => result(lock(o).bond_show(Some(bond))),
+            _ => usage("bond-show [BOND]"),
+        },
+        "lacp-show" => match args.as_slice() {
+            [] => result(lock(o).lacp_show(None)),
+            [bond] => result(lock(o).lacp_show(Some(bond))),
+            _ => usage("lacp-show [BOND]"),
         },
         _ => return None,
     })

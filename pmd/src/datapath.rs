@@ -129,12 +129,33 @@ impl PortInfo {
     pub fn link(&self) -> Link {
         self.port.link()
     }
+    /// The port itself, for a thread that reads its link (the slow path's
+    /// bond monitor) while the datapath runs.
+    pub fn handle(&self) -> Arc<dyn Port> {
+        self.port.clone()
+    }
     /// The driver's own statistics (errors, misses).
     pub fn driver_stats(&self) -> PortStats {
         self.port.stats()
     }
     pub fn dpdk_port_id(&self) -> Option<u16> {
         self.port.dpdk_port_id()
+    }
+}
+
+/// The datapath's ports by datapath number, shared: what ports are running
+/// now, also after runtime changes.
+#[derive(Clone, Default)]
+pub struct PortTable(Arc<RwLock<Vec<Option<Arc<PortInfo>>>>>);
+
+impl PortTable {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Option<Arc<PortInfo>>>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The port with datapath number `port_no`, if it runs.
+    pub fn get(&self, port_no: usize) -> Option<Arc<PortInfo>> {
+        self.read().get(port_no).cloned().flatten()
     }
 }
 
@@ -177,7 +198,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 pub struct Datapath {
     /// By datapath port number; `None`: a number free again after a removal.
-    ports: RwLock<Vec<Option<Arc<PortInfo>>>>,
+    ports: PortTable,
     pmds: Vec<PmdHandle>,
     stop: Arc<AtomicBool>,
     pool: Arc<Mempool>,
@@ -338,7 +359,7 @@ impl Datapath {
 
         let stop = Arc::new(AtomicBool::new(false));
         let mut dp = Datapath {
-            ports: RwLock::new(
+            ports: PortTable(Arc::new(RwLock::new(
                 opened
                     .into_iter()
                     .enumerate()
@@ -350,7 +371,7 @@ impl Datapath {
                         }))
                     })
                     .collect(),
-            ),
+            ))),
             pmds: Vec::new(),
             stop: stop.clone(),
             pool,
@@ -381,11 +402,17 @@ impl Datapath {
     }
 
     fn read_ports(&self) -> std::sync::RwLockReadGuard<'_, Vec<Option<Arc<PortInfo>>>> {
-        self.ports.read().unwrap_or_else(|e| e.into_inner())
+        self.ports.read()
     }
 
     fn write_ports(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Option<Arc<PortInfo>>>> {
-        self.ports.write().unwrap_or_else(|e| e.into_inner())
+        self.ports.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A handle on the live port table, for threads that look ports up by
+    /// datapath number while ports come and go (the slow path's bonds).
+    pub fn port_table(&self) -> PortTable {
+        self.ports.clone()
     }
 
     /// Opens the port `spec` describes and has the PMDs serve it, without

@@ -23,7 +23,7 @@ pub mod upcall;
 
 pub use datapath::{
     Datapath, DatapathError, DatapathSpec, FlowSpec, PmdHandle, PortInfo, PortKind, PortSpec,
-    PortTotals, MAX_PORTS,
+    PortTable, PortTotals, MAX_PORTS,
 };
 pub use port::{ClosedTx, DpdkPort, InternalPort, Port, RxPort, TxPort, VhostPort};
 pub use stats::{DropReason, PmdStats, PortCounters};

@@ -29,6 +29,8 @@ use crate::upcall::{FlowActions, PmdCommand, Upcall};
 const ETH_HEADER_LEN: usize = 14;
 /// Distinct flows whose upcall may be in flight at once (per PMD).
 const MAX_INFLIGHT: usize = 64;
+/// IEEE 802.3 Slow Protocols ethertype (LACP).
+const ETH_TYPE_SLOW: u16 = 0x8809;
 /// Packets held per flow while its upcall is in flight.
 const HELD_PER_FLOW: usize = 64;
 /// Iterations between looks at the command queue: a look costs a call and several
@@ -615,7 +617,9 @@ fn miss(
     // later packet of the flow can pass it: a megaflow installed for another
     // flow's upcall may cover this one before its own answer comes back. Only
     // when every in-flight slot is taken does it ride along with the upcall.
-    let packet = if s.inflight.len() < MAX_INFLIGHT {
+    // Slow-protocol frames (LACPDUs, ethertype 0x8809) are consumed by the
+    // slow path, which reads them: they go with their upcall.
+    let packet = if s.inflight.len() < MAX_INFLIGHT && key.dl_type != ETH_TYPE_SLOW {
         let mut held: [Option<Mbuf>; HELD_PER_FLOW] = std::array::from_fn(|_| None);
         held[0] = Some(m);
         s.inflight.push(Inflight {

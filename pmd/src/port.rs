@@ -69,6 +69,31 @@ pub struct DpdkPort {
     /// `dpdk`, `internal` for an [`InternalPort`], `dpdkvhostuser[client]` for a
     /// [`VhostPort`].
     kind: &'static str,
+    /// For a `net_af_packet` device: the kernel interface whose carrier is the
+    /// port's link (see [`af_packet_iface`]).
+    carrier_iface: Option<String>,
+}
+
+/// The `iface=` of a `net_af_packet` device's arguments. DPDK 22.11's
+/// af_packet driver reports its link up from `dev_start` on and never reads
+/// the interface again (its `link_update` does nothing), so a veth whose peer
+/// went down still shows up; the port's link is read from the kernel's
+/// `/sys/class/net/IFACE/carrier` instead.
+pub fn af_packet_iface(devargs: &str) -> Option<String> {
+    let mut parts = devargs.split(',');
+    if !parts.next()?.starts_with("net_af_packet") {
+        return None;
+    }
+    parts
+        .find_map(|kv| kv.strip_prefix("iface="))
+        .map(str::to_string)
+}
+
+/// The carrier of kernel interface `iface`: `carrier` reads 1; an interface
+/// that is administratively down (the file then fails to read) or gone is down.
+fn kernel_carrier(iface: &str) -> bool {
+    std::fs::read_to_string(format!("/sys/class/net/{iface}/carrier"))
+        .is_ok_and(|s| s.trim() == "1")
 }
 
 impl DpdkPort {
@@ -77,12 +102,17 @@ impl DpdkPort {
         Ok(DpdkPort {
             eth: EthPort::open(devargs, conf, pool)?,
             kind: "dpdk",
+            carrier_iface: af_packet_iface(devargs),
         })
     }
 
     /// Wraps an already started port (e.g. one built over rings in tests).
     pub fn from_eth(eth: EthPort) -> DpdkPort {
-        DpdkPort { eth, kind: "dpdk" }
+        DpdkPort {
+            eth,
+            kind: "dpdk",
+            carrier_iface: None,
+        }
     }
 
     pub fn eth(&self) -> &EthPort {
@@ -107,7 +137,14 @@ impl Port for DpdkPort {
         Ok(Box::new(self.eth.tx_queue(q)?))
     }
     fn link(&self) -> Link {
-        self.eth.link()
+        let link = self.eth.link();
+        match &self.carrier_iface {
+            Some(iface) => Link {
+                up: kernel_carrier(iface),
+                ..link
+            },
+            None => link,
+        }
     }
     fn stats(&self) -> PortStats {
         self.eth.stats()
@@ -145,6 +182,7 @@ impl InternalPort {
         Ok(DpdkPort {
             eth,
             kind: "internal",
+            carrier_iface: None,
         })
     }
 }
@@ -179,6 +217,7 @@ impl VhostPort {
             } else {
                 "dpdkvhostuser"
             },
+            carrier_iface: None,
         })
     }
 }

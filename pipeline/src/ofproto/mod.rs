@@ -26,6 +26,10 @@
 //!   bridge and VLAN with OVS's port VLAN modes ([`normal::VlanMode`]) and MAC
 //!   table ([`normal::MacTable`], `fdb/show`), plugged into translation as a
 //!   [`xlate::NormalHook`].
+//! * [`bond`]: bonds (a port of several interfaces) for `NORMAL`: member
+//!   choice per `bond_mode`, admissibility, failover ([`bond::Bond`]).
+//! * [`lacp`]: LACP (802.1AX) per bond: LACPDUs in and out, partners, which
+//!   members may carry traffic ([`lacp::Lacp`]).
 //! * [`syntax`]: `ovs-ofctl` text in and out: `add-flow`/`add-flows` lines,
 //!   `del-flows`/`dump-flows` selections, `dump-flows` lines (printed in
 //!   `match_format`'s field order, actions as `ofpacts_format`), [`syntax::PortMap`].
@@ -41,8 +45,10 @@
 //! documented where they occur.
 
 pub mod action;
+pub mod bond;
 pub mod field;
 pub mod flow_match;
+pub mod lacp;
 pub mod normal;
 pub mod reference;
 pub mod rule;

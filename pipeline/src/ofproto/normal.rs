@@ -59,8 +59,14 @@
 //! * Only the outer tag is the frame's VLAN (OVS's default `vlan-limit=1`); an
 //!   inner tag is payload, left as it is. No `dot1q-tunnel` mode, no
 //!   `use_priority_tags`, no `flood_vlans`.
-//! * No bonds (so no gratuitous-ARP lock and no SLB admissibility), no mirrors,
-//!   no multicast snooping, no static FDB entries, no STP/RSTP port states.
+//! * Bonds ([`Bond`], OVS's bundles of several interfaces): MACs are learned
+//!   on the bundle ([`Bond::bundle`]), a frame received on a member passes the
+//!   bond's admissibility check first ([`Bond::admissibility`]), and an output
+//!   to the bundle, learned or flooded (one copy per bundle), leaves by the
+//!   member the bond chooses ([`Bond::choose_member`]). No gratuitous-ARP lock.
+//!   The decision then also depends on the bonds' state: the caller
+//!   revalidates when [`Normal::bonds_generation`] moves.
+//! * No mirrors, no multicast snooping, no static FDB entries, no STP/RSTP port states.
 //! * An entry is refreshed by every frame the slow path sees from it (OVS at most
 //!   once a second); frames the datapath forwards do not refresh it unless the
 //!   caller feeds megaflow activity back through [`Normal::refresh`] with the
@@ -75,6 +81,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use super::action::OFPP_LOCAL;
+use super::bond::{Admissibility, Bond};
 use super::xlate::{NormalDecision, NormalHook, NormalNote, NormalOutput};
 use crate::flow_key::{
     FlowKey, ETH_TYPE_VLAN_8021AD, ETH_TYPE_VLAN_8021Q, VLAN_CFI, VLAN_PCP_MASK, VLAN_VID_MASK,
@@ -721,6 +728,9 @@ pub struct Normal {
     ports: BTreeMap<u32, VlanMode>,
     macs: MacTable,
     forward_bpdu: bool,
+    bonds: Vec<Bond>,
+    /// Member OpenFlow port -> index in `bonds`.
+    members: BTreeMap<u32, usize>,
 }
 
 impl Normal {
@@ -767,6 +777,50 @@ impl Normal {
     /// the caller revalidates.
     pub fn set_forward_bpdu(&mut self, on: bool) {
         self.forward_bpdu = on;
+    }
+
+    /// Adds a bond: its members' frames are learned on, and flooded to, the
+    /// bundle ([`Bond::bundle`]; its VLAN mode is the bundle's). Members that
+    /// already belong to another bond are refused.
+    pub fn add_bond(&mut self, bond: Bond) -> Result<(), String> {
+        if let Some(m) = bond
+            .members()
+            .iter()
+            .find(|m| self.members.contains_key(&m.ofport))
+        {
+            return Err(format!("port {} is already a member of a bond", m.ofport));
+        }
+        let i = self.bonds.len();
+        for m in bond.members() {
+            self.members.insert(m.ofport, i);
+        }
+        self.bonds.push(bond);
+        Ok(())
+    }
+
+    /// The bonds.
+    pub fn bonds(&self) -> &[Bond] {
+        &self.bonds
+    }
+
+    /// The bonds, to update their members' state ([`Bond::update`]).
+    pub fn bonds_mut(&mut self) -> &mut [Bond] {
+        &mut self.bonds
+    }
+
+    /// Moves whenever any bond's forwarding state does ([`Bond::generation`]).
+    pub fn bonds_generation(&self) -> u64 {
+        self.bonds.iter().map(Bond::generation).sum()
+    }
+
+    /// The bond `port` is a member of.
+    pub fn bond_of(&self, port: u32) -> Option<&Bond> {
+        self.members.get(&port).and_then(|&i| self.bonds.get(i))
+    }
+
+    /// The bundle a port belongs to: its bond's [`Bond::bundle`], or itself.
+    pub fn bundle_of(&self, port: u32) -> u32 {
+        self.bond_of(port).map_or(port, Bond::bundle)
     }
 
     /// The MAC table.
@@ -821,10 +875,11 @@ impl Normal {
         wc.dl_dst = [0xff; 6];
         wc.vlan_tci[0] |= VLAN_VID_MASK | VLAN_CFI;
 
-        let in_port = flow.in_port;
-        if in_port != OFPP_LOCAL && !ports.contains(&in_port) {
+        let member = flow.in_port;
+        if member != OFPP_LOCAL && !ports.contains(&member) {
             return Err(NormalNote::Warn("no input bundle, dropping"));
         }
+        let in_port = self.bundle_of(member);
         let tci = flow.vlan_tci[0];
         let tagged = tci & VLAN_CFI != 0;
         if !tagged && matches!(flow.dl_type, ETH_TYPE_VLAN_8021Q | ETH_TYPE_VLAN_8021AD) {
@@ -848,6 +903,20 @@ impl Normal {
             return Err(NormalNote::Detail(
                 "packet has reserved destination MAC, dropping",
             ));
+        }
+        if let Some(bond) = self.bond_of(member) {
+            match bond.admissibility(member, &flow.dl_dst) {
+                Admissibility::Accept => {}
+                Admissibility::Drop(why) => return Err(NormalNote::Detail(why)),
+                Admissibility::DropIfMoved => {
+                    let learned = self.macs.lookup(vlan, &flow.dl_src);
+                    if learned.is_some_and(|p| p != in_port) {
+                        return Err(NormalNote::Detail(
+                            "SLB bond: source MAC learned on another port, dropping",
+                        ));
+                    }
+                }
+            }
         }
         Ok((in_port, vlan, pcp))
     }
@@ -907,9 +976,17 @@ impl NormalHook for NormalXlate<'_> {
         }
 
         let n = self.get();
-        let output = |port: u32| NormalOutput {
-            port,
-            vlan: n.port_mode(port).output_tci(vlan, pcp),
+        // A bundle's output leaves by the member its bond chooses (none when no
+        // member is enabled).
+        let mut output = |port: u32| -> Option<NormalOutput> {
+            let member = match n.bond_of(port) {
+                Some(b) => b.choose_member(flow, vlan, wc)?,
+                None => port,
+            };
+            Some(NormalOutput {
+                port: member,
+                vlan: n.port_mode(port).output_tci(vlan, pcp),
+            })
         };
         match n.macs.lookup(vlan, &flow.dl_dst) {
             Some(p) if p == in_port => {
@@ -921,15 +998,24 @@ impl NormalHook for NormalXlate<'_> {
             Some(p) if !n.port_mode(p).carries(vlan) => drop_with(NormalNote::Warn(
                 "learned port does not carry the VLAN, dropping",
             )),
-            Some(p) => NormalDecision {
-                outputs: vec![output(p)],
-                note: Some(NormalNote::Detail("forwarding to learned port")),
+            Some(p) => match output(p) {
+                Some(o) => NormalDecision {
+                    outputs: vec![o],
+                    note: Some(NormalNote::Detail("forwarding to learned port")),
+                },
+                None => drop_with(NormalNote::Detail(
+                    "learned bond has no enabled member, dropping",
+                )),
             },
             None => NormalDecision {
+                // One copy per bundle: a bond is flooded to through the port
+                // it is known by.
                 outputs: ports
                     .iter()
-                    .filter(|&&p| p != in_port && n.port_mode(p).carries(vlan))
-                    .map(|&p| output(p))
+                    .filter(|&&p| {
+                        p != in_port && n.bundle_of(p) == p && n.port_mode(p).carries(vlan)
+                    })
+                    .filter_map(|&p| output(p))
                     .collect(),
                 note: Some(NormalNote::Detail(
                     "no learned MAC for destination, flooding",
