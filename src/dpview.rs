@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use mgmt::view::{DatapathView, PmdSnapshot, PortSnapshot};
+use mgmt::view::{DatapathView, PmdSnapshot, PortSnapshot, RxqSnapshot};
 use pipeline::ParseError;
 use pmd::{Datapath, DropReason};
 
@@ -89,7 +89,16 @@ pub fn pmd_snapshots(dp: &Datapath, tsc_hz: u64) -> Vec<PmdSnapshot> {
                 id: h.id,
                 cpu: h.cpu,
                 lcore: h.lcore,
-                rxqs: h.rxqs().iter().map(|&(p, q)| (port_name(p), q)).collect(),
+                rxqs: h
+                    .rxq_info()
+                    .iter()
+                    .map(|r| RxqSnapshot {
+                        port: port_name(r.port_no),
+                        queue: r.queue,
+                        pinned: r.pinned,
+                        cycles: r.stats.cycles.get(),
+                    })
+                    .collect(),
                 iterations: s.iterations.get(),
                 busy_cycles: s.busy_cycles.get(),
                 idle_cycles: s.idle_cycles.get(),

@@ -41,7 +41,8 @@ enum Cmd {
     },
     /// Talk to the running daemon over its control socket.
     ///
-    /// Commands: show, port-stats [PORT], pmd-stats-show, pmd-stats-clear,
+    /// Commands: show, port-stats [PORT], pmd-stats-show, pmd-rxq-show,
+    /// pmd-stats-clear,
     /// add-br BRIDGE, del-br BRIDGE, add-port BRIDGE PORT [type=T] [options:K=V]...
     /// [tag=N] [trunks=N,M] [vlan_mode=M] [n_rxq=N] [ofport_request=N],
     /// del-port [BRIDGE] PORT, set-port PORT [tag=N] [trunks=N,M] [vlan_mode=M]
@@ -310,6 +311,8 @@ fn datapath_spec(cfg: &Config, ncpus: usize) -> Result<pmd::DatapathSpec> {
             devargs: p.devargs.clone(),
             n_rxq: p.port.n_rxq,
             kind: reconfig::port_kind(&p.port),
+            // Checked with the config.
+            rxq_affinity: p.port.rxq_affinity().unwrap_or_default(),
         })
         .collect();
     let mut forward = Vec::new();

@@ -27,7 +27,7 @@ use crate::slowpath::PmdControl;
 pub const COMMANDS: &[&str] = &[
     "add-br BRIDGE",
     "del-br BRIDGE",
-    "add-port BRIDGE PORT [type=T] [options:K=V]... [tag=N] [trunks=N,M] [vlan_mode=M] [n_rxq=N] [ofport_request=N]",
+    "add-port BRIDGE PORT [type=T] [options:K=V]... [other_config:pmd-rxq-affinity=Q:CPU,...] [tag=N] [trunks=N,M] [vlan_mode=M] [n_rxq=N] [ofport_request=N]",
     "del-port [BRIDGE] PORT",
     "set-port PORT [tag=N|tag=[]] [trunks=N,M|trunks=[]] [vlan_mode=M]",
 ];
@@ -193,6 +193,7 @@ impl Reconfig {
                 devargs,
                 n_rxq: port.n_rxq,
                 kind,
+                rxq_affinity: port.rxq_affinity()?,
             })
             .map_err(|e| e.to_string())
     }

@@ -126,6 +126,9 @@ pub const PATCH_PORT_OPTIONS: &[&str] = &["peer"];
 pub const DPDK_PORT_OPTIONS: &[&str] = &["dpdk-devargs"];
 /// `other_config` keys accepted on a bond port.
 pub const BOND_OTHER_CONFIG: &[&str] = &["lacp-time"];
+/// The `other_config` key pinning a port's rx queues to PMD CPUs
+/// (`"QUEUE:CPU,..."`), as OVS's Interface `other_config:pmd-rxq-affinity`.
+pub const PMD_RXQ_AFFINITY: &str = "pmd-rxq-affinity";
 
 /// Largest `pmd.burst` (the datapath's batch arrays hold this many packets).
 pub const MAX_BURST: usize = 64;
@@ -643,6 +646,41 @@ impl PortConfig {
             lacp,
             lacp_fast,
         })
+    }
+
+    /// `other_config.pmd-rxq-affinity` as (queue, CPU) pairs: `"0:3,1:7"`
+    /// pins queue 0 to the PMD on CPU 3 and queue 1 to CPU 7. Each queue must
+    /// be below `n_rxq` and appear once.
+    pub fn rxq_affinity(&self) -> Result<Vec<(u16, usize)>, String> {
+        let Some(text) = self.other_config.get(PMD_RXQ_AFFINITY) else {
+            return Ok(Vec::new());
+        };
+        let field = format!("other_config.{PMD_RXQ_AFFINITY}");
+        let mut out: Vec<(u16, usize)> = Vec::new();
+        for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let pair = item.split_once(':').and_then(|(q, c)| {
+                Some((
+                    q.trim().parse::<u16>().ok()?,
+                    c.trim().parse::<usize>().ok()?,
+                ))
+            });
+            let Some((q, cpu)) = pair else {
+                return Err(format!(
+                    "{field}: {item:?} is not QUEUE:CPU (e.g. \"0:1,1:1\")"
+                ));
+            };
+            if q >= self.n_rxq {
+                return Err(format!(
+                    "{field}: queue {q} does not exist (n_rxq = {})",
+                    self.n_rxq
+                ));
+            }
+            if out.iter().any(|&(oq, _)| oq == q) {
+                return Err(format!("{field}: queue {q} is pinned twice"));
+            }
+            out.push((q, cpu));
+        }
+        Ok(out)
     }
 
     /// `options.dpdk-devargs`, if set.
@@ -1180,7 +1218,6 @@ impl Config {
                 } else if let Some(field) = [
                     ("bond_mode", port.bond_mode.is_some()),
                     ("lacp", port.lacp.is_some()),
-                    ("other_config", !port.other_config.is_empty()),
                 ]
                 .iter()
                 .find_map(|(f, set)| set.then_some(f))
@@ -1189,6 +1226,22 @@ impl Config {
                         format!("bridge[{bi}].port[{pi}] \"{}\"", port.name),
                         format!("{field}: only a bond (a port with [[bridge.port.interface]] entries) has one"),
                     ));
+                } else if !port.other_config.is_empty() {
+                    let at = format!("bridge[{bi}].port[{pi}] \"{}\"", port.name);
+                    if let Some(k) = port.other_config.keys().find(|k| *k != PMD_RXQ_AFFINITY) {
+                        return Err(ConfigError::invalid(
+                            at,
+                            format!("other_config.{k}: unknown key (a port takes {PMD_RXQ_AFFINITY}; a bond lacp-time)"),
+                        ));
+                    }
+                    if port.is_patch() || port.is_internal() {
+                        return Err(ConfigError::invalid(
+                            at,
+                            format!("other_config.{PMD_RXQ_AFFINITY}: a {} port has no queues of its own to pin", port.port_type),
+                        ));
+                    }
+                    port.rxq_affinity()
+                        .map_err(|r| ConfigError::invalid(at, r))?;
                 }
             }
             for (pi, port) in &entries {

@@ -70,6 +70,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "per-PMD counters (like ovs-appctl dpif-netdev/pmd-stats-show)",
     ),
     (
+        "pmd-rxq-show",
+        "each PMD's rx queues and their share of its cycles (like ovs-appctl dpif-netdev/pmd-rxq-show)",
+    ),
+    (
         "pmd-stats-clear",
         "restart what pmd-stats-show counts (metrics are unaffected)",
     ),
@@ -559,6 +563,7 @@ pub fn dispatch(
             .unwrap_or_else(|| show(view, &topo.read().unwrap_or_else(|e| e.into_inner()), json)),
         "port-stats" => port_stats(view, &args, json),
         "pmd-stats-show" => no_args("pmd-stats-show").unwrap_or_else(|| pmd_stats_show(view, json)),
+        "pmd-rxq-show" => no_args("pmd-rxq-show").unwrap_or_else(|| pmd_rxq_show(view, json)),
         "pmd-stats-clear" => no_args("pmd-stats-clear").unwrap_or_else(|| {
             view.clear_pmd_stats();
             Response::success(String::new())
@@ -718,7 +723,7 @@ fn show(view: &dyn DatapathView, topo: &Config, json: bool) -> Response {
                 let rxqs: Vec<serde_json::Value> = p
                     .rxqs
                     .iter()
-                    .map(|(port, q)| json!({ "port": port, "queue": q }))
+                    .map(|r| json!({ "port": r.port, "queue": r.queue }))
                     .collect();
                 json!({ "id": p.id, "cpu": p.cpu, "lcore": p.lcore, "rxqs": rxqs })
             })
@@ -794,7 +799,7 @@ fn show(view: &dyn DatapathView, topo: &Config, json: bool) -> Response {
         let rxqs: Vec<String> = p
             .rxqs
             .iter()
-            .map(|(port, q)| format!("{port}:{q}"))
+            .map(|r| format!("{}:{}", r.port, r.queue))
             .collect();
         let rxqs = if rxqs.is_empty() {
             "(none)".to_string()
@@ -806,6 +811,85 @@ fn show(view: &dyn DatapathView, topo: &Config, json: bool) -> Response {
             "pmd thread on cpu {} (pmd {}, lcore {}): rxqs {rxqs}",
             p.cpu, p.id, p.lcore
         );
+    }
+    Response::success(out)
+}
+
+/// `pmd-rxq-show`: as `ovs-appctl dpif-netdev/pmd-rxq-show`, each PMD's rx
+/// queues with the share of the PMD's cycles (busy and idle, since start or
+/// the last `pmd-stats-clear`) spent on each queue's packets, and the
+/// overhead: busy cycles not spent on any queue's bursts (tx flushes,
+/// commands, the loop itself).
+fn pmd_rxq_show(view: &dyn DatapathView, json: bool) -> Response {
+    /// One PMD's line of the report.
+    struct Row {
+        pmd: usize,
+        cpu: usize,
+        isolated: bool,
+        /// (port, queue, pinned, usage %).
+        queues: Vec<(String, u16, bool, u64)>,
+        overhead: u64,
+    }
+    let share = |cycles: u64, total: u64| {
+        cycles
+            .saturating_mul(100)
+            .checked_div(total)
+            .unwrap_or(0)
+            .min(100)
+    };
+    let rows: Vec<Row> = view
+        .pmds_since_clear()
+        .iter()
+        .map(|p| {
+            let total = p.busy_cycles.saturating_add(p.idle_cycles);
+            let in_queues: u64 = p.rxqs.iter().map(|r| r.cycles).sum();
+            Row {
+                pmd: p.id,
+                cpu: p.cpu,
+                isolated: p.rxqs.iter().any(|r| r.pinned),
+                queues: p
+                    .rxqs
+                    .iter()
+                    .map(|r| (r.port.clone(), r.queue, r.pinned, share(r.cycles, total)))
+                    .collect(),
+                overhead: share(p.busy_cycles.saturating_sub(in_queues), total),
+            }
+        })
+        .collect();
+    if json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let qs: Vec<serde_json::Value> = r
+                    .queues
+                    .iter()
+                    .map(|(port, q, pinned, usage)| {
+                        json!({ "port": port, "queue": q, "pinned": pinned, "usage_percent": usage })
+                    })
+                    .collect();
+                json!({
+                    "pmd": r.pmd,
+                    "cpu": r.cpu,
+                    "isolated": r.isolated,
+                    "rxqs": qs,
+                    "overhead_percent": r.overhead,
+                })
+            })
+            .collect();
+        return Response::success(serde_json::Value::Array(v).to_string());
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let _ = writeln!(out, "pmd thread numa_id 0 core_id {}:", r.cpu);
+        let _ = writeln!(out, "  isolated : {}", r.isolated);
+        for (port, q, pinned, usage) in &r.queues {
+            let pin = if *pinned { " (pinned)" } else { "" };
+            let _ = writeln!(
+                out,
+                "  port: {port:<16} queue-id: {q:>2} (enabled)   pmd usage: {usage:>2} %{pin}"
+            );
+        }
+        let _ = writeln!(out, "  overhead: {:>2} %", r.overhead);
     }
     Response::success(out)
 }
@@ -1018,6 +1102,41 @@ name = "br0"
         .unwrap()
     }
 
+    #[test]
+    fn pmd_rxq_show_gives_each_queue_its_share_of_the_pmd() {
+        let v = view();
+        let (ports, mut pmds) = (v.ports(), v.pmds());
+        // 10000 cycles: dpdk0 (pinned) took 2500, dpdk1 1000 of the 4000 busy.
+        pmds[0].rxqs[0].pinned = true;
+        pmds[0].rxqs[0].cycles = 2500;
+        pmds[0].rxqs[1].cycles = 1000;
+        v.set(ports, pmds);
+        let r = handle(&Request::new("pmd-rxq-show", vec![]), &v, &topo());
+        assert_eq!(
+            r.output,
+            "pmd thread numa_id 0 core_id 1:\n  isolated : true\n  port: dpdk0            queue-id:  0 (enabled)   pmd usage: 25 % (pinned)\n  port: dpdk1            queue-id:  0 (enabled)   pmd usage: 10 %\n  overhead:  5 %\n"
+        );
+        let j: serde_json::Value = serde_json::from_str(
+            &handle(
+                &Request::new("pmd-rxq-show", vec!["--json".into()]),
+                &v,
+                &topo(),
+            )
+            .output,
+        )
+        .unwrap();
+        assert_eq!(j[0]["rxqs"][1]["usage_percent"], 10);
+        assert_eq!(j[0]["overhead_percent"], 5);
+        // Since pmd-stats-clear (the daemon's view subtracts a snapshot):
+        // each queue's cycles since.
+        let base = v.pmds()[0].clone();
+        let mut later = base.clone();
+        later.rxqs[0].cycles = 4000;
+        let d = later.since(&base);
+        assert_eq!((d.rxqs[0].cycles, d.rxqs[1].cycles), (1500, 0));
+        assert!(d.rxqs[0].pinned);
+    }
+
     pub(crate) fn view() -> StaticView {
         StaticView::new(
             vec![
@@ -1048,7 +1167,10 @@ name = "br0"
                 id: 0,
                 cpu: 1,
                 lcore: 1,
-                rxqs: vec![("dpdk0".into(), 0), ("dpdk1".into(), 0)],
+                rxqs: vec![
+                    crate::view::RxqSnapshot::new("dpdk0", 0),
+                    crate::view::RxqSnapshot::new("dpdk1", 0),
+                ],
                 iterations: 1000,
                 busy_cycles: 4000,
                 idle_cycles: 6000,
@@ -1271,7 +1393,7 @@ name = "br0"
         assert_eq!(
             run("dump-flows", &[], false),
             Response::failure(
-                "unknown command \"dump-flows\" (known commands: show, port-stats, pmd-stats-show, pmd-stats-clear, version, help)"
+                "unknown command \"dump-flows\" (known commands: show, port-stats, pmd-stats-show, pmd-rxq-show, pmd-stats-clear, version, help)"
             )
         );
         assert_eq!(
@@ -1292,7 +1414,7 @@ name = "br0"
         let req = Request::new("nope", vec![]);
         assert_eq!(
             dispatch(&req, &view(), &RwLock::new(topo()), Some(&ext)).error.as_deref(),
-            Some("unknown command \"nope\" (known commands: show, port-stats, pmd-stats-show, pmd-stats-clear, version, help, dump-flows)")
+            Some("unknown command \"nope\" (known commands: show, port-stats, pmd-stats-show, pmd-rxq-show, pmd-stats-clear, version, help, dump-flows)")
         );
         let help = dispatch(
             &Request::new("help", vec![]),
@@ -1367,7 +1489,7 @@ name = "br0"
         assert!(!r.ok);
         assert_eq!(
             r.error.as_deref(),
-            Some("unknown command \"frobnicate\" (known commands: show, port-stats, pmd-stats-show, pmd-stats-clear, version, help)")
+            Some("unknown command \"frobnicate\" (known commands: show, port-stats, pmd-stats-show, pmd-rxq-show, pmd-stats-clear, version, help)")
         );
 
         // Malformed lines get errors; the connection and server survive them;

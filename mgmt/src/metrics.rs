@@ -458,7 +458,7 @@ mod tests {
                 id: 0,
                 cpu: 1,
                 lcore: 1,
-                rxqs: vec![("dpdk0".into(), 0)],
+                rxqs: vec![crate::view::RxqSnapshot::new("dpdk0", 0)],
                 iterations: 1000,
                 busy_cycles: 400,
                 idle_cycles: 600,

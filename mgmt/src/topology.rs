@@ -106,7 +106,7 @@ impl VlanChange {
 }
 
 /// The port `add-port BR NAME [SETTINGS...]` describes: `type=T`,
-/// `options:K=V`, `tag=N`, `trunks=N,M`, `vlan_mode=MODE`, `n_rxq=N`,
+/// `options:K=V`, `other_config:K=V`, `tag=N`, `trunks=N,M`, `vlan_mode=MODE`, `n_rxq=N`,
 /// `ofport_request=N` (the `ovs-vsctl` column names).
 pub fn port_from_args(name: &str, args: &[&str]) -> Result<PortConfig, ConfigError> {
     let mut p = PortConfig {
@@ -115,6 +115,13 @@ pub fn port_from_args(name: &str, args: &[&str]) -> Result<PortConfig, ConfigErr
     };
     let mut vlan = VlanChange::default();
     for a in args {
+        if let Some(opt) = a.strip_prefix("other_config:") {
+            let (k, v) = opt
+                .split_once('=')
+                .ok_or_else(|| invalid(*a, "expected other_config:KEY=VALUE"))?;
+            p.other_config.insert(k.to_string(), v.to_string());
+            continue;
+        }
         if let Some(opt) = a.strip_prefix("options:") {
             let (k, v) = opt
                 .split_once('=')
@@ -125,7 +132,7 @@ pub fn port_from_args(name: &str, args: &[&str]) -> Result<PortConfig, ConfigErr
         let (k, v) = a.split_once('=').ok_or_else(|| {
             invalid(
                 *a,
-                "expected KEY=VALUE (type, options:KEY, tag, trunks, vlan_mode, n_rxq, ofport_request)",
+                "expected KEY=VALUE (type, options:KEY, other_config:KEY, tag, trunks, vlan_mode, n_rxq, ofport_request)",
             )
         })?;
         match k {

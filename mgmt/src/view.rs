@@ -74,6 +74,29 @@ pub struct PortSnapshot {
     pub tx_errors: u64,
 }
 
+/// One rx queue of a PMD.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RxqSnapshot {
+    /// The port's name.
+    pub port: String,
+    pub queue: u16,
+    /// Pinned to its PMD by `pmd-rxq-affinity`.
+    pub pinned: bool,
+    /// TSC cycles the PMD spent on its bursts that brought packets.
+    pub cycles: u64,
+}
+
+impl RxqSnapshot {
+    /// Queue `queue` of port `port`, unpinned, no cycles counted.
+    pub fn new(port: &str, queue: u16) -> RxqSnapshot {
+        RxqSnapshot {
+            port: port.to_string(),
+            queue,
+            ..RxqSnapshot::default()
+        }
+    }
+}
+
 /// One PMD thread's identity, rx-queue assignment and cumulative counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PmdSnapshot {
@@ -83,8 +106,8 @@ pub struct PmdSnapshot {
     pub cpu: usize,
     /// DPDK lcore id the thread is registered as.
     pub lcore: u32,
-    /// Rx queues polled by this PMD: (port name, queue id).
-    pub rxqs: Vec<(String, u16)>,
+    /// Rx queues polled by this PMD.
+    pub rxqs: Vec<RxqSnapshot>,
     /// Poll-loop iterations.
     pub iterations: u64,
     /// TSC cycles spent in iterations that received at least one packet.
@@ -145,6 +168,21 @@ impl PmdSnapshot {
                 .saturating_sub(base.upcalls_coalesced),
             drops: sub(&self.drops, &base.drops),
             parse_errors: sub(&self.parse_errors, &base.parse_errors),
+            rxqs: self
+                .rxqs
+                .iter()
+                .map(|r| {
+                    let before = base
+                        .rxqs
+                        .iter()
+                        .find(|b| b.port == r.port && b.queue == r.queue)
+                        .map_or(0, |b| b.cycles);
+                    RxqSnapshot {
+                        cycles: r.cycles.saturating_sub(before),
+                        ..r.clone()
+                    }
+                })
+                .collect(),
             ..self.clone()
         }
     }

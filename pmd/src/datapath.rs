@@ -17,11 +17,11 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::poll_loop::{self, AssignedRxq, FlowStage, PmdContext, INTERNAL_POLL_EVERY};
 use crate::port::{DpdkPort, InternalPort, Port, RxPort, TxPort, VhostPort};
-use crate::stats::PmdStats;
+use crate::stats::{PmdStats, RxqStats};
 use crate::upcall::{PmdCommand, Upcall};
 
 /// What the datapath needs to know of a port.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PortSpec {
     pub bridge: String,
     pub name: String,
@@ -31,6 +31,9 @@ pub struct PortSpec {
     pub n_rxq: u16,
     /// What kind of port `devargs` makes.
     pub kind: PortKind,
+    /// Rx queues pinned to the PMD of a CPU: (queue, CPU), OVS's
+    /// `pmd-rxq-affinity`.
+    pub rxq_affinity: Vec<(u16, usize)>,
 }
 
 /// The port types the datapath opens.
@@ -164,8 +167,8 @@ pub struct PmdHandle {
     pub id: usize,
     pub cpu: usize,
     pub lcore: u32,
-    /// (datapath port number, queue) polled by this PMD.
-    rxqs: Mutex<Vec<(usize, u16)>>,
+    /// The rx queues this PMD polls.
+    rxqs: Mutex<Vec<RxqInfo>>,
     pub stats: Arc<PmdStats>,
     /// Commands to this PMD (with the flow stage on).
     pub commands: Option<Sender<PmdCommand>>,
@@ -185,11 +188,91 @@ pub struct PortTotals {
     pub tx_errors: u64,
 }
 
+/// An rx queue as its PMD's handle shows it.
+#[derive(Clone, Debug)]
+pub struct RxqInfo {
+    pub port_no: usize,
+    pub queue: u16,
+    /// Pinned to this PMD by `pmd-rxq-affinity`.
+    pub pinned: bool,
+    pub stats: Arc<RxqStats>,
+}
+
 impl PmdHandle {
     /// (datapath port number, queue) of every rx queue this PMD polls.
     pub fn rxqs(&self) -> Vec<(usize, u16)> {
+        lock(&self.rxqs)
+            .iter()
+            .map(|r| (r.port_no, r.queue))
+            .collect()
+    }
+
+    /// Every rx queue this PMD polls, with its counters.
+    pub fn rxq_info(&self) -> Vec<RxqInfo> {
         lock(&self.rxqs).clone()
     }
+
+    /// Whether a queue is pinned here: then, as OVS's `pmd-rxq-isolate`, the PMD
+    /// gets no other queues.
+    pub fn isolated(&self) -> bool {
+        lock(&self.rxqs).iter().any(|r| r.pinned)
+    }
+}
+
+/// Where each rx queue of port `p` (with `n_rxq` queues) goes: (queue, PMD
+/// index, pinned). A queue its `rxq_affinity` pins goes to the PMD on that
+/// CPU (an error if none runs there); the others to the PMD polling the
+/// fewest queues among those with no pinned queue (all PMDs if each has
+/// one), as OVS assigns them with `pmd-rxq-isolate=true`. `load` counts each
+/// PMD's queues and is updated.
+fn assign_rxqs(
+    p: &PortSpec,
+    n_rxq: u16,
+    cpus: &[usize],
+    isolated: &[bool],
+    load: &mut [usize],
+) -> Result<Vec<(u16, usize, bool)>, DatapathError> {
+    let mut out = Vec::with_capacity(usize::from(n_rxq));
+    for &(q, cpu) in &p.rxq_affinity {
+        if q >= n_rxq {
+            return Err(DatapathError::Spec(format!(
+                "port {:?}: pmd-rxq-affinity: queue {q} does not exist (the port has {n_rxq})",
+                p.name
+            )));
+        }
+        let pmd = cpus.iter().position(|&c| c == cpu).ok_or_else(|| {
+            DatapathError::Spec(format!(
+                "port {:?}: pmd-rxq-affinity: queue {q} to CPU {cpu}, where no PMD runs (PMD CPUs: {cpus:?})",
+                p.name
+            ))
+        })?;
+        out.push((q, pmd, true));
+    }
+    let open: Vec<usize> = match (0..cpus.len())
+        .filter(|&i| !isolated.get(i).copied().unwrap_or(false))
+        .collect::<Vec<_>>()
+    {
+        v if v.is_empty() => (0..cpus.len()).collect(),
+        v => v,
+    };
+    for q in 0..n_rxq {
+        if out.iter().any(|&(pq, _, _)| pq == q) {
+            continue;
+        }
+        let pmd = open
+            .iter()
+            .copied()
+            .min_by_key(|&i| (load.get(i).copied().unwrap_or(0), i))
+            .unwrap_or(0);
+        out.push((q, pmd, false));
+    }
+    for &(_, pmd, _) in &out {
+        if let Some(l) = load.get_mut(pmd) {
+            *l += 1;
+        }
+    }
+    out.sort_by_key(|&(q, _, _)| q);
+    Ok(out)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -341,19 +424,29 @@ impl Datapath {
                 stats: Arc::new(PmdStats::new(MAX_PORTS)),
             });
         }
-        let mut next = 0usize;
+        // PMDs with a pinned queue get no others (OVS's pmd-rxq-isolate).
+        let isolated: Vec<bool> = cpus
+            .iter()
+            .map(|c| {
+                opened
+                    .iter()
+                    .any(|(p, _)| p.rxq_affinity.iter().any(|&(_, cpu)| cpu == *c))
+            })
+            .collect();
+        let mut load = vec![0usize; cpus.len()];
         for (port_no, (p, port)) in opened.iter().enumerate() {
-            for q in 0..port.n_rxq() {
+            for (q, pmd, pinned) in assign_rxqs(p, port.n_rxq(), &cpus, &isolated, &mut load)? {
                 let rxq = port.rx_queue(q).map_err(|e| err_port(p, e))?;
-                if let Some(ctx) = contexts.get_mut(next % cpus.len()) {
+                if let Some(ctx) = contexts.get_mut(pmd) {
                     ctx.rxqs.push(AssignedRxq {
                         port_no,
                         queue: q,
                         rxq,
                         poll_every: poll_every(p.kind),
+                        pinned,
+                        stats: Arc::default(),
                     });
                 }
-                next += 1;
             }
         }
 
@@ -457,24 +550,31 @@ impl Datapath {
             txqs.push(port.tx_queue(pmd.id as u16).map_err(err)?);
         }
         let mut load: Vec<usize> = self.pmds.iter().map(|p| lock(&p.rxqs).len()).collect();
+        let cpus: Vec<usize> = self.pmds.iter().map(|p| p.cpu).collect();
+        let isolated: Vec<bool> = self
+            .pmds
+            .iter()
+            .map(|p| p.isolated() || spec.rxq_affinity.iter().any(|&(_, c)| c == p.cpu))
+            .collect();
+        let assignment = assign_rxqs(&spec, port.n_rxq(), &cpus, &isolated, &mut load)?;
         let mut rxqs: Vec<Vec<AssignedRxq>> = self.pmds.iter().map(|_| Vec::new()).collect();
-        for q in 0..port.n_rxq() {
+        for (q, pmd, pinned) in assignment {
             let rxq: Box<dyn RxPort> = port.rx_queue(q).map_err(err)?;
-            let pmd = (0..load.len()).min_by_key(|&i| (load[i], i)).unwrap_or(0);
-            if let (Some(l), Some(list)) = (load.get_mut(pmd), rxqs.get_mut(pmd)) {
-                *l += 1;
+            if let Some(list) = rxqs.get_mut(pmd) {
                 list.push(AssignedRxq {
                     port_no,
                     queue: q,
                     rxq,
                     poll_every: poll_every(spec.kind),
+                    pinned,
+                    stats: Arc::default(),
                 });
             }
         }
         let mut acks = Vec::new();
         for ((pmd, txq), rxqs) in self.pmds.iter().zip(txqs).zip(rxqs) {
             let (done, ack) = crossbeam_channel::bounded(1);
-            let queues: Vec<(usize, u16)> = rxqs.iter().map(|a| (port_no, a.queue)).collect();
+            let queues: Vec<RxqInfo> = rxqs.iter().map(AssignedRxq::info).collect();
             if let Some(q) = commands.get(pmd.id) {
                 if q.send(PmdCommand::AddPort {
                     port_no,
@@ -522,7 +622,7 @@ impl Datapath {
                     acks.push(ack);
                 }
             }
-            lock(&pmd.rxqs).retain(|&(p, _)| p != port_no);
+            lock(&pmd.rxqs).retain(|r| r.port_no != port_no);
         }
         wait_all(&acks, "remove", &info.spec.name)?;
         if let Some(slot) = self.write_ports().get_mut(port_no) {
@@ -621,7 +721,7 @@ fn spawn_pmd(
     stop: Arc<AtomicBool>,
 ) -> Result<PmdHandle, DatapathError> {
     let (id, cpu) = (ctx.id, ctx.cpu);
-    let rxqs = ctx.rxqs.iter().map(|a| (a.port_no, a.queue)).collect();
+    let rxqs = ctx.rxqs.iter().map(AssignedRxq::info).collect();
     let stats = ctx.stats.clone();
     let (tx, rx) = std::sync::mpsc::channel::<Result<u32, String>>();
     let thread = std::thread::Builder::new()

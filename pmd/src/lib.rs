@@ -23,8 +23,8 @@ pub mod upcall;
 
 pub use datapath::{
     Datapath, DatapathError, DatapathSpec, FlowSpec, PmdHandle, PortInfo, PortKind, PortSpec,
-    PortTable, PortTotals, MAX_PORTS,
+    PortTable, PortTotals, RxqInfo, MAX_PORTS,
 };
 pub use port::{ClosedTx, DpdkPort, InternalPort, Port, RxPort, TxPort, VhostPort};
-pub use stats::{DropReason, PmdStats, PortCounters};
+pub use stats::{DropReason, PmdStats, PortCounters, RxqStats};
 pub use upcall::{FlowActions, PmdCommand, Upcall};

@@ -103,6 +103,15 @@ impl DropReason {
     }
 }
 
+/// What a PMD counts for one of its rx queues (`pmd-rxq-show`).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct RxqStats {
+    /// TSC cycles spent on the queue's bursts that brought packets (their
+    /// processing included), estimated from one iteration in 16.
+    pub cycles: Counter,
+}
+
 /// What one PMD counted for one port.
 #[derive(Debug, Default)]
 pub struct PortCounters {

@@ -68,6 +68,7 @@ pub fn ring_ports(
             devargs: String::new(),
             n_rxq: 1,
             kind: PortKind::Dpdk,
+            rxq_affinity: Vec::new(),
         };
         ports.push((spec, Arc::new(DpdkPort::from_eth(eth))));
     }

@@ -131,6 +131,7 @@ fn ports_come_and_go_while_the_pmd_runs() {
         devargs: format!("net_tap9,iface={iface}"),
         n_rxq: 1,
         kind: PortKind::Internal,
+        rxq_affinity: Vec::new(),
     };
     let tap_no = dp.add_port(tap).expect("add internal port");
     assert_eq!(tap_no, 3);
