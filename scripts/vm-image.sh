@@ -68,8 +68,12 @@ ip addr add "$fs_ip/24" dev eth0
 echo "FS up role=$fs_role ip=$fs_ip mac=$(cat /sys/class/net/eth0/address)"
 case "$fs_role" in
 responder)
+  # nc's stdin never ends (a FIFO this shell holds open): at the end of its
+  # stdin nc half-closes the connection, and the sender would stop early.
+  mkfifo /tmp/hold
+  exec 3<> /tmp/hold
   while true; do
-    nc -l -p 5001 < /dev/null > /tmp/rx
+    nc -l -p 5001 < /tmp/hold > /tmp/rx
     echo "FS rx bytes=$(wc -c < /tmp/rx) sha256=$(sha256sum < /tmp/rx | cut -d' ' -f1)"
   done
   ;;
