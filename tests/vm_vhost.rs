@@ -508,8 +508,9 @@ fn vms_on_client_ports_ping_tcp_and_survive_guest_and_switch_restarts() {
 
     // Guest b dies: its port goes down; booted again, it pings and sends again.
     lab.kill(1);
-    lab.wait("vm2 down", 20, |l| l.status("vm2") == "disconnected");
-    assert!(lab.switch_log().contains("port vm2: link down"));
+    lab.wait("vm2 down and logged", 20, |l| {
+        l.status("vm2") == "disconnected" && l.switch_log().contains("port vm2: link down")
+    });
     lab.boot(1);
     lab.ping_and_tcp(90, 2);
     assert_eq!(lab.status("vm2"), "connected");
