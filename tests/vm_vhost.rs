@@ -316,7 +316,7 @@ name = "fsvm{tag}{pid}"
             .arg(&self.initrd)
             .arg("-append")
             .arg(format!(
-                "console=ttyS0 quiet panic=-1 fs_ip={} fs_peer={} fs_role={} fs_lines={LINES}",
+                "console=ttyS0 quiet loglevel=1 panic=-1 fs_ip={} fs_peer={} fs_role={} fs_lines={LINES}",
                 vm.ip, vm.peer, vm.role
             ))
             .args(["-chardev", &chardev])
