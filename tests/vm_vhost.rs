@@ -422,13 +422,19 @@ name = "fsvm{tag}{pid}"
         self.stop_switch();
         let before = replies(&self.serial(1));
         let up = self.start_switch();
+        let mut connected = None;
         self.wait("guest b's replies after the switch's restart", 30, |l| {
+            if connected.is_none() && l.vms.iter().all(|vm| l.status(vm.port) == "connected") {
+                connected = Some(up.elapsed());
+            }
             replies(&l.serial(1)) > before
         });
         let resumed = up.elapsed();
         eprintln!(
-            "switch restart: stopped and up again in {:.2} s, replies again {:.2} s after it was up",
+            "switch restart: stopped and up again in {:.2} s; once up, both ports connected \
+             after {:.2} s, replies again after {:.2} s",
             (up - down).as_secs_f64(),
+            connected.map_or(f64::NAN, |c| c.as_secs_f64()),
             resumed.as_secs_f64()
         );
         self.guests_alive();
