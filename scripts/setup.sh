@@ -3,7 +3,10 @@
 # Idempotent: each step is skipped when already done.
 #   - Debian packages: DPDK 22.11 (runtime, tools, headers), clang/libclang for
 #     bindgen, pkg-config, libpcap, iproute2, curl; for the network-namespace
-#     tests (tests/netns_bridge.rs): iputils-ping, ethtool, python3
+#     tests (tests/netns_bridge.rs): iputils-ping, ethtool, python3; for the
+#     QEMU guests on vhost-user ports (tests/vm_vhost.rs): qemu-system-x86,
+#     busybox-static, cpio, linux-image-cloud-amd64 (the guest kernel and its
+#     virtio_net modules), kmod
 #   - Rust toolchain check (cargo must be on PATH)
 #   - hugepages: 1024 x 2 MiB reserved and hugetlbfs mounted on /dev/hugepages
 #   - with FERROSWITCH_PERF_PEERS=1 only: Open vSwitch with DPDK
@@ -19,7 +22,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 pkgs=(dpdk dpdk-dev libdpdk-dev clang libclang-dev pkg-config libpcap-dev iproute2 curl
-  iputils-ping ethtool python3)
+  iputils-ping ethtool python3 qemu-system-x86 busybox-static cpio linux-image-cloud-amd64 kmod)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
