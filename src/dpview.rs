@@ -72,6 +72,7 @@ pub fn port_snapshots(dp: &Datapath) -> Vec<PortSnapshot> {
                 tx_bytes: t.tx_bytes,
                 rx_dropped: t.rx_dropped,
                 tx_dropped: t.tx_dropped,
+                tx_retries: t.tx_retries,
                 rx_errors: t.rx_errors,
                 tx_errors: t.tx_errors,
             }

@@ -502,7 +502,9 @@ impl TxQueue {
     pub fn flush(&mut self, buf: &mut TxBuffer) -> TxResult {
         let (ptr, len) = buf.raw();
         let mut sent = 0usize;
+        let mut bursts = 0usize;
         while sent < len {
+            bursts += 1;
             // SAFETY: port started and kept open by our Arc; exclusive queue owner;
             // entries sent..len are valid owned mbufs (TxBuffer invariant), and the
             // driver takes ownership of the first n of them.
@@ -515,7 +517,9 @@ impl TxQueue {
             sent += n as usize;
         }
         // SAFETY: the driver took exactly the first `sent` entries.
-        unsafe { buf.finish(sent) }
+        let mut r = unsafe { buf.finish(sent) };
+        r.retries = bursts.saturating_sub(1);
+        r
     }
 }
 

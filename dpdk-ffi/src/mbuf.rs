@@ -422,6 +422,9 @@ pub struct TxResult {
     pub sent_bytes: u64,
     /// Packets the port would not take, freed.
     pub dropped: usize,
+    /// Extra tx bursts needed because the port took only part of the packets
+    /// (OVS's `tx_retries`: a guest's ring filling up, for vhost).
+    pub retries: usize,
 }
 
 // SAFETY: owns the references it holds, as MbufBurst does.
@@ -601,6 +604,7 @@ impl TxBuffer {
             sent,
             sent_bytes: self.bytes - unsent_bytes,
             dropped: unsent,
+            retries: 0,
         };
         self.len = 0;
         self.bytes = 0;

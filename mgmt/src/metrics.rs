@@ -15,6 +15,7 @@
 //! | `ferroswitch_port_tx_bytes_total` | counter | frame bytes transmitted |
 //! | `ferroswitch_port_rx_dropped_total` | counter | packets dropped on receive |
 //! | `ferroswitch_port_tx_dropped_total` | counter | packets dropped on transmit |
+//! | `ferroswitch_port_tx_retries_total` | counter | extra tx bursts (full guest ring) |
 //! | `ferroswitch_port_rx_errors_total` | counter | receive errors |
 //! | `ferroswitch_port_tx_errors_total` | counter | transmit errors |
 //! | `ferroswitch_port_link_up` | gauge | 1 if the link is up |
@@ -151,6 +152,12 @@ const PORT_FAMILIES: &[(&str, &str, &str, PortField)] = &[
         "counter",
         "Packets dropped on transmit (tx queue full).",
         |p| p.tx_dropped,
+    ),
+    (
+        "ferroswitch_port_tx_retries_total",
+        "counter",
+        "Extra transmit bursts for packets the port did not take at once (a full guest ring, for vhost).",
+        |p| p.tx_retries,
     ),
     (
         "ferroswitch_port_rx_errors_total",
@@ -505,6 +512,10 @@ ferroswitch_port_rx_dropped_total{bridge="br0",port="we\"ird\\po\nrt"} 0
 # TYPE ferroswitch_port_tx_dropped_total counter
 ferroswitch_port_tx_dropped_total{bridge="br0",port="dpdk0"} 0
 ferroswitch_port_tx_dropped_total{bridge="br0",port="we\"ird\\po\nrt"} 3
+# HELP ferroswitch_port_tx_retries_total Extra transmit bursts for packets the port did not take at once (a full guest ring, for vhost).
+# TYPE ferroswitch_port_tx_retries_total counter
+ferroswitch_port_tx_retries_total{bridge="br0",port="dpdk0"} 0
+ferroswitch_port_tx_retries_total{bridge="br0",port="we\"ird\\po\nrt"} 0
 # HELP ferroswitch_port_rx_errors_total Receive errors reported by the driver.
 # TYPE ferroswitch_port_rx_errors_total counter
 ferroswitch_port_rx_errors_total{bridge="br0",port="dpdk0"} 1
@@ -579,8 +590,8 @@ ferroswitch_parse_errors_total{pmd="0",reason="runt"} 1
         let got = render(&StaticView::default());
         let help = got.lines().filter(|l| l.starts_with("# HELP ")).count();
         let types = got.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(help, 25);
-        assert_eq!(types, 25);
+        assert_eq!(help, 26);
+        assert_eq!(types, 26);
         // Only build_info has a sample.
         let samples: Vec<&str> = got.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(samples, ["ferroswitch_build_info{version=\"0.1.0\"} 1"]);

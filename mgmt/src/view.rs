@@ -68,6 +68,9 @@ pub struct PortSnapshot {
     pub rx_dropped: u64,
     /// Packets dropped on transmit (tx queue full, freed by the PMD).
     pub tx_dropped: u64,
+    /// Extra tx bursts for packets the port did not take at once (OVS's
+    /// `tx_retries`; for vhost, the guest's ring was full).
+    pub tx_retries: u64,
     /// Receive errors reported by the driver.
     pub rx_errors: u64,
     /// Transmit errors reported by the driver.

@@ -184,6 +184,8 @@ pub struct PortTotals {
     pub tx_bytes: u64,
     pub rx_dropped: u64,
     pub tx_dropped: u64,
+    /// Extra tx bursts (OVS's `tx_retries`).
+    pub tx_retries: u64,
     pub rx_errors: u64,
     pub tx_errors: u64,
 }
@@ -673,6 +675,7 @@ impl Datapath {
                 t.tx_packets += c.tx_packets.get();
                 t.tx_bytes += c.tx_bytes.get();
                 t.tx_dropped += c.tx_dropped.get();
+                t.tx_retries += c.tx_retries.get();
             }
         }
         if let Some(p) = self.port(port_no) {

@@ -819,6 +819,7 @@ fn remove_port(ctx: &mut PmdContext, s: &mut Scratch, port_no: usize) {
             &c.tx_packets,
             &c.tx_bytes,
             &c.tx_dropped,
+            &c.tx_retries,
         ] {
             counter.set(0);
         }
@@ -926,6 +927,9 @@ fn flush_port(stats: &PmdStats, port_no: usize, txq: &mut dyn TxPort, buf: &mut 
         pc.tx_bytes.add(r.sent_bytes);
         if r.dropped > 0 {
             pc.tx_dropped.add(r.dropped as u64);
+        }
+        if r.retries > 0 {
+            pc.tx_retries.add(r.retries as u64);
         }
     }
     if r.dropped > 0 {

@@ -120,6 +120,8 @@ pub struct PortCounters {
     pub tx_packets: Counter,
     pub tx_bytes: Counter,
     pub tx_dropped: Counter,
+    /// Extra tx bursts for packets the port did not take at once.
+    pub tx_retries: Counter,
 }
 
 /// The counters of one PMD thread. Cache-line aligned so two PMDs never share a line.

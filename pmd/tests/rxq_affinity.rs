@@ -125,6 +125,33 @@ fn pinned_queues_isolate_their_pmd_and_count_cycles() {
     assert_eq!(testing::drain_frames(&tx[1][0]).len(), 0);
 
     drop(dp);
+
+    // A tx queue whose ring has room for 13 of 32 packets: the first burst
+    // takes 13, the retry none; 19 are dropped, one retry counted.
+    let txr = Arc::new(Ring::create("aff_full_tx", 64).expect("ring"));
+    let rxr = Arc::new(Ring::create("aff_full_rx", 64).expect("ring"));
+    let eth = EthPort::from_rings(
+        "aff_full",
+        std::slice::from_ref(&rxr),
+        std::slice::from_ref(&txr),
+        pool.clone(),
+    )
+    .expect("ring port");
+    let frame = udp_frame(&flows(1)[0], 64, 0);
+    testing::send_frames(&txr, &pool, &vec![frame.clone(); 50]);
+    let mut txq = eth.tx_queue(0).expect("tx queue");
+    let mut buf = dpdk_ffi::TxBuffer::new();
+    for _ in 0..32 {
+        assert!(buf
+            .push(dpdk_ffi::Mbuf::from_slice(&pool, &frame).expect("mbuf"))
+            .is_ok());
+    }
+    let r = txq.flush(&mut buf);
+    assert_eq!((r.sent, r.dropped, r.retries), (13, 19, 1));
+    drop(txq);
+    drop(eth);
+    assert_eq!(testing::drain_frames(&txr).len(), 63);
+    drop((txr, rxr));
     drop((rx, tx, _rx2, _tx2, _rx3, _tx3));
     assert_eq!(pool.in_use(), 0, "no mbuf leaked");
     drop(pool);
