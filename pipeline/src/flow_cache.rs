@@ -451,6 +451,20 @@ impl<A: CacheActions> FlowCache<A> {
         self.simple.lookup(in_port, k)
     }
 
+    /// The megaflow of a fresh packet from `in_port` whose [`SimpleKey`] is `k`
+    /// and whose addresses are `macs` ([`crate::simple_match::mac_pair`]),
+    /// simple MAC megaflows included; exact only while
+    /// [`FlowCache::simple_enabled`] holds for the port.
+    #[inline(always)]
+    pub fn simple_lookup_mac(
+        &self,
+        in_port: u32,
+        macs: crate::simple_match::MacPair,
+        k: &SimpleKey,
+    ) -> Option<FlowRef> {
+        self.simple.lookup_mac(in_port, macs, k)
+    }
+
     /// `in_port`'s simple megaflows, for [`FlowCache::simple_lookup`] over a burst.
     #[inline(always)]
     pub fn simple_port(&self, in_port: u32) -> PortTable<'_> {

@@ -13,6 +13,20 @@
 //!
 //! Packets with a `recirc_id` other than 0 never take this path (they come back
 //! from a recirculation with their key already built).
+//!
+//! # Simple MAC match
+//!
+//! `NORMAL` megaflows also match both Ethernet addresses
+//! (`ip,in_port=1,vlan_tci=0,dl_src=A,dl_dst=B,nw_frag=no`). A megaflow whose
+//! mask is a simple one plus `dl_src` and `dl_dst` exactly (all 48 bits of each)
+//! is a *simple MAC* megaflow ([`is_simple_mac`]): it goes to its port's
+//! [`MacTable`], keyed by the two addresses, and the port stays simple while
+//! every megaflow of it is simple or simple MAC. A packet is then looked up by
+//! its two addresses (read from the frame's first 12 bytes, which
+//! [`crate::parse_simple`] guarantees are there) and its [`SimpleKey`]: first in
+//! the MAC table, then among the port's plain simple megaflows. A megaflow that
+//! matches only one of the addresses (an OpenFlow rule's `dl_dst=...`) is not
+//! simple: the port takes the full path.
 
 use crate::flow_cache::FlowRef;
 use crate::flow_key::FlowKey;
@@ -38,6 +52,8 @@ struct PortState {
     n_flows: u32,
     /// The simple ones among them.
     entries: Vec<Entry>,
+    /// The simple MAC ones.
+    macs: MacTable,
 }
 
 /// Per-port simple-match tables of one PMD's flow cache.
@@ -64,7 +80,19 @@ fn simple_mask_limit() -> FlowKey {
 
 /// Whether the megaflow `mask`/`key` is simple (see the module doc).
 pub fn is_simple(mask: &FlowKey, key: &FlowKey) -> bool {
-    let limit = simple_mask_limit();
+    simple_with(mask, key, &simple_mask_limit())
+}
+
+/// Whether the megaflow `mask`/`key` is simple MAC: simple but for `dl_src` and
+/// `dl_dst`, which it matches exactly (see the module doc).
+pub fn is_simple_mac(mask: &FlowKey, key: &FlowKey) -> bool {
+    let mut limit = simple_mask_limit();
+    limit.dl_src = [0xff; 6];
+    limit.dl_dst = [0xff; 6];
+    mask.dl_src == [0xff; 6] && mask.dl_dst == [0xff; 6] && simple_with(mask, key, &limit)
+}
+
+fn simple_with(mask: &FlowKey, key: &FlowKey, limit: &FlowKey) -> bool {
     mask.in_port == u32::MAX
         && mask.recirc_id == u32::MAX
         && mask.dl_type == u16::MAX
@@ -84,15 +112,18 @@ impl SimpleMatch {
             return;
         };
         st.n_flows += 1;
+        let entry = Entry {
+            dl_type: key.dl_type,
+            tci_mask: mask.vlan_tci[0],
+            tci: key.vlan_tci[0] & mask.vlan_tci[0],
+            frag_mask: mask.nw_frag,
+            frag: key.nw_frag & mask.nw_frag,
+            flow,
+        };
         if is_simple(mask, key) {
-            st.entries.push(Entry {
-                dl_type: key.dl_type,
-                tci_mask: mask.vlan_tci[0],
-                tci: key.vlan_tci[0] & mask.vlan_tci[0],
-                frag_mask: mask.nw_frag,
-                frag: key.nw_frag & mask.nw_frag,
-                flow,
-            });
+            st.entries.push(entry);
+        } else if is_simple_mac(mask, key) {
+            st.macs.insert(mac_pair_of_key(key), entry);
         }
     }
 
@@ -103,7 +134,11 @@ impl SimpleMatch {
             return;
         };
         st.n_flows = st.n_flows.saturating_sub(1);
-        st.entries.retain(|e| e.flow != flow);
+        if is_simple(mask, key) {
+            st.entries.retain(|e| e.flow != flow);
+        } else if is_simple_mac(mask, key) {
+            st.macs.remove(mac_pair_of_key(key), flow);
+        }
     }
 
     pub fn clear(&mut self) {
@@ -137,7 +172,9 @@ impl SimpleMatch {
             && self
                 .ports
                 .get(in_port as usize)
-                .is_some_and(|st| st.n_flows != 0 && st.entries.len() == st.n_flows as usize)
+                .is_some_and(|st| {
+                    st.n_flows != 0 && st.entries.len() + st.macs.len == st.n_flows as usize
+                })
     }
 
     /// The megaflow a fresh packet (`recirc_id` 0) from `in_port` with these
@@ -147,14 +184,26 @@ impl SimpleMatch {
         self.port(in_port).lookup(k)
     }
 
+    /// The megaflow a fresh packet from `in_port` with these fields and this
+    /// [`mac_pair`] falls in, simple MAC megaflows included. Exact only where
+    /// [`SimpleMatch::enabled`] holds.
+    #[inline(always)]
+    pub fn lookup_mac(&self, in_port: u32, macs: MacPair, k: &SimpleKey) -> Option<FlowRef> {
+        self.port(in_port).lookup_mac(macs, k)
+    }
+
     /// The simple megaflows of `in_port`, to look a whole burst up in.
     #[inline(always)]
     pub fn port(&self, in_port: u32) -> PortTable<'_> {
-        PortTable {
-            entries: self
-                .ports
-                .get(in_port as usize)
-                .map_or(&[], |st| st.entries.as_slice()),
+        match self.ports.get(in_port as usize) {
+            Some(st) => PortTable {
+                entries: st.entries.as_slice(),
+                macs: st.macs.slots.as_slice(),
+            },
+            None => PortTable {
+                entries: &[],
+                macs: &[],
+            },
         }
     }
 }
@@ -163,9 +212,24 @@ impl SimpleMatch {
 #[derive(Clone, Copy)]
 pub struct PortTable<'a> {
     entries: &'a [Entry],
+    /// The MAC table's slots (empty when it has no entry).
+    macs: &'a [MacSlot],
 }
 
 impl PortTable<'_> {
+    /// Whether the port has simple MAC megaflows: its packets must then be looked
+    /// up with [`PortTable::lookup_mac`].
+    #[inline(always)]
+    pub fn has_macs(&self) -> bool {
+        !self.macs.is_empty()
+    }
+
+    /// See [`SimpleMatch::lookup_mac`].
+    #[inline(always)]
+    pub fn lookup_mac(&self, macs: MacPair, k: &SimpleKey) -> Option<FlowRef> {
+        MacTable::find(self.macs, macs, k).or_else(|| self.lookup(k))
+    }
+
     /// See [`SimpleMatch::lookup`].
     #[inline(always)]
     pub fn lookup(&self, k: &SimpleKey) -> Option<FlowRef> {
@@ -177,5 +241,180 @@ impl PortTable<'_> {
                     && k.nw_frag & e.frag_mask == e.frag
             })
             .map(|e| e.flow)
+    }
+}
+
+/// A frame's destination and source MAC (its first 12 bytes, as on the wire) in
+/// one number, with a tag bit above them so that it is never 0 (0 marks a free
+/// [`MacTable`] slot).
+pub type MacPair = u128;
+
+const MAC_PAIR_TAG: u128 = 1 << 96;
+
+/// The [`MacPair`] of a frame: `None` when it is shorter than 12 bytes (never
+/// for a frame [`crate::parse_simple`] takes).
+#[inline(always)]
+pub fn mac_pair(data: &[u8]) -> Option<MacPair> {
+    let lo: [u8; 8] = data.get(0..8)?.try_into().ok()?;
+    let hi: [u8; 4] = data.get(8..12)?.try_into().ok()?;
+    Some(
+        u128::from(u64::from_le_bytes(lo))
+            | u128::from(u32::from_le_bytes(hi)) << 64
+            | MAC_PAIR_TAG,
+    )
+}
+
+/// The [`MacPair`] a key's `dl_dst` and `dl_src` make: the same number as
+/// [`mac_pair`] of the frame the key was parsed from.
+pub fn mac_pair_of_key(key: &FlowKey) -> MacPair {
+    let mut b = [0u8; 12];
+    b[..6].copy_from_slice(&key.dl_dst);
+    b[6..].copy_from_slice(&key.dl_src);
+    mac_pair(&b).unwrap_or(MAC_PAIR_TAG)
+}
+
+/// One slot of a [`MacTable`]: free when `macs` is 0.
+#[derive(Clone, Copy, Debug)]
+pub struct MacSlot {
+    macs: MacPair,
+    entry: Entry,
+}
+
+const FREE_SLOT: MacSlot = MacSlot {
+    macs: 0,
+    entry: Entry {
+        dl_type: 0,
+        tci_mask: 0,
+        tci: 0,
+        frag_mask: 0,
+        frag: 0,
+        flow: FlowRef { slot: 0, gen: 0 },
+    },
+};
+
+/// One port's simple MAC megaflows by their two addresses: open addressing with
+/// linear probing, at most half full (so a probe always meets a free slot), and
+/// removal by shifting later slots back (no tombstones). Megaflows with the same
+/// addresses (other ethertypes, VLANs, fragment bits) take a slot each.
+/// No slots at all while empty.
+#[derive(Clone, Debug, Default)]
+struct MacTable {
+    slots: Vec<MacSlot>,
+    len: usize,
+}
+
+/// Smallest non-empty table.
+const MAC_TABLE_MIN: usize = 8;
+
+/// Home slot of `macs` in a table of `cap` (a power of two) slots.
+#[inline(always)]
+fn mac_home(macs: MacPair, cap: usize) -> usize {
+    let x = (macs as u64) ^ ((macs >> 64) as u64).rotate_left(29);
+    let h = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> 32) as usize & (cap - 1)
+}
+
+impl MacTable {
+    fn insert(&mut self, macs: MacPair, entry: Entry) {
+        if (self.len + 1) * 2 > self.slots.len() {
+            let cap = (self.slots.len() * 2).max(MAC_TABLE_MIN);
+            let old = std::mem::replace(&mut self.slots, vec![FREE_SLOT; cap]);
+            self.len = 0;
+            for s in old.iter().filter(|s| s.macs != 0) {
+                self.place(s.macs, s.entry);
+            }
+        }
+        self.place(macs, entry);
+    }
+
+    fn place(&mut self, macs: MacPair, entry: Entry) {
+        let cap = self.slots.len();
+        let mut i = mac_home(macs, cap);
+        for _ in 0..cap {
+            match self.slots.get_mut(i) {
+                Some(s) if s.macs == 0 => {
+                    *s = MacSlot { macs, entry };
+                    self.len += 1;
+                    return;
+                }
+                _ => i = (i + 1) & (cap - 1),
+            }
+        }
+    }
+
+    fn remove(&mut self, macs: MacPair, flow: FlowRef) {
+        let cap = self.slots.len();
+        if cap == 0 {
+            return;
+        }
+        let mut i = mac_home(macs, cap);
+        let mut found = None;
+        for _ in 0..cap {
+            match self.slots.get(i) {
+                Some(s) if s.macs == 0 => break,
+                Some(s) if s.macs == macs && s.entry.flow == flow => {
+                    found = Some(i);
+                    break;
+                }
+                _ => i = (i + 1) & (cap - 1),
+            }
+        }
+        let Some(mut hole) = found else { return };
+        self.len -= 1;
+        // Backward shift: move each later slot of the cluster into the hole when
+        // its home is not between the hole and itself (cyclically).
+        let mut j = hole;
+        loop {
+            j = (j + 1) & (cap - 1);
+            let Some(&s) = self.slots.get(j) else { break };
+            if s.macs == 0 {
+                break;
+            }
+            let home = mac_home(s.macs, cap);
+            let stays = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !stays {
+                if let Some(h) = self.slots.get_mut(hole) {
+                    *h = s;
+                }
+                hole = j;
+            }
+        }
+        if let Some(h) = self.slots.get_mut(hole) {
+            *h = FREE_SLOT;
+        }
+        if self.len == 0 {
+            self.slots = Vec::new();
+        }
+    }
+
+    /// The first megaflow of `macs` that takes `k`. `slots` is empty or a table
+    /// at most half full.
+    #[inline(always)]
+    fn find(slots: &[MacSlot], macs: MacPair, k: &SimpleKey) -> Option<FlowRef> {
+        let cap = slots.len();
+        if cap == 0 {
+            return None;
+        }
+        let mut i = mac_home(macs, cap);
+        for _ in 0..cap {
+            let s = slots.get(i)?;
+            if s.macs == 0 {
+                return None;
+            }
+            let e = &s.entry;
+            if s.macs == macs
+                && e.dl_type == k.dl_type
+                && k.vlan_tci & e.tci_mask == e.tci
+                && k.nw_frag & e.frag_mask == e.frag
+            {
+                return Some(e.flow);
+            }
+            i = (i + 1) & (cap - 1);
+        }
+        None
     }
 }
