@@ -210,6 +210,12 @@ const PMD_FAMILIES: &[(&str, &str, &str, PmdField)] = &[
         |p| p.simple_hits,
     ),
     (
+        "ferroswitch_pmd_simple_mac_match_hits_total",
+        "counter",
+        "Packets the PMD classified by simple MAC match (no parse, a lookup by the Ethernet addresses).",
+        |p| p.simple_mac_hits,
+    ),
+    (
         "ferroswitch_pmd_emc_hits_total",
         "counter",
         "Packets found in the PMD's exact-match cache.",
@@ -465,6 +471,7 @@ mod tests {
                 rx_packets: 100,
                 tx_packets: 99,
                 simple_hits: 5,
+                simple_mac_hits: 4,
                 emc_hits: 90,
                 megaflow_hits: 8,
                 subtable_lookups: 15,
@@ -535,6 +542,9 @@ ferroswitch_pmd_tx_packets_total{pmd="0",cpu="1"} 99
 # HELP ferroswitch_pmd_simple_match_hits_total Packets the PMD classified by simple match (no parse, no lookup).
 # TYPE ferroswitch_pmd_simple_match_hits_total counter
 ferroswitch_pmd_simple_match_hits_total{pmd="0",cpu="1"} 5
+# HELP ferroswitch_pmd_simple_mac_match_hits_total Packets the PMD classified by simple MAC match (no parse, a lookup by the Ethernet addresses).
+# TYPE ferroswitch_pmd_simple_mac_match_hits_total counter
+ferroswitch_pmd_simple_mac_match_hits_total{pmd="0",cpu="1"} 4
 # HELP ferroswitch_pmd_emc_hits_total Packets found in the PMD's exact-match cache.
 # TYPE ferroswitch_pmd_emc_hits_total counter
 ferroswitch_pmd_emc_hits_total{pmd="0",cpu="1"} 90
