@@ -28,6 +28,7 @@
 //! matches only one of the addresses (an OpenFlow rule's `dl_dst=...`) is not
 //! simple: the port takes the full path.
 
+use crate::dpcls::Prefetch;
 use crate::flow_cache::FlowRef;
 use crate::flow_key::FlowKey;
 use crate::parse::SimpleKey;
@@ -227,7 +228,33 @@ impl PortTable<'_> {
     /// See [`SimpleMatch::lookup_mac`].
     #[inline(always)]
     pub fn lookup_mac(&self, macs: MacPair, k: &SimpleKey) -> Option<FlowRef> {
-        MacTable::find(self.macs, macs, k).or_else(|| self.lookup(k))
+        self.lookup_mac_at(self.mac_home(macs), macs, k)
+    }
+
+    /// Where [`PortTable::lookup_mac`] of `macs` starts probing: to prefetch
+    /// ([`PortTable::prefetch_mac`]) a burst's slots before looking them up
+    /// ([`PortTable::lookup_mac_at`]). 0 when the port has no MAC table.
+    #[inline(always)]
+    pub fn mac_home(&self, macs: MacPair) -> usize {
+        if self.macs.is_empty() {
+            0
+        } else {
+            mac_home(macs, self.macs.len())
+        }
+    }
+
+    /// Starts loading the slot at `home` (from [`PortTable::mac_home`]).
+    #[inline(always)]
+    pub fn prefetch_mac<P: Prefetch>(&self, home: usize) {
+        if let Some(s) = self.macs.get(home) {
+            P::prefetch(s);
+        }
+    }
+
+    /// [`PortTable::lookup_mac`] with its start slot computed already.
+    #[inline(always)]
+    pub fn lookup_mac_at(&self, home: usize, macs: MacPair, k: &SimpleKey) -> Option<FlowRef> {
+        MacTable::find(self.macs, home, macs, k).or_else(|| self.lookup(k))
     }
 
     /// See [`SimpleMatch::lookup`].
@@ -399,15 +426,15 @@ impl MacTable {
         }
     }
 
-    /// The first megaflow of `macs` that takes `k`. `slots` is empty or a table
-    /// at most half full.
+    /// The first megaflow of `macs` (whose home slot is `home`) that takes
+    /// `k`. `slots` is empty or a table at most half full.
     #[inline(always)]
-    fn find(slots: &[MacSlot], macs: MacPair, k: &SimpleKey) -> Option<FlowRef> {
+    fn find(slots: &[MacSlot], home: usize, macs: MacPair, k: &SimpleKey) -> Option<FlowRef> {
         let cap = slots.len();
         if cap == 0 {
             return None;
         }
-        let mut i = mac_home(macs, cap);
+        let mut i = home;
         for _ in 0..cap {
             let s = slots.get(i)?;
             if s.macs == 0 {

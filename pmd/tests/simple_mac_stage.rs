@@ -129,8 +129,8 @@ fn simple_mac_match_forwards_by_both_addresses() {
     let a12 = install(&commands, normal_mask(false), key_of(&arp(1, 2), 0), 2);
     barrier(&commands);
 
-    // 200 rounds of: 1->2, 1->2, 3->2, 1->4, ARP 1->2 (runs and changes of pair
-    // inside every burst).
+    // 200 rounds of: 1->2, 1->2, ARP 1->2, 3->2, 1->4 (runs, the same pair
+    // with another ethertype, and changes of pair inside every burst).
     let mut frames = Vec::new();
     let (mut to_p1, mut to_p2) = (Vec::new(), Vec::new());
     for seq in 0..200u32 {
@@ -138,9 +138,9 @@ fn simple_mac_match_forwards_by_both_addresses() {
         for (f, port) in [
             (udp(1, 2, s), 1),
             (udp(1, 2, s.wrapping_add(1)), 1),
+            (arp(1, 2), 2),
             (udp(3, 2, s), 1),
             (udp(1, 4, s), 2),
-            (arp(1, 2), 2),
         ] {
             if port == 1 {
                 to_p1.push(f.clone());
