@@ -178,6 +178,27 @@ impl SimpleMatch {
                 })
     }
 
+    /// How packets from `in_port` are classified: [`SimpleMode::Off`] unless
+    /// [`SimpleMatch::enabled`]; then [`SimpleMode::Mac`] when the port has
+    /// simple MAC megaflows (look up with [`PortTable::lookup_mac`]), else
+    /// [`SimpleMode::Plain`] ([`PortTable::lookup`]).
+    #[inline(always)]
+    pub fn mode(&self, in_port: u32) -> SimpleMode {
+        if self.wild_port != 0 {
+            return SimpleMode::Off;
+        }
+        match self.ports.get(in_port as usize) {
+            Some(st) if st.n_flows != 0 && st.entries.len() + st.macs.len == st.n_flows as usize => {
+                if st.macs.len == 0 {
+                    SimpleMode::Plain
+                } else {
+                    SimpleMode::Mac
+                }
+            }
+            _ => SimpleMode::Off,
+        }
+    }
+
     /// The megaflow a fresh packet (`recirc_id` 0) from `in_port` with these
     /// fields falls in. Exact only where [`SimpleMatch::enabled`] holds.
     #[inline(always)]
@@ -207,6 +228,17 @@ impl SimpleMatch {
             },
         }
     }
+}
+
+/// How a port's packets are classified (see [`SimpleMatch::mode`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SimpleMode {
+    /// The full path (parse, EMC, classifier).
+    Off,
+    /// Simple match: [`PortTable::lookup`].
+    Plain,
+    /// Simple MAC match: [`PortTable::lookup_mac`].
+    Mac,
 }
 
 /// One port's simple megaflows.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use pipeline::flow_cache::{FlowCache, FlowRef, Hit};
 use pipeline::flow_key::{ETH_TYPE_ARP, ETH_TYPE_IPV4};
-use pipeline::simple_match::{is_simple, is_simple_mac, mac_pair};
+use pipeline::simple_match::{is_simple, is_simple_mac, mac_pair, SimpleMode};
 use pipeline::{parse, parse_simple, FlowKey};
 use proptest::prelude::*;
 
@@ -210,6 +210,15 @@ proptest! {
             let mut hits = [Hit::Miss];
             c.lookup_burst(std::slice::from_ref(&key), &[FlowCache::<u32>::hash(&key)], &mut hits);
             let full = !matches!(hits[0], Hit::Miss);
+            let has_mac = installed
+                .values()
+                .any(|(m, k)| is_simple_mac(m, k) && k.in_port == *port);
+            let want_mode = match (c.simple_enabled(*port), has_mac) {
+                (false, _) => SimpleMode::Off,
+                (true, false) => SimpleMode::Plain,
+                (true, true) => SimpleMode::Mac,
+            };
+            prop_assert_eq!(c.simple_mode(*port), want_mode);
             if !c.simple_enabled(*port) {
                 let blocker = installed.values().any(|(m, k)| {
                     !is_simple(m, k) && !is_simple_mac(m, k)
@@ -230,9 +239,6 @@ proptest! {
                 prop_assert_eq!(key.masked(m), *k);
             }
             // Without MAC megaflows on the port, the plain lookup says the same.
-            let has_mac = installed
-                .values()
-                .any(|(m, k)| is_simple_mac(m, k) && k.in_port == *port);
             if !has_mac {
                 prop_assert_eq!(c.simple_lookup(*port, &sk), got);
             }
