@@ -852,7 +852,13 @@ impl<D: DpControl> Ofproto<D> {
     /// never aged nor moved by learning. `PORT` is a port name, an OpenFlow
     /// number or `LOCAL`. The `NORMAL` megaflows are revalidated before it
     /// returns (a flood to `MAC` becomes a unicast).
-    pub fn fdb_add(&mut self, bridge: &str, port: &str, vlan: &str, mac: &str) -> Result<String, String> {
+    pub fn fdb_add(
+        &mut self,
+        bridge: &str,
+        port: &str,
+        vlan: &str,
+        mac: &str,
+    ) -> Result<String, String> {
         let bi = self.bridge_index(bridge)?;
         let now = self.now_ms();
         let b = self.bridges.get_mut(bi).ok_or("no such bridge")?;
@@ -1542,10 +1548,16 @@ mod tests {
         // B's frames from p3 do not move it; ageing does not remove it.
         o.handle_upcall(0, l2(12, B, A), vec![]);
         log_of(&rec);
-        assert_eq!(o.macs("br0").unwrap().lookup(0, &[0, 0, 0, 0, 0, 0x0b]), Some(2));
+        assert_eq!(
+            o.macs("br0").unwrap().lookup(0, &[0, 0, 0, 0, 0, 0x0b]),
+            Some(2)
+        );
         o.warp(1_000_000);
         o.run_periodic();
-        assert_eq!(o.macs("br0").unwrap().lookup(0, &[0, 0, 0, 0, 0, 0x0b]), Some(2));
+        assert_eq!(
+            o.macs("br0").unwrap().lookup(0, &[0, 0, 0, 0, 0, 0x0b]),
+            Some(2)
+        );
         assert_eq!(
             o.fdb_show("br0").unwrap(),
             " port  VLAN  MAC                Age\n\

@@ -320,7 +320,9 @@ mod tests {
         );
         assert!(run(&o, "fdb-del", &["br0", "0", "00:00:00:00:00:0a"]).ok);
         assert_eq!(
-            run(&o, "fdb-del", &["br0", "0", "00:00:00:00:00:0a"]).error.as_deref(),
+            run(&o, "fdb-del", &["br0", "0", "00:00:00:00:00:0a"])
+                .error
+                .as_deref(),
             Some("fdb-del: no static entry for MAC 00:00:00:00:00:0a in VLAN 0")
         );
         for (args, err) in [

@@ -170,12 +170,9 @@ impl SimpleMatch {
     #[inline(always)]
     pub fn enabled(&self, in_port: u32) -> bool {
         self.wild_port == 0
-            && self
-                .ports
-                .get(in_port as usize)
-                .is_some_and(|st| {
-                    st.n_flows != 0 && st.entries.len() + st.macs.len == st.n_flows as usize
-                })
+            && self.ports.get(in_port as usize).is_some_and(|st| {
+                st.n_flows != 0 && st.entries.len() + st.macs.len == st.n_flows as usize
+            })
     }
 
     /// How packets from `in_port` are classified: [`SimpleMode::Off`] unless
@@ -188,7 +185,9 @@ impl SimpleMatch {
             return SimpleMode::Off;
         }
         match self.ports.get(in_port as usize) {
-            Some(st) if st.n_flows != 0 && st.entries.len() + st.macs.len == st.n_flows as usize => {
+            Some(st)
+                if st.n_flows != 0 && st.entries.len() + st.macs.len == st.n_flows as usize =>
+            {
                 if st.macs.len == 0 {
                     SimpleMode::Plain
                 } else {
@@ -495,7 +494,20 @@ mod tests {
     #[test]
     fn host_addresses_spread_over_the_table() {
         fn src_low(i: u32) -> [u8; 12] {
-            [2, 0, 0, 1, 0, (i % 10) as u8, 2, 0, 0, 0, (i >> 8) as u8, i as u8]
+            [
+                2,
+                0,
+                0,
+                1,
+                0,
+                (i % 10) as u8,
+                2,
+                0,
+                0,
+                0,
+                (i >> 8) as u8,
+                i as u8,
+            ]
         }
         fn dst_low(i: u32) -> [u8; 12] {
             [2, 0, 0, 0, (i >> 8) as u8, i as u8, 2, 0, 0, 1, 0, 0]

@@ -540,11 +540,9 @@ fn simple_mac_stage(
         let (Some(k), Some(macs)) = (parse_simple(data), mac_pair(data)) else {
             return false;
         };
-        let (Some(sk), Some(mp), Some(home)) = (
-            ms.keys.get_mut(i),
-            ms.pairs.get_mut(i),
-            ms.homes.get_mut(i),
-        ) else {
+        let (Some(sk), Some(mp), Some(home)) =
+            (ms.keys.get_mut(i), ms.pairs.get_mut(i), ms.homes.get_mut(i))
+        else {
             return false;
         };
         *sk = k;
@@ -561,8 +559,7 @@ fn simple_mac_stage(
     let mut last: (MacPair, SimpleKey, FlowRef) = (0, SimpleKey::default(), FlowRef::default());
     let mut home = 0;
     for i in 0..n {
-        let (Some(&sk), Some(&macs), Some(&h)) =
-            (ms.keys.get(i), ms.pairs.get(i), ms.homes.get(i))
+        let (Some(&sk), Some(&macs), Some(&h)) = (ms.keys.get(i), ms.pairs.get(i), ms.homes.get(i))
         else {
             return false;
         };
