@@ -303,6 +303,30 @@ mod tests {
     }
 
     #[test]
+    fn normal_scenarios_send_known_unicasts_from_distinct_sources() {
+        let dir = std::env::temp_dir().join(format!("fs-perf-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sc = normal(&dir, "normal-test", 1000, 10).unwrap();
+        let pcap_path = dir.join("normal-test.pcap");
+        let frames = pcap::read(&std::fs::read(&pcap_path).unwrap()).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(frames.len(), 1000);
+        let sources: std::collections::HashSet<Vec<u8>> =
+            frames.iter().map(|f| f.data[6..12].to_vec()).collect();
+        assert_eq!(sources.len(), 1000);
+        let statics: std::collections::HashSet<String> =
+            sc.fdb.iter().map(|(_, _, m)| m.clone()).collect();
+        assert!(sc.fdb.iter().all(|(p, v, _)| p == "sink" && *v == 0));
+        for f in &frames {
+            let dst: [u8; 6] = f.data[0..6].try_into().unwrap();
+            assert!(statics.contains(&mac_text(dst)), "{:?} is static", dst);
+        }
+        assert_eq!(sc.megaflows, Some(1000));
+        assert_eq!(sc.ovs.fdb, sc.fdb);
+        assert_eq!(sc.ovs.flows, ["priority=0 actions=NORMAL"]);
+    }
+
+    #[test]
     fn mbufs_cover_the_pcap() {
         assert_eq!(mbufs_for(10_000), 32_767);
         assert_eq!(mbufs_for(100_000), 131_071);
