@@ -106,6 +106,7 @@ pub fn pmd_snapshots(dp: &Datapath, tsc_hz: u64) -> Vec<PmdSnapshot> {
                 rx_packets: s.rx_packets.get(),
                 tx_packets: s.tx_packets.get(),
                 simple_hits: s.simple_hits.get(),
+                simple_mac_hits: s.simple_mac_hits.get(),
                 emc_hits: s.emc_hits.get(),
                 megaflow_hits: s.megaflow_hits.get(),
                 subtable_lookups: s.subtable_probes.get(),

@@ -50,7 +50,9 @@ enum Cmd {
     /// add-flow BRIDGE FLOW, add-flows BRIDGE FILE (all or nothing; - for stdin),
     /// del-flows BRIDGE [FLOW] [--strict], dump-flows BRIDGE [FLOW] [--names],
     /// ofproto-trace BRIDGE FLOW, dump-dp-flows, fdb-show BRIDGE (the learned MACs,
-    /// as ovs-appctl fdb/show), fdb-flush [BRIDGE], version, help.
+    /// as ovs-appctl fdb/show), fdb-flush [BRIDGE], fdb-add BRIDGE PORT VLAN MAC,
+    /// fdb-del BRIDGE VLAN MAC (static MACs, as ovs-appctl fdb/add, fdb/del),
+    /// version, help.
     Ctl {
         /// Control socket (default: $FERROSWITCH_CTL or /var/run/ferroswitch/ferroswitch.ctl).
         #[arg(long, short)]

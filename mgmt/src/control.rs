@@ -988,6 +988,7 @@ fn pmd_stats_show(view: &dyn DatapathView, json: bool) -> Response {
         let _ = writeln!(out, "  packets received: {}", p.rx_packets);
         let _ = writeln!(out, "  packets sent: {}", p.tx_packets);
         let _ = writeln!(out, "  simple match hits: {}", p.simple_hits);
+        let _ = writeln!(out, "  simple MAC match hits: {}", p.simple_mac_hits);
         let _ = writeln!(out, "  emc hits: {}", p.emc_hits);
         let _ = writeln!(out, "  megaflow hits: {}", p.megaflow_hits);
         let lookups_per_hit = if p.megaflow_hits + p.upcalls > 0 {
@@ -1177,6 +1178,7 @@ name = "br0"
                 rx_packets: 100,
                 tx_packets: 99,
                 simple_hits: 5,
+                simple_mac_hits: 4,
                 emc_hits: 90,
                 megaflow_hits: 8,
                 subtable_lookups: 15,
@@ -1366,6 +1368,7 @@ name = "br0"
              \x20 packets received: 100\n\
              \x20 packets sent: 99\n\
              \x20 simple match hits: 5\n\
+             \x20 simple MAC match hits: 4\n\
              \x20 emc hits: 90\n\
              \x20 megaflow hits: 8\n\
              \x20 avg. subtable lookups per megaflow hit: 1.50\n\

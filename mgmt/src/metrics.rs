@@ -217,6 +217,12 @@ const PMD_FAMILIES: &[(&str, &str, &str, PmdField)] = &[
         |p| p.simple_hits,
     ),
     (
+        "ferroswitch_pmd_simple_mac_match_hits_total",
+        "counter",
+        "Packets the PMD classified by simple MAC match (no parse, a lookup by the Ethernet addresses).",
+        |p| p.simple_mac_hits,
+    ),
+    (
         "ferroswitch_pmd_emc_hits_total",
         "counter",
         "Packets found in the PMD's exact-match cache.",
@@ -472,6 +478,7 @@ mod tests {
                 rx_packets: 100,
                 tx_packets: 99,
                 simple_hits: 5,
+                simple_mac_hits: 4,
                 emc_hits: 90,
                 megaflow_hits: 8,
                 subtable_lookups: 15,
@@ -546,6 +553,9 @@ ferroswitch_pmd_tx_packets_total{pmd="0",cpu="1"} 99
 # HELP ferroswitch_pmd_simple_match_hits_total Packets the PMD classified by simple match (no parse, no lookup).
 # TYPE ferroswitch_pmd_simple_match_hits_total counter
 ferroswitch_pmd_simple_match_hits_total{pmd="0",cpu="1"} 5
+# HELP ferroswitch_pmd_simple_mac_match_hits_total Packets the PMD classified by simple MAC match (no parse, a lookup by the Ethernet addresses).
+# TYPE ferroswitch_pmd_simple_mac_match_hits_total counter
+ferroswitch_pmd_simple_mac_match_hits_total{pmd="0",cpu="1"} 4
 # HELP ferroswitch_pmd_emc_hits_total Packets found in the PMD's exact-match cache.
 # TYPE ferroswitch_pmd_emc_hits_total counter
 ferroswitch_pmd_emc_hits_total{pmd="0",cpu="1"} 90
@@ -590,8 +600,8 @@ ferroswitch_parse_errors_total{pmd="0",reason="runt"} 1
         let got = render(&StaticView::default());
         let help = got.lines().filter(|l| l.starts_with("# HELP ")).count();
         let types = got.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(help, 26);
-        assert_eq!(types, 26);
+        assert_eq!(help, 27);
+        assert_eq!(types, 27);
         // Only build_info has a sample.
         let samples: Vec<&str> = got.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(samples, ["ferroswitch_build_info{version=\"0.1.0\"} 1"]);

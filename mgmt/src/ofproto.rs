@@ -1295,6 +1295,7 @@ impl<D: DpControl> Ofproto<D> {
                         m[0], m[1], m[2], m[3], m[4], m[5]
                     ),
                     "age": now.saturating_sub(e.used_ms) / 1000,
+                    "static": e.is_static,
                 })
             })
             .collect();
@@ -1403,6 +1404,57 @@ impl<D: DpControl> Ofproto<D> {
             Some(n) if out.is_empty() => Err(format!("bond {n:?} does not run LACP")),
             _ => Ok(out),
         }
+    }
+
+    /// `fdb-add BR PORT VLAN MAC` (OVS `fdb/add`): a static MAC table entry,
+    /// never aged nor moved by learning. `PORT` is a port name, an OpenFlow
+    /// number or `LOCAL`. The `NORMAL` megaflows are revalidated before it
+    /// returns (a flood to `MAC` becomes a unicast).
+    pub fn fdb_add(
+        &mut self,
+        bridge: &str,
+        port: &str,
+        vlan: &str,
+        mac: &str,
+    ) -> Result<String, String> {
+        let bi = self.bridge_index(bridge)?;
+        let now = self.now_ms();
+        let b = self.bridges.get_mut(bi).ok_or("no such bridge")?;
+        let ofport = b
+            .ports
+            .iter()
+            .find(|p| {
+                p.name == port
+                    || p.ofport.to_string() == port
+                    || (port == "LOCAL" && p.ofport == pipeline::flow_key::OFPP_LOCAL)
+            })
+            .map(|p| p.ofport)
+            .ok_or_else(|| format!("bridge {bridge:?} has no port {port:?}"))?;
+        let vlan = parse_fdb_vlan(vlan)?;
+        let mac = parse_fdb_mac(mac)?;
+        b.normal
+            .macs_mut()
+            .add_static(vlan, mac, ofport, now)
+            .map_err(|e| format!("MAC {}: {e}", format_fdb_mac(&mac)))?;
+        self.revalidate_pending();
+        Ok(String::new())
+    }
+
+    /// `fdb-del BR VLAN MAC` (OVS `fdb/del`): removes a static entry; an error
+    /// when there is none (learned entries are left alone).
+    pub fn fdb_del(&mut self, bridge: &str, vlan: &str, mac: &str) -> Result<String, String> {
+        let bi = self.bridge_index(bridge)?;
+        let vlan = parse_fdb_vlan(vlan)?;
+        let mac = parse_fdb_mac(mac)?;
+        let b = self.bridges.get_mut(bi).ok_or("no such bridge")?;
+        if !b.normal.macs_mut().del_static(vlan, &mac) {
+            return Err(format!(
+                "no static entry for MAC {} in VLAN {vlan}",
+                format_fdb_mac(&mac)
+            ));
+        }
+        self.revalidate_pending();
+        Ok(String::new())
     }
 
     /// A bridge's MAC table.
@@ -1687,6 +1739,39 @@ pub fn format_megaflow(key: &FlowKey, mask: &FlowKey) -> String {
 pub fn parse_key(text: &str, ports: &PortMap) -> Result<FlowKey, String> {
     let fm = parse_flow(&format!("{text},actions=drop"), ports).map_err(|e| e.to_string())?;
     Ok(fm.match_.key)
+}
+
+/// `fdb-add`/`fdb-del`'s VLAN: 0 to 4095.
+fn parse_fdb_vlan(s: &str) -> Result<u16, String> {
+    s.parse::<u16>()
+        .ok()
+        .filter(|v| *v <= 4095)
+        .ok_or_else(|| format!("invalid VLAN {s:?}: must be 0 to 4095"))
+}
+
+/// `fdb-add`/`fdb-del`'s MAC: six hex bytes separated by colons.
+fn parse_fdb_mac(s: &str) -> Result<[u8; 6], String> {
+    let bad = || format!("invalid MAC {s:?}: must be six hex bytes like 02:00:00:00:00:01");
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let p = parts.next().ok_or_else(bad)?;
+        if p.is_empty() || p.len() > 2 {
+            return Err(bad());
+        }
+        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(mac)
+}
+
+fn format_fdb_mac(m: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }
 
 #[cfg(test)]
@@ -2242,6 +2327,50 @@ mod tests {
             "no bridge named \"brX\""
         );
         assert_eq!(o.fdb_show("brX").unwrap_err(), "no bridge named \"brX\"");
+    }
+
+    #[test]
+    fn fdb_add_turns_a_flood_into_a_unicast_that_never_ages() {
+        let rec = Recorder::default();
+        let cfg = OfprotoConfig {
+            idle_ms: u64::MAX,
+            flow_limit: 200_000,
+        };
+        let mut o = Ofproto::new(vec![three_ports()], &rec, cfg);
+        o.handle_upcall(0, l2(10, A, B), vec![]);
+        assert_eq!(
+            log_of(&rec),
+            [format!("install pmd0 {MEGAFLOW_AB} -> 11,12 +pkt")]
+        );
+        // B is static on p2: the flood is revalidated to a unicast.
+        assert_eq!(o.fdb_add("br0", "p2", "0", B).unwrap(), "");
+        assert_eq!(log_of(&rec), [format!("install pmd0 {MEGAFLOW_AB} -> 11")]);
+        // B's frames from p3 do not move it; ageing does not remove it.
+        o.handle_upcall(0, l2(12, B, A), vec![]);
+        log_of(&rec);
+        assert_eq!(
+            o.macs("br0").unwrap().lookup(0, &[0, 0, 0, 0, 0, 0x0b]),
+            Some(2)
+        );
+        o.warp(1_000_000);
+        o.run_periodic();
+        assert_eq!(
+            o.macs("br0").unwrap().lookup(0, &[0, 0, 0, 0, 0, 0x0b]),
+            Some(2)
+        );
+        assert_eq!(
+            o.fdb_show("br0").unwrap(),
+            " port  VLAN  MAC                Age\n\
+             \x20   2     0  00:00:00:00:00:0b  static\n"
+        );
+        // fdb-del: A -> B floods again.
+        log_of(&rec);
+        assert_eq!(o.fdb_del("br0", "0", B).unwrap(), "");
+        assert!(log_of(&rec).contains(&format!("install pmd0 {MEGAFLOW_AB} -> 11,12")));
+        assert_eq!(
+            o.fdb_del("br0", "0", B).unwrap_err(),
+            "no static entry for MAC 00:00:00:00:00:0b in VLAN 0"
+        );
     }
 
     #[test]

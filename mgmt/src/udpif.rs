@@ -114,6 +114,8 @@ pub const COMMANDS: &[&str] = &[
     "fdb-flush [BRIDGE]",
     "bond-show [BOND]",
     "lacp-show [BOND]",
+    "fdb-add BRIDGE PORT VLAN MAC",
+    "fdb-del BRIDGE VLAN MAC",
 ];
 
 /// The control commands over `ofproto`.
@@ -209,6 +211,14 @@ fn handle<D: DpControl>(o: &SharedOfproto<D>, req: &Request) -> Option<Response>
             [bond] => result(lock(o).lacp_show(Some(bond))),
             _ => usage("lacp-show [BOND]"),
         },
+        "fdb-add" => match args.as_slice() {
+            [br, port, vlan, mac] => result(lock(o).fdb_add(br, port, vlan, mac)),
+            _ => usage("fdb-add BRIDGE PORT VLAN MAC"),
+        },
+        "fdb-del" => match args.as_slice() {
+            [br, vlan, mac] => result(lock(o).fdb_del(br, vlan, mac)),
+            _ => usage("fdb-del BRIDGE VLAN MAC"),
+        },
         _ => return None,
     })
 }
@@ -283,6 +293,7 @@ mod tests {
                 "vlan": 0,
                 "mac": "00:00:00:00:00:0a",
                 "age": 0,
+                "static": false,
             }])
         );
         let flush = run(&o, "fdb-flush", &[]);
@@ -310,6 +321,56 @@ mod tests {
         assert_eq!(
             run(&o, "fdb-flush", &["a", "b"]).error.as_deref(),
             Some("usage: fdb-flush [BRIDGE]")
+        );
+        // Static entries: fdb-add, shown as static, kept by learning, fdb-del.
+        let add = run(&o, "fdb-add", &["br0", "p1", "0", "00:00:00:00:00:0a"]);
+        assert!(add.ok, "{add:?}");
+        assert!(run(&o, "fdb-add", &["br0", "2", "10", "02:00:00:00:00:0b"]).ok);
+        lock(&o).handle_upcall(0, key, ());
+        assert_eq!(
+            run(&o, "fdb-show", &["br0"]).output,
+            " port  VLAN  MAC                Age\n\
+             \x20   1     0  00:00:00:00:00:0a  static\n\
+             \x20   2    10  02:00:00:00:00:0b  static\n"
+        );
+        assert!(run(&o, "fdb-del", &["br0", "0", "00:00:00:00:00:0a"]).ok);
+        assert_eq!(
+            run(&o, "fdb-del", &["br0", "0", "00:00:00:00:00:0a"])
+                .error
+                .as_deref(),
+            Some("fdb-del: no static entry for MAC 00:00:00:00:00:0a in VLAN 0")
+        );
+        for (args, err) in [
+            (
+                ["br0", "p9", "0", "00:00:00:00:00:0a"],
+                "fdb-add: bridge \"br0\" has no port \"p9\"",
+            ),
+            (
+                ["br0", "p1", "4096", "00:00:00:00:00:0a"],
+                "fdb-add: invalid VLAN \"4096\": must be 0 to 4095",
+            ),
+            (
+                ["br0", "p1", "0", "00:00:00:00:0a"],
+                "fdb-add: invalid MAC \"00:00:00:00:0a\": must be six hex bytes like 02:00:00:00:00:01",
+            ),
+            (
+                ["br0", "p1", "0", "ff:ff:ff:ff:ff:ff"],
+                "fdb-add: MAC ff:ff:ff:ff:ff:ff: a multicast or broadcast MAC cannot be a static entry",
+            ),
+            (
+                ["brX", "p1", "0", "00:00:00:00:00:0a"],
+                "fdb-add: no bridge named \"brX\"",
+            ),
+        ] {
+            assert_eq!(run(&o, "fdb-add", &args).error.as_deref(), Some(err));
+        }
+        assert_eq!(
+            run(&o, "fdb-add", &["br0"]).error.as_deref(),
+            Some("usage: fdb-add BRIDGE PORT VLAN MAC")
+        );
+        assert_eq!(
+            run(&o, "fdb-del", &["br0", "0"]).error.as_deref(),
+            Some("usage: fdb-del BRIDGE VLAN MAC")
         );
         let ext = commands(o);
         assert!(ext.commands.contains(&"fdb-show BRIDGE".to_string()));

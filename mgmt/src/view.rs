@@ -123,6 +123,9 @@ pub struct PmdSnapshot {
     pub tx_packets: u64,
     /// Packets classified by the simple-match path (no parse, no lookup).
     pub simple_hits: u64,
+    /// Packets classified by simple MAC match (no parse, a lookup by the two
+    /// Ethernet addresses).
+    pub simple_mac_hits: u64,
     /// Packets found in the exact-match cache.
     pub emc_hits: u64,
     /// Packets found by the megaflow classifier.
@@ -162,6 +165,7 @@ impl PmdSnapshot {
             rx_packets: self.rx_packets.saturating_sub(base.rx_packets),
             tx_packets: self.tx_packets.saturating_sub(base.tx_packets),
             simple_hits: self.simple_hits.saturating_sub(base.simple_hits),
+            simple_mac_hits: self.simple_mac_hits.saturating_sub(base.simple_mac_hits),
             emc_hits: self.emc_hits.saturating_sub(base.emc_hits),
             megaflow_hits: self.megaflow_hits.saturating_sub(base.megaflow_hits),
             subtable_lookups: self.subtable_lookups.saturating_sub(base.subtable_lookups),

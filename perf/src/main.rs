@@ -66,6 +66,14 @@ enum Scenario {
     /// 100k UDP flows against 100k exact 5-tuple rules (+ priority=0 drop).
     #[command(name = "100k-flows")]
     Flows100k,
+    /// NORMAL (the default flow) between 2 MACs: one UDP flow from a source MAC
+    /// learned on `src` to a destination static on `sink`.
+    #[command(name = "normal-2mac")]
+    Normal2Mac,
+    /// NORMAL with 1,000 source MACs learned on `src` (1,000 megaflows), sending
+    /// to 10 destinations static on `sink`.
+    #[command(name = "normal-1k-mac")]
+    Normal1kMac,
     /// New megaflows per second from a cold cache: 100k flows, 100k rules.
     #[command(name = "flow-setup")]
     FlowSetup,
@@ -107,6 +115,8 @@ fn main() -> Result<()> {
         Scenario::OneFlow => runner::flows(&opts, runner::FlowScenario::OneFlow),
         Scenario::Flows10k => runner::flows(&opts, runner::FlowScenario::Flows10k),
         Scenario::Flows100k => runner::flows(&opts, runner::FlowScenario::Flows100k),
+        Scenario::Normal2Mac => runner::flows(&opts, runner::FlowScenario::Normal2Mac),
+        Scenario::Normal1kMac => runner::flows(&opts, runner::FlowScenario::Normal1kMac),
         Scenario::FlowSetup => runner::flow_setup(&opts),
         Scenario::Xlate { secs } => xlate::run(&opts, secs),
         Scenario::Fastpath { secs } => fastpath::run(secs),

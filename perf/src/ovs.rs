@@ -119,6 +119,9 @@ pub struct Setup {
     /// the config). The flows must then name ports by number (1, 2, ... in `ports`
     /// order): ovs-ofctl resolves names only of existing ports.
     pub flows_first: bool,
+    /// Static MAC entries (port name, VLAN, MAC): `ovs-appctl fdb/add` once the
+    /// bridge has its ports and flows.
+    pub fdb: Vec<(String, u16, String)>,
 }
 
 impl Setup {
@@ -133,6 +136,7 @@ impl Setup {
             other_config: Vec::new(),
             count_port: "sink".to_string(),
             flows_first: false,
+            fdb: Vec::new(),
         }
     }
 }
@@ -396,6 +400,9 @@ impl Ovs {
         if !setup.flows_first {
             self.replace_flows(setup)?;
         }
+        for (port, vlan, mac) in &setup.fdb {
+            self.appctl(&["fdb/add", BRIDGE, port, &vlan.to_string(), mac])?;
+        }
         Ok(())
     }
 
@@ -538,6 +545,13 @@ pub fn throughput(
             "  ovs: {n} megaflows after {secs:.1} s (want {target}); {}",
             ovs.upcall_flows_line()
         );
+    }
+    if !setup.fdb.is_empty() {
+        // What NORMAL decided: one megaflow, to check that nothing floods.
+        let dump = ovs.appctl(&["dpctl/dump-flows"]).unwrap_or_default();
+        if let Some(l) = dump.lines().find(|l| l.contains("actions:")) {
+            eprintln!("  ovs: {l}");
+        }
     }
     std::thread::sleep(Duration::from_secs(opts.warmup));
     let sample = |what| -> Result<(Instant, u64, f64)> {

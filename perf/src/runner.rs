@@ -203,6 +203,8 @@ pub fn flows(opts: &Opts, which: FlowScenario) -> Result<()> {
         FlowScenario::OneFlow => scenario::one_flow(&run.dir)?,
         FlowScenario::Flows10k => scenario::many_flows(&run.dir, name, 10_000)?,
         FlowScenario::Flows100k => scenario::many_flows(&run.dir, name, 100_000)?,
+        FlowScenario::Normal2Mac => scenario::normal(&run.dir, name, 1, 1)?,
+        FlowScenario::Normal1kMac => scenario::normal(&run.dir, name, 1000, 10)?,
     };
     let m = measure(opts, &run, &sc)?;
     eprintln!(
@@ -219,6 +221,8 @@ pub enum FlowScenario {
     OneFlow,
     Flows10k,
     Flows100k,
+    Normal2Mac,
+    Normal1kMac,
 }
 
 impl FlowScenario {
@@ -227,6 +231,8 @@ impl FlowScenario {
             FlowScenario::OneFlow => "1flow",
             FlowScenario::Flows10k => "10k-flows",
             FlowScenario::Flows100k => "100k-flows",
+            FlowScenario::Normal2Mac => "normal-2mac",
+            FlowScenario::Normal1kMac => "normal-1k-mac",
         }
     }
 }
@@ -551,13 +557,24 @@ fn run_ferroswitch(
     rep: usize,
 ) -> Result<Sample> {
     let d = start_ferroswitch(opts, bin, dir, sc, &rep.to_string(), Ready::Pmd)?;
+    let mut mf = MegaflowCounter::new(bin, &d.sock);
+    for (port, vlan, mac) in &sc.fdb {
+        mf.ctl(&["fdb-add", "fs-perf", port, &vlan.to_string(), mac])
+            .with_context(|| format!("ctl fdb-add fs-perf {port} {vlan} {mac}"))?;
+    }
     if let Some(target) = sc.megaflows {
-        let mut mf = MegaflowCounter::new(bin, &d.sock);
         let (n, secs) = settle(opts, target, || mf.count());
         eprintln!(
             "  ferroswitch: {n} megaflows after {secs:.1} s (want {target}; counted by {})",
             mf.source()
         );
+    }
+    if !sc.fdb.is_empty() {
+        // What NORMAL decided: one megaflow, to check that nothing floods.
+        let dump = mf.ctl(&["dump-dp-flows"]).unwrap_or_default();
+        if let Some(l) = dump.lines().next() {
+            eprintln!("  ferroswitch: {l}");
+        }
     }
     measure_ferroswitch(opts, bin, &d)
 }

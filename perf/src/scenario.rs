@@ -32,6 +32,10 @@ pub struct Scenario {
     /// Megaflows the traffic needs: the warm-up first waits until they are installed
     /// (the count stops growing), so that the window measures the fast path only.
     pub megaflows: Option<usize>,
+    /// Static MAC entries (port name, VLAN, MAC) both contenders get right after
+    /// they start (`ctl fdb-add` / `ovs-appctl fdb/add`; the same list is in
+    /// `ovs.fdb`).
+    pub fdb: Vec<(String, u16, String)>,
 }
 
 /// Frames per pcap for single-flow scenarios (payload bytes vary, the flow doesn't).
@@ -67,6 +71,7 @@ pub fn p2p(dir: &Path) -> Result<Scenario> {
         fs_bridge_tables: "  [[bridge.forward]]\n  in_port = \"src\"\n  output = \"sink\"\n".into(),
         mbufs: None,
         megaflows: None,
+        fdb: Vec::new(),
     })
 }
 
@@ -93,6 +98,7 @@ pub fn one_flow(dir: &Path) -> Result<Scenario> {
         fs_bridge_tables: String::new(),
         mbufs: None,
         megaflows: Some(1),
+        fdb: Vec::new(),
     })
 }
 
@@ -172,8 +178,73 @@ pub fn many_flows(dir: &Path, name: &'static str, n: usize) -> Result<Scenario> 
         fs_bridge_tables: String::new(),
         mbufs: Some(mbufs_for(n)),
         megaflows: Some(n),
+        fdb: Vec::new(),
     })
 }
+
+/// `02:00:00:00:HH:LL` for hosts behind the source port (`side` 0) and the sink
+/// (`side` 1): host `i` of a side.
+pub fn host_mac(side: u8, i: u16) -> [u8; 6] {
+    [0x02, 0, 0, side, (i >> 8) as u8, i as u8]
+}
+
+fn mac_text(m: [u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+/// The `NORMAL` scenarios: the bridge's default flow (`priority=0
+/// actions=NORMAL`) on both contenders, `sources` hosts behind `src` sending
+/// UDP to `dests` hosts behind `sink` (source `i` to destination `i % dests`),
+/// one frame per source (`sources` 1: 64 frames of the one flow). The
+/// destinations are static MAC entries on `sink` in VLAN 0, given to each
+/// contender as it starts: every frame is a known unicast, as on a switch
+/// whose hosts have all spoken, and nothing floods (not to `sink`, not to the
+/// bridge's own tap port). The sources are learned on `src` from the traffic,
+/// one megaflow each (`NORMAL` matches both addresses).
+pub fn normal(dir: &Path, name: &'static str, sources: u16, dests: u16) -> Result<Scenario> {
+    let flow = |i: u16| trafgen::UdpFlow {
+        dl_src: host_mac(0, i),
+        dl_dst: host_mac(1, i % dests),
+        nw_src: [10, 0, (i >> 8) as u8, i as u8],
+        nw_dst: [10, 1, 0, (i % dests) as u8],
+        tp_src: 1024,
+        tp_dst: 4789,
+    };
+    let frames: Vec<Vec<u8>> = if sources == 1 {
+        (0..ONE_FLOW_FRAMES)
+            .map(|i| trafgen::udp_frame(&flow(0), FRAME_LEN, i as u8))
+            .collect()
+    } else {
+        (0..sources)
+            .map(|i| trafgen::udp_frame(&flow(i), FRAME_LEN, 0))
+            .collect()
+    };
+    let src = write_pcap(dir, name, &frames)?;
+    let fdb: Vec<(String, u16, String)> = (0..dests)
+        .map(|d| ("sink".to_string(), 0, mac_text(host_mac(1, d))))
+        .collect();
+    let mut setup = Setup::p2p(&src, SINK);
+    setup.flows = vec![DEFAULT_NORMAL.to_string()];
+    setup.fdb = fdb.clone();
+    Ok(Scenario {
+        name,
+        ovs: setup,
+        src,
+        sink: SINK.to_string(),
+        // ferroswitch's bridge starts with the same default flow.
+        fs_bridge_keys: String::new(),
+        fs_bridge_tables: String::new(),
+        mbufs: (frames.len() > ONE_FLOW_FRAMES).then(|| mbufs_for(frames.len())),
+        megaflows: Some(usize::from(sources)),
+        fdb,
+    })
+}
+
+/// OVS's (and ferroswitch's) default flow of a new bridge.
+const DEFAULT_NORMAL: &str = "priority=0 actions=NORMAL";
 
 /// A TOML string (basic string, escaped).
 fn toml_str(s: &str) -> String {
@@ -229,6 +300,30 @@ mod tests {
             t,
             "  flows = [\n    \"in_port=src,actions=output:sink\",\n  ]\n"
         );
+    }
+
+    #[test]
+    fn normal_scenarios_send_known_unicasts_from_distinct_sources() {
+        let dir = std::env::temp_dir().join(format!("fs-perf-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sc = normal(&dir, "normal-test", 1000, 10).unwrap();
+        let pcap_path = dir.join("normal-test.pcap");
+        let frames = pcap::read(&std::fs::read(&pcap_path).unwrap()).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(frames.len(), 1000);
+        let sources: std::collections::HashSet<Vec<u8>> =
+            frames.iter().map(|f| f.data[6..12].to_vec()).collect();
+        assert_eq!(sources.len(), 1000);
+        let statics: std::collections::HashSet<String> =
+            sc.fdb.iter().map(|(_, _, m)| m.clone()).collect();
+        assert!(sc.fdb.iter().all(|(p, v, _)| p == "sink" && *v == 0));
+        for f in &frames {
+            let dst: [u8; 6] = f.data[0..6].try_into().unwrap();
+            assert!(statics.contains(&mac_text(dst)), "{:?} is static", dst);
+        }
+        assert_eq!(sc.megaflows, Some(1000));
+        assert_eq!(sc.ovs.fdb, sc.fdb);
+        assert_eq!(sc.ovs.flows, ["priority=0 actions=NORMAL"]);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::dpcls::{Dpcls, NoPrefetch, Prefetch, RowValue};
 use crate::emc::{key_hash, Emc};
 use crate::flow_key::FlowKey;
 use crate::parse::SimpleKey;
-use crate::simple_match::{PortTable, SimpleMatch};
+use crate::simple_match::{PortTable, SimpleMatch, SimpleMode};
 
 /// Handle of a megaflow in a PMD's slab.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -449,6 +449,32 @@ impl<A: CacheActions> FlowCache<A> {
     #[inline(always)]
     pub fn simple_lookup(&self, in_port: u32, k: &SimpleKey) -> Option<FlowRef> {
         self.simple.lookup(in_port, k)
+    }
+
+    /// How packets from `in_port` (with `recirc_id` 0) are classified:
+    /// [`SimpleMode::Off`] when simple match is turned off or the port is not
+    /// simple (see [`crate::simple_match::SimpleMatch::mode`]).
+    #[inline(always)]
+    pub fn simple_mode(&self, in_port: u32) -> SimpleMode {
+        if self.simple_on {
+            self.simple.mode(in_port)
+        } else {
+            SimpleMode::Off
+        }
+    }
+
+    /// The megaflow of a fresh packet from `in_port` whose [`SimpleKey`] is `k`
+    /// and whose addresses are `macs` ([`crate::simple_match::mac_pair`]),
+    /// simple MAC megaflows included; exact only while
+    /// [`FlowCache::simple_enabled`] holds for the port.
+    #[inline(always)]
+    pub fn simple_lookup_mac(
+        &self,
+        in_port: u32,
+        macs: crate::simple_match::MacPair,
+        k: &SimpleKey,
+    ) -> Option<FlowRef> {
+        self.simple.lookup_mac(in_port, macs, k)
     }
 
     /// `in_port`'s simple megaflows, for [`FlowCache::simple_lookup`] over a burst.

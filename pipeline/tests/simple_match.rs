@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use pipeline::flow_cache::{FlowCache, FlowRef, Hit};
 use pipeline::flow_key::{ETH_TYPE_ARP, ETH_TYPE_IPV4};
-use pipeline::simple_match::is_simple;
+use pipeline::simple_match::{is_simple, is_simple_mac, mac_pair, SimpleMode};
 use pipeline::{parse, parse_simple, FlowKey};
 use proptest::prelude::*;
 
@@ -21,6 +21,8 @@ struct Frame {
     kind: u8,
     frag: u16,
     dst: u8,
+    /// Ethernet source and destination, each one of three addresses.
+    macs: (u8, u8),
 }
 
 fn frame() -> impl Strategy<Value = Frame> {
@@ -29,17 +31,19 @@ fn frame() -> impl Strategy<Value = Frame> {
         0u8..3,
         prop_oneof![Just(0u16), Just(0x2000), Just(0x0005)],
         0u8..3,
+        (0u8..3, 0u8..3),
     )
-        .prop_map(|(vid, kind, frag, dst)| Frame {
+        .prop_map(|(vid, kind, frag, dst, macs)| Frame {
             vid,
             kind,
             frag,
             dst,
+            macs,
         })
 }
 
 fn bytes(f: &Frame) -> Vec<u8> {
-    let mut b = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+    let mut b = vec![0x02, 0, 0, 0, 0x10, f.macs.1, 0x02, 0, 0, 0, 0x20, f.macs.0];
     if let Some(v) = f.vid {
         b.extend_from_slice(&[0x81, 0x00]);
         b.extend_from_slice(&v.to_be_bytes());
@@ -89,6 +93,30 @@ fn mask(shape: u8) -> FlowKey {
             m.nw_frag = 1;
         }
         4 => m.nw_dst = u32::MAX,
+        _ => m.in_port = 0,
+    }
+    m
+}
+
+/// Mask shapes with MACs: simple ones and simple MAC ones (as `NORMAL` makes:
+/// both addresses, the outer TCI, the fragment bits), one with only `dl_dst`,
+/// one that also reads `nw_dst`, one with in_port wild.
+fn mac_mask(shape: u8) -> FlowKey {
+    if shape < 4 {
+        return mask(shape);
+    }
+    let mut m = mask(0);
+    m.dl_src = [0xff; 6];
+    m.dl_dst = [0xff; 6];
+    match shape {
+        4 => {}
+        5 => {
+            m.vlan_tci[0] = 0xffff;
+            m.nw_frag = 3;
+        }
+        6 => m.vlan_tci[0] = 0x1fff,
+        7 => m.dl_src = [0; 6],
+        8 => m.nw_dst = u32::MAX,
         _ => m.in_port = 0,
     }
     m
@@ -147,4 +175,124 @@ proptest! {
             }
         }
     }
+}
+
+proptest! {
+    #[test]
+    fn simple_mac_path_equals_full_path(
+        flows in prop::collection::vec((0u8..10, 1u32..3, frame()), 0..16),
+        removals in prop::collection::vec(0usize..16, 0..6),
+        packets in prop::collection::vec((1u32..3, frame()), 1..40),
+    ) {
+        let mut c: FlowCache<u32> = FlowCache::new(64, 1);
+        let mut installed: HashMap<FlowRef, (FlowKey, FlowKey)> = HashMap::new();
+        let mut order = Vec::new();
+        for (shape, port, f) in &flows {
+            let mut k = FlowKey::default();
+            parse(&bytes(f), *port, &mut k);
+            let m = mac_mask(*shape);
+            let r = c.install(&m, &k, Arc::new(0), Arc::default());
+            installed.retain(|_, (im, ik)| !(*im == m && *ik == k.masked(&m)));
+            installed.insert(r, (m, k.masked(&m)));
+            order.push((m, k));
+        }
+        for i in removals {
+            if let Some((m, k)) = order.get(i) {
+                if let Some(_gone) = c.remove(m, k) {
+                    installed.retain(|_, (im, ik)| !(im == m && *ik == k.masked(m)));
+                }
+            }
+        }
+        for (port, f) in &packets {
+            let data = bytes(f);
+            let mut key = FlowKey::default();
+            prop_assert_eq!(parse(&data, *port, &mut key), None);
+            let mut hits = [Hit::Miss];
+            c.lookup_burst(std::slice::from_ref(&key), &[FlowCache::<u32>::hash(&key)], &mut hits);
+            let full = !matches!(hits[0], Hit::Miss);
+            let has_mac = installed
+                .values()
+                .any(|(m, k)| is_simple_mac(m, k) && k.in_port == *port);
+            let want_mode = match (c.simple_enabled(*port), has_mac) {
+                (false, _) => SimpleMode::Off,
+                (true, false) => SimpleMode::Plain,
+                (true, true) => SimpleMode::Mac,
+            };
+            prop_assert_eq!(c.simple_mode(*port), want_mode);
+            if !c.simple_enabled(*port) {
+                let blocker = installed.values().any(|(m, k)| {
+                    !is_simple(m, k) && !is_simple_mac(m, k)
+                        && (m.in_port == 0 || k.in_port == *port)
+                });
+                let none = !installed
+                    .values()
+                    .any(|(m, k)| m.in_port == u32::MAX && k.in_port == *port);
+                prop_assert!(blocker || none, "port {} could be simple", port);
+                continue;
+            }
+            let sk = parse_simple(&data).expect("these frames all take the simple reader");
+            let macs = mac_pair(&data).expect("a frame has its addresses");
+            let got = c.simple_lookup_mac(*port, macs, &sk);
+            prop_assert_eq!(got.is_some(), full, "simple {:?} vs full {:?}", got, hits[0]);
+            if let Some(r) = got {
+                let (m, k) = installed.get(&r).expect("a live megaflow");
+                prop_assert_eq!(key.masked(m), *k);
+            }
+            // Without MAC megaflows on the port, the plain lookup says the same.
+            if !has_mac {
+                prop_assert_eq!(c.simple_lookup(*port, &sk), got);
+            }
+        }
+    }
+}
+
+/// Many simple MAC megaflows on one port (the table grows and shrinks through
+/// several sizes; removal shifts clusters back): every installed one is found
+/// by its packet, every removed one is gone, and the port stays simple.
+#[test]
+fn mac_table_grows_and_shrinks_exactly() {
+    let mut c: FlowCache<u32> = FlowCache::new(64, 1);
+    let m = mac_mask(5);
+    let frame_of = |i: u16| {
+        let f = Frame {
+            vid: None,
+            kind: 0,
+            frag: 0,
+            dst: 1,
+            macs: (0, 0),
+        };
+        let mut b = bytes(&f);
+        b[4..6].copy_from_slice(&(i % 7).to_be_bytes());
+        b[10..12].copy_from_slice(&i.to_be_bytes());
+        b
+    };
+    let key_of = |i: u16| {
+        let mut k = FlowKey::default();
+        parse(&frame_of(i), 1, &mut k);
+        k
+    };
+    let mut refs = HashMap::new();
+    for i in 0..1000u16 {
+        refs.insert(i, c.install(&m, &key_of(i), Arc::new(0), Arc::default()));
+    }
+    assert!(c.simple_enabled(1));
+    let look = |c: &FlowCache<u32>, i: u16| {
+        let d = frame_of(i);
+        c.simple_lookup_mac(1, mac_pair(&d).unwrap(), &parse_simple(&d).unwrap())
+    };
+    for i in 0..1000u16 {
+        assert_eq!(look(&c, i), Some(refs[&i]), "flow {i}");
+    }
+    for i in (0..1000u16).filter(|i| i % 3 != 0) {
+        assert!(c.remove(&m, &key_of(i)).is_some());
+    }
+    for i in 0..1000u16 {
+        let want = (i % 3 == 0).then(|| refs[&i]);
+        assert_eq!(look(&c, i), want, "flow {i} after removals");
+    }
+    for i in (0..1000u16).filter(|i| i % 3 == 0) {
+        assert!(c.remove(&m, &key_of(i)).is_some());
+    }
+    assert!(!c.simple_enabled(1), "no megaflow left");
+    assert_eq!(look(&c, 0), None);
 }

@@ -139,6 +139,9 @@ pub struct PmdStats {
     pub tx_packets: Counter,
     /// Packets classified by the simple-match path (no parse, no cache lookup).
     pub simple_hits: Counter,
+    /// Packets classified by simple MAC match (no parse, a lookup by the two
+    /// Ethernet addresses; `NORMAL`'s megaflows).
+    pub simple_mac_hits: Counter,
     /// Packets found in the exact-match cache.
     pub emc_hits: Counter,
     /// Packets found by the megaflow classifier.
@@ -167,6 +170,7 @@ impl PmdStats {
             rx_packets: Counter::default(),
             tx_packets: Counter::default(),
             simple_hits: Counter::default(),
+            simple_mac_hits: Counter::default(),
             emc_hits: Counter::default(),
             megaflow_hits: Counter::default(),
             subtable_probes: Counter::default(),

@@ -130,10 +130,11 @@ pub fn wait_for(what: &str, stats: &PmdStats, mut done: impl FnMut() -> bool) {
                 .map(|r| format!("{}={}", r.as_str(), stats.drops[r.index()].get()))
                 .collect();
             panic!(
-                "timed out waiting for {what}: rx {} tx {} simple {} emc {} megaflow {} upcalls {} held {} drops {}",
+                "timed out waiting for {what}: rx {} tx {} simple {} simple-mac {} emc {} megaflow {} upcalls {} held {} drops {}",
                 stats.rx_packets.get(),
                 stats.tx_packets.get(),
                 stats.simple_hits.get(),
+                stats.simple_mac_hits.get(),
                 stats.emc_hits.get(),
                 stats.megaflow_hits.get(),
                 stats.upcalls.get(),

@@ -1,7 +1,8 @@
 //! The PMD loop allocates nothing in steady state: with a counting global allocator,
 //! thousands of packets are forwarded between net_ring ports, by the static stage
 //! and by the flow stage (parse, EMC/classifier, actions with a VLAN push; then the
-//! simple-match path, which skips the parse), while
+//! simple-match path, which skips the parse, and simple MAC match, which looks
+//! `NORMAL`'s megaflows up by the two Ethernet addresses), while
 //! the count of heap allocations (all threads) stays where it was.
 //!
 //! One test per file: EAL initialises once per process.
@@ -215,6 +216,72 @@ fn steady_state_forwarding_allocates_nothing() {
         after - before,
         0,
         "the simple-match path allocated {} times while forwarding 20000 packets",
+        after - before
+    );
+
+    // Simple MAC match: the simple megaflow replaced by two of NORMAL's shape
+    // (both Ethernet addresses exact), one per destination, and the packets
+    // alternate between them (a lookup in the MAC table for every packet).
+    let mut mac_mask = simple_mask;
+    mac_mask.vlan_tci[0] = u16::MAX;
+    mac_mask.dl_src = [0xff; 6];
+    mac_mask.dl_dst = [0xff; 6];
+    let mut flow2 = pipeline::trafgen::flows(1)[0];
+    flow2.dl_dst = [0x02, 0, 0, 0, 0, 0x99];
+    let frame2 = pipeline::trafgen::udp_frame(&flow2, 64, 0);
+    let mut key2 = FlowKey::default();
+    pipeline::parse(&frame2, up.key.in_port, &mut key2);
+    commands
+        .send(PmdCommand::Remove {
+            mask: simple_mask,
+            key: up.key,
+        })
+        .expect("remove");
+    for key in [up.key, key2] {
+        commands
+            .send(PmdCommand::Install {
+                mask: mac_mask,
+                key,
+                actions: Arc::new(FlowActions::new(vec![DpAction::Output(1)])),
+                stats: Arc::default(),
+                packet: None,
+            })
+            .expect("install");
+    }
+    let (tx_done, rx_done) = crossbeam_channel::bounded(1);
+    commands
+        .send(PmdCommand::Barrier(tx_done))
+        .expect("barrier");
+    rx_done
+        .recv_timeout(Duration::from_secs(10))
+        .expect("barrier passed");
+    let base = stats.tx_packets.get();
+    let before = ALLOC.allocations();
+    for round in 1..=20u64 {
+        for _ in 0..500 {
+            send(&rings[4], &pool, &frame, 1);
+            send(&rings[4], &pool, &frame2, 1);
+        }
+        while stats.tx_packets.get() < base + round * 1000 {
+            assert!(
+                Instant::now() < deadline + Duration::from_secs(120),
+                "not forwarded (simple MAC match)"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(drain(&rings[3]), 1000);
+    }
+    let after = ALLOC.allocations();
+    assert_eq!(
+        stats.simple_mac_hits.get(),
+        20_000,
+        "all by simple MAC match"
+    );
+    assert_eq!(stats.upcalls.get(), 1, "still the one upcall");
+    assert_eq!(
+        after - before,
+        0,
+        "simple MAC match allocated {} times while forwarding 20000 packets",
         after - before
     );
 

@@ -20,7 +20,8 @@
 //!   unicast sources only, aging (300 s by default), a size limit (8192) with OVS's
 //!   fair eviction, and a [`MacTable::generation`] that moves on every change that
 //!   can change a forwarding decision (so the slow path knows when to revalidate
-//!   megaflows).
+//!   megaflows). Static entries (`fdb/add`, [`MacTable::add_static`]) never age,
+//!   are never evicted and never move: learning leaves them as they are.
 //! * [`Normal`]: one bridge's port modes and MAC table, and the decision itself.
 //!
 //! # The decision (OVS `xlate_normal`)
@@ -379,8 +380,11 @@ pub struct MacEntry {
     pub mac: [u8; 6],
     /// The port it was last seen on.
     pub port: u32,
-    /// When it was last seen (the caller's milliseconds).
+    /// When it was last seen (the caller's milliseconds); for a static entry,
+    /// when it was added.
     pub used_ms: u64,
+    /// Added by [`MacTable::add_static`]: never aged, evicted or moved.
+    pub is_static: bool,
 }
 
 /// What a frame teaches the MAC table: (VLAN, MAC) seen on a port (see
@@ -409,6 +413,9 @@ pub enum Learned {
     },
     /// Known on this port already: only its age was reset.
     Refreshed,
+    /// A static entry has this MAC in this VLAN: nothing changes (OVS does not
+    /// update static entries).
+    Static,
 }
 
 /// MAC table counters (OVS `fdb/stats-show`).
@@ -455,6 +462,9 @@ struct Slot {
 #[derive(Clone, Debug)]
 pub struct MacTable {
     entries: HashMap<MacKey, Slot>,
+    /// Static entries: (VLAN, MAC) -> (port, when added). Apart from the
+    /// learned ones: no LRU position, no share of the size limit.
+    statics: BTreeMap<MacKey, (u32, u64)>,
     /// seq -> key, least recently used first.
     lru: BTreeMap<u64, MacKey>,
     /// (port, seq): each port's entries, least recently used first.
@@ -480,6 +490,7 @@ impl MacTable {
     pub fn new() -> Self {
         MacTable {
             entries: HashMap::new(),
+            statics: BTreeMap::new(),
             lru: BTreeMap::new(),
             port_lru: BTreeSet::new(),
             port_count: BTreeMap::new(),
@@ -522,14 +533,14 @@ impl MacTable {
         self.max_entries
     }
 
-    /// Number of entries.
+    /// Number of entries, static ones included.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.statics.len()
     }
 
     /// Whether the table is empty.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_empty() && self.statics.is_empty()
     }
 
     /// Changes whenever an entry is added, moved or removed.
@@ -548,22 +559,84 @@ impl MacTable {
         if is_multicast(mac) {
             return None;
         }
-        self.entries.get(&(vlan, *mac)).map(|s| s.port)
+        let key = (vlan, *mac);
+        match self.statics.get(&key) {
+            Some(&(port, _)) => Some(port),
+            None => self.entries.get(&key).map(|s| s.port),
+        }
     }
 
     /// The entry for `mac` in `vlan`.
     pub fn get(&self, vlan: u16, mac: &[u8; 6]) -> Option<MacEntry> {
-        self.entries.get(&(vlan, *mac)).map(|s| MacEntry {
+        let key = (vlan, *mac);
+        if let Some(&(port, used_ms)) = self.statics.get(&key) {
+            return Some(MacEntry {
+                vlan,
+                mac: *mac,
+                port,
+                used_ms,
+                is_static: true,
+            });
+        }
+        self.entries.get(&key).map(|s| MacEntry {
             vlan,
             mac: *mac,
             port: s.port,
             used_ms: s.used_ms,
+            is_static: false,
         })
     }
 
-    /// Every entry, least recently used first (the order `fdb/show` prints).
+    /// Every entry: the learned ones least recently used first (the order
+    /// `fdb/show` prints), then the static ones by VLAN and MAC.
     pub fn entries(&self) -> impl Iterator<Item = MacEntry> + '_ {
-        self.lru.values().filter_map(|k| self.get(k.0, &k.1))
+        self.lru
+            .values()
+            .chain(self.statics.keys())
+            .filter_map(|k| self.get(k.0, &k.1))
+    }
+
+    /// Adds a static entry: `mac` in `vlan` is on `port` until
+    /// [`MacTable::del_static`] or a flush, whatever frames say (OVS
+    /// `mac_learning_add_static_entry`, `fdb/add`). It replaces a learned entry
+    /// of the same MAC and VLAN. A group address is refused (it is never looked
+    /// up). Returns whether the table changed.
+    pub fn add_static(
+        &mut self,
+        vlan: u16,
+        mac: [u8; 6],
+        port: u32,
+        now_ms: u64,
+    ) -> Result<bool, &'static str> {
+        if is_multicast(&mac) {
+            return Err("a multicast or broadcast MAC cannot be a static entry");
+        }
+        if vlan > VLAN_VID_MASK {
+            return Err("VLAN must be 0 to 4095");
+        }
+        self.clock_ms = self.clock_ms.max(now_ms);
+        let key = (vlan, mac);
+        let learned = self.remove(&key);
+        let old = self.statics.insert(key, (port, self.clock_ms));
+        let changed = match old {
+            Some((p, _)) => p != port,
+            None => learned.is_none_or(|s| s.port != port),
+        };
+        // remove() moved the generation already when a learned entry went.
+        if changed && learned.is_none() {
+            self.generation += 1;
+        }
+        Ok(changed || learned.is_some())
+    }
+
+    /// Removes the static entry of `mac` in `vlan` (OVS `fdb/del`); returns
+    /// whether there was one. Learned entries are left alone.
+    pub fn del_static(&mut self, vlan: u16, mac: &[u8; 6]) -> bool {
+        let gone = self.statics.remove(&(vlan, *mac)).is_some();
+        if gone {
+            self.generation += 1;
+        }
+        gone
     }
 
     /// Records that a frame from `mac` arrived on `port` in `vlan` at `now_ms`
@@ -574,6 +647,9 @@ impl MacTable {
         }
         self.clock_ms = self.clock_ms.max(now_ms);
         let key = (vlan, mac);
+        if self.statics.contains_key(&key) {
+            return Learned::Static;
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         let outcome = match self.entries.get(&key).copied() {
@@ -636,11 +712,13 @@ impl MacTable {
         n
     }
 
-    /// Removes every entry; returns how many (OVS `fdb/flush`).
+    /// Removes every entry, static ones included; returns how many (OVS
+    /// `fdb/flush`).
     pub fn flush(&mut self) -> usize {
-        let n = self.entries.len();
+        let n = self.len();
         if n > 0 {
             self.entries.clear();
+            self.statics.clear();
             self.lru.clear();
             self.port_lru.clear();
             self.port_count.clear();
@@ -649,8 +727,15 @@ impl MacTable {
         n
     }
 
-    /// Removes the entries learned on `port`; returns how many.
+    /// Removes the entries on `port` (learned and static: the port is gone);
+    /// returns how many.
     pub fn flush_port(&mut self, port: u32) -> usize {
+        let before = self.statics.len();
+        self.statics.retain(|_, (p, _)| *p != port);
+        let statics = before - self.statics.len();
+        if statics > 0 {
+            self.generation += 1;
+        }
         let keys: Vec<MacKey> = self
             .port_lru
             .range((port, 0)..=(port, u64::MAX))
@@ -659,22 +744,26 @@ impl MacTable {
         for k in &keys {
             self.remove(k);
         }
-        keys.len()
+        keys.len() + statics
     }
 
     /// `ovs-appctl fdb/show BR`: a header, then one line per entry, least
     /// recently used first, with the port (as `port_name` gives it), the VLAN,
-    /// the MAC and the seconds since the entry was last seen at `now_ms`.
+    /// the MAC and the seconds since the entry was last seen at `now_ms`
+    /// (`static` for a static entry, as OVS prints it).
     pub fn format_fdb_show(&self, now_ms: u64, port_name: impl Fn(u32) -> String) -> String {
         let mut s = String::from(" port  VLAN  MAC                Age\n");
         for e in self.entries() {
-            let age = now_ms.saturating_sub(e.used_ms) / 1000;
+            let age = if e.is_static {
+                "static".to_string()
+            } else {
+                format!("{:>3}", now_ms.saturating_sub(e.used_ms) / 1000)
+            };
             s.push_str(&format!(
-                "{:>5}  {:>4}  {}  {:>3}\n",
+                "{:>5}  {:>4}  {}  {age}\n",
                 port_name(e.port),
                 e.vlan,
                 format_mac(&e.mac),
-                age
             ));
         }
         s
@@ -1349,6 +1438,68 @@ mod tests {
         assert_eq!(
             MacTable::new().format_fdb_show(0, name),
             " port  VLAN  MAC                Age\n"
+        );
+    }
+
+    #[test]
+    fn static_entries_stay_put() {
+        let mut t = MacTable::new();
+        t.set_aging_secs(15);
+        t.learn(0, A, 1, 0);
+        let g = t.generation();
+        // A static entry replaces the learned one (and moves it).
+        assert_eq!(t.add_static(0, A, 2, 0), Ok(true));
+        assert_eq!(t.lookup(0, &A), Some(2));
+        assert!(t.generation() > g);
+        // The same again changes nothing.
+        let g = t.generation();
+        assert_eq!(t.add_static(0, A, 2, 0), Ok(false));
+        assert_eq!(t.generation(), g);
+        // Frames do not move it, ageing and eviction leave it.
+        assert_eq!(t.learn(0, A, 1, 1_000), Learned::Static);
+        assert_eq!(t.lookup(0, &A), Some(2));
+        t.learn(0, B, 1, 1_000);
+        assert_eq!(t.expire(1_000_000), 1);
+        assert_eq!(t.lookup(0, &A), Some(2));
+        assert_eq!(t.lookup(0, &B), None);
+        t.set_max_entries(10);
+        for i in 0..30 {
+            t.learn(0, mac(100 + i), 3, 1_000_000);
+        }
+        assert_eq!(t.lookup(0, &A), Some(2));
+        assert_eq!(t.len(), 11, "10 learned and the static one");
+        // Other VLANs are other entries.
+        assert_eq!(t.lookup(5, &A), None);
+        assert_eq!(t.get(0, &A).map(|e| e.is_static), Some(true));
+        // Refused: group addresses, VLANs beyond 4095.
+        assert!(t.add_static(0, [0xff; 6], 2, 0).is_err());
+        assert!(t.add_static(4096, B, 2, 0).is_err());
+        // del_static removes only static entries.
+        assert!(!t.del_static(0, &mac(100 + 29)));
+        let g = t.generation();
+        assert!(t.del_static(0, &A));
+        assert!(t.generation() > g);
+        assert_eq!(t.lookup(0, &A), None);
+        assert_eq!(t.learn(0, A, 1, 1_000_000), Learned::New);
+        // A port's removal and a flush take static entries too.
+        t.add_static(0, C, 4, 0).unwrap();
+        assert_eq!(t.flush_port(4), 1);
+        assert_eq!(t.lookup(0, &C), None);
+        t.add_static(0, C, 4, 0).unwrap();
+        assert_eq!(t.flush(), 11, "10 learned (the limit) and the static one");
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn fdb_show_prints_static_entries_as_ovs() {
+        let mut t = MacTable::new();
+        t.learn(0, A, 1, 1_000);
+        t.add_static(10, B, 2, 2_000).unwrap();
+        assert_eq!(
+            t.format_fdb_show(5_000, |p| p.to_string()),
+            " port  VLAN  MAC                Age\n\
+             \x20   1     0  00:00:00:00:00:0a    4\n\
+             \x20   2    10  00:00:00:00:00:0b  static\n"
         );
     }
 
