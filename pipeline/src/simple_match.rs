@@ -515,7 +515,8 @@ mod tests {
         fn oui(i: u32) -> [u8; 12] {
             [2, (i >> 8) as u8, i as u8, 0, 0, 1, 2, 0, 0, 0, 0, 1]
         }
-        let shapes: [(&str, fn(u32) -> [u8; 12]); 3] = [
+        type Shape = fn(u32) -> [u8; 12];
+        let shapes: [(&str, Shape); 3] = [
             ("source low bytes", src_low),
             ("destination low bytes", dst_low),
             ("OUI bytes", oui),

@@ -13,7 +13,7 @@ use pipeline::ofproto::rule::OFP_DEFAULT_PRIORITY;
 use pipeline::ofproto::syntax::{format_match, parse_flow, FormatOptions, PortMap};
 use pipeline::ofproto::table::Tables;
 use pipeline::ofproto::xlate::{
-    format_trace_named, translate_bridges, PatchPeer, Translation, XlateBridge, XlateError,
+    format_trace_named, translate_bridges, PatchPeer, Translation, XlateBridge,
 };
 
 fn tables(flows: &[&str]) -> Tables {
