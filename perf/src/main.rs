@@ -74,6 +74,11 @@ enum Scenario {
     /// to 10 destinations static on `sink`.
     #[command(name = "normal-1k-mac")]
     Normal1kMac,
+    /// PVP: a virtio_user guest (testpmd txonly) sends 64-byte frames through one
+    /// PMD to a second guest (rxonly); the forwarder connects to both guests'
+    /// sockets (ferroswitch and OVS: dpdkvhostuserclient ports; testpmd: net_vhost
+    /// client=1, io forwarding).
+    Pvp,
     /// New megaflows per second from a cold cache: 100k flows, 100k rules.
     #[command(name = "flow-setup")]
     FlowSetup,
@@ -118,6 +123,7 @@ fn main() -> Result<()> {
         Scenario::Normal2Mac => runner::flows(&opts, runner::FlowScenario::Normal2Mac),
         Scenario::Normal1kMac => runner::flows(&opts, runner::FlowScenario::Normal1kMac),
         Scenario::FlowSetup => runner::flow_setup(&opts),
+        Scenario::Pvp => runner::pvp(&opts),
         Scenario::Xlate { secs } => xlate::run(&opts, secs),
         Scenario::Fastpath { secs } => fastpath::run(secs),
         Scenario::Upcall { rules } => fastpath::upcalls(rules),

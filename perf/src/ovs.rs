@@ -91,6 +91,15 @@ pub struct Port {
 }
 
 impl Port {
+    /// A vhost-user port connecting to the socket a guest owns (`type=dpdkvhostuserclient`).
+    pub fn vhost_client(name: &str, sock: &std::path::Path) -> Self {
+        Port {
+            name: name.to_string(),
+            kind: "dpdkvhostuserclient".to_string(),
+            options: vec![("vhost-server-path".to_string(), sock.display().to_string())],
+        }
+    }
+
     /// A DPDK port on the device EAL probes from `devargs` (e.g. `net_null0,no-rx=1`).
     pub fn dpdk(name: &str, devargs: &str) -> Self {
         Port {

@@ -115,6 +115,14 @@ fn prepare(opts: &Opts, what: &str) -> Result<Run> {
     std::fs::create_dir_all(&dir)?;
     let mut leftovers = vec![dir.clone(), dpdk_runtime_dir(&format!("fs-perf-{pid}"))];
     leftovers.extend((1..=opts.reps).map(|r| dpdk_runtime_dir(&format!("fs-perf-tp-{pid}-{r}"))));
+    // The pvp guests' runtime directories.
+    for r in 1..=opts.reps {
+        for who in ["fs", "tp", "ovs"] {
+            for role in ["rx", "tx"] {
+                leftovers.push(dpdk_runtime_dir(&format!("fs-perf-g{role}-{who}{r}-{pid}")));
+            }
+        }
+    }
     Ok(Run {
         bin,
         dir,
@@ -135,21 +143,34 @@ fn measure(opts: &Opts, run: &Run, sc: &Scenario) -> Result<Medians> {
     let mut fs = Vec::new();
     let mut tp = Vec::new();
     let mut ov = Vec::new();
+    // The pvp guests run around each contender's run, started afresh.
+    let guests = |who: &str, rep: usize| -> Result<Option<GuestProcs>> {
+        sc.guests
+            .as_ref()
+            .map(|g| start_guests(opts, g, &format!("{who}{rep}")))
+            .transpose()
+    };
     for rep in 1..=opts.reps {
+        let g = guests("fs", rep)?;
         let f = run_ferroswitch(opts, &run.bin, &run.dir, sc, rep)?;
+        drop(g);
         eprintln!(
             "{name} rep {rep}: ferroswitch {:.2} Mpps wall, {:.2} Mpps on-CPU",
             f.wall_mpps, f.cpu_mpps
         );
         fs.push(f);
+        let g = guests("tp", rep)?;
         let t = run_testpmd(opts, sc, rep)?;
+        drop(g);
         eprintln!(
             "{name} rep {rep}: testpmd     {:.2} Mpps wall, {:.2} Mpps on-CPU",
             t.wall_mpps, t.cpu_mpps
         );
         tp.push(t);
         if opts.has_peer(Peer::Ovs) {
+            let g = guests("ovs", rep)?;
             let o = ovs::throughput(opts, &sc.ovs, rep, sc.megaflows)?;
+            drop(g);
             eprintln!(
                 "{name} rep {rep}: ovs         {:.2} Mpps wall, {:.2} Mpps on-CPU",
                 o.wall_mpps, o.cpu_mpps
@@ -181,6 +202,80 @@ fn result_line(name: &str, m: &Medians, f: fn(&Sample) -> f64) -> String {
         "{name} ferroswitch_mpps={fs:.2} testpmd_mpps={tp:.2} ratio={:.3}{peer}",
         fs / tp.max(1e-9)
     )
+}
+
+/// The running guests of a pvp run: SIGINT and waited for when dropped.
+struct GuestProcs(Vec<Child>);
+
+impl Drop for GuestProcs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            signal_and_wait(c, "-INT");
+        }
+    }
+}
+
+/// Starts the pvp guests: `dpdk-testpmd` processes with one virtio_user port
+/// each, owning their sockets (`server=1`), their lcores on the main CPU (the
+/// forwarder owns the other): the receiver (`rxonly`) first, then the sender
+/// (`txonly`, 64-byte frames). Returns once both sockets exist.
+fn start_guests(opts: &Opts, g: &scenario::Guests, tag: &str) -> Result<GuestProcs> {
+    let mut procs = GuestProcs(Vec::new());
+    for (role, sock, mode) in [("rx", &g.rx_sock, "rxonly"), ("tx", &g.tx_sock, "txonly")] {
+        let _ = std::fs::remove_file(sock);
+        let child = Command::new("dpdk-testpmd")
+            .arg(format!("--lcores=0@{m},1@{m}", m = opts.main_cpu))
+            .arg(format!(
+                "--file-prefix=fs-perf-g{role}-{tag}-{}",
+                std::process::id()
+            ))
+            // vhost-user maps at most 8 memory regions: one file for all.
+            .args([
+                "--no-pci",
+                "--single-file-segments",
+                "-m",
+                "256",
+                "--log-level=4",
+            ])
+            .arg(format!(
+                "--vdev=virtio_user0,path={},queues=1,server=1",
+                sock.display()
+            ))
+            .args([
+                "--",
+                "--nb-cores=1",
+                "--burst=32",
+                "--txpkts=64",
+                "--stats-period=100",
+            ])
+            .arg(format!("--forward-mode={mode}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting a dpdk-testpmd guest (apt-get install dpdk)")?;
+        procs.0.push(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !sock.exists() {
+            if Instant::now() > deadline {
+                bail!("guest {role}: no socket {} after 20 s", sock.display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(procs)
+}
+
+/// PVP: a virtio_user guest's 64-byte frames through the forwarder to a second
+/// guest; every contender connects to the guests' sockets. Prints the wall-clock
+/// and the on-CPU line.
+pub fn pvp(opts: &Opts) -> Result<()> {
+    let run = prepare(opts, "pvp")?;
+    let sc = scenario::pvp(&run.dir)?;
+    let m = measure(opts, &run, &sc)?;
+    eprintln!("{}", result_line("pvp wall-clock", &m, |s| s.wall_mpps));
+    println!("{}", result_line("pvp", &m, |s| s.cpu_mpps));
+    Ok(())
 }
 
 /// Port-to-port: 64-byte frames from net_pcap infinite_rx to net_null, static
@@ -435,21 +530,15 @@ listen = "off"
 console = false
 [[bridge]]
 name = "fs-perf"
-{keys}  [[bridge.port]]
-  name = "src"
-  ofport = 1
-  options = {{ dpdk-devargs = "{src}" }}
-  [[bridge.port]]
-  name = "sink"
-  ofport = 2
-  options = {{ dpdk-devargs = "{sink}" }}
-{tables}"#,
+{keys}{ports}{tables}"#,
         pid = std::process::id(),
         main = opts.main_cpu,
         fwd = opts.fwd_cpu,
         sock = sock.display(),
-        src = sc.src,
-        sink = sc.sink,
+        ports = sc.fs_ports.clone().unwrap_or_else(|| format!(
+            "  [[bridge.port]]\n  name = \"src\"\n  ofport = 1\n  options = {{ dpdk-devargs = \"{}\" }}\n  [[bridge.port]]\n  name = \"sink\"\n  ofport = 2\n  options = {{ dpdk-devargs = \"{}\" }}\n",
+            sc.src, sc.sink
+        )),
         keys = sc.fs_bridge_keys,
         tables = sc.fs_bridge_tables,
     )

@@ -6,12 +6,12 @@
 //! limit, `--forward-mode=io`) needs. The runner measures every scenario the same
 //! way; see `runner.rs`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use pipeline::{pcap, trafgen};
 
-use crate::ovs::Setup;
+use crate::ovs::{Port, Setup};
 
 /// One throughput scenario, ready to run (its pcap written).
 pub struct Scenario {
@@ -36,6 +36,22 @@ pub struct Scenario {
     /// they start (`ctl fdb-add` / `ovs-appctl fdb/add`; the same list is in
     /// `ovs.fdb`).
     pub fdb: Vec<(String, u16, String)>,
+    /// ferroswitch's two port tables (`src` then `sink`), when they are not
+    /// `type = "dpdk"` ports over `src` and `sink`.
+    pub fs_ports: Option<String>,
+    /// Guests that must run while a contender forwards (pvp).
+    pub guests: Option<Guests>,
+}
+
+/// The virtio_user guests of the pvp scenario, each a `dpdk-testpmd` process
+/// that owns its vhost-user socket (`server=1`): the forwarder connects to
+/// both, as OVS's `dpdkvhostuserclient` ports connect to QEMU.
+#[derive(Clone, Debug)]
+pub struct Guests {
+    /// The guest that sends 64-byte frames (`--forward-mode=txonly`).
+    pub tx_sock: PathBuf,
+    /// The guest that receives them (`--forward-mode=rxonly`).
+    pub rx_sock: PathBuf,
 }
 
 /// Frames per pcap for single-flow scenarios (payload bytes vary, the flow doesn't).
@@ -72,6 +88,8 @@ pub fn p2p(dir: &Path) -> Result<Scenario> {
         mbufs: None,
         megaflows: None,
         fdb: Vec::new(),
+        fs_ports: None,
+        guests: None,
     })
 }
 
@@ -99,6 +117,8 @@ pub fn one_flow(dir: &Path) -> Result<Scenario> {
         mbufs: None,
         megaflows: Some(1),
         fdb: Vec::new(),
+        fs_ports: None,
+        guests: None,
     })
 }
 
@@ -179,6 +199,8 @@ pub fn many_flows(dir: &Path, name: &'static str, n: usize) -> Result<Scenario> 
         mbufs: Some(mbufs_for(n)),
         megaflows: Some(n),
         fdb: Vec::new(),
+        fs_ports: None,
+        guests: None,
     })
 }
 
@@ -240,6 +262,8 @@ pub fn normal(dir: &Path, name: &'static str, sources: u16, dests: u16) -> Resul
         mbufs: (frames.len() > ONE_FLOW_FRAMES).then(|| mbufs_for(frames.len())),
         megaflows: Some(usize::from(sources)),
         fdb,
+        fs_ports: None,
+        guests: None,
     })
 }
 
@@ -331,4 +355,46 @@ mod tests {
         assert_eq!(mbufs_for(10_000), 32_767);
         assert_eq!(mbufs_for(100_000), 131_071);
     }
+}
+
+/// PVP: a virtio_user guest sends 64-byte frames through the forwarder to a
+/// second guest. Every contender connects to the guests' sockets as a client:
+/// ferroswitch with `dpdkvhostuserclient` ports, OVS likewise, testpmd with
+/// `net_vhost` devices (`client=1`); one rule, `in_port=src,actions=output:sink`.
+pub fn pvp(dir: &Path) -> Result<Scenario> {
+    let tx_sock = dir.join("pvp-tx.sock");
+    let rx_sock = dir.join("pvp-rx.sock");
+    let vdev =
+        |n: u32, sock: &Path| format!("net_vhost{n},iface={},client=1,queues=1", sock.display());
+    let ovs = Setup {
+        ports: vec![
+            Port::vhost_client("src", &tx_sock),
+            Port::vhost_client("sink", &rx_sock),
+        ],
+        flows: vec!["in_port=src,actions=output:sink".to_string()],
+        other_config: Vec::new(),
+        count_port: "sink".to_string(),
+        flows_first: false,
+        fdb: Vec::new(),
+    };
+    let port = |name: &str, sock: &Path| {
+        format!(
+            "  [[bridge.port]]\n  name = \"{name}\"\n  ofport = {}\n  type = \"dpdkvhostuserclient\"\n  options = {{ vhost-server-path = {} }}\n",
+            if name == "src" { 1 } else { 2 },
+            toml_str(&sock.display().to_string())
+        )
+    };
+    Ok(Scenario {
+        name: "pvp",
+        src: vdev(0, &tx_sock),
+        sink: vdev(1, &rx_sock),
+        fs_bridge_keys: "flows = [\"in_port=src actions=output:sink\"]\n".to_string(),
+        fs_bridge_tables: String::new(),
+        mbufs: None,
+        ovs,
+        megaflows: None,
+        fdb: Vec::new(),
+        fs_ports: Some(port("src", &tx_sock) + &port("sink", &rx_sock)),
+        guests: Some(Guests { tx_sock, rx_sock }),
+    })
 }
