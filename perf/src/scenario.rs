@@ -298,6 +298,48 @@ fn toml_flows(flows: &[String]) -> String {
     out
 }
 
+/// PVP: a virtio_user guest sends 64-byte frames through the forwarder to a
+/// second guest. Every contender connects to the guests' sockets as a client:
+/// ferroswitch with `dpdkvhostuserclient` ports, OVS likewise, testpmd with
+/// `net_vhost` devices (`client=1`); one rule, `in_port=src,actions=output:sink`.
+pub fn pvp(dir: &Path) -> Result<Scenario> {
+    let tx_sock = dir.join("pvp-tx.sock");
+    let rx_sock = dir.join("pvp-rx.sock");
+    let vdev =
+        |n: u32, sock: &Path| format!("net_vhost{n},iface={},client=1,queues=1", sock.display());
+    let ovs = Setup {
+        ports: vec![
+            Port::vhost_client("src", &tx_sock),
+            Port::vhost_client("sink", &rx_sock),
+        ],
+        flows: vec!["in_port=src,actions=output:sink".to_string()],
+        other_config: Vec::new(),
+        count_port: "sink".to_string(),
+        flows_first: false,
+        fdb: Vec::new(),
+    };
+    let port = |name: &str, sock: &Path| {
+        format!(
+            "  [[bridge.port]]\n  name = \"{name}\"\n  ofport = {}\n  type = \"dpdkvhostuserclient\"\n  options = {{ vhost-server-path = {} }}\n",
+            if name == "src" { 1 } else { 2 },
+            toml_str(&sock.display().to_string())
+        )
+    };
+    Ok(Scenario {
+        name: "pvp",
+        src: vdev(0, &tx_sock),
+        sink: vdev(1, &rx_sock),
+        fs_bridge_keys: "flows = [\"in_port=src actions=output:sink\"]\n".to_string(),
+        fs_bridge_tables: String::new(),
+        mbufs: None,
+        ovs,
+        megaflows: None,
+        fdb: Vec::new(),
+        fs_ports: Some(port("src", &tx_sock) + &port("sink", &rx_sock)),
+        guests: Some(Guests { tx_sock, rx_sock }),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,46 +397,4 @@ mod tests {
         assert_eq!(mbufs_for(10_000), 32_767);
         assert_eq!(mbufs_for(100_000), 131_071);
     }
-}
-
-/// PVP: a virtio_user guest sends 64-byte frames through the forwarder to a
-/// second guest. Every contender connects to the guests' sockets as a client:
-/// ferroswitch with `dpdkvhostuserclient` ports, OVS likewise, testpmd with
-/// `net_vhost` devices (`client=1`); one rule, `in_port=src,actions=output:sink`.
-pub fn pvp(dir: &Path) -> Result<Scenario> {
-    let tx_sock = dir.join("pvp-tx.sock");
-    let rx_sock = dir.join("pvp-rx.sock");
-    let vdev =
-        |n: u32, sock: &Path| format!("net_vhost{n},iface={},client=1,queues=1", sock.display());
-    let ovs = Setup {
-        ports: vec![
-            Port::vhost_client("src", &tx_sock),
-            Port::vhost_client("sink", &rx_sock),
-        ],
-        flows: vec!["in_port=src,actions=output:sink".to_string()],
-        other_config: Vec::new(),
-        count_port: "sink".to_string(),
-        flows_first: false,
-        fdb: Vec::new(),
-    };
-    let port = |name: &str, sock: &Path| {
-        format!(
-            "  [[bridge.port]]\n  name = \"{name}\"\n  ofport = {}\n  type = \"dpdkvhostuserclient\"\n  options = {{ vhost-server-path = {} }}\n",
-            if name == "src" { 1 } else { 2 },
-            toml_str(&sock.display().to_string())
-        )
-    };
-    Ok(Scenario {
-        name: "pvp",
-        src: vdev(0, &tx_sock),
-        sink: vdev(1, &rx_sock),
-        fs_bridge_keys: "flows = [\"in_port=src actions=output:sink\"]\n".to_string(),
-        fs_bridge_tables: String::new(),
-        mbufs: None,
-        ovs,
-        megaflows: None,
-        fdb: Vec::new(),
-        fs_ports: Some(port("src", &tx_sock) + &port("sink", &rx_sock)),
-        guests: Some(Guests { tx_sock, rx_sock }),
-    })
 }
