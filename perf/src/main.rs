@@ -7,6 +7,7 @@
 //! has two cores and a PMD owns one.
 
 mod fastpath;
+mod guest;
 mod ovs;
 mod procstat;
 mod runner;
@@ -79,6 +80,17 @@ enum Scenario {
     /// sockets (ferroswitch and OVS: dpdkvhostuserclient ports; testpmd: net_vhost
     /// client=1, io forwarding).
     Pvp,
+    /// The pvp guest (run by `pvp` itself): sends 64-byte frames on a
+    /// virtio_user NIC on TX_SOCK, receives on one on RX_SOCK.
+    #[command(hide = true)]
+    Guest {
+        tx_sock: PathBuf,
+        rx_sock: PathBuf,
+        #[arg(long)]
+        cpu: usize,
+        #[arg(long)]
+        prefix: String,
+    },
     /// New megaflows per second from a cold cache: 100k flows, 100k rules.
     #[command(name = "flow-setup")]
     FlowSetup,
@@ -124,6 +136,12 @@ fn main() -> Result<()> {
         Scenario::Normal1kMac => runner::flows(&opts, runner::FlowScenario::Normal1kMac),
         Scenario::FlowSetup => runner::flow_setup(&opts),
         Scenario::Pvp => runner::pvp(&opts),
+        Scenario::Guest {
+            tx_sock,
+            rx_sock,
+            cpu,
+            prefix,
+        } => guest::run(&tx_sock, &rx_sock, cpu, &prefix),
         Scenario::Xlate { secs } => xlate::run(&opts, secs),
         Scenario::Fastpath { secs } => fastpath::run(secs),
         Scenario::Upcall { rules } => fastpath::upcalls(rules),

@@ -118,9 +118,7 @@ fn prepare(opts: &Opts, what: &str) -> Result<Run> {
     // The pvp guests' runtime directories.
     for r in 1..=opts.reps {
         for who in ["fs", "tp", "ovs"] {
-            for role in ["rx", "tx"] {
-                leftovers.push(dpdk_runtime_dir(&format!("fs-perf-g{role}-{who}{r}-{pid}")));
-            }
+            leftovers.push(dpdk_runtime_dir(&format!("fs-perf-g-{who}{r}-{pid}")));
         }
     }
     Ok(Run {
@@ -215,53 +213,35 @@ impl Drop for GuestProcs {
     }
 }
 
-/// Starts the pvp guests: `dpdk-testpmd` processes with one virtio_user port
-/// each, owning their sockets (`server=1`), their lcores on the main CPU (the
-/// forwarder owns the other): the receiver (`rxonly`) first, then the sender
-/// (`txonly`, 64-byte frames). Returns once both sockets exist.
+/// Starts the pvp guest (`perf guest`, see `guest.rs`): one process, its
+/// thread on the main CPU (the forwarder owns the other), owning both sockets
+/// (`server=1`). Returns once the first socket exists: the guest opens its
+/// NICs in turn, and `virtio_user` in server mode waits in its probe for the
+/// forwarder to connect before the next one is made.
 fn start_guests(opts: &Opts, g: &scenario::Guests, tag: &str) -> Result<GuestProcs> {
-    let mut procs = GuestProcs(Vec::new());
-    for (role, sock, mode) in [("rx", &g.rx_sock, "rxonly"), ("tx", &g.tx_sock, "txonly")] {
+    for sock in [&g.tx_sock, &g.rx_sock] {
         let _ = std::fs::remove_file(sock);
-        let child = Command::new("dpdk-testpmd")
-            .arg(format!("--lcores=0@{m},1@{m}", m = opts.main_cpu))
-            .arg(format!(
-                "--file-prefix=fs-perf-g{role}-{tag}-{}",
-                std::process::id()
-            ))
-            // vhost-user maps at most 8 memory regions: one file for all.
-            .args([
-                "--no-pci",
-                "--single-file-segments",
-                "-m",
-                "256",
-                "--log-level=4",
-            ])
-            .arg(format!(
-                "--vdev=virtio_user0,path={},queues=1,server=1",
-                sock.display()
-            ))
-            .args([
-                "--",
-                "--nb-cores=1",
-                "--burst=32",
-                "--txpkts=64",
-                "--stats-period=100",
-            ])
-            .arg(format!("--forward-mode={mode}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting a dpdk-testpmd guest (apt-get install dpdk)")?;
-        procs.0.push(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !sock.exists() {
-            if Instant::now() > deadline {
-                bail!("guest {role}: no socket {} after 20 s", sock.display());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+    }
+    let child = Command::new(std::env::current_exe()?)
+        .arg("guest")
+        .arg(&g.tx_sock)
+        .arg(&g.rx_sock)
+        .arg("--cpu")
+        .arg(opts.main_cpu.to_string())
+        .arg("--prefix")
+        .arg(format!("fs-perf-g-{tag}-{}", std::process::id()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the pvp guest")?;
+    let procs = GuestProcs(vec![child]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !g.tx_sock.exists() {
+        if Instant::now() > deadline {
+            bail!("pvp guest: no socket {} after 20 s", g.tx_sock.display());
         }
+        std::thread::sleep(Duration::from_millis(50));
     }
     Ok(procs)
 }

@@ -43,14 +43,14 @@ pub struct Scenario {
     pub guests: Option<Guests>,
 }
 
-/// The virtio_user guests of the pvp scenario, each a `dpdk-testpmd` process
-/// that owns its vhost-user socket (`server=1`): the forwarder connects to
-/// both, as OVS's `dpdkvhostuserclient` ports connect to QEMU.
+/// The virtio_user NICs of the pvp scenario's guest (`perf guest`), each
+/// owning its vhost-user socket (`server=1`): the forwarder connects to both,
+/// as OVS's `dpdkvhostuserclient` ports connect to QEMU.
 #[derive(Clone, Debug)]
 pub struct Guests {
-    /// The guest that sends 64-byte frames (`--forward-mode=txonly`).
+    /// The NIC that sends 64-byte frames.
     pub tx_sock: PathBuf,
-    /// The guest that receives them (`--forward-mode=rxonly`).
+    /// The NIC that receives them.
     pub rx_sock: PathBuf,
 }
 
