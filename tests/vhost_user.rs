@@ -12,15 +12,19 @@
 //! Needs root and `dpdk-testpmd` (package `dpdk`, `scripts/setup.sh`). The guests
 //! run their lcores on CPU 0, the switch's PMD on CPU 1.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::daemon::{ctl, ctl_json, stop};
+
 use pipeline::pcap;
 use pipeline::trafgen::{flows, udp_frame};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ferroswitch");
+use common::netns::BIN;
 
 /// Processes and files of the test, removed on drop (also when it fails).
 struct Setup {
@@ -41,44 +45,13 @@ impl Drop for Setup {
     }
 }
 
-/// SIGINT, then SIGKILL after 10 s; the exit status if it stopped by itself.
-fn stop(c: &mut Child) -> Option<std::process::ExitStatus> {
-    let _ = Command::new("kill")
-        .args(["-INT", &c.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(st)) = c.try_wait() {
-            return Some(st);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = c.kill();
-    let _ = c.wait();
-    None
-}
-
 impl Setup {
     fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("ctl")
-            .arg("--socket")
-            .arg(self.dir.join("fs.ctl"))
-            .args(args)
-            .output()
-            .expect("ctl")
+        ctl(&self.dir.join("fs.ctl"), args)
     }
 
     fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        let out = self.ctl(&a);
-        assert!(
-            out.status.success(),
-            "ctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("json")
+        ctl_json(&self.dir.join("fs.ctl"), args)
     }
 
     /// Starts the switch and waits for its control socket.

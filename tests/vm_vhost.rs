@@ -20,12 +20,16 @@
 //! say what is missing. QEMU runs on CPU 0, the switch's PMD on CPU 1. The tests
 //! take turns (each boots two guests); about a minute each.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ferroswitch");
+use common::daemon::{ctl, ctl_json, stop};
+
+use common::netns::BIN;
 /// Guest `b` sends `seq 1 LINES` to guest `a`.
 const LINES: u32 = 100_000;
 const IP_A: &str = "10.77.0.1";
@@ -85,23 +89,6 @@ impl Drop for Lab {
         let _ = std::fs::remove_dir_all(&self.dir);
         let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.prefix));
     }
-}
-
-/// SIGINT, then SIGKILL after 10 s; the exit status if it stopped by itself.
-fn stop(c: &mut Child) -> Option<std::process::ExitStatus> {
-    let _ = Command::new("kill")
-        .args(["-INT", &c.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(st)) = c.try_wait() {
-            return Some(st);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = c.kill();
-    let _ = c.wait();
-    None
 }
 
 /// The lines `b` prints for each reply from `a`.
@@ -210,25 +197,11 @@ name = "fsvm{tag}{pid}"
     }
 
     fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("ctl")
-            .arg("--socket")
-            .arg(self.dir.join("fs.ctl"))
-            .args(args)
-            .output()
-            .expect("ctl")
+        ctl(&self.dir.join("fs.ctl"), args)
     }
 
     fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        let out = self.ctl(&a);
-        assert!(
-            out.status.success(),
-            "ctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("json")
+        ctl_json(&self.dir.join("fs.ctl"), args)
     }
 
     /// `vhost.status` of port `name` in `ctl --json show`.
