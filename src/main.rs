@@ -44,7 +44,8 @@ enum Cmd {
     /// Commands: show, port-stats [PORT], pmd-stats-show, pmd-rxq-show,
     /// pmd-stats-clear,
     /// add-br BRIDGE, del-br BRIDGE, add-port BRIDGE PORT [type=T] [options:K=V]...
-    /// [tag=N] [trunks=N,M] [vlan_mode=M] [n_rxq=N] [ofport_request=N],
+    /// [other_config:K=V] [tag=N] [trunks=N,M] [vlan_mode=M] [n_rxq=N]
+    /// [ofport_request=N],
     /// del-port [BRIDGE] PORT, set-port PORT [tag=N] [trunks=N,M] [vlan_mode=M]
     /// (runtime changes, not written to the config file),
     /// add-flow BRIDGE FLOW, add-flows BRIDGE FILE (all or nothing; - for stdin),
@@ -52,7 +53,7 @@ enum Cmd {
     /// ofproto-trace BRIDGE FLOW, dump-dp-flows, fdb-show BRIDGE (the learned MACs,
     /// as ovs-appctl fdb/show), fdb-flush [BRIDGE], fdb-add BRIDGE PORT VLAN MAC,
     /// fdb-del BRIDGE VLAN MAC (static MACs, as ovs-appctl fdb/add, fdb/del),
-    /// version, help.
+    /// bond-show [BOND], lacp-show [BOND], version, help.
     Ctl {
         /// Control socket (default: $FERROSWITCH_CTL or /var/run/ferroswitch/ferroswitch.ctl).
         #[arg(long, short)]
