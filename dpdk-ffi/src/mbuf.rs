@@ -570,8 +570,9 @@ impl TxBuffer {
 
     /// Frees every packet queued (a port that is gone); they count as dropped.
     pub fn discard(&mut self) -> TxResult {
-        // SAFETY: nothing was handed to a driver: every entry below len is still
-        // owned by this buffer, and `finish(0)` frees each once.
+        // Nothing was handed to a driver: every entry below len is still owned
+        // by this buffer.
+        // SAFETY: owned entries only (above); `finish(0)` frees each once.
         unsafe { self.finish(0) }
     }
 
