@@ -221,6 +221,12 @@ impl Config {
     /// This config without bridge `name` and its ports (`del-br`).
     pub fn without_bridge(&self, name: &str) -> Result<Config, ConfigError> {
         let bi = self.bridge_index(name)?;
+        if self.bridges.get(bi).is_some_and(|b| !b.forwards.is_empty()) {
+            return Err(invalid(
+                name,
+                "has static forwards ([[bridge.forward]]), which cannot change while the switch runs",
+            ));
+        }
         let mut c = self.clone();
         c.bridges.remove(bi);
         c.validate_bridges(true)?;
@@ -459,6 +465,10 @@ name = "br0"
         assert_eq!(
             c.without_port("b").expect_err("forward").to_string(),
             "b: is in a static forward ([[bridge.forward]]), which cannot change while the switch runs"
+        );
+        assert_eq!(
+            c.without_bridge("br0").expect_err("forward").to_string(),
+            "br0: has static forwards ([[bridge.forward]]), which cannot change while the switch runs"
         );
     }
 }
