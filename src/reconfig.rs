@@ -150,7 +150,7 @@ impl Reconfig {
             ("del-port", [br, port]) => self.del_port(Some(br), port),
             ("set-port", [port, settings @ ..]) => self.set_port(port, settings),
             (cmd, _) => match COMMANDS.iter().find(|c| c.split(' ').next() == Some(cmd)) {
-                Some(synopsis) => Err(format!("{cmd}: wrong arguments (usage: {synopsis})")),
+                Some(synopsis) => Err(format!("wrong arguments (usage: {synopsis})")),
                 None => return None,
             },
         };

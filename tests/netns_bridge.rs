@@ -211,6 +211,11 @@ fn bridges_and_ports_built_and_changed_at_runtime() {
             &format!("tag={tag}"),
         ]);
     }
+    let err = h.ctl(&["add-br"]);
+    assert_eq!(
+        String::from_utf8_lossy(&err.stderr),
+        "ferroswitch ctl: add-br: wrong arguments (usage: add-br BRIDGE)\n"
+    );
     let err = h.ctl(&["add-port", "nosuchbr", "px", &devargs[0]]);
     assert_eq!(
         String::from_utf8_lossy(&err.stderr),
