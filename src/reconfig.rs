@@ -274,24 +274,15 @@ impl Reconfig {
 
     fn del_port(&self, bridge: Option<&str>, name: &str) -> Result<(), String> {
         let _one = lock(&self.changing);
-        let (cfg, on) = self
-            .config()
-            .without_port(name)
-            .map_err(|e| e.to_string())?;
+        let current = self.config();
+        let port = not_a_bond(&current, name)?;
+        let (cfg, on) = current.without_port(name).map_err(|e| e.to_string())?;
         if let Some(b) = bridge.filter(|b| *b != on) {
             return Err(format!(
                 "bridge {b} does not have a port {name} (it is on {on})"
             ));
         }
-        let current = self.config();
-        let port = current.find_port(name).map(|(_, p)| p);
-        if port.is_some_and(PortConfig::is_bond) {
-            return Err(format!(
-                "{name} is a bond: bonds are changed in the config file (restart), not at runtime yet"
-            ));
-        }
-        let patch = port.is_some_and(PortConfig::is_patch);
-        if patch {
+        if port.is_some_and(PortConfig::is_patch) {
             lock(&self.ofproto).del_patch_port(&on, name)?;
             self.commit(cfg);
             return Ok(());
@@ -305,17 +296,9 @@ impl Reconfig {
     fn set_port(&self, name: &str, settings: &[&str]) -> Result<(), String> {
         let _one = lock(&self.changing);
         let change = VlanChange::parse(settings).map_err(|e| e.to_string())?;
-        if self
-            .config()
-            .find_port(name)
-            .is_some_and(|(_, p)| p.is_bond())
-        {
-            return Err(format!(
-                "{name} is a bond: bonds are changed in the config file (restart), not at runtime yet"
-            ));
-        }
-        let (cfg, bridge) = self
-            .config()
+        let current = self.config();
+        not_a_bond(&current, name)?;
+        let (cfg, bridge) = current
             .with_port_vlan(name, &change)
             .map_err(|e| e.to_string())?;
         let mode = cfg
@@ -326,6 +309,18 @@ impl Reconfig {
         self.commit(cfg);
         Ok(())
     }
+}
+
+/// The port called `name`, if any, refused if it is a bond: bonds change
+/// only in the config file (and a restart) for now.
+fn not_a_bond<'a>(cfg: &'a Config, name: &str) -> Result<Option<&'a PortConfig>, String> {
+    let port = cfg.find_port(name).map(|(_, p)| p);
+    if port.is_some_and(PortConfig::is_bond) {
+        return Err(format!(
+            "{name} is a bond: bonds are changed in the config file (restart), not at runtime yet"
+        ));
+    }
+    Ok(port)
 }
 
 /// The running config, shared by the control socket (`show`) and runtime

@@ -105,64 +105,49 @@ impl VlanChange {
     }
 }
 
+/// A number argument.
+fn number<T: std::str::FromStr>(field: &str, v: &str) -> Result<T, ConfigError> {
+    v.parse()
+        .map_err(|_| invalid(field, format!("{v:?} is not a number")))
+}
+
 /// The port `add-port BR NAME [SETTINGS...]` describes: `type=T`,
 /// `options:K=V`, `other_config:K=V`, `tag=N`, `trunks=N,M`, `vlan_mode=MODE`, `n_rxq=N`,
 /// `ofport_request=N` (the `ovs-vsctl` column names).
 pub fn port_from_args(name: &str, args: &[&str]) -> Result<PortConfig, ConfigError> {
+    const SETTINGS: &str =
+        "type, options:KEY, other_config:KEY, tag, trunks, vlan_mode, n_rxq, ofport_request";
     let mut p = PortConfig {
         name: name.to_string(),
         ..PortConfig::default()
     };
-    let mut vlan = VlanChange::default();
+    let mut vlan_args: Vec<&str> = Vec::new();
     for a in args {
-        if let Some(opt) = a.strip_prefix("other_config:") {
-            let (k, v) = opt
-                .split_once('=')
-                .ok_or_else(|| invalid(*a, "expected other_config:KEY=VALUE"))?;
-            p.other_config.insert(k.to_string(), v.to_string());
-            continue;
-        }
-        if let Some(opt) = a.strip_prefix("options:") {
-            let (k, v) = opt
-                .split_once('=')
-                .ok_or_else(|| invalid(*a, "expected options:KEY=VALUE"))?;
-            p.options.insert(k.to_string(), v.to_string());
-            continue;
-        }
-        let (k, v) = a.split_once('=').ok_or_else(|| {
-            invalid(
-                *a,
-                "expected KEY=VALUE (type, options:KEY, other_config:KEY, tag, trunks, vlan_mode, n_rxq, ofport_request)",
-            )
-        })?;
-        match k {
-            "type" => p.port_type = v.to_string(),
-            "tag" | "trunks" | "vlan_mode" => {
-                let c = VlanChange::parse(&[a])?;
-                vlan.tag = c.tag.or(vlan.tag);
-                vlan.trunks = c.trunks.or(vlan.trunks);
-                vlan.vlan_mode = c.vlan_mode.or(vlan.vlan_mode);
-            }
-            "n_rxq" | "options:n_rxq" => {
-                p.n_rxq = v
-                    .parse()
-                    .map_err(|_| invalid("n_rxq", format!("{v:?} is not a number")))?
-            }
-            "ofport_request" => {
-                p.ofport = Some(
-                    v.parse()
-                        .map_err(|_| invalid("ofport_request", format!("{v:?} is not a number")))?,
-                )
-            }
-            other => {
-                return Err(invalid(
-                    other,
-                    "unknown port setting (expected type, options:KEY, tag, trunks, vlan_mode, n_rxq, ofport_request)",
-                ))
+        let (k, v) = a
+            .split_once('=')
+            .ok_or_else(|| invalid(*a, format!("expected KEY=VALUE ({SETTINGS})")))?;
+        if let Some(key) = k.strip_prefix("options:") {
+            p.options.insert(key.to_string(), v.to_string());
+        } else if let Some(key) = k.strip_prefix("other_config:") {
+            p.other_config.insert(key.to_string(), v.to_string());
+        } else {
+            match k {
+                "type" => p.port_type = v.to_string(),
+                "tag" | "trunks" | "vlan_mode" => vlan_args.push(a),
+                "n_rxq" => p.n_rxq = number("n_rxq", v)?,
+                "ofport_request" => p.ofport = Some(number("ofport_request", v)?),
+                other => {
+                    return Err(invalid(
+                        other,
+                        format!("unknown port setting (expected {SETTINGS})"),
+                    ))
+                }
             }
         }
     }
-    vlan.apply(&mut p);
+    if !vlan_args.is_empty() {
+        VlanChange::parse(&vlan_args)?.apply(&mut p);
+    }
     Ok(p)
 }
 
@@ -374,9 +359,12 @@ name = "br0"
         );
         assert_eq!(
             err(&["color=red"]),
-            "color: unknown port setting (expected type, options:KEY, tag, trunks, vlan_mode, n_rxq, ofport_request)"
+            "color: unknown port setting (expected type, options:KEY, other_config:KEY, tag, trunks, vlan_mode, n_rxq, ofport_request)"
         );
-        assert_eq!(err(&["options:x"]), "options:x: expected options:KEY=VALUE");
+        assert_eq!(
+            err(&["options:x"]),
+            "options:x: expected KEY=VALUE (type, options:KEY, other_config:KEY, tag, trunks, vlan_mode, n_rxq, ofport_request)"
+        );
         assert_eq!(err(&["n_rxq=two"]), "n_rxq: \"two\" is not a number");
     }
 

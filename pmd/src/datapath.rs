@@ -36,6 +36,17 @@ pub struct PortSpec {
     pub rxq_affinity: Vec<(u16, usize)>,
 }
 
+impl PortSpec {
+    /// `source` as an error of this port.
+    fn error(&self, source: DpdkError) -> DatapathError {
+        DatapathError::Port {
+            bridge: self.bridge.clone(),
+            port: self.name.clone(),
+            source,
+        }
+    }
+}
+
 /// The port types the datapath opens.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PortKind {
@@ -154,6 +165,10 @@ pub struct PortTable(Arc<RwLock<Vec<Option<Arc<PortInfo>>>>>);
 impl PortTable {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Option<Arc<PortInfo>>>> {
         self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Option<Arc<PortInfo>>>> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The port with datapath number `port_no`, if it runs.
@@ -311,11 +326,7 @@ fn open_port(
         n_txq: n_pmds as u16,
         ..PortConf::default()
     };
-    let err = |source| DatapathError::Port {
-        bridge: p.bridge.clone(),
-        port: p.name.clone(),
-        source,
-    };
+    let err = |source| p.error(source);
     Ok(match p.kind {
         PortKind::Dpdk => Arc::new(DpdkPort::open(&p.devargs, &conf, pool.clone()).map_err(err)?),
         PortKind::Internal => {
@@ -375,11 +386,6 @@ impl Datapath {
             .iter()
             .map(|&(i, o)| (i as u32, o as u32))
             .collect();
-        let err_port = |p: &PortSpec, source| DatapathError::Port {
-            bridge: p.bridge.clone(),
-            port: p.name.clone(),
-            source,
-        };
 
         let (upcall_tx, upcall_rx) = match &spec.flows {
             Some(f) => {
@@ -395,7 +401,7 @@ impl Datapath {
         for (id, &cpu) in cpus.iter().enumerate() {
             let mut txqs: Vec<Box<dyn TxPort>> = Vec::with_capacity(n_ports);
             for (p, port) in &opened {
-                txqs.push(port.tx_queue(id as u16).map_err(|e| err_port(p, e))?);
+                txqs.push(port.tx_queue(id as u16).map_err(|e| p.error(e))?);
             }
             let flows = match (&spec.flows, &upcall_tx) {
                 (Some(f), Some(up)) => {
@@ -438,7 +444,7 @@ impl Datapath {
         let mut load = vec![0usize; cpus.len()];
         for (port_no, (p, port)) in opened.iter().enumerate() {
             for (q, pmd, pinned) in assign_rxqs(p, port.n_rxq(), &cpus, &isolated, &mut load)? {
-                let rxq = port.rx_queue(q).map_err(|e| err_port(p, e))?;
+                let rxq = port.rx_queue(q).map_err(|e| p.error(e))?;
                 if let Some(ctx) = contexts.get_mut(pmd) {
                     ctx.rxqs.push(AssignedRxq {
                         port_no,
@@ -501,7 +507,7 @@ impl Datapath {
     }
 
     fn write_ports(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Option<Arc<PortInfo>>>> {
-        self.ports.0.write().unwrap_or_else(|e| e.into_inner())
+        self.ports.write()
     }
 
     /// A handle on the live port table, for threads that look ports up by
@@ -541,11 +547,7 @@ impl Datapath {
             )));
         }
         spec.n_rxq = port.n_rxq();
-        let err = |source| DatapathError::Port {
-            bridge: spec.bridge.clone(),
-            port: spec.name.clone(),
-            source,
-        };
+        let err = |source| spec.error(source);
         // Every queue handle first: a failure here leaves the PMDs untouched.
         let mut txqs: Vec<Box<dyn TxPort>> = Vec::with_capacity(self.pmds.len());
         for pmd in &self.pmds {

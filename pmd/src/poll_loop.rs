@@ -479,6 +479,38 @@ struct Run {
     flags: u16,
 }
 
+/// Adds packet `i` (megaflow `flow`) to the runs of a simple-match burst: the
+/// last run if it is that megaflow's, else a new run.
+#[inline(always)]
+fn extend_runs(
+    runs: &mut [Run; MAX_BURST],
+    n_runs: &mut usize,
+    i: usize,
+    flow: FlowRef,
+    len: u64,
+    flags: u16,
+) {
+    match n_runs.checked_sub(1).and_then(|l| runs.get_mut(l)) {
+        Some(run) if run.flow == flow => {
+            run.end = i + 1;
+            run.bytes += len;
+            run.flags |= flags;
+        }
+        _ => {
+            if let Some(run) = runs.get_mut(*n_runs) {
+                *run = Run {
+                    start: i,
+                    end: i + 1,
+                    flow,
+                    bytes: len,
+                    flags,
+                };
+                *n_runs += 1;
+            }
+        }
+    }
+}
+
 /// The hash of packet `i`'s key for the EMC and the in-flight upcalls: the NIC's
 /// RSS hash when the port gives one.
 #[inline(always)]
@@ -515,25 +547,7 @@ fn simple_stage(
         };
         let len = u64::from(s.burst.pkt_len(i));
         bytes += len;
-        match n_runs.checked_sub(1).and_then(|l| s.runs.get_mut(l)) {
-            Some(run) if run.flow == r => {
-                run.end = i + 1;
-                run.bytes += len;
-                run.flags |= sk.tcp_flags;
-            }
-            _ => {
-                if let Some(run) = s.runs.get_mut(n_runs) {
-                    *run = Run {
-                        start: i,
-                        end: i + 1,
-                        flow: r,
-                        bytes: len,
-                        flags: sk.tcp_flags,
-                    };
-                    n_runs += 1;
-                }
-            }
-        }
+        extend_runs(&mut s.runs, &mut n_runs, i, r, len, sk.tcp_flags);
     }
     stats.simple_hits.add(n as u64);
     count_rx(stats, in_port, n, bytes);
@@ -610,25 +624,7 @@ fn simple_mac_stage(
         };
         let len = u64::from(s.burst.pkt_len(i));
         bytes += len;
-        match n_runs.checked_sub(1).and_then(|l| s.runs.get_mut(l)) {
-            Some(run) if run.flow == r => {
-                run.end = i + 1;
-                run.bytes += len;
-                run.flags |= sk.tcp_flags;
-            }
-            _ => {
-                if let Some(run) = s.runs.get_mut(n_runs) {
-                    *run = Run {
-                        start: i,
-                        end: i + 1,
-                        flow: r,
-                        bytes: len,
-                        flags: sk.tcp_flags,
-                    };
-                    n_runs += 1;
-                }
-            }
-        }
+        extend_runs(&mut s.runs, &mut n_runs, i, r, len, sk.tcp_flags);
     }
     stats.simple_mac_hits.add(n as u64);
     count_rx(stats, in_port, n, bytes);
