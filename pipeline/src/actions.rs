@@ -27,8 +27,10 @@ use crate::flow_key::{
     ETH_TYPE_VLAN_8021Q, FLOW_NW_FRAG_LATER, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP,
     IPPROTO_TCP, IPPROTO_UDP, VLAN_CFI, VLAN_PCP_SHIFT, VLAN_VID_MASK,
 };
+use crate::tunnel::TunnelHeader;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 /// One datapath action.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -122,6 +124,22 @@ pub enum DpAction {
         /// Bytes of the packet to send (OpenFlow `max_len`).
         max_len: u16,
     },
+    /// Native tunnel encapsulation, OVS's `clone(tnl_push(...),ACTIONS)`: a copy
+    /// of the packet (the packet itself when nothing follows) gets `header` in
+    /// front of it, per-packet fields filled, and then goes through `actions`:
+    /// the underlay bridge's translation of the outer packet (outputs to the
+    /// NIC or bond, VLAN push). Actions after this one see the packet as it was.
+    TunnelPush {
+        /// The prebuilt outer headers.
+        header: Arc<TunnelHeader>,
+        /// What happens to the encapsulated packet.
+        actions: Arc<[DpAction]>,
+    },
+    /// Native tunnel decapsulation, OVS's `tnl_pop(PORT)`: the outer headers are
+    /// checked and stripped, and the inner frame is classified again as received
+    /// on datapath port `PORT` (the tunnel's) with `tun_id`, `tun_src`,
+    /// `tun_dst` and `tun_flags` from the outer headers.
+    TunnelPop(u32),
     /// Explicit drop: emitted only when a translation outputs nothing.
     Drop,
 }
@@ -320,6 +338,14 @@ impl fmt::Display for DpAction {
             DpAction::Controller { max_len } => {
                 write!(f, "userspace(controller(max_len={max_len}))")
             }
+            DpAction::TunnelPush { header, actions } => {
+                write!(f, "clone({header}")?;
+                for a in actions.iter() {
+                    write!(f, ",{a}")?;
+                }
+                f.write_str(")")
+            }
+            DpAction::TunnelPop(p) => write!(f, "tnl_pop({p})"),
             DpAction::Drop => f.write_str("drop"),
         }
     }
@@ -409,6 +435,8 @@ pub fn execute(
                     tunnel.dst = *v;
                 }
             }
+            // Not yet executed here (issue 7 in progress).
+            DpAction::TunnelPush { .. } | DpAction::TunnelPop(_) => {}
             DpAction::Drop => {}
         }
     }
@@ -919,6 +947,8 @@ pub fn execute_on_key(actions: &[DpAction], key: &FlowKey) -> Vec<(u32, FlowKey)
                     k.tun_dst = *v;
                 }
             }
+            // Not yet executed here (issue 7 in progress).
+            DpAction::TunnelPush { .. } | DpAction::TunnelPop(_) => {}
             DpAction::Drop => {}
         }
     }

@@ -18,6 +18,8 @@
 //! * [`stats`]: [`ParseError`], the counted reasons a parse stopped early;
 //! * [`pcap`]: classic pcap files read and written in memory;
 //! * [`trafgen`]: UDP frames and flow mixes for tests, the demo and benchmarks;
+//! * [`tunnel`]: VXLAN, GRE and Geneve outer headers, built once per
+//!   encapsulation;
 //! * [`forward`]: [`StaticForward`], port-to-port forwarding until OpenFlow tables
 //!   replace it.
 //!
@@ -53,6 +55,7 @@ pub mod pcap;
 pub mod simple_match;
 pub mod stats;
 pub mod trafgen;
+pub mod tunnel;
 
 pub use flow_key::{FlowKey, FLOW_KEY_WORDS};
 pub use forward::StaticForward;

@@ -16,7 +16,7 @@ use pipeline::StaticForward;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::poll_loop::{self, AssignedRxq, FlowStage, PmdContext, INTERNAL_POLL_EVERY};
-use crate::port::{DpdkPort, InternalPort, Port, RxPort, TxPort, VhostPort};
+use crate::port::{DpdkPort, InternalPort, Port, RxPort, TunnelPort, TxPort, VhostPort};
 use crate::stats::{PmdStats, RxqStats};
 use crate::upcall::{PmdCommand, Upcall};
 
@@ -58,6 +58,9 @@ pub enum PortKind {
     /// `type=dpdkvhostuser` / `dpdkvhostuserclient`: a `net_vhost` device
     /// ([`VhostPort`]); `client`: the switch connects to QEMU's socket.
     VhostUser { client: bool },
+    /// A tunnel's datapath port ([`TunnelPort`]): no device; `devargs` is
+    /// unused. `kind`: `vxlan`, `gre` or `geneve`.
+    Tunnel { kind: &'static str },
 }
 
 /// The whole datapath to build.
@@ -312,6 +315,8 @@ fn poll_every(kind: PortKind) -> u32 {
     match kind {
         PortKind::Dpdk | PortKind::VhostUser { .. } => 1,
         PortKind::Internal => INTERNAL_POLL_EVERY,
+        // No rx queue to poll.
+        PortKind::Tunnel { .. } => 1,
     }
 }
 
@@ -335,6 +340,7 @@ fn open_port(
         PortKind::VhostUser { client } => {
             Arc::new(VhostPort::open(&p.devargs, &conf, pool.clone(), client).map_err(err)?)
         }
+        PortKind::Tunnel { kind } => Arc::new(TunnelPort::new(kind, conf.n_txq)),
     })
 }
 

@@ -25,6 +25,6 @@ pub use datapath::{
     Datapath, DatapathError, DatapathSpec, FlowSpec, PmdHandle, PortInfo, PortKind, PortSpec,
     PortTable, PortTotals, RxqInfo, MAX_PORTS,
 };
-pub use port::{ClosedTx, DpdkPort, InternalPort, Port, RxPort, TxPort, VhostPort};
+pub use port::{ClosedTx, DpdkPort, InternalPort, Port, RxPort, TunnelPort, TxPort, VhostPort};
 pub use stats::{DropReason, PmdStats, PortCounters, RxqStats};
 pub use upcall::{FlowActions, PmdCommand, Upcall};

@@ -830,7 +830,11 @@ fn execute(
                 }
             }
             DpAction::Controller { .. } => stats.count_drop(DropReason::Controller, 1),
-            DpAction::SetTunnel { .. } | DpAction::Drop => {}
+            // Not yet executed here (issue 7 in progress): the packet is dropped.
+            DpAction::SetTunnel { .. }
+            | DpAction::TunnelPush { .. }
+            | DpAction::TunnelPop(_)
+            | DpAction::Drop => {}
             set => {
                 apply_set(set, m.data_mut());
             }

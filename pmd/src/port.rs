@@ -63,6 +63,55 @@ impl TxPort for ClosedTx {
     }
 }
 
+/// A tunnel's datapath port (OVS's `vxlan_sys_4789`, `gre_sys`,
+/// `genev_sys_6081`): no device. Packets enter it only by a tunnel pop, which
+/// classifies the inner frame as received here; nothing is ever sent to it (a
+/// tunnel output is a push), so its tx queues free and count what they get.
+pub struct TunnelPort {
+    /// `vxlan`, `gre` or `geneve`.
+    kind: &'static str,
+    n_txq: u16,
+}
+
+impl TunnelPort {
+    /// A tunnel port of `kind` with `n_txq` (closed) tx queues.
+    pub fn new(kind: &'static str, n_txq: u16) -> TunnelPort {
+        TunnelPort { kind, n_txq }
+    }
+}
+
+impl Port for TunnelPort {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+    fn n_rxq(&self) -> u16 {
+        0
+    }
+    fn n_txq(&self) -> u16 {
+        self.n_txq
+    }
+    fn rx_queue(&self, _q: u16) -> dpdk_ffi::Result<Box<dyn RxPort>> {
+        Err(dpdk_ffi::DpdkError::Invalid(
+            "a tunnel port has no rx queue".into(),
+        ))
+    }
+    fn tx_queue(&self, _q: u16) -> dpdk_ffi::Result<Box<dyn TxPort>> {
+        Ok(Box::new(ClosedTx))
+    }
+    fn link(&self) -> Link {
+        Link {
+            up: true,
+            speed_mbps: 0,
+        }
+    }
+    fn stats(&self) -> PortStats {
+        PortStats::default()
+    }
+    fn dpdk_port_id(&self) -> Option<u16> {
+        None
+    }
+}
+
 /// A DPDK ethdev port (type `dpdk`).
 pub struct DpdkPort {
     eth: EthPort,

@@ -163,6 +163,42 @@ pub trait NormalHook {
     fn normal(&mut self, flow: &FlowKey, wc: &mut FlowKey, ports: &[u32]) -> NormalDecision;
 }
 
+/// The route native tunneling found for a remote endpoint
+/// ([`TunnelEnv::route`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TnlRoute {
+    /// The bridge that owns the route: the encapsulated packet continues there.
+    pub bridge: String,
+    /// The internal port of that bridge the route's prefix lives on (the
+    /// packet enters the bridge as if sent by it; OVS's `out_dev`).
+    pub port: String,
+    /// That port's MAC: the outer Ethernet source.
+    pub mac: [u8; 6],
+    /// Outer IPv4 source, host order: the route's preferred source.
+    pub src: u32,
+    /// The next hop, host order: the gateway, or the destination itself on a
+    /// directly connected prefix.
+    pub next_hop: u32,
+}
+
+/// What native tunneling asks of the slow path's route and neighbor tables,
+/// supplied by the caller of translation.
+pub trait TunnelEnv {
+    /// Longest-prefix match for the destination `dst` (host order).
+    fn route(&self, dst: u32) -> Option<TnlRoute>;
+    /// The neighbor cache's MAC for `ip` (host order) on `bridge`.
+    fn neighbor(&self, bridge: &str, ip: u32) -> Option<[u8; 6]>;
+    /// Whether `ip` (host order) is an address of one of the switch's internal
+    /// ports: a tunnel packet sent to it is for a local endpoint.
+    fn is_local_ip(&self, ip: u32) -> bool;
+    /// Whether internal port `port` has an IPv4 address (OVS's
+    /// `xport_has_ip`): only outputs to such ports can end a native tunnel.
+    fn port_has_ip(&self, port: &str) -> bool;
+    /// Learns `ip` at `mac` on `bridge` from an ARP packet translation sees
+    /// going to a port with an IP (OVS's `tnl_neigh_snoop`).
+    fn snoop(&mut self, bridge: &str, ip: u32, mac: [u8; 6]);
+}
+
 /// One line of a trace, with its nesting depth: the lookup in table 0 is at depth
 /// 0, the actions of a rule (and the lookups they resubmit to) one deeper than
 /// its table. Events are in execution order (a pre-order walk of the trace tree).
