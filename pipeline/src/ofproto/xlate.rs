@@ -197,6 +197,16 @@ pub trait TunnelEnv {
     /// Learns `ip` at `mac` on `bridge` from an ARP packet translation sees
     /// going to a port with an IP (OVS's `tnl_neigh_snoop`).
     fn snoop(&mut self, bridge: &str, ip: u32, mac: [u8; 6]);
+    /// Records that translation found no neighbor for `route.next_hop`: the
+    /// implementation queues an ARP request for it (rate-limited per address).
+    fn neighbor_miss(&mut self, route: &TnlRoute);
+    /// The ARP requests due now (queued by [`TunnelEnv::neighbor_miss`]), each
+    /// as the route it resolves: the slow path sends each from `route.port`
+    /// (source `route.mac`/`route.src`, target `route.next_hop`).
+    fn take_arp_requests(&mut self) -> Vec<TnlRoute>;
+    /// Moves whenever a route, a neighbor or a local address changes: the slow
+    /// path then revalidates the megaflows of tunnel traffic.
+    fn generation(&self) -> u64;
 }
 
 /// One line of a trace, with its nesting depth: the lookup in table 0 is at depth
