@@ -566,7 +566,9 @@ fn simple_stage(
 /// quarter of the PMD's time without the prefetch). A packet with the same
 /// addresses as the one before it (a run of one conversation) is not
 /// prefetched again, nor looked up again when its [`SimpleKey`] is the same
-/// too. Out of line, and apart from [`simple_stage`], so that the plain
+/// too; a burst that is all one conversation skips the second pass: one lookup,
+/// one run (`perf normal-2mac`: 0.56-0.58 of testpmd before, 0.63-0.65 after).
+/// Out of line, and apart from [`simple_stage`], so that the plain
 /// simple match compiles as it did (`perf 1flow`).
 #[inline(never)]
 fn simple_mac_stage(
@@ -580,6 +582,11 @@ fn simple_mac_stage(
     let table = s.cache.simple_port(in_port as u32);
     let ms = &mut *s.mac_scratch;
     let mut prev: MacPair = 0;
+    // Whether every packet so far has packet 0's addresses and key (one
+    // conversation: the second pass is then a single lookup).
+    let mut uniform = true;
+    let mut first = SimpleKey::default();
+    let mut bytes = 0u64;
     for i in 0..n {
         let Some(data) = s.burst.data(i) else {
             return false;
@@ -594,14 +601,38 @@ fn simple_mac_stage(
         };
         *sk = k;
         *mp = macs;
+        bytes += u64::from(s.burst.pkt_len(i));
+        if i == 0 {
+            first = k;
+        } else {
+            uniform &= macs == prev && k == first;
+        }
         if macs != prev {
             *home = table.mac_home(macs);
             table.prefetch_mac::<CpuPrefetch>(*home);
             prev = macs;
         }
     }
+    if uniform && n > 0 {
+        let Some(&home) = ms.homes.first() else {
+            return false;
+        };
+        let Some(flow) = table.lookup_mac_at(home, prev, &first) else {
+            return false;
+        };
+        stats.simple_mac_hits.add(n as u64);
+        count_rx(stats, in_port, n, bytes);
+        let run = Run {
+            start: 0,
+            end: n,
+            flow,
+            bytes,
+            flags: first.tcp_flags,
+        };
+        execute_run(stats, f, txqs, s, run);
+        return true;
+    }
     let mut n_runs = 0usize;
-    let mut bytes = 0u64;
     // The previous packet's addresses, key and megaflow (0 is no MacPair).
     let mut last: (MacPair, SimpleKey, FlowRef) = (0, SimpleKey::default(), FlowRef::default());
     let mut home = 0;
@@ -623,7 +654,6 @@ fn simple_mac_stage(
             found
         };
         let len = u64::from(s.burst.pkt_len(i));
-        bytes += len;
         extend_runs(&mut s.runs, &mut n_runs, i, r, len, sk.tcp_flags);
     }
     stats.simple_mac_hits.add(n as u64);

@@ -171,6 +171,22 @@ fn simple_mac_match_forwards_by_both_addresses() {
     let t = (dp.port_totals(1), dp.port_totals(2));
     assert_eq!((t.0.tx_packets, t.1.tx_packets), (600, 400));
 
+    // Whole bursts of one conversation (looked up once per burst).
+    let one: Vec<Vec<u8>> = (0..96u8).map(|s| udp(1, 2, s)).collect();
+    for chunk in one.chunks(32) {
+        testing::send_frames(&rings[0], &pool, chunk);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    wait_tx(&stats, 1096);
+    assert_eq!(
+        drain(&rings[3]),
+        one,
+        "p1: one conversation, exact and in order"
+    );
+    assert_eq!(stats.simple_mac_hits.get(), 1096);
+    barrier(&commands);
+    assert_eq!((f12.packets(), f12.bytes()), (496, 496 * 64));
+
     // An unknown pair: its burst takes the full path and upcalls.
     testing::send_frames(&rings[0], &pool, &[udp(5, 2, 0)]);
     let up = upcalls
@@ -178,7 +194,7 @@ fn simple_mac_match_forwards_by_both_addresses() {
         .expect("upcall");
     assert_eq!(up.key, key_of(&udp(5, 2, 0), 0));
     assert_eq!(stats.upcalls.get(), 1);
-    assert_eq!(stats.simple_mac_hits.get(), 1000, "not by simple match");
+    assert_eq!(stats.simple_mac_hits.get(), 1096, "not by simple match");
     commands
         .send(PmdCommand::Install {
             mask: normal_mask(true),
@@ -188,14 +204,14 @@ fn simple_mac_match_forwards_by_both_addresses() {
             packet: up.packet,
         })
         .expect("install");
-    wait_tx(&stats, 1001);
+    wait_tx(&stats, 1097);
     testing::send_frames(&rings[0], &pool, &[udp(5, 2, 1), udp(1, 2, 1)]);
-    wait_tx(&stats, 1003);
+    wait_tx(&stats, 1099);
     assert_eq!(
         drain(&rings[3]),
         vec![udp(5, 2, 0), udp(5, 2, 1), udp(1, 2, 1)]
     );
-    assert_eq!(stats.simple_mac_hits.get(), 1002);
+    assert_eq!(stats.simple_mac_hits.get(), 1098);
 
     // A megaflow of p0 that matches dl_dst only is not simple: p0's packets
     // then go through the EMC and the classifier, to the same outputs.
@@ -204,10 +220,10 @@ fn simple_mac_match_forwards_by_both_addresses() {
     install(&commands, dst_only, key_of(&udp(9, 9, 0), 0), 2);
     barrier(&commands);
     testing::send_frames(&rings[0], &pool, &[udp(1, 2, 7), udp(1, 4, 7)]);
-    wait_tx(&stats, 1005);
+    wait_tx(&stats, 1101);
     assert_eq!(drain(&rings[3]), vec![udp(1, 2, 7)]);
     assert_eq!(drain(&rings[5]), vec![udp(1, 4, 7)]);
-    assert_eq!(stats.simple_mac_hits.get(), 1002);
+    assert_eq!(stats.simple_mac_hits.get(), 1098);
     assert_eq!(stats.emc_hits.get() + stats.megaflow_hits.get(), 2);
     assert_eq!(stats.upcalls.get(), 1);
     for r in DropReason::ALL {
