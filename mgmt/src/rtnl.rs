@@ -453,7 +453,6 @@ fn route_loop(tables: &SharedTunnelTables, cfg: &SharedConfig, stop: &AtomicBool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netlink_packet_route::address::AddressHeader;
     use std::net::Ipv4Addr;
 
     fn ip(s: &str) -> u32 {
@@ -482,11 +481,9 @@ mod tests {
         assert_eq!(link_of(&link), None);
 
         let mut addr = AddressMessage::default();
-        let mut h = AddressHeader::default();
-        h.family = AddressFamily::Inet;
-        h.index = 7;
-        h.prefix_len = 24;
-        addr.header = h;
+        addr.header.family = AddressFamily::Inet;
+        addr.header.index = 7;
+        addr.header.prefix_len = 24;
         addr.attributes = vec![
             AddressAttribute::Address(IpAddr::V4("172.16.0.9".parse().unwrap())),
             AddressAttribute::Local(IpAddr::V4("172.16.0.1".parse().unwrap())),

@@ -414,6 +414,9 @@ impl TunnelTables {
                 "dev": r.port,
                 "bridge": r.bridge,
                 "next_hop": ip_text(r.next_hop(dst)),
+                // The outer Ethernet source; null while the kernel does not
+                // show the port.
+                "mac": self.port_mac(&r.port).map(|m| mac_text(&m)),
                 "route": r.to_json(),
             })
             .to_string());
@@ -937,6 +940,7 @@ mod tests {
         assert_eq!(v["next_hop"], "172.16.0.253");
         assert_eq!(v["bridge"], "br-phy");
         assert_eq!(v["route"]["origin"], "user");
+        assert_eq!(v["mac"], "02:00:00:00:aa:01");
         let j = run(&mut t, "route", &["show", "--json"]);
         let v: serde_json::Value = serde_json::from_str(&j.output).unwrap();
         assert_eq!(v.as_array().map(Vec::len), Some(7));
