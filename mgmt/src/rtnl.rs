@@ -206,15 +206,18 @@ const RECV_BUF: usize = 64 * 1024;
 /// Receives one datagram into `buf` without blocking: `Ok(false)` when
 /// nothing is queued. A datagram larger than the buffer is an error.
 fn recv(sock: &Socket, buf: &mut Vec<u8>) -> io::Result<bool> {
-    buf.clear();
-    match sock.recv(buf, libc::MSG_TRUNC) {
-        Ok(n) if n > buf.len() => Err(io::Error::other(format!(
-            "netlink message of {n} bytes truncated to {}",
-            buf.len()
-        ))),
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-        Err(e) => Err(e),
+    loop {
+        buf.clear();
+        return match sock.recv(buf, libc::MSG_TRUNC) {
+            Ok(n) if n > buf.len() => Err(io::Error::other(format!(
+                "netlink message of {n} bytes truncated to {}",
+                buf.len()
+            ))),
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(e),
+        };
     }
 }
 
