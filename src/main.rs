@@ -53,7 +53,12 @@ enum Cmd {
     /// ofproto-trace BRIDGE FLOW, dump-dp-flows, fdb-show BRIDGE (the learned MACs,
     /// as ovs-appctl fdb/show), fdb-flush [BRIDGE], fdb-add BRIDGE PORT VLAN MAC,
     /// fdb-del BRIDGE VLAN MAC (static MACs, as ovs-appctl fdb/add, fdb/del),
-    /// bond-show [BOND], lacp-show [BOND], version, help.
+    /// bond-show [BOND], lacp-show [BOND],
+    /// route add PREFIX/LEN BRIDGE [GW] [src=IP], route del PREFIX/LEN,
+    /// route show, route lookup IP (the tunnel route table, as ovs-appctl
+    /// ovs/route/*), neigh show, neigh set BRIDGE IP MAC, neigh flush [BRIDGE],
+    /// neigh aging [SECS] (the tunnel neighbor cache, as ovs-appctl
+    /// tnl/neigh/*), version, help.
     Ctl {
         /// Control socket (default: $FERROSWITCH_CTL or /var/run/ferroswitch/ferroswitch.ctl).
         #[arg(long, short)]
@@ -219,6 +224,11 @@ fn run(config: Option<PathBuf>, check: bool) -> Result<ExitCode> {
         }
     };
 
+    // Native tunneling's route table and neighbor cache: kept from the
+    // kernel by the `mgmt-route` thread, shown and changed by `ctl route` /
+    // `ctl neigh`, asked by translation (`TunnelEnv`).
+    let tunnel = mgmt::tunnel_env::TunnelTables::shared(&mgmt::neigh::NeighConfig::default());
+
     // The slow path: OpenFlow tables, upcalls, revalidation.
     let slow = slowpath::SlowPath::start(
         &mut dp,
@@ -245,6 +255,7 @@ fn run(config: Option<PathBuf>, check: bool) -> Result<ExitCode> {
             reconfig::commands(changes.clone()),
             mgmt::udpif::commands(ofproto.clone()),
         )),
+        tunnel: Some(tunnel.clone()),
         ..Default::default()
     };
     let mgmt = match mgmt::spawn_management(cfg.clone(), view.clone(), mgmt_stop.clone(), extras) {

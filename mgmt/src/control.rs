@@ -520,6 +520,19 @@ pub struct CommandExtension {
     pub handler: ExtensionHandler,
 }
 
+impl CommandExtension {
+    /// These commands, then `then`'s: the first that knows a command answers.
+    pub fn chain(self, then: CommandExtension) -> CommandExtension {
+        let mut commands = self.commands;
+        commands.extend(then.commands);
+        let (first, second) = (self.handler, then.handler);
+        CommandExtension {
+            commands,
+            handler: Arc::new(move |req: &Request| first(req).or_else(|| second(req))),
+        }
+    }
+}
+
 impl std::fmt::Debug for CommandExtension {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CommandExtension")

@@ -15,7 +15,11 @@
 //! - `mgmt-ctl`: accepts control connections; each gets a `mgmt-ctl-conn`
 //!   thread answering one JSON response line per request line;
 //! - `mgmt-metrics`: answers `GET /metrics` (if `metrics.listen` is not off);
-//! - `mgmt-console`: prints one rate line per second (if `metrics.console`).
+//! - `mgmt-console`: prints one rate line per second (if `metrics.console`);
+//! - `mgmt-route` (if [`ManagementExtras::tunnel`] is given): keeps the
+//!   tunnel route table and local addresses in step with the kernel
+//!   ([`rtnl`]) and ages the neighbor cache; the `route` and `neigh`
+//!   control commands ([`tunnel_env::commands`]) come with it.
 //!
 //! All poll the shared `stop` flag at least every 100 ms and end soon after it
 //! is set; [`ManagementHandle::join`] waits for them. Threads inherit the CPU
@@ -36,8 +40,12 @@ pub mod config;
 pub mod console;
 pub mod control;
 pub mod metrics;
+pub mod neigh;
 pub mod ofproto;
+pub mod route;
+pub mod rtnl;
 pub mod topology;
+pub mod tunnel_env;
 pub mod udpif;
 pub mod view;
 
@@ -85,6 +93,9 @@ pub struct ManagementExtras {
     pub console_out: Option<Box<dyn Write + Send>>,
     /// Where link up/down events are logged; default stderr.
     pub log_out: Option<Box<dyn Write + Send>>,
+    /// The tunnel route and neighbor tables: given, the `mgmt-route` thread
+    /// keeps them and the `route`/`neigh` commands show and change them.
+    pub tunnel: Option<tunnel_env::SharedTunnelTables>,
 }
 
 impl std::fmt::Debug for ManagementExtras {
@@ -93,6 +104,7 @@ impl std::fmt::Debug for ManagementExtras {
             .field("commands", &self.commands)
             .field("console_out", &self.console_out.is_some())
             .field("log_out", &self.log_out.is_some())
+            .field("tunnel", &self.tunnel.is_some())
             .finish()
     }
 }
@@ -153,15 +165,31 @@ pub fn spawn_management(
     let metrics_addr = metrics.as_ref().and_then(|m| m.local_addr());
 
     let mut threads = Vec::new();
+    let tunnel = extras.tunnel;
     let handler: control::Handler = {
         let (cfg, view) = (Arc::clone(&cfg), Arc::clone(&view));
-        let ext = extras.commands;
+        let tunnel_commands = tunnel
+            .as_ref()
+            .map(|t| tunnel_env::commands(Arc::clone(t), Arc::clone(&cfg)));
+        let ext = match (extras.commands, tunnel_commands) {
+            (Some(c), Some(t)) => Some(c.chain(t)),
+            (c, t) => c.or(t),
+        };
         Arc::new(move |req: &Request| control::dispatch(req, &*view, &cfg, ext.as_ref()))
     };
     let started = (|| -> Result<(), MgmtError> {
         threads.push(control.spawn(handler, Arc::clone(&stop))?);
         if let Some(m) = metrics {
             threads.push(m.spawn(Arc::clone(&view), Arc::clone(&stop))?);
+        }
+        if let Some(t) = tunnel {
+            let t = rtnl::spawn(t, Arc::clone(&cfg), Arc::clone(&stop)).map_err(|source| {
+                MgmtError::Thread {
+                    what: "route table",
+                    source,
+                }
+            })?;
+            threads.push(t);
         }
         {
             let out = extras
@@ -335,6 +363,9 @@ mod tests {
             }),
             console_out: Some(Box::new(sink.clone())),
             log_out: Some(Box::new(log.clone())),
+            tunnel: Some(tunnel_env::TunnelTables::shared(
+                &neigh::NeighConfig::default(),
+            )),
         };
         let handle = spawn_management(
             Arc::new(std::sync::RwLock::new(cfg.clone())),
@@ -356,6 +387,20 @@ mod tests {
 
         let ping = control::call(handle.control_path(), &Request::new("ping", vec![])).unwrap();
         assert_eq!(ping, Response::success("pong"));
+        // The tunnel tables' commands (no bridge, so no routes) after the
+        // extension's.
+        let routes = control::call(
+            handle.control_path(),
+            &Request::new("route", vec!["show".into()]),
+        )
+        .unwrap();
+        assert_eq!(routes, Response::success("Route Table:\n"));
+        let help = control::call(handle.control_path(), &Request::new("help", vec![])).unwrap();
+        assert!(
+            help.output.contains("\n  ping\n  route add PREFIX/LEN"),
+            "{}",
+            help.output
+        );
         let ps = control::call(handle.control_path(), &Request::new("port-stats", vec![])).unwrap();
         assert!(ps.output.contains("\"dpdk0\": rx pkts=0"), "{}", ps.output);
 
