@@ -5,7 +5,8 @@
 //! a miss there upcalls with the tunnel metadata in the key and the packets
 //! held meanwhile go out after the install; bad outer headers, tunnel loops,
 //! a full recirculation batch and a header too long for the headroom are
-//! dropped with their reasons counted; nothing leaks.
+//! dropped with their reasons counted; a tunnel port added at runtime takes
+//! pops at once, and none once removed; nothing leaks.
 //!
 //! Ports: p0 (datapath 0, the "NIC"), p1 (1, a "VM"), p2 (2, another VM or
 //! NIC), vxlan_sys_4789 (3), gre_sys (4), genev_sys_6081 (5).
@@ -697,6 +698,26 @@ fn tunnel_push_pop_and_recirculation() {
     ctl.barrier();
     send1(inner_by_kind[0][0].clone());
     ctl.expect_drops(DropReason::TnlPushHeadroom, 1);
+
+    // --- A tunnel port added at runtime (VXLAN on UDP 8472) is known to the
+    // PMD at once; removed, a pop to its number is refused.
+    let (spec, port) = testing::tunnel_port("vxlan_sys_8472", 7, TunnelKind::Vxlan, 8472);
+    let vx8472 = dp.add_opened_port(spec, port).expect("add tunnel port") as u32;
+    assert_eq!(vx8472, 6);
+    ctl.remove(in_port_mask(), key_in(2));
+    ctl.install(in_port_mask(), key_in(2), vec![DpAction::TunnelPop(vx8472)]);
+    ctl.install(tun_mask, tun_key(vx8472, 0x1388), vec![DpAction::Output(1)]);
+    ctl.barrier();
+    let mut on8472 = good(false);
+    on8472[36..38].copy_from_slice(&8472u16.to_be_bytes());
+    send1(on8472.clone());
+    assert_eq!(receive(tx(1), 1, &stats), vec![inner_by_kind[0][0].clone()]);
+    assert_eq!(dp.port_totals(vx8472 as usize).rx_packets, 1);
+    send1(good(false));
+    ctl.expect_drops(DropReason::TnlPopUdpPort, 1);
+    dp.remove_port(vx8472 as usize).expect("remove tunnel port");
+    send1(on8472);
+    ctl.expect_drops(DropReason::TnlPopNotTunnelPort, 1);
 
     // --- The end: nothing left anywhere, every mbuf back in the pool.
     ctl.barrier();
