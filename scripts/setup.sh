@@ -6,7 +6,8 @@
 #     tests (tests/netns_bridge.rs): iputils-ping, ethtool, python3; for the
 #     QEMU guests on vhost-user ports (tests/vm_vhost.rs): qemu-system-x86,
 #     busybox-static, cpio, linux-image-cloud-amd64 (the guest kernel and its
-#     virtio_net modules), kmod
+#     virtio_net modules), kmod; tcpdump (decodes the tunnel headers the
+#     pipeline's tests write: an independent check of their wire format)
 #   - Rust toolchain check (cargo must be on PATH)
 #   - hugepages: 1024 x 2 MiB reserved and hugetlbfs mounted on /dev/hugepages
 #   - with FERROSWITCH_PERF_PEERS=1 only: Open vSwitch with DPDK
@@ -22,7 +23,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 pkgs=(dpdk dpdk-dev libdpdk-dev clang libclang-dev pkg-config libpcap-dev iproute2 curl
-  iputils-ping ethtool python3 qemu-system-x86 busybox-static cpio linux-image-cloud-amd64 kmod)
+  iputils-ping ethtool python3 qemu-system-x86 busybox-static cpio linux-image-cloud-amd64 kmod
+  tcpdump)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -112,6 +112,7 @@ pub fn pmd_snapshots(dp: &Datapath, tsc_hz: u64) -> Vec<PmdSnapshot> {
                 subtable_lookups: s.subtable_probes.get(),
                 upcalls: s.upcalls.get(),
                 upcalls_coalesced: s.upcalls_coalesced.get(),
+                recirculations: s.recirculations.get(),
                 megaflows: s.megaflows.get(),
                 drops: DropReason::ALL
                     .iter()

@@ -142,6 +142,16 @@ impl Mbuf {
         !unsafe { sys::fs_pktmbuf_adj(self.ptr.as_ptr(), len) }.is_null()
     }
 
+    /// Forgets the RSS hash the NIC computed (it described the packet as
+    /// received: after a tunnel pop the inner packet is another flow).
+    #[inline]
+    pub fn clear_rss_hash(&mut self) {
+        // SAFETY: the mbuf is owned by self (exclusive through &mut self); a
+        // plain write of its offload flags, which only say which metadata
+        // fields are valid.
+        unsafe { (*self.ptr.as_ptr()).ol_flags &= !sys::RTE_MBUF_F_RX_RSS_HASH }
+    }
+
     /// Removes `len` bytes from the tail (false if the last segment is shorter).
     #[inline]
     pub fn trim(&mut self, len: u16) -> bool {
@@ -354,6 +364,21 @@ impl MbufBurst {
                     sys::fs_prefetch0(p as *const libc::c_void)
                 }
             }
+        }
+    }
+
+    /// Appends a packet (for bursts the switch makes itself, such as the
+    /// packets a tunnel pop recirculates); gives it back when the burst is full.
+    #[inline]
+    pub fn push(&mut self, m: Mbuf) -> Result<(), Mbuf> {
+        match self.pkts.get_mut(self.len) {
+            Some(slot) => {
+                // Ownership of the reference moves into the burst.
+                *slot = m.into_raw().as_ptr();
+                self.len += 1;
+                Ok(())
+            }
+            None => Err(m),
         }
     }
 

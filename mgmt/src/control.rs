@@ -999,6 +999,14 @@ fn pmd_stats_show(view: &dyn DatapathView, json: bool) -> Response {
         );
         let _ = writeln!(out, "  iterations: {}", p.iterations);
         let _ = writeln!(out, "  packets received: {}", p.rx_packets);
+        let _ = writeln!(out, "  packet recirculations: {}", p.recirculations);
+        if p.rx_packets > 0 {
+            let _ = writeln!(
+                out,
+                "  avg. datapath passes per packet: {:.2}",
+                (p.rx_packets + p.recirculations) as f64 / p.rx_packets as f64
+            );
+        }
         let _ = writeln!(out, "  packets sent: {}", p.tx_packets);
         let _ = writeln!(out, "  simple match hits: {}", p.simple_hits);
         let _ = writeln!(out, "  simple MAC match hits: {}", p.simple_mac_hits);
@@ -1197,6 +1205,7 @@ name = "br0"
                 subtable_lookups: 15,
                 upcalls: 2,
                 upcalls_coalesced: 1,
+                recirculations: 25,
                 megaflows: 3,
                 drops: vec![("tx_full", 1), ("no_forward", 0)],
                 parse_errors: vec![("runt", 2)],
@@ -1379,6 +1388,8 @@ name = "br0"
             "pmd thread 0 on cpu 1 (lcore 1):\n\
              \x20 iterations: 1000\n\
              \x20 packets received: 100\n\
+             \x20 packet recirculations: 25\n\
+             \x20 avg. datapath passes per packet: 1.25\n\
              \x20 packets sent: 99\n\
              \x20 simple match hits: 5\n\
              \x20 simple MAC match hits: 4\n\

@@ -253,6 +253,12 @@ const PMD_FAMILIES: &[(&str, &str, &str, PmdField)] = &[
         |p| p.upcalls_coalesced,
     ),
     (
+        "ferroswitch_pmd_recirculations_total",
+        "counter",
+        "Inner packets a tunnel pop sent through the flow stage again.",
+        |p| p.recirculations,
+    ),
+    (
         "ferroswitch_pmd_megaflows",
         "gauge",
         "Megaflows installed in the PMD.",
@@ -484,6 +490,7 @@ mod tests {
                 subtable_lookups: 15,
                 upcalls: 2,
                 upcalls_coalesced: 1,
+                recirculations: 4,
                 megaflows: 3,
                 drops: vec![("tx_full", 3), ("no_forward", 0)],
                 parse_errors: vec![("runt", 1)],
@@ -571,6 +578,9 @@ ferroswitch_pmd_upcalls_total{pmd="0",cpu="1"} 2
 # HELP ferroswitch_pmd_upcalls_coalesced_total Packets held while their flow's upcall was in flight.
 # TYPE ferroswitch_pmd_upcalls_coalesced_total counter
 ferroswitch_pmd_upcalls_coalesced_total{pmd="0",cpu="1"} 1
+# HELP ferroswitch_pmd_recirculations_total Inner packets a tunnel pop sent through the flow stage again.
+# TYPE ferroswitch_pmd_recirculations_total counter
+ferroswitch_pmd_recirculations_total{pmd="0",cpu="1"} 4
 # HELP ferroswitch_pmd_megaflows Megaflows installed in the PMD.
 # TYPE ferroswitch_pmd_megaflows gauge
 ferroswitch_pmd_megaflows{pmd="0",cpu="1"} 3
@@ -600,8 +610,8 @@ ferroswitch_parse_errors_total{pmd="0",reason="runt"} 1
         let got = render(&StaticView::default());
         let help = got.lines().filter(|l| l.starts_with("# HELP ")).count();
         let types = got.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(help, 27);
-        assert_eq!(types, 27);
+        assert_eq!(help, 28);
+        assert_eq!(types, 28);
         // Only build_info has a sample.
         let samples: Vec<&str> = got.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(samples, ["ferroswitch_build_info{version=\"0.1.0\"} 1"]);

@@ -136,6 +136,8 @@ pub struct PmdSnapshot {
     pub upcalls: u64,
     /// Packets of a flow whose upcall was in flight, held for its megaflow.
     pub upcalls_coalesced: u64,
+    /// Inner packets a tunnel pop sent through the flow stage again.
+    pub recirculations: u64,
     /// Megaflows installed in this PMD now (a gauge).
     pub megaflows: u64,
     /// Datapath drop reason -> count (e.g. `tx_full`, `no_forward`, `runt`).
@@ -173,6 +175,7 @@ impl PmdSnapshot {
             upcalls_coalesced: self
                 .upcalls_coalesced
                 .saturating_sub(base.upcalls_coalesced),
+            recirculations: self.recirculations.saturating_sub(base.recirculations),
             drops: sub(&self.drops, &base.drops),
             parse_errors: sub(&self.parse_errors, &base.parse_errors),
             rxqs: self

@@ -12,7 +12,9 @@
 //!
 //! [`execute`] is a pure, allocation-per-output executor over a `Vec<u8>` frame:
 //! VLAN push/pop, Ethernet/IPv4/IPv6/L4/ICMP/ARP rewrites with checksum updates,
-//! tunnel metadata. It is the reference the fast path's batch executor (next issue)
+//! tunnel metadata, tunnel push (header in front of a copy, nested actions) and
+//! pop (the inner frame emitted for recirculation, or the reason it was refused:
+//! [`execute_with_ports`]). It is the reference the fast path's batch executor (next issue)
 //! is tested against, and what tests use to check translations byte for byte.
 //!
 //! # Invariants
@@ -27,7 +29,9 @@ use crate::flow_key::{
     ETH_TYPE_VLAN_8021Q, FLOW_NW_FRAG_LATER, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP,
     IPPROTO_TCP, IPPROTO_UDP, VLAN_CFI, VLAN_PCP_SHIFT, VLAN_VID_MASK,
 };
-use crate::tunnel::TunnelHeader;
+use crate::tunnel::{
+    self, inner_flow_hash, inner_flow_hash_key, PopError, TunnelHeader, TunnelPortInfo,
+};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -360,6 +364,8 @@ pub struct TunnelMeta {
     pub src: u32,
     /// Outer IPv4 destination, host order.
     pub dst: u32,
+    /// OVS's tunnel flags (`tunnel::FLOW_TNL_F_*`), set by a tunnel pop.
+    pub flags: u16,
 }
 
 impl TunnelMeta {
@@ -369,7 +375,16 @@ impl TunnelMeta {
             tun_id: key.tun_id,
             src: key.tun_src,
             dst: key.tun_dst,
+            flags: key.tun_flags,
         }
+    }
+
+    /// Writes the metadata into a flow key's tunnel fields.
+    pub fn to_key(&self, key: &mut FlowKey) {
+        key.tun_id = self.tun_id;
+        key.tun_src = self.src;
+        key.tun_dst = self.dst;
+        key.tun_flags = self.flags;
     }
 }
 
@@ -390,15 +405,59 @@ pub enum Emitted {
         /// The frame bytes.
         frame: Vec<u8>,
     },
+    /// A `tnl_pop` took the packet: its inner frame is to be classified again
+    /// as received on the tunnel's datapath port, with this tunnel metadata
+    /// in the key (the datapath recirculates it).
+    Recirculate {
+        /// The tunnel's datapath port (the new `in_port`).
+        port: u32,
+        /// The inner frame.
+        frame: Vec<u8>,
+        /// `tun_id`, `tun_src`, `tun_dst`, `tun_flags` from the outer headers.
+        tunnel: TunnelMeta,
+    },
+    /// A `tnl_pop` refused the packet (the datapath drops it, counting the
+    /// reason).
+    PopDropped {
+        /// The port the pop named.
+        port: u32,
+        /// Why.
+        reason: PopError,
+    },
 }
 
 /// Runs `actions` over `frame` in order, appending each output copy to `out`.
 /// `frame` ends up as the packet looks after the last action. Actions whose header
 /// the frame lacks (or has truncated) are skipped; nothing panics on any bytes.
+///
+/// Knows no tunnel ports: a `tnl_pop` emits [`Emitted::PopDropped`] with
+/// [`PopError::NotTunnelPort`]; [`execute_with_ports`] knows them.
 pub fn execute(
     actions: &[DpAction],
     frame: &mut Vec<u8>,
     tunnel: &mut TunnelMeta,
+    out: &mut Vec<Emitted>,
+) {
+    execute_with_ports(actions, frame, tunnel, &|_| None, out);
+}
+
+/// [`execute`] with the datapath's tunnel ports: `ports(p)` tells the kind and
+/// UDP port of tunnel port `p` (`None`: not a tunnel port).
+///
+/// - `TunnelPush { header, actions }`: a copy of the frame gets `header`
+///   ([`tunnel::push`], the UDP source port from [`inner_flow_hash`] of the
+///   frame, as the datapath computes it when the port gave no RSS hash) and
+///   runs `actions` (with no tunnel metadata: an outer packet has none); the
+///   frame itself is left as it was for what follows. An outer packet too long
+///   for IPv4 runs nothing.
+/// - `TunnelPop(p)`: the frame's outer headers are checked ([`tunnel::pop`])
+///   and its inner frame emitted as [`Emitted::Recirculate`], or the reason as
+///   [`Emitted::PopDropped`]; the frame is left as it was.
+pub fn execute_with_ports(
+    actions: &[DpAction],
+    frame: &mut Vec<u8>,
+    tunnel: &mut TunnelMeta,
+    ports: &dyn Fn(u32) -> Option<TunnelPortInfo>,
     out: &mut Vec<Emitted>,
 ) {
     for a in actions {
@@ -435,8 +494,30 @@ pub fn execute(
                     tunnel.dst = *v;
                 }
             }
-            // Not yet executed here (issue 7 in progress).
-            DpAction::TunnelPush { .. } | DpAction::TunnelPop(_) => {}
+            DpAction::TunnelPush {
+                header,
+                actions: nested,
+            } => {
+                let mut outer = frame.clone();
+                if tunnel::push(&mut outer, header, inner_flow_hash(frame)) {
+                    let mut t = TunnelMeta::default();
+                    execute_with_ports(nested, &mut outer, &mut t, ports, out);
+                }
+            }
+            DpAction::TunnelPop(port) => {
+                let port = *port;
+                let popped = ports(port)
+                    .ok_or(PopError::NotTunnelPort)
+                    .and_then(|info| tunnel::pop(frame, info));
+                out.push(match popped {
+                    Ok(p) => Emitted::Recirculate {
+                        port,
+                        frame: frame.get(p.inner()).unwrap_or_default().to_vec(),
+                        tunnel: p.meta,
+                    },
+                    Err(reason) => Emitted::PopDropped { port, reason },
+                });
+            }
             DpAction::Drop => {}
         }
     }
@@ -828,6 +909,12 @@ fn set_arp(
 /// `(port, key)` in order; `Controller` outputs use port `0xfffffffd`
 /// (`OFPP_CONTROLLER`). Used by differential tests of translation (lazy commit
 /// vs. eager semantics).
+///
+/// `TunnelPush` runs its nested actions on the key the outer packet parses to
+/// (the header's fields, `in_port` kept, everything else zero; the UDP source
+/// port from [`inner_flow_hash_key`], equal to what [`execute`] writes).
+/// `TunnelPop` outputs nothing here: the inner packet is not in the key, and
+/// what happens to it is another megaflow's business after recirculation.
 pub fn execute_on_key(actions: &[DpAction], key: &FlowKey) -> Vec<(u32, FlowKey)> {
     const OFPP_CONTROLLER: u32 = 0xffff_fffd;
     let mut k = *key;
@@ -947,12 +1034,44 @@ pub fn execute_on_key(actions: &[DpAction], key: &FlowKey) -> Vec<(u32, FlowKey)
                     k.tun_dst = *v;
                 }
             }
-            // Not yet executed here (issue 7 in progress).
-            DpAction::TunnelPush { .. } | DpAction::TunnelPop(_) => {}
+            DpAction::TunnelPush {
+                header,
+                actions: nested,
+            } => {
+                out.extend(execute_on_key(nested, &outer_key(header, &k)));
+            }
+            DpAction::TunnelPop(_) => {}
             DpAction::Drop => {}
         }
     }
     out
+}
+
+/// The key of `inner`'s packet encapsulated with `header`, as the parser reads
+/// it (with `inner`'s `in_port`).
+fn outer_key(header: &TunnelHeader, inner: &FlowKey) -> FlowKey {
+    let s = &header.spec;
+    let mut o = FlowKey {
+        in_port: inner.in_port,
+        dl_dst: s.eth_dst,
+        dl_src: s.eth_src,
+        dl_type: ETH_TYPE_IPV4,
+        nw_src: s.ip_src,
+        nw_dst: s.ip_dst,
+        nw_tos: s.tos,
+        nw_ttl: s.ttl,
+        nw_proto: if s.kind.is_udp() {
+            IPPROTO_UDP
+        } else {
+            tunnel::IPPROTO_GRE
+        },
+        ..FlowKey::default()
+    };
+    if s.kind.is_udp() {
+        o.tp_src = tunnel::udp_src_port(inner_flow_hash_key(inner));
+        o.tp_dst = s.dst_port;
+    }
+    o
 }
 
 #[cfg(test)]

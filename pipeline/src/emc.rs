@@ -13,7 +13,9 @@
 //! long). Other keys (IPv6, ARP, non-IP, recirculated) skip the EMC and go to the
 //! megaflow classifier. Exactness rests on the parser's invariant, tested below:
 //! for an IPv4 packet it leaves registers, metadata, IPv6, ND and ARP hardware
-//! address words zero, and `recirc_id` is 0 for every key it builds.
+//! address words zero, and `recirc_id` is 0 for every key it builds. The inner
+//! packets of a tunnel pop are cached too: the datapath writes only their
+//! tunnel fields after the parse, and those are compact words.
 //!
 //! Thread safety: owned by one PMD thread.
 

@@ -19,7 +19,8 @@
 //! * [`pcap`]: classic pcap files read and written in memory;
 //! * [`trafgen`]: UDP frames and flow mixes for tests, the demo and benchmarks;
 //! * [`tunnel`]: VXLAN, GRE and Geneve outer headers, built once per
-//!   encapsulation;
+//!   encapsulation; per packet, push completion, pop checks (the metadata or
+//!   the reason to drop) and the inner flow hash;
 //! * [`forward`]: [`StaticForward`], port-to-port forwarding until OpenFlow tables
 //!   replace it.
 //!

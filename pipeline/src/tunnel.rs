@@ -12,6 +12,16 @@
 //! the UDP length, source port (from the inner flow's hash) and checksum when
 //! asked for, the GRE checksum when asked for.
 //!
+//! Per packet ([`finish_push`], [`pop`], [`inner_flow_hash`]): pure functions
+//! over byte slices, no allocation, no panic on any bytes.
+//! - Push: the datapath copies [`TunnelHeader::bytes`] in front of the inner
+//!   frame (into the mbuf's headroom) and [`finish_push`] fills the per-packet
+//!   fields; [`push`] does both on a `Vec` (tests, the reference executor).
+//! - Pop: [`pop`] checks a received frame's outer headers for a tunnel port
+//!   ([`TunnelPortInfo`]: kind and UDP port) and returns how many bytes to strip
+//!   and the tunnel metadata (`tun_id`, `tun_src`, `tun_dst`, OVS's
+//!   `FLOW_TNL_F_*` flags), or a [`PopError`] that the datapath counts.
+//!
 //! Wire formats: VXLAN RFC 7348 (flags `0x08`, 24-bit VNI, UDP 4789), Geneve
 //! RFC 8926 (version 0, options in 4-byte units, protocol 0x6558, 24-bit VNI,
 //! UDP 6081), GRE RFC 2784/2890 (C and K bits, protocol 0x6558 for Ethernet).
@@ -20,6 +30,13 @@
 
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::ops::Range;
+
+use crate::actions::TunnelMeta;
+use crate::flow_key::{
+    FlowKey, ETH_TYPE_IPV4, ETH_TYPE_IPV6, ETH_TYPE_VLAN_8021AD, ETH_TYPE_VLAN_8021Q,
+    FLOW_NW_FRAG_LATER, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
+};
 
 /// IANA UDP port of VXLAN.
 pub const VXLAN_DST_PORT: u16 = 4789;
@@ -166,6 +183,11 @@ pub struct TunnelHeader {
     /// decide where the packet goes.
     pub out_port: u32,
     bytes: Box<[u8]>,
+    /// One's-complement sum (unfolded) of the outer IPv4 header as built (total
+    /// length and checksum 0): per packet only the total length is added.
+    ip_sum: u64,
+    /// Sum of the UDP pseudo-header's fixed part (addresses, protocol).
+    pseudo_sum: u64,
 }
 
 impl TunnelHeader {
@@ -229,11 +251,17 @@ impl TunnelHeader {
                 }
             }
         }
+        let ip_sum = sum_bytes(b.get(ETH_LEN..ETH_LEN + IPV4_LEN).unwrap_or_default(), 0);
+        let pseudo_sum = sum_bytes(&spec.ip_src.to_be_bytes(), 0)
+            + sum_bytes(&spec.ip_dst.to_be_bytes(), 0)
+            + u64::from(IPPROTO_UDP);
         Ok(TunnelHeader {
             spec,
             tnl_port,
             out_port,
             bytes: b.into_boxed_slice(),
+            ip_sum,
+            pseudo_sum,
         })
     }
 
@@ -373,6 +401,618 @@ impl fmt::Display for TunnelHeader {
         write!(f, "),out_port({}))", self.out_port)
     }
 }
+
+/// OVS's tunnel flags (`FLOW_TNL_F_*`), as the pop sets them in
+/// [`FlowKey::tun_flags`]: an OAM frame (Geneve's O bit).
+pub const FLOW_TNL_F_OAM: u16 = 1 << 0;
+/// The outer IPv4 header had DF set.
+pub const FLOW_TNL_F_DONT_FRAGMENT: u16 = 1 << 1;
+/// The outer packet carried a checksum (UDP or GRE), and it was right.
+pub const FLOW_TNL_F_CSUM: u16 = 1 << 2;
+/// The outer packet carried a key (VXLAN and Geneve always: the VNI; GRE with
+/// the K bit).
+pub const FLOW_TNL_F_KEY: u16 = 1 << 3;
+
+/// What the datapath knows of a tunnel's datapath port: which headers a
+/// `tnl_pop` to it expects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TunnelPortInfo {
+    /// The tunnel kind.
+    pub kind: TunnelKind,
+    /// UDP destination port (VXLAN, Geneve); 0 and unused for GRE.
+    pub dst_port: u16,
+}
+
+impl TunnelPortInfo {
+    /// A port of `kind` on its IANA port.
+    pub fn default_for(kind: TunnelKind) -> TunnelPortInfo {
+        TunnelPortInfo {
+            kind,
+            dst_port: kind.default_port(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Checksums.
+
+/// Adds `data` to a one's-complement sum as big-endian 16-bit words (an odd
+/// last byte is the high half of a word), four bytes at a time; `acc` stays
+/// unfolded (a u64 holds the sum of any frame).
+#[inline]
+fn sum_bytes(data: &[u8], mut acc: u64) -> u64 {
+    let (words, rest) = data.as_chunks::<4>();
+    for w in words {
+        acc += u64::from(u32::from_be_bytes(*w));
+    }
+    let mut last = [0u8; 4];
+    if let Some(dst) = last.get_mut(..rest.len()) {
+        dst.copy_from_slice(rest);
+    }
+    acc + u64::from(u32::from_be_bytes(last))
+}
+
+/// Folds a sum into 16 bits with end-around carries (2^16 and 2^32 are both 1
+/// modulo 0xffff, so summing 32-bit words and folding is the 16-bit sum).
+#[inline]
+fn fold(mut acc: u64) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+#[inline]
+fn be16(b: &[u8], off: usize) -> Option<u16> {
+    b.get(off..)?
+        .first_chunk::<2>()
+        .map(|w| u16::from_be_bytes(*w))
+}
+
+#[inline]
+fn be32(b: &[u8], off: usize) -> Option<u32> {
+    b.get(off..)?
+        .first_chunk::<4>()
+        .map(|w| u32::from_be_bytes(*w))
+}
+
+#[inline]
+fn put16(b: &mut [u8], off: usize, v: u16) {
+    if let Some(w) = b.get_mut(off..).and_then(|t| t.first_chunk_mut::<2>()) {
+        *w = v.to_be_bytes();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Push.
+
+/// Completes an encapsulation in place. `pkt` is `header`'s
+/// [`bytes`](TunnelHeader::bytes) followed by the inner frame (the caller
+/// copied them in front of it); this fills the per-packet fields: the IPv4
+/// total length and header checksum, and for VXLAN/Geneve the UDP source port
+/// ([`udp_src_port`] of `hash`, the inner flow's hash), length and, when
+/// `spec.csum`, checksum (pseudo-header plus the whole UDP packet; 0 is sent as
+/// 0xffff); for GRE with `spec.csum` the GRE checksum (header and payload).
+///
+/// False, with nothing filled, when `pkt` is shorter than the header or the
+/// outer IPv4 packet would be longer than 65535 bytes. Allocates nothing;
+/// reads only bytes it is given.
+#[inline]
+pub fn finish_push(pkt: &mut [u8], header: &TunnelHeader, hash: u32) -> bool {
+    if pkt.len() < header.len() {
+        return false;
+    }
+    let Ok(ip_len) = u16::try_from(pkt.len() - ETH_LEN) else {
+        return false;
+    };
+    put16(pkt, ETH_LEN + 2, ip_len);
+    put16(pkt, ETH_LEN + 10, !fold(header.ip_sum + u64::from(ip_len)));
+    let l4 = ETH_LEN + IPV4_LEN;
+    let spec = &header.spec;
+    if spec.kind.is_udp() {
+        // The header holds at least IPv4 + UDP: no underflow.
+        let udp_len = ip_len.saturating_sub(IPV4_LEN as u16);
+        put16(pkt, l4, udp_src_port(hash));
+        put16(pkt, l4 + 4, udp_len);
+        put16(pkt, l4 + 6, 0);
+        if spec.csum {
+            let sum = sum_bytes(
+                pkt.get(l4..).unwrap_or_default(),
+                header.pseudo_sum + u64::from(udp_len),
+            );
+            let c = !fold(sum);
+            put16(pkt, l4 + 6, if c == 0 { 0xffff } else { c });
+        }
+    } else if spec.csum {
+        put16(pkt, l4 + 4, 0);
+        let c = !fold(sum_bytes(pkt.get(l4..).unwrap_or_default(), 0));
+        put16(pkt, l4 + 4, c);
+    }
+    true
+}
+
+/// [`finish_push`] for a frame in a `Vec`: puts `header` in front of `frame`
+/// and fills the per-packet fields. False (frame unchanged) when the outer
+/// packet would be too long. For tests and the reference executor; the
+/// datapath writes the header into the mbuf's headroom instead.
+pub fn push(frame: &mut Vec<u8>, header: &TunnelHeader, hash: u32) -> bool {
+    let mut pkt = Vec::with_capacity(header.len() + frame.len());
+    pkt.extend_from_slice(header.bytes());
+    pkt.extend_from_slice(frame);
+    if !finish_push(&mut pkt, header, hash) {
+        return false;
+    }
+    *frame = pkt;
+    true
+}
+
+const HASH_K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+#[inline(always)]
+fn mix(h: u64, x: u64) -> u64 {
+    (h ^ x).wrapping_mul(HASH_K).rotate_left(29)
+}
+
+#[inline(always)]
+fn finish_hash(h: u64) -> u32 {
+    let h = (h ^ (h >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    (h ^ (h >> 32)) as u32
+}
+
+/// Hash of what identifies an inner flow: Ethernet addresses and type, and for
+/// IPv4 the addresses, protocol and (TCP, UDP, SCTP, first fragments only)
+/// ports; for IPv6 the addresses and flow label. Same value as
+/// [`inner_flow_hash_key`] of the frame's key (for frames the parser takes
+/// without error; a tested equivalence). Cheap enough per packet: reads at most
+/// the first 78 bytes, parses no options.
+///
+/// The datapath uses it for the UDP source port of packets whose port gave no
+/// RSS hash: from the frame rather than the flow key so that a flow keeps its
+/// port on every path (the simple-match path has no key; the EMC's hash exists
+/// only for the bursts that probe it).
+#[inline]
+pub fn inner_flow_hash(frame: &[u8]) -> u32 {
+    let (Some(dst), Some(src)) = (
+        frame.first_chunk::<6>(),
+        frame.get(6..).and_then(|b| b.first_chunk::<6>()),
+    ) else {
+        return 0;
+    };
+    let mut off = 12;
+    let mut dl_type = be16(frame, off).unwrap_or(0);
+    for _ in 0..2 {
+        if dl_type != ETH_TYPE_VLAN_8021Q && dl_type != ETH_TYPE_VLAN_8021AD {
+            break;
+        }
+        off += 4;
+        dl_type = be16(frame, off).unwrap_or(0);
+    }
+    let l3 = off + 2;
+    let mut d = [0u8; 8];
+    d[..6].copy_from_slice(dst);
+    let mut s = [0u8; 8];
+    s[..6].copy_from_slice(src);
+    let mut h = mix(
+        mix(
+            0x243f_6a88_85a3_08d3,
+            u64::from_be_bytes(d) | u64::from(dl_type),
+        ),
+        u64::from_be_bytes(s),
+    );
+    match dl_type {
+        ETH_TYPE_IPV4 => {
+            let Some(ip) = frame.get(l3..).and_then(|b| b.first_chunk::<20>()) else {
+                return finish_hash(h);
+            };
+            h = mix(
+                h,
+                u64::from(be32(ip, 12).unwrap_or(0)) << 32 | u64::from(be32(ip, 16).unwrap_or(0)),
+            );
+            let proto = ip[9];
+            let later = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0;
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let ports = if later {
+                0
+            } else {
+                l4_ports(frame.get(l3 + ihl..).unwrap_or_default(), proto)
+            };
+            h = mix(h, (u64::from(proto) << 32) | u64::from(ports));
+        }
+        ETH_TYPE_IPV6 => {
+            let Some(ip) = frame.get(l3..).and_then(|b| b.first_chunk::<40>()) else {
+                return finish_hash(h);
+            };
+            for w in ip.get(8..40).unwrap_or_default().as_chunks::<8>().0 {
+                h = mix(h, u64::from_be_bytes(*w));
+            }
+            h = mix(h, u64::from(be32(ip, 0).unwrap_or(0) & 0x000f_ffff));
+        }
+        _ => {}
+    }
+    finish_hash(h)
+}
+
+/// The ports of an L4 header as the parser reads them (TCP needs its whole
+/// header), `src << 16 | dst`; 0 for other protocols or short headers.
+#[inline]
+fn l4_ports(l4: &[u8], proto: u8) -> u32 {
+    let need = match proto {
+        IPPROTO_TCP => {
+            let hl = usize::from(l4.get(12).copied().unwrap_or(0) >> 4) * 4;
+            if hl < 20 {
+                return 0;
+            }
+            hl
+        }
+        IPPROTO_UDP => 8,
+        IPPROTO_SCTP => 12,
+        _ => return 0,
+    };
+    if l4.len() < need {
+        return 0;
+    }
+    be32(l4, 0).unwrap_or(0)
+}
+
+/// [`inner_flow_hash`] computed from a parsed key (the reference executor's
+/// `execute_on_key` uses it for the outer UDP source port).
+pub fn inner_flow_hash_key(key: &FlowKey) -> u32 {
+    let mut d = [0u8; 8];
+    d[..6].copy_from_slice(&key.dl_dst);
+    let mut s = [0u8; 8];
+    s[..6].copy_from_slice(&key.dl_src);
+    let mut h = mix(
+        mix(
+            0x243f_6a88_85a3_08d3,
+            u64::from_be_bytes(d) | u64::from(key.dl_type),
+        ),
+        u64::from_be_bytes(s),
+    );
+    match key.dl_type {
+        ETH_TYPE_IPV4 => {
+            h = mix(h, (u64::from(key.nw_src) << 32) | u64::from(key.nw_dst));
+            let ports = match key.nw_proto {
+                IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP
+                    if key.nw_frag & FLOW_NW_FRAG_LATER == 0 =>
+                {
+                    (u32::from(key.tp_src) << 16) | u32::from(key.tp_dst)
+                }
+                _ => 0,
+            };
+            h = mix(h, (u64::from(key.nw_proto) << 32) | u64::from(ports));
+        }
+        ETH_TYPE_IPV6 => {
+            for a in [&key.ipv6_src, &key.ipv6_dst] {
+                for w in a.as_chunks::<8>().0 {
+                    h = mix(h, u64::from_be_bytes(*w));
+                }
+            }
+            h = mix(h, u64::from(key.ipv6_label & 0x000f_ffff));
+        }
+        _ => {}
+    }
+    finish_hash(h)
+}
+
+// ---------------------------------------------------------------------------
+// Pop.
+
+/// Why a `tnl_pop` refused a packet. The datapath counts each as its own drop
+/// reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PopError {
+    /// The pop names a datapath port that is not a tunnel port.
+    NotTunnelPort,
+    /// Shorter than its outer headers say (Ethernet, IPv4, UDP/GRE, tunnel
+    /// header, options), or an inner frame shorter than an Ethernet header.
+    Truncated,
+    /// Not IPv4 (ethertype after at most one 802.1Q tag, or IP version).
+    NotIpv4,
+    /// An IPv4 fragment (more-fragments bit or an offset).
+    Fragment,
+    /// The outer IPv4 header checksum is wrong.
+    IpChecksum,
+    /// IHL below 5, or a total length shorter than the header.
+    IpLength,
+    /// Not UDP (VXLAN, Geneve) or not GRE (GRE).
+    Protocol,
+    /// The UDP destination port is not the tunnel port's.
+    UdpPort,
+    /// The UDP length disagrees with the IPv4 total length.
+    UdpLength,
+    /// A non-zero UDP checksum that is wrong.
+    UdpChecksum,
+    /// VXLAN flags other than just the I bit (VNI valid), or reserved bits set.
+    VxlanFlags,
+    /// GRE version not 0, or routing, strict-route, recursion or other
+    /// reserved flag bits set.
+    GreHeader,
+    /// GRE protocol not transparent Ethernet bridging (0x6558).
+    GreProtocol,
+    /// The GRE checksum is wrong.
+    GreChecksum,
+    /// Geneve version not 0.
+    GeneveVersion,
+    /// Geneve protocol not transparent Ethernet bridging (0x6558).
+    GeneveProtocol,
+    /// Geneve options longer than the UDP payload.
+    GeneveOptions,
+}
+
+impl PopError {
+    /// How many there are.
+    pub const COUNT: usize = 17;
+    /// Every reason, in declaration order.
+    pub const ALL: [PopError; Self::COUNT] = [
+        PopError::NotTunnelPort,
+        PopError::Truncated,
+        PopError::NotIpv4,
+        PopError::Fragment,
+        PopError::IpChecksum,
+        PopError::IpLength,
+        PopError::Protocol,
+        PopError::UdpPort,
+        PopError::UdpLength,
+        PopError::UdpChecksum,
+        PopError::VxlanFlags,
+        PopError::GreHeader,
+        PopError::GreProtocol,
+        PopError::GreChecksum,
+        PopError::GeneveVersion,
+        PopError::GeneveProtocol,
+        PopError::GeneveOptions,
+    ];
+
+    /// A short name (the datapath's drop reason is `tnl_pop_` and this).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PopError::NotTunnelPort => "not_tunnel_port",
+            PopError::Truncated => "truncated",
+            PopError::NotIpv4 => "not_ipv4",
+            PopError::Fragment => "fragment",
+            PopError::IpChecksum => "ip_csum",
+            PopError::IpLength => "ip_len",
+            PopError::Protocol => "protocol",
+            PopError::UdpPort => "udp_port",
+            PopError::UdpLength => "udp_len",
+            PopError::UdpChecksum => "udp_csum",
+            PopError::VxlanFlags => "vxlan_flags",
+            PopError::GreHeader => "gre_header",
+            PopError::GreProtocol => "gre_protocol",
+            PopError::GreChecksum => "gre_csum",
+            PopError::GeneveVersion => "geneve_version",
+            PopError::GeneveProtocol => "geneve_protocol",
+            PopError::GeneveOptions => "geneve_options",
+        }
+    }
+}
+
+impl fmt::Display for PopError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A packet a `tnl_pop` accepted: where its inner frame is, and the tunnel
+/// metadata of its outer headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Popped {
+    /// Bytes of outer headers in front of the inner frame (what to strip).
+    pub hlen: usize,
+    /// Length of the inner frame; bytes after it (padding beyond the IPv4
+    /// total length) are to be trimmed.
+    pub inner_len: usize,
+    /// `tun_id` (VNI or GRE key, 0 without one), `src`/`dst` (outer IPv4
+    /// addresses), `flags` ([`FLOW_TNL_F_DONT_FRAGMENT`], [`FLOW_TNL_F_CSUM`],
+    /// [`FLOW_TNL_F_KEY`], [`FLOW_TNL_F_OAM`]).
+    pub meta: TunnelMeta,
+    /// Where the Geneve options are in the frame (empty for the others).
+    /// Checked for length only: the flow key has no fields for them.
+    pub geneve_opts: (u16, u16),
+}
+
+impl Popped {
+    /// The inner frame's range in the outer frame.
+    pub fn inner(&self) -> Range<usize> {
+        self.hlen..self.hlen + self.inner_len
+    }
+}
+
+/// The Ethernet + IPv4 part of a received tunnel packet.
+struct OuterIp {
+    /// UDP or GRE header offset.
+    l4: usize,
+    /// End of the IPv4 packet (its total length from the IPv4 header).
+    end: usize,
+    proto: u8,
+    src: u32,
+    dst: u32,
+    flags: u16,
+}
+
+/// Checks the outer Ethernet (at most one 802.1Q tag) and IPv4 headers.
+#[inline]
+fn outer_ipv4(frame: &[u8]) -> Result<OuterIp, PopError> {
+    let mut l3 = ETH_LEN;
+    let mut dl_type = be16(frame, 12).ok_or(PopError::Truncated)?;
+    if dl_type == ETH_TYPE_VLAN_8021Q {
+        dl_type = be16(frame, 16).ok_or(PopError::Truncated)?;
+        l3 += 4;
+    }
+    if dl_type != ETH_TYPE_IPV4 {
+        return Err(PopError::NotIpv4);
+    }
+    let ip = frame.get(l3..).unwrap_or_default();
+    let fixed = ip.first_chunk::<20>().ok_or(PopError::Truncated)?;
+    if fixed[0] >> 4 != 4 {
+        return Err(PopError::NotIpv4);
+    }
+    let ihl = usize::from(fixed[0] & 0x0f) * 4;
+    if ihl < IPV4_LEN {
+        return Err(PopError::IpLength);
+    }
+    let hdr = ip.get(..ihl).ok_or(PopError::Truncated)?;
+    if fold(sum_bytes(hdr, 0)) != 0xffff {
+        return Err(PopError::IpChecksum);
+    }
+    let tot = usize::from(u16::from_be_bytes([fixed[2], fixed[3]]));
+    if tot < ihl {
+        return Err(PopError::IpLength);
+    }
+    if tot > ip.len() {
+        return Err(PopError::Truncated);
+    }
+    let frag = u16::from_be_bytes([fixed[6], fixed[7]]);
+    if frag & 0x3fff != 0 {
+        return Err(PopError::Fragment);
+    }
+    Ok(OuterIp {
+        l4: l3 + ihl,
+        end: l3 + tot,
+        proto: fixed[9],
+        src: be32(fixed, 12).unwrap_or(0),
+        dst: be32(fixed, 16).unwrap_or(0),
+        flags: if frag & 0x4000 != 0 {
+            FLOW_TNL_F_DONT_FRAGMENT
+        } else {
+            0
+        },
+    })
+}
+
+/// Checks a received frame's outer headers for a tunnel port of `port`'s kind
+/// and UDP port, and returns where the inner frame is with the tunnel
+/// metadata; or why the packet is to be dropped.
+///
+/// Outer Ethernet with at most one 802.1Q tag; IPv4 with options allowed,
+/// checksum and lengths checked, no fragments; then per kind:
+/// - VXLAN (RFC 7348): UDP to `dst_port`, UDP length and (non-zero) checksum
+///   right, flags exactly the I bit, reserved bits zero; `tun_id` = VNI.
+/// - Geneve (RFC 8926): as UDP above; version 0, protocol 0x6558, options
+///   within the packet; `tun_id` = VNI, the O bit sets [`FLOW_TNL_F_OAM`].
+/// - GRE (RFC 2784/2890): IP protocol 47, version 0, only the C, K and S
+///   flags, protocol 0x6558, checksum right when present; `tun_id` = key.
+///
+/// Pure and allocation-free; no panic on any bytes.
+#[inline]
+pub fn pop(frame: &[u8], port: TunnelPortInfo) -> Result<Popped, PopError> {
+    let ip = outer_ipv4(frame)?;
+    let mut flags = ip.flags;
+    let payload = frame.get(ip.l4..ip.end).ok_or(PopError::Truncated)?;
+    let mut geneve_opts = (0, 0);
+    let (tun_id, hdr_len) = match port.kind {
+        TunnelKind::Vxlan | TunnelKind::Geneve => {
+            if ip.proto != IPPROTO_UDP {
+                return Err(PopError::Protocol);
+            }
+            let udp = payload.first_chunk::<8>().ok_or(PopError::Truncated)?;
+            if u16::from_be_bytes([udp[2], udp[3]]) != port.dst_port {
+                return Err(PopError::UdpPort);
+            }
+            if usize::from(u16::from_be_bytes([udp[4], udp[5]])) != payload.len() {
+                return Err(PopError::UdpLength);
+            }
+            if u16::from_be_bytes([udp[6], udp[7]]) != 0 {
+                let pseudo = sum_bytes(&ip.src.to_be_bytes(), 0)
+                    + sum_bytes(&ip.dst.to_be_bytes(), 0)
+                    + u64::from(IPPROTO_UDP)
+                    + payload.len() as u64;
+                if fold(sum_bytes(payload, pseudo)) != 0xffff {
+                    return Err(PopError::UdpChecksum);
+                }
+                flags |= FLOW_TNL_F_CSUM;
+            }
+            let t = payload.get(UDP_LEN..).unwrap_or_default();
+            let h = t.first_chunk::<8>().ok_or(PopError::Truncated)?;
+            let vni = u64::from(u32::from_be_bytes([h[4], h[5], h[6], h[7]]) >> 8);
+            flags |= FLOW_TNL_F_KEY;
+            if port.kind == TunnelKind::Vxlan {
+                if u32::from_be_bytes([h[0], h[1], h[2], h[3]]) != 0x0800_0000 || h[7] != 0 {
+                    return Err(PopError::VxlanFlags);
+                }
+                (vni, UDP_LEN + VXLAN_LEN)
+            } else {
+                if h[0] >> 6 != 0 {
+                    return Err(PopError::GeneveVersion);
+                }
+                if u16::from_be_bytes([h[2], h[3]]) != ETH_TYPE_TEB {
+                    return Err(PopError::GeneveProtocol);
+                }
+                let opts = usize::from(h[0] & 0x3f) * 4;
+                if UDP_LEN + GENEVE_LEN + opts > payload.len() {
+                    return Err(PopError::GeneveOptions);
+                }
+                if h[1] & 0x80 != 0 {
+                    flags |= FLOW_TNL_F_OAM;
+                }
+                let at = ip.l4 + UDP_LEN + GENEVE_LEN;
+                geneve_opts = (
+                    u16::try_from(at).unwrap_or(u16::MAX),
+                    u16::try_from(opts).unwrap_or(0),
+                );
+                (vni, UDP_LEN + GENEVE_LEN + opts)
+            }
+        }
+        TunnelKind::Gre => {
+            if ip.proto != IPPROTO_GRE {
+                return Err(PopError::Protocol);
+            }
+            let g = payload.first_chunk::<4>().ok_or(PopError::Truncated)?;
+            let gflags = u16::from_be_bytes([g[0], g[1]]);
+            // C, K and S are the only flags of RFC 2890; the version is 0.
+            if gflags & !(GRE_CSUM | GRE_KEY | GRE_SEQ) != 0 {
+                return Err(PopError::GreHeader);
+            }
+            if u16::from_be_bytes([g[2], g[3]]) != ETH_TYPE_TEB {
+                return Err(PopError::GreProtocol);
+            }
+            let mut len = 4;
+            if gflags & GRE_CSUM != 0 {
+                if payload.len() < len + 4 {
+                    return Err(PopError::Truncated);
+                }
+                if fold(sum_bytes(payload, 0)) != 0xffff {
+                    return Err(PopError::GreChecksum);
+                }
+                flags |= FLOW_TNL_F_CSUM;
+                len += 4;
+            }
+            let mut key = 0;
+            if gflags & GRE_KEY != 0 {
+                key = u64::from(be32(payload, len).ok_or(PopError::Truncated)?);
+                flags |= FLOW_TNL_F_KEY;
+                len += 4;
+            }
+            if gflags & GRE_SEQ != 0 {
+                len += 4;
+            }
+            (key, len)
+        }
+    };
+    let inner_len = payload
+        .len()
+        .checked_sub(hdr_len)
+        .ok_or(PopError::Truncated)?;
+    if inner_len < ETH_LEN {
+        return Err(PopError::Truncated);
+    }
+    Ok(Popped {
+        hlen: ip.l4 + hdr_len,
+        inner_len,
+        meta: TunnelMeta {
+            tun_id,
+            src: ip.src,
+            dst: ip.dst,
+            flags,
+        },
+        geneve_opts,
+    })
+}
+
+/// GRE flag bits (RFC 2784, 2890).
+const GRE_CSUM: u16 = 0x8000;
+const GRE_KEY: u16 = 0x2000;
+const GRE_SEQ: u16 = 0x1000;
 
 #[cfg(test)]
 mod tests {

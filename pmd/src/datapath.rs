@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use dpdk_ffi::{DpdkError, Link, Mempool, PortConf, PortStats};
+use pipeline::tunnel::{TunnelKind, TunnelPortInfo};
 use pipeline::StaticForward;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -58,9 +59,22 @@ pub enum PortKind {
     /// `type=dpdkvhostuser` / `dpdkvhostuserclient`: a `net_vhost` device
     /// ([`VhostPort`]); `client`: the switch connects to QEMU's socket.
     VhostUser { client: bool },
-    /// A tunnel's datapath port ([`TunnelPort`]): no device; `devargs` is
-    /// unused. `kind`: `vxlan`, `gre` or `geneve`.
-    Tunnel { kind: &'static str },
+    /// A tunnel's datapath port ([`TunnelPort`], OVS's `vxlan_sys_4789`): no
+    /// device; `devargs` is unused. A `tnl_pop` to it checks the outer headers
+    /// of `kind` (UDP to `dst_port` for VXLAN and Geneve; 0 for GRE) and
+    /// recirculates the inner frame as received here.
+    Tunnel { kind: TunnelKind, dst_port: u16 },
+}
+
+impl PortKind {
+    /// What a `tnl_pop` to a port of this kind expects; `None` for a port
+    /// that is not a tunnel's.
+    pub fn tunnel(self) -> Option<TunnelPortInfo> {
+        match self {
+            PortKind::Tunnel { kind, dst_port } => Some(TunnelPortInfo { kind, dst_port }),
+            _ => None,
+        }
+    }
 }
 
 /// The whole datapath to build.
@@ -340,7 +354,7 @@ fn open_port(
         PortKind::VhostUser { client } => {
             Arc::new(VhostPort::open(&p.devargs, &conf, pool.clone(), client).map_err(err)?)
         }
-        PortKind::Tunnel { kind } => Arc::new(TunnelPort::new(kind, conf.n_txq)),
+        PortKind::Tunnel { kind, .. } => Arc::new(TunnelPort::new(kind.name(), conf.n_txq)),
     })
 }
 
@@ -433,6 +447,7 @@ impl Datapath {
                 burst: spec.burst.clamp(1, dpdk_ffi::MAX_BURST),
                 rxqs: Vec::new(),
                 txqs,
+                tunnels: opened.iter().map(|(p, _)| p.kind.tunnel()).collect(),
                 forward: StaticForward::new(&pairs),
                 flows,
                 stats: Arc::new(PmdStats::new(MAX_PORTS)),
@@ -590,6 +605,7 @@ impl Datapath {
                     port_no,
                     txq,
                     rxqs,
+                    tunnel: spec.kind.tunnel(),
                     done,
                 })
                 .is_ok()

@@ -10,21 +10,31 @@
 //! - the flow cache: each packet is parsed into a flow key, looked up in the
 //!   exact-match cache and then the megaflow classifier, and executed with its
 //!   megaflow's actions; a miss goes to the management thread as an upcall.
+//!
+//! Tunnels: a tunnel push writes the prebuilt outer headers into the mbuf's
+//! headroom and runs the nested actions on the outer packet; a tunnel pop checks
+//! and strips the outer headers and queues the inner frame in a fixed per-PMD
+//! recirculation batch, which goes through the flow stage's full path after the
+//! burst (as received on the tunnel's port, with its tunnel metadata in the
+//! key), at most [`MAX_RECIRC_DEPTH`] times per packet.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use dpdk_ffi::{rdtsc, Mbuf, MbufBurst, Mempool, TxBuffer, MAX_BURST};
-use pipeline::actions::{apply_set, finish_push_vlan, prepare_pop_vlan, DpAction, VLAN_HEADER_LEN};
+use pipeline::actions::{
+    apply_set, finish_push_vlan, prepare_pop_vlan, DpAction, TunnelMeta, VLAN_HEADER_LEN,
+};
 use pipeline::dpcls::Prefetch;
 use pipeline::flow_cache::{FlowCache, FlowRef, Hit};
 use pipeline::simple_match::{mac_pair, MacPair, SimpleMode};
+use pipeline::tunnel::{finish_push, inner_flow_hash, TunnelHeader, TunnelPortInfo};
 use pipeline::{parse, parse_simple, FlowKey, SimpleKey, StaticForward};
 
 use crate::port::{ClosedTx, RxPort, TxPort};
 use crate::stats::{DropReason, PmdStats, RxqStats};
-use crate::upcall::{FlowActions, PmdCommand, Upcall};
+use crate::upcall::{last_taker, FlowActions, PmdCommand, Upcall};
 
 /// Smallest frame that is a frame: an Ethernet header.
 const ETH_HEADER_LEN: usize = 14;
@@ -40,6 +50,10 @@ const HELD_PER_FLOW: usize = 64;
 const COMMAND_EVERY: u64 = 16;
 /// Control messages applied per look at most (bounds the time away from rx).
 const MAX_COMMANDS_PER_ITERATION: usize = 32;
+/// Times one packet may be recirculated by tunnel pops (OVS's
+/// `MAX_RECIRC_DEPTH`): a pop beyond it is a loop of tunnels, dropped and
+/// counted (`recirc_depth`).
+pub const MAX_RECIRC_DEPTH: u8 = 6;
 
 /// One rx queue given to a PMD.
 pub struct AssignedRxq {
@@ -99,6 +113,9 @@ pub struct PmdContext {
     pub rxqs: Vec<AssignedRxq>,
     /// This PMD's tx queue of each port, by datapath port number.
     pub txqs: Vec<Box<dyn TxPort>>,
+    /// What a tunnel pop to each port checks, by datapath port number (`None`:
+    /// not a tunnel's port).
+    pub tunnels: Vec<Option<TunnelPortInfo>>,
     /// Static forwarding by datapath port number; ports without an entry go through
     /// the flow stage (or are dropped as `no_forward` when there is none).
     pub forward: StaticForward,
@@ -113,7 +130,39 @@ struct Inflight {
     key: FlowKey,
     since: u64,
     held: [Option<Mbuf>; HELD_PER_FLOW],
+    /// Each held packet's recirculation depth (0: as received).
+    depths: [u8; HELD_PER_FLOW],
     n_held: usize,
+}
+
+/// What a recirculated packet brings back into the flow stage.
+#[derive(Clone, Copy, Default)]
+struct RecircMeta {
+    /// The tunnel's datapath port: the packet's new `in_port`.
+    port: u32,
+    /// Tunnel metadata from the outer headers, for the key.
+    tun: TunnelMeta,
+    /// Recirculations so far, this one included.
+    depth: u8,
+}
+
+/// Inner packets tunnel pops queued, waiting for the flow stage (a fixed
+/// batch: a pop that finds it full is a counted drop).
+struct Recirc {
+    burst: MbufBurst,
+    meta: Box<[RecircMeta; MAX_BURST]>,
+}
+
+impl Recirc {
+    #[inline]
+    fn push(&mut self, m: Mbuf, meta: RecircMeta) -> Result<(), Mbuf> {
+        let i = self.burst.len();
+        self.burst.push(m)?;
+        if let Some(slot) = self.meta.get_mut(i) {
+            *slot = meta;
+        }
+        Ok(())
+    }
 }
 
 /// Per-thread state, allocated once before the loop.
@@ -130,8 +179,30 @@ struct Scratch {
     mac_scratch: Box<MacScratch>,
     cache: FlowCache<FlowActions>,
     inflight: Vec<Inflight>,
+    /// Packets tunnel pops queued for the flow stage.
+    recirc: Recirc,
+    /// While a recirculated burst is classified (`recirculating`): each
+    /// packet's port, tunnel metadata and depth.
+    cur: Box<[RecircMeta; MAX_BURST]>,
+    recirculating: bool,
+    /// What a tunnel pop to each port checks (see [`PmdContext::tunnels`]).
+    tunnels: Vec<Option<TunnelPortInfo>>,
+    /// This PMD's index (upcalls name it).
+    pmd: usize,
     tsc_hz: u64,
     now: u64,
+}
+
+/// What running actions on a packet reaches: counters, the mempool for
+/// copies, the tx buffers and queues, the recirculation batch and the tunnel
+/// ports.
+struct Exec<'a> {
+    stats: &'a PmdStats,
+    pool: &'a Mempool,
+    txbufs: &'a mut [TxBuffer],
+    txqs: &'a mut [Box<dyn TxPort>],
+    recirc: &'a mut Recirc,
+    tunnels: &'a [Option<TunnelPortInfo>],
 }
 
 /// Simple MAC match: each packet's key, addresses and MAC table slot, between
@@ -161,6 +232,14 @@ pub fn run(mut ctx: PmdContext, stop: &AtomicBool) {
         }),
         cache: FlowCache::new(emc_entries, emc_inv),
         inflight: Vec::with_capacity(MAX_INFLIGHT),
+        recirc: Recirc {
+            burst: MbufBurst::new(),
+            meta: Box::new([RecircMeta::default(); MAX_BURST]),
+        },
+        cur: Box::new([RecircMeta::default(); MAX_BURST]),
+        recirculating: false,
+        tunnels: std::mem::take(&mut ctx.tunnels),
+        pmd: ctx.id,
         tsc_hz: dpdk_ffi::tsc_hz().max(1),
         now: rdtsc(),
     };
@@ -274,7 +353,7 @@ fn iteration(ctx: &mut PmdContext, s: &mut Scratch, n: u64) -> usize {
         match ctx.forward.lookup(a.port_no as u32) {
             Some(out) => static_stage(stats, &mut ctx.txqs, s, a.port_no, out as usize, n),
             None => match &ctx.flows {
-                Some(f) => flow_stage(stats, f, &mut ctx.txqs, s, a.port_no, ctx.id, n),
+                Some(f) => flow_stage(stats, f, &mut ctx.txqs, s, a.port_no, n),
                 None => {
                     no_forward(stats, &mut s.burst, a.port_no, n);
                 }
@@ -369,7 +448,8 @@ impl Prefetch for CpuPrefetch {
 }
 
 /// The flow stage: simple match when the port allows it; else parse, look up
-/// (EMC when it pays, then classifier), execute; upcall misses.
+/// (EMC when it pays, then classifier), execute; upcall misses. Then the
+/// packets tunnel pops queued, if any.
 /// Kept out of line: inlined into the iteration it crowds the static stage's
 /// registers (`perf p2p`: stack spills in the burst move, 0.91 -> 0.84 of testpmd).
 #[inline(never)]
@@ -379,7 +459,6 @@ fn flow_stage(
     txqs: &mut [Box<dyn TxPort>],
     s: &mut Scratch,
     in_port: usize,
-    pmd: usize,
     n: usize,
 ) {
     let n = n.min(MAX_BURST);
@@ -390,12 +469,33 @@ fn flow_stage(
     };
     if done {
         s.burst.clear();
-        return;
+    } else {
+        full_path::<false>(stats, f, txqs, s, in_port, n);
     }
+    if !s.recirc.burst.is_empty() {
+        recirculate(stats, f, txqs, s);
+    }
+}
+
+/// The full path over the burst in `s.burst`: parse, look up, execute, upcall
+/// misses. `RECIRC`: the burst is one of recirculated packets, each with its
+/// own input port (a tunnel's), tunnel metadata and depth in `s.cur`, already
+/// counted as received (by the pop); else every packet came in on `in_port`.
+#[inline(always)]
+fn full_path<const RECIRC: bool>(
+    stats: &PmdStats,
+    f: &FlowStage,
+    txqs: &mut [Box<dyn TxPort>],
+    s: &mut Scratch,
+    in_port: usize,
+    n: usize,
+) {
     let mut bytes = 0u64;
     let mut runts = 0u64;
     for i in 0..n {
-        bytes += u64::from(s.burst.pkt_len(i));
+        if !RECIRC {
+            bytes += u64::from(s.burst.pkt_len(i));
+        }
         let Some(key) = s.keys.get_mut(i) else {
             continue;
         };
@@ -412,8 +512,14 @@ fn flow_stage(
             };
             continue;
         }
-        if let Some(e) = parse(data, in_port as u32, key) {
+        let cur = if RECIRC { s.cur.get(i).copied() } else { None };
+        let port = cur.map_or(in_port as u32, |c| c.port);
+        if let Some(e) = parse(data, port, key) {
             stats.parse_error(e);
+        }
+        if let Some(c) = cur {
+            // After the parse, which zeroes the metadata.
+            c.tun.to_key(key);
         }
     }
     // Hashing in a second pass: reading a key's words right after the parser wrote
@@ -429,7 +535,9 @@ fn flow_stage(
             *h = emc_hash(&s.burst, i, key);
         }
     }
-    count_rx(stats, in_port, n, bytes);
+    if !RECIRC {
+        count_rx(stats, in_port, n, bytes);
+    }
     let (Some(keys), Some(hashes), Some(hits)) =
         (s.keys.get(..n), s.hashes.get(..n), s.hits.get_mut(..n))
     else {
@@ -461,12 +569,35 @@ fn flow_stage(
         if m.data().len() < ETH_HEADER_LEN {
             continue; // runt, counted above; freed here
         }
-        miss(stats, f, s, pmd, hash, key, m);
+        let depth = if RECIRC {
+            s.cur.get(i).map_or(0, |c| c.depth)
+        } else {
+            0
+        };
+        miss(stats, f, s, hash, key, m, depth);
     }
     if runts > 0 {
         stats.count_drop(DropReason::Runt, runts);
     }
     s.burst.clear();
+}
+
+/// Classifies the packets tunnel pops queued, by the full path, as received
+/// on their tunnel's port; what they pop in turn goes round again. Ends: a
+/// packet's depth grows by one a round and pops beyond [`MAX_RECIRC_DEPTH`]
+/// are dropped. Called between bursts, when `s.burst` is empty.
+#[inline(never)]
+fn recirculate(stats: &PmdStats, f: &FlowStage, txqs: &mut [Box<dyn TxPort>], s: &mut Scratch) {
+    s.burst.clear();
+    while !s.recirc.burst.is_empty() {
+        std::mem::swap(&mut s.burst, &mut s.recirc.burst);
+        std::mem::swap(&mut s.cur, &mut s.recirc.meta);
+        let n = s.burst.len();
+        stats.recirculations.add(n as u64);
+        s.recirculating = true;
+        full_path::<true>(stats, f, txqs, s, 0, n);
+        s.recirculating = false;
+    }
 }
 
 /// A run of consecutive packets of a burst in one megaflow.
@@ -753,25 +884,42 @@ fn execute_run(
             let Some(flow) = s.cache.get(run.flow) else {
                 return;
             };
+            let mut x = Exec {
+                stats,
+                pool: &f.pool,
+                txbufs: &mut s.txbufs,
+                txqs,
+                recirc: &mut s.recirc,
+                tunnels: &s.tunnels,
+            };
+            let (actions, last) = (flow.actions.actions(), flow.actions.last_output());
             for k in i..j {
                 if let Some(m) = s.burst.take(k) {
-                    execute(stats, &f.pool, &flow.actions, m, &mut s.txbufs, txqs);
+                    let depth = if s.recirculating {
+                        s.cur.get(k).map_or(0, |c| c.depth)
+                    } else {
+                        0
+                    };
+                    execute(&mut x, actions, last, m, depth);
                 }
             }
         }
     }
 }
 
+/// A packet no megaflow took (`depth`: its recirculations so far): held behind
+/// its flow's upcall in flight, or upcalled.
 #[cold]
 fn miss(
     stats: &PmdStats,
     f: &FlowStage,
     s: &mut Scratch,
-    pmd: usize,
     hash: u32,
     key: FlowKey,
     m: Mbuf,
+    depth: u8,
 ) {
+    let pmd = s.pmd;
     if let Some(e) = s
         .inflight
         .iter_mut()
@@ -780,6 +928,9 @@ fn miss(
         match e.held.get_mut(e.n_held) {
             Some(slot) => {
                 *slot = Some(m);
+                if let Some(d) = e.depths.get_mut(e.n_held) {
+                    *d = depth;
+                }
                 e.n_held += 1;
                 stats.upcalls_coalesced.add(1);
             }
@@ -792,15 +943,20 @@ fn miss(
     // flow's upcall may cover this one before its own answer comes back. Only
     // when every in-flight slot is taken does it ride along with the upcall.
     // Slow-protocol frames (LACPDUs, ethertype 0x8809) are consumed by the
-    // slow path, which reads them: they go with their upcall.
+    // slow path, which reads them: they go with their upcall (and come back
+    // with the install at depth 0: a loop of tunnels through the slow path is
+    // bounded by the upcalls it takes).
     let packet = if s.inflight.len() < MAX_INFLIGHT && key.dl_type != ETH_TYPE_SLOW {
         let mut held: [Option<Mbuf>; HELD_PER_FLOW] = std::array::from_fn(|_| None);
         held[0] = Some(m);
+        let mut depths = [0; HELD_PER_FLOW];
+        depths[0] = depth;
         s.inflight.push(Inflight {
             hash,
             key,
             since: s.now,
             held,
+            depths,
             n_held: 1,
         });
         None
@@ -822,29 +978,45 @@ fn miss(
     }
 }
 
-/// Runs a megaflow's actions on one packet: set/push/pop in place, copies to every
-/// output but the last, the packet itself to the last.
+/// Runs actions on one packet (`depth`: its recirculations so far):
+/// set/push/pop in place, copies to every taker (output, tunnel push or pop)
+/// but the last, which `last` names; the packet itself goes to that one.
 #[inline]
-fn execute(
-    stats: &PmdStats,
-    pool: &Mempool,
-    actions: &FlowActions,
-    mut m: Mbuf,
-    txbufs: &mut [TxBuffer],
-    txqs: &mut [Box<dyn TxPort>],
-) {
-    let last = actions.last_output();
-    for (ai, a) in actions.actions().iter().enumerate() {
+fn execute(x: &mut Exec<'_>, actions: &[DpAction], last: Option<usize>, mut m: Mbuf, depth: u8) {
+    for (ai, a) in actions.iter().enumerate() {
         match a {
             DpAction::Output(port) => {
                 let port = *port as usize;
                 if Some(ai) == last {
-                    push_tx(stats, port, m, txbufs, txqs);
+                    push_tx(x.stats, port, m, x.txbufs, x.txqs);
                     return;
                 }
-                match m.copy(pool) {
-                    Some(c) => push_tx(stats, port, c, txbufs, txqs),
-                    None => stats.count_drop(DropReason::NoMbuf, 1),
+                match m.copy(x.pool) {
+                    Some(c) => push_tx(x.stats, port, c, x.txbufs, x.txqs),
+                    None => x.stats.count_drop(DropReason::NoMbuf, 1),
+                }
+            }
+            DpAction::TunnelPush {
+                header,
+                actions: nested,
+            } => {
+                if Some(ai) == last {
+                    tunnel_push(x, header, nested, m, depth);
+                    return;
+                }
+                match m.copy(x.pool) {
+                    Some(c) => tunnel_push(x, header, nested, c, depth),
+                    None => x.stats.count_drop(DropReason::NoMbuf, 1),
+                }
+            }
+            DpAction::TunnelPop(port) => {
+                if Some(ai) == last {
+                    tunnel_pop(x, *port, m, depth);
+                    return;
+                }
+                match m.copy(x.pool) {
+                    Some(c) => tunnel_pop(x, *port, c, depth),
+                    None => x.stats.count_drop(DropReason::NoMbuf, 1),
                 }
             }
             DpAction::PushVlan { tpid, tci } => {
@@ -859,19 +1031,101 @@ fn execute(
                     m.adj(VLAN_HEADER_LEN as u16);
                 }
             }
-            DpAction::Controller { .. } => stats.count_drop(DropReason::Controller, 1),
-            // Not yet executed here (issue 7 in progress): the packet is dropped.
-            DpAction::SetTunnel { .. }
-            | DpAction::TunnelPush { .. }
-            | DpAction::TunnelPop(_)
-            | DpAction::Drop => {}
+            DpAction::Controller { .. } => x.stats.count_drop(DropReason::Controller, 1),
+            // Tunnel metadata for a push is folded into the push's header by
+            // translation: nothing to do per packet.
+            DpAction::SetTunnel { .. } | DpAction::Drop => {}
             set => {
                 apply_set(set, m.data_mut());
             }
         }
     }
     // No output took the packet.
-    stats.count_drop(DropReason::FlowDrop, 1);
+    x.stats.count_drop(DropReason::FlowDrop, 1);
+}
+
+/// Tunnel push: `header` into the mbuf's headroom, the per-packet fields
+/// filled, then `nested` (the underlay's actions) on the outer packet.
+#[inline]
+fn tunnel_push(
+    x: &mut Exec<'_>,
+    header: &TunnelHeader,
+    nested: &[DpAction],
+    mut m: Mbuf,
+    depth: u8,
+) {
+    // The inner flow's hash for the UDP source port: the NIC's RSS hash when
+    // the port gave one, else one of the inner headers, the same for a flow on
+    // every path (a pop clears the outer packet's RSS hash).
+    let hash = match m.rss_hash() {
+        Some(h) => h,
+        None => inner_flow_hash(m.data()),
+    };
+    if m.nb_segs() != 1 {
+        x.stats.count_drop(DropReason::TnlPushError, 1);
+        return;
+    }
+    let hlen = header.len();
+    if !u16::try_from(hlen).is_ok_and(|h| m.prepend(h)) {
+        x.stats.count_drop(DropReason::TnlPushHeadroom, 1);
+        return;
+    }
+    let data = m.data_mut();
+    if let Some(dst) = data.get_mut(..hlen) {
+        dst.copy_from_slice(header.bytes());
+    }
+    if !finish_push(data, header, hash) {
+        x.stats.count_drop(DropReason::TnlPushError, 1);
+        return;
+    }
+    execute(x, nested, last_taker(nested), m, depth);
+}
+
+/// Tunnel pop: checks the outer headers for tunnel port `port`, strips them
+/// and queues the inner frame for recirculation as received on `port`.
+#[inline]
+fn tunnel_pop(x: &mut Exec<'_>, port: u32, mut m: Mbuf, depth: u8) {
+    let Some(info) = x.tunnels.get(port as usize).copied().flatten() else {
+        x.stats.count_drop(DropReason::TnlPopNotTunnelPort, 1);
+        return;
+    };
+    if depth >= MAX_RECIRC_DEPTH {
+        x.stats.count_drop(DropReason::RecircDepth, 1);
+        return;
+    }
+    let p = match pipeline::tunnel::pop(m.data(), info) {
+        Ok(p) => p,
+        Err(e) => {
+            x.stats.count_drop(DropReason::tnl_pop(e), 1);
+            return;
+        }
+    };
+    // The outer headers lie in the first segment (pop read only that); the
+    // tail is Ethernet padding after the IPv4 packet.
+    let tail = (m.pkt_len() as usize).saturating_sub(p.hlen + p.inner_len);
+    let stripped = match (u16::try_from(p.hlen), u16::try_from(tail)) {
+        (Ok(h), Ok(t)) => m.adj(h) && (t == 0 || m.trim(t)),
+        _ => false,
+    };
+    if !stripped {
+        x.stats.count_drop(DropReason::TnlPopTruncated, 1);
+        return;
+    }
+    m.clear_rss_hash();
+    let meta = RecircMeta {
+        port,
+        tun: p.meta,
+        depth: depth + 1,
+    };
+    match x.recirc.push(m, meta) {
+        Ok(()) => {
+            if let Some(pc) = x.stats.port(port as usize) {
+                pc.rx_packets.add(1);
+                pc.rx_bytes.add(p.inner_len as u64);
+            }
+        }
+        Err(_dropped) => x.stats.count_drop(DropReason::RecircFull, 1),
+    }
 }
 
 #[inline]
@@ -909,9 +1163,10 @@ fn apply_commands(ctx: &mut PmdContext, s: &mut Scratch) {
                 port_no,
                 txq,
                 rxqs,
+                tunnel,
                 done,
             } => {
-                add_port(ctx, s, port_no, txq, rxqs);
+                add_port(ctx, s, port_no, txq, rxqs, tunnel);
                 let _ = done.try_send(());
             }
             PmdCommand::RemovePort { port_no, done } => {
@@ -922,6 +1177,12 @@ fn apply_commands(ctx: &mut PmdContext, s: &mut Scratch) {
                 let Some(f) = &ctx.flows else { return };
                 apply_command(&ctx.stats, f, &mut ctx.txqs, s, cmd);
             }
+        }
+    }
+    // What the executed packets popped.
+    if !s.recirc.burst.is_empty() {
+        if let Some(f) = &ctx.flows {
+            recirculate(&ctx.stats, f, &mut ctx.txqs, s);
         }
     }
 }
@@ -935,7 +1196,14 @@ fn add_port(
     port_no: usize,
     txq: Box<dyn TxPort>,
     rxqs: Vec<AssignedRxq>,
+    tunnel: Option<TunnelPortInfo>,
 ) {
+    if s.tunnels.len() <= port_no {
+        s.tunnels.resize(port_no + 1, None);
+    }
+    if let Some(t) = s.tunnels.get_mut(port_no) {
+        *t = tunnel;
+    }
     while ctx.txqs.len() <= port_no {
         ctx.txqs.push(Box::new(ClosedTx));
     }
@@ -957,6 +1225,9 @@ fn remove_port(ctx: &mut PmdContext, s: &mut Scratch, port_no: usize) {
             flush_port(&ctx.stats, port_no, txq.as_mut(), buf);
         }
         *txq = Box::new(ClosedTx);
+    }
+    if let Some(t) = s.tunnels.get_mut(port_no) {
+        *t = None;
     }
     ctx.rxqs.retain(|a| a.port_no != port_no);
     if let Some(c) = ctx.stats.port(port_no) {
@@ -999,9 +1270,18 @@ fn apply_command(
                     .zip(key.words())
                     .all(|((a, m), b)| a & m == b & m)
             };
+            let mut x = Exec {
+                stats,
+                pool: &f.pool,
+                txbufs: &mut s.txbufs,
+                txqs,
+                recirc: &mut s.recirc,
+                tunnels: &s.tunnels,
+            };
+            let (acts, last) = (actions.actions(), actions.last_output());
             if let Some(m) = packet {
                 fstats.credit(1, u64::from(m.pkt_len()), s.now, 0);
-                execute(stats, &f.pool, &actions, m, &mut s.txbufs, txqs);
+                execute(&mut x, acts, last, m, 0);
             }
             // Flows the megaflow covers: their held packets, each flow in order.
             let mut i = s.inflight.len();
@@ -1011,14 +1291,25 @@ fn apply_command(
                     continue;
                 }
                 let mut e = s.inflight.swap_remove(i);
-                for m in e.held.iter_mut().take(e.n_held).filter_map(Option::take) {
-                    fstats.credit(1, u64::from(m.pkt_len()), s.now, 0);
-                    execute(stats, &f.pool, &actions, m, &mut s.txbufs, txqs);
+                let n_held = e.n_held;
+                for (slot, &depth) in e.held.iter_mut().zip(&e.depths).take(n_held) {
+                    if let Some(m) = slot.take() {
+                        fstats.credit(1, u64::from(m.pkt_len()), s.now, 0);
+                        execute(&mut x, acts, last, m, depth);
+                    }
                 }
             }
         }
         PmdCommand::Execute { actions, packet } => {
-            execute(stats, &f.pool, &actions, packet, &mut s.txbufs, txqs);
+            let mut x = Exec {
+                stats,
+                pool: &f.pool,
+                txbufs: &mut s.txbufs,
+                txqs,
+                recirc: &mut s.recirc,
+                tunnels: &s.tunnels,
+            };
+            execute(&mut x, actions.actions(), actions.last_output(), packet, 0);
         }
         PmdCommand::Remove { mask, key } => {
             s.cache.remove(&mask, &key);

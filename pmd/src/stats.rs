@@ -8,6 +8,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use pipeline::tunnel::PopError;
 use pipeline::ParseError;
 
 /// One single-writer counter.
@@ -66,10 +67,55 @@ pub enum DropReason {
     Controller,
     /// No mbuf for a copy (output to several ports).
     NoMbuf,
+    /// A tunnel push found too little headroom for the outer headers (the
+    /// mbuf has 128 bytes; a Geneve header with long options needs more).
+    TnlPushHeadroom,
+    /// A tunnel push on a packet of several segments, or whose outer IPv4
+    /// packet would exceed 65535 bytes.
+    TnlPushError,
+    /// A tunnel pop names a port that is not a tunnel port.
+    TnlPopNotTunnelPort,
+    /// Tunnel pop: shorter than its outer headers say.
+    TnlPopTruncated,
+    /// Tunnel pop: not IPv4.
+    TnlPopNotIpv4,
+    /// Tunnel pop: an IPv4 fragment.
+    TnlPopFragment,
+    /// Tunnel pop: wrong outer IPv4 header checksum.
+    TnlPopIpChecksum,
+    /// Tunnel pop: bad IHL or total length.
+    TnlPopIpLength,
+    /// Tunnel pop: not UDP (VXLAN, Geneve) or GRE (GRE).
+    TnlPopProtocol,
+    /// Tunnel pop: UDP destination port not the tunnel port's.
+    TnlPopUdpPort,
+    /// Tunnel pop: UDP length disagrees with the IPv4 length.
+    TnlPopUdpLength,
+    /// Tunnel pop: wrong UDP checksum.
+    TnlPopUdpChecksum,
+    /// Tunnel pop: VXLAN flags not just the I bit, or reserved bits set.
+    TnlPopVxlanFlags,
+    /// Tunnel pop: GRE version or reserved flags (routing, ...) set.
+    TnlPopGreHeader,
+    /// Tunnel pop: GRE protocol not Ethernet (0x6558).
+    TnlPopGreProtocol,
+    /// Tunnel pop: wrong GRE checksum.
+    TnlPopGreChecksum,
+    /// Tunnel pop: Geneve version not 0.
+    TnlPopGeneveVersion,
+    /// Tunnel pop: Geneve protocol not Ethernet (0x6558).
+    TnlPopGeneveProtocol,
+    /// Tunnel pop: Geneve options past the end of the packet.
+    TnlPopGeneveOptions,
+    /// A tunnel pop on a packet already recirculated
+    /// [`crate::poll_loop::MAX_RECIRC_DEPTH`] times (a loop of tunnels).
+    RecircDepth,
+    /// A tunnel pop found the PMD's recirculation batch full.
+    RecircFull,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 30;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
         DropReason::NoForward,
@@ -80,7 +126,52 @@ impl DropReason {
         DropReason::UpcallTimeout,
         DropReason::Controller,
         DropReason::NoMbuf,
+        DropReason::TnlPushHeadroom,
+        DropReason::TnlPushError,
+        DropReason::TnlPopNotTunnelPort,
+        DropReason::TnlPopTruncated,
+        DropReason::TnlPopNotIpv4,
+        DropReason::TnlPopFragment,
+        DropReason::TnlPopIpChecksum,
+        DropReason::TnlPopIpLength,
+        DropReason::TnlPopProtocol,
+        DropReason::TnlPopUdpPort,
+        DropReason::TnlPopUdpLength,
+        DropReason::TnlPopUdpChecksum,
+        DropReason::TnlPopVxlanFlags,
+        DropReason::TnlPopGreHeader,
+        DropReason::TnlPopGreProtocol,
+        DropReason::TnlPopGreChecksum,
+        DropReason::TnlPopGeneveVersion,
+        DropReason::TnlPopGeneveProtocol,
+        DropReason::TnlPopGeneveOptions,
+        DropReason::RecircDepth,
+        DropReason::RecircFull,
     ];
+
+    /// The drop reason of a refused tunnel pop.
+    #[inline]
+    pub fn tnl_pop(e: PopError) -> DropReason {
+        match e {
+            PopError::NotTunnelPort => DropReason::TnlPopNotTunnelPort,
+            PopError::Truncated => DropReason::TnlPopTruncated,
+            PopError::NotIpv4 => DropReason::TnlPopNotIpv4,
+            PopError::Fragment => DropReason::TnlPopFragment,
+            PopError::IpChecksum => DropReason::TnlPopIpChecksum,
+            PopError::IpLength => DropReason::TnlPopIpLength,
+            PopError::Protocol => DropReason::TnlPopProtocol,
+            PopError::UdpPort => DropReason::TnlPopUdpPort,
+            PopError::UdpLength => DropReason::TnlPopUdpLength,
+            PopError::UdpChecksum => DropReason::TnlPopUdpChecksum,
+            PopError::VxlanFlags => DropReason::TnlPopVxlanFlags,
+            PopError::GreHeader => DropReason::TnlPopGreHeader,
+            PopError::GreProtocol => DropReason::TnlPopGreProtocol,
+            PopError::GreChecksum => DropReason::TnlPopGreChecksum,
+            PopError::GeneveVersion => DropReason::TnlPopGeneveVersion,
+            PopError::GeneveProtocol => DropReason::TnlPopGeneveProtocol,
+            PopError::GeneveOptions => DropReason::TnlPopGeneveOptions,
+        }
+    }
 
     #[inline]
     pub fn index(self) -> usize {
@@ -99,6 +190,27 @@ impl DropReason {
             DropReason::UpcallTimeout => "upcall_timeout",
             DropReason::Controller => "controller",
             DropReason::NoMbuf => "no_mbuf",
+            DropReason::TnlPushHeadroom => "tnl_push_headroom",
+            DropReason::TnlPushError => "tnl_push_error",
+            DropReason::TnlPopNotTunnelPort => "tnl_pop_not_tunnel_port",
+            DropReason::TnlPopTruncated => "tnl_pop_truncated",
+            DropReason::TnlPopNotIpv4 => "tnl_pop_not_ipv4",
+            DropReason::TnlPopFragment => "tnl_pop_fragment",
+            DropReason::TnlPopIpChecksum => "tnl_pop_ip_csum",
+            DropReason::TnlPopIpLength => "tnl_pop_ip_len",
+            DropReason::TnlPopProtocol => "tnl_pop_protocol",
+            DropReason::TnlPopUdpPort => "tnl_pop_udp_port",
+            DropReason::TnlPopUdpLength => "tnl_pop_udp_len",
+            DropReason::TnlPopUdpChecksum => "tnl_pop_udp_csum",
+            DropReason::TnlPopVxlanFlags => "tnl_pop_vxlan_flags",
+            DropReason::TnlPopGreHeader => "tnl_pop_gre_header",
+            DropReason::TnlPopGreProtocol => "tnl_pop_gre_protocol",
+            DropReason::TnlPopGreChecksum => "tnl_pop_gre_csum",
+            DropReason::TnlPopGeneveVersion => "tnl_pop_geneve_version",
+            DropReason::TnlPopGeneveProtocol => "tnl_pop_geneve_protocol",
+            DropReason::TnlPopGeneveOptions => "tnl_pop_geneve_options",
+            DropReason::RecircDepth => "recirc_depth",
+            DropReason::RecircFull => "recirc_full",
         }
     }
 }
@@ -153,6 +265,9 @@ pub struct PmdStats {
     pub upcalls: Counter,
     /// Packets of a flow already upcalled, held until its megaflow arrives.
     pub upcalls_coalesced: Counter,
+    /// Inner packets a tunnel pop sent through the flow stage again (OVS's
+    /// "packet recirculations").
+    pub recirculations: Counter,
     /// Megaflows installed by the management thread (a gauge, set by the PMD).
     pub megaflows: Counter,
     pub drops: [Counter; DropReason::COUNT],
@@ -176,6 +291,7 @@ impl PmdStats {
             subtable_probes: Counter::default(),
             upcalls: Counter::default(),
             upcalls_coalesced: Counter::default(),
+            recirculations: Counter::default(),
             megaflows: Counter::default(),
             drops: Default::default(),
             parse_errors: std::array::from_fn(|_| Counter::default()),
@@ -199,5 +315,26 @@ impl PmdStats {
 
     pub fn port(&self, port_no: usize) -> Option<&PortCounters> {
         self.ports.get(port_no)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_is_listed_once_with_its_own_name() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+        }
+        let names: std::collections::HashSet<&str> =
+            DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), DropReason::COUNT);
+        for e in PopError::ALL {
+            assert_eq!(
+                DropReason::tnl_pop(e).as_str(),
+                format!("tnl_pop_{}", e.as_str())
+            );
+        }
     }
 }

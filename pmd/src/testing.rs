@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use dpdk_ffi::{Eal, EthPort, Mbuf, Mempool, Ring};
 
 use crate::datapath::{PortKind, PortSpec};
-use crate::port::{DpdkPort, Port};
+use crate::port::{DpdkPort, Port, TunnelPort};
 use crate::stats::{DropReason, PmdStats};
 
 /// Initialises the EAL of this test process: no hugepages, no PCI, a
@@ -73,6 +73,27 @@ pub fn ring_ports(
         ports.push((spec, Arc::new(DpdkPort::from_eth(eth))));
     }
     (rings, ports)
+}
+
+/// A tunnel's datapath port (no device) named `name` in bridge `br0`, for a
+/// test datapath with one PMD: push it after [`ring_ports`]' ports; its
+/// datapath number is its position.
+pub fn tunnel_port(
+    name: &str,
+    ofport: u32,
+    kind: pipeline::tunnel::TunnelKind,
+    dst_port: u16,
+) -> (PortSpec, Arc<dyn Port>) {
+    let spec = PortSpec {
+        bridge: "br0".into(),
+        name: name.into(),
+        ofport,
+        devargs: String::new(),
+        n_rxq: 0,
+        kind: PortKind::Tunnel { kind, dst_port },
+        rxq_affinity: Vec::new(),
+    };
+    (spec, Arc::new(TunnelPort::new(kind.name(), 1)))
 }
 
 /// The spec of a test datapath over `ports`: one PMD on [`pmd_cpu`], bursts of 32,

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use dpdk_ffi::Mbuf;
 use pipeline::actions::DpAction;
 use pipeline::flow_cache::FlowStats;
+use pipeline::tunnel::TunnelPortInfo;
 use pipeline::FlowKey;
 
 use crate::poll_loop::AssignedRxq;
@@ -36,8 +37,8 @@ pub struct Upcall {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowActions {
     actions: Vec<DpAction>,
-    /// Index of the last `Output`: the packet itself goes there, earlier outputs get
-    /// copies.
+    /// Index of the last action that takes the packet (`Output`, `TunnelPush`,
+    /// `TunnelPop`): the packet itself goes there, earlier ones get copies.
     last_output: Option<usize>,
     /// The port, when the actions are just one output (the common case, taken
     /// without dispatching on each action).
@@ -52,9 +53,7 @@ impl pipeline::flow_cache::CacheActions for FlowActions {
 
 impl FlowActions {
     pub fn new(actions: Vec<DpAction>) -> FlowActions {
-        let last_output = actions
-            .iter()
-            .rposition(|a| matches!(a, DpAction::Output(_)));
+        let last_output = last_taker(&actions);
         let single_output = match actions.as_slice() {
             [DpAction::Output(p)] => Some(*p),
             _ => None,
@@ -74,9 +73,23 @@ impl FlowActions {
         &self.actions
     }
 
+    /// Index of the last action that takes the packet (an output, a tunnel
+    /// push or pop); the actions before it that take it get copies.
     pub fn last_output(&self) -> Option<usize> {
         self.last_output
     }
+}
+
+/// Index of the last action of `actions` that takes the packet itself
+/// (`Output`, `TunnelPush`, `TunnelPop`).
+#[inline]
+pub fn last_taker(actions: &[DpAction]) -> Option<usize> {
+    actions.iter().rposition(|a| {
+        matches!(
+            a,
+            DpAction::Output(_) | DpAction::TunnelPush { .. } | DpAction::TunnelPop(_)
+        )
+    })
 }
 
 /// What the management thread asks of a PMD.
@@ -104,11 +117,13 @@ pub enum PmdCommand {
     /// rule change can return only when the PMDs forward by it).
     Barrier(crossbeam_channel::Sender<()>),
     /// Starts serving a port added at runtime: this PMD's tx queue of it and the
-    /// rx queues this PMD is to poll; answers on `done` once they are in use.
+    /// rx queues this PMD is to poll (and, for a tunnel's port, what a
+    /// `tnl_pop` to it checks); answers on `done` once they are in use.
     AddPort {
         port_no: usize,
         txq: Box<dyn TxPort>,
         rxqs: Vec<AssignedRxq>,
+        tunnel: Option<TunnelPortInfo>,
         done: crossbeam_channel::Sender<()>,
     },
     /// Stops serving a port: sends what is queued for it, drops its queues (the

@@ -2,8 +2,10 @@
 //! thousands of packets are forwarded between net_ring ports, by the static stage
 //! and by the flow stage (parse, EMC/classifier, actions with a VLAN push; then the
 //! simple-match path, which skips the parse, and simple MAC match, which looks
-//! `NORMAL`'s megaflows up by the two Ethernet addresses), while
-//! the count of heap allocations (all threads) stays where it was.
+//! `NORMAL`'s megaflows up by the two Ethernet addresses; then a VXLAN tunnel
+//! push, and a VXLAN tunnel pop whose inner packets are recirculated and
+//! classified again on the tunnel's port), while the count of heap allocations
+//! (all threads) stays where it was.
 //!
 //! One test per file: EAL initialises once per process.
 
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use dpdk_ffi::{CountingAlloc, Mbuf, Mempool, Ring};
 use pipeline::actions::DpAction;
+use pipeline::tunnel::{inner_flow_hash, push, TunnelHeader, TunnelKind, TunnelSpec};
 use pipeline::FlowKey;
 use pmd::{testing, Datapath, FlowActions, FlowSpec, PmdCommand};
 
@@ -42,7 +45,14 @@ fn drain(ring: &Ring) -> u64 {
 fn steady_state_forwarding_allocates_nothing() {
     let eal = testing::eal("zero_alloc");
     let pool = Arc::new(Mempool::pktmbuf("zalloc_pool", 8191, 64, 2048 + 128).expect("mempool"));
-    let (rings, ports) = testing::ring_ports("za", 3, 4096, &pool);
+    let (rings, mut ports) = testing::ring_ports("za", 3, 4096, &pool);
+    // Datapath port 3: a VXLAN tunnel's.
+    ports.push(testing::tunnel_port(
+        "vxlan_sys_4789",
+        4,
+        TunnelKind::Vxlan,
+        4789,
+    ));
     // p0 -> p1 statically; p2 through the flow stage.
     let dspec = testing::spec(&ports, vec![(0, 1)], Some(FlowSpec::default()));
     let mut dp = Datapath::start_with_ports(&dspec, ports, pool.clone()).expect("datapath");
@@ -282,6 +292,150 @@ fn steady_state_forwarding_allocates_nothing() {
         after - before,
         0,
         "simple MAC match allocated {} times while forwarding 20000 packets",
+        after - before
+    );
+
+    // Tunnel push: every packet of p2 gets a VXLAN header and leaves by p1.
+    let header = Arc::new(
+        TunnelHeader::new(
+            TunnelSpec {
+                kind: TunnelKind::Vxlan,
+                eth_src: [0x02, 0, 0, 0, 0, 0x0a],
+                eth_dst: [0x02, 0, 0, 0, 0, 0x0b],
+                ip_src: 0xc0a8_0a01,
+                ip_dst: 0xc0a8_0a02,
+                tos: 0,
+                ttl: 64,
+                df: true,
+                dst_port: 4789,
+                key: Some(5),
+                csum: false,
+                geneve_opts: Vec::new(),
+            },
+            3,
+            1,
+        )
+        .expect("header"),
+    );
+    let mut pushed = frame.clone();
+    assert!(push(&mut pushed, &header, inner_flow_hash(&frame)));
+    let p2 = FlowKey {
+        in_port: 2,
+        ..FlowKey::default()
+    };
+    commands.send(PmdCommand::Flush).expect("flush");
+    commands
+        .send(PmdCommand::Install {
+            mask,
+            key: p2,
+            actions: Arc::new(FlowActions::new(vec![DpAction::TunnelPush {
+                header: header.clone(),
+                actions: Arc::from(vec![DpAction::Output(1)]),
+            }])),
+            stats: Arc::default(),
+            packet: None,
+        })
+        .expect("install");
+    let (tx_done, rx_done) = crossbeam_channel::bounded(1);
+    commands
+        .send(PmdCommand::Barrier(tx_done))
+        .expect("barrier");
+    rx_done
+        .recv_timeout(Duration::from_secs(10))
+        .expect("barrier passed");
+    let base = stats.tx_packets.get();
+    let before = ALLOC.allocations();
+    for round in 1..=20u64 {
+        send(&rings[4], &pool, &frame, 1000);
+        while stats.tx_packets.get() < base + round * 1000 {
+            assert!(
+                Instant::now() < deadline + Duration::from_secs(150),
+                "not forwarded (tunnel push)"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut n = 0;
+        while let Some(m) = rings[3].dequeue() {
+            assert_eq!(m.data(), pushed.as_slice(), "VXLAN-encapsulated");
+            n += 1;
+        }
+        assert_eq!(n, 1000);
+    }
+    let after = ALLOC.allocations();
+    assert_eq!(
+        after - before,
+        0,
+        "tunnel push allocated {} times while forwarding 20000 packets",
+        after - before
+    );
+
+    // Tunnel pop: p2's VXLAN packets are popped into the tunnel's port 3,
+    // recirculated, and a megaflow on port 3 and the VNI sends the inner
+    // frames out p1.
+    let tnl_mask = FlowKey {
+        in_port: u32::MAX,
+        tun_id: u64::MAX,
+        ..FlowKey::default()
+    };
+    commands.send(PmdCommand::Flush).expect("flush");
+    for (m, k, actions) in [
+        (mask, p2, vec![DpAction::TunnelPop(3)]),
+        (
+            tnl_mask,
+            FlowKey {
+                in_port: 3,
+                tun_id: 5,
+                ..FlowKey::default()
+            },
+            vec![DpAction::Output(1)],
+        ),
+    ] {
+        commands
+            .send(PmdCommand::Install {
+                mask: m,
+                key: k,
+                actions: Arc::new(FlowActions::new(actions)),
+                stats: Arc::default(),
+                packet: None,
+            })
+            .expect("install");
+    }
+    let (tx_done, rx_done) = crossbeam_channel::bounded(1);
+    commands
+        .send(PmdCommand::Barrier(tx_done))
+        .expect("barrier");
+    rx_done
+        .recv_timeout(Duration::from_secs(10))
+        .expect("barrier passed");
+    let base = stats.tx_packets.get();
+    let before = ALLOC.allocations();
+    for round in 1..=20u64 {
+        send(&rings[4], &pool, &pushed, 1000);
+        while stats.tx_packets.get() < base + round * 1000 {
+            assert!(
+                Instant::now() < deadline + Duration::from_secs(180),
+                "not forwarded (tunnel pop)"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut n = 0;
+        while let Some(m) = rings[3].dequeue() {
+            assert_eq!(m.data(), frame.as_slice(), "decapsulated");
+            n += 1;
+        }
+        assert_eq!(n, 1000);
+    }
+    let after = ALLOC.allocations();
+    assert_eq!(
+        stats.recirculations.get(),
+        20_000,
+        "every packet recirculated"
+    );
+    assert_eq!(stats.upcalls.get(), 1, "still the one upcall");
+    assert_eq!(
+        after - before,
+        0,
+        "tunnel pop and recirculation allocated {} times for 20000 packets",
         after - before
     );
 
