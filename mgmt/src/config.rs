@@ -2451,7 +2451,8 @@ name = "br-phy"
                 ("br-tun".to_string(), OFPORT_LOCAL),
             ]
         );
-        let dp: Vec<(String, String, String, Option<(TunnelKind, u16)>)> = cfg
+        type Row = (String, String, String, Option<(TunnelKind, u16)>);
+        let dp: Vec<Row> = cfg
             .datapath_ports()
             .into_iter()
             .map(|p| (p.bridge, p.port.name, p.port.port_type, p.tunnel))

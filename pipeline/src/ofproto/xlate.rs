@@ -1178,6 +1178,44 @@ impl<'a> Ctx<'_, 'a, '_, '_> {
             self.warn("Not tunneling to our own address");
             return;
         }
+        // What the header takes from the packet, read whatever the route and
+        // neighbor say: the megaflow's mask then stays the same when they
+        // change, and revalidation updates it in place.
+        let key = match c.out_key {
+            TnlKey::Absent => None,
+            TnlKey::Fixed(k) => Some(k),
+            TnlKey::Flow => {
+                self.wc.tun_id = u64::MAX;
+                Some(self.flow.tun_id)
+            }
+        };
+        let ip = self.flow.is_ip();
+        let mut tos = match c.tos {
+            TnlInherit::Fixed(t) => t,
+            TnlInherit::Inherit if ip => {
+                self.wc.nw_tos |= 0xfc;
+                self.flow.nw_tos & 0xfc
+            }
+            TnlInherit::Inherit => 0,
+        };
+        if ip {
+            // ECN follows the inner packet; CE goes out as ECT(0).
+            self.wc.nw_tos |= 0x03;
+            let ecn = self.flow.nw_tos & 0x03;
+            tos = (tos & 0xfc) | if ecn == 0x03 { 0x02 } else { ecn };
+        }
+        let ttl = match c.ttl {
+            TnlInherit::Fixed(t) => t,
+            TnlInherit::Inherit if ip => {
+                self.wc.nw_ttl = u8::MAX;
+                self.flow.nw_ttl
+            }
+            TnlInherit::Inherit => DEFAULT_TTL,
+        };
+        // The packet as it is now is what gets encapsulated (its tunnel
+        // metadata goes into the header): committed first, as OVS commits
+        // before any output, whatever the route says.
+        self.commit_headers(false);
         let Some(env) = self.env.as_deref_mut() else {
             self.warn("native tunnel routing failed (no route table)");
             self.tnl.no_route += 1;
@@ -1226,37 +1264,6 @@ impl<'a> Ctx<'_, 'a, '_, '_> {
             self.tnl.neighbor_miss += 1;
             return;
         };
-        let key = match c.out_key {
-            TnlKey::Absent => None,
-            TnlKey::Fixed(k) => Some(k),
-            TnlKey::Flow => {
-                self.wc.tun_id = u64::MAX;
-                Some(self.flow.tun_id)
-            }
-        };
-        let ip = self.flow.is_ip();
-        let mut tos = match c.tos {
-            TnlInherit::Fixed(t) => t,
-            TnlInherit::Inherit if ip => {
-                self.wc.nw_tos |= 0xfc;
-                self.flow.nw_tos & 0xfc
-            }
-            TnlInherit::Inherit => 0,
-        };
-        if ip {
-            // ECN follows the inner packet; CE goes out as ECT(0).
-            self.wc.nw_tos |= 0x03;
-            let ecn = self.flow.nw_tos & 0x03;
-            tos = (tos & 0xfc) | if ecn == 0x03 { 0x02 } else { ecn };
-        }
-        let ttl = match c.ttl {
-            TnlInherit::Fixed(t) => t,
-            TnlInherit::Inherit if ip => {
-                self.wc.nw_ttl = u8::MAX;
-                self.flow.nw_ttl
-            }
-            TnlInherit::Inherit => DEFAULT_TTL,
-        };
         let spec = TunnelSpec {
             kind: c.kind,
             eth_src: route.mac,
@@ -1287,9 +1294,6 @@ impl<'a> Ctx<'_, 'a, '_, '_> {
             text::mac(&dmac),
             Ipv4Addr::from(remote)
         ));
-        // The inner packet as it is now is what gets encapsulated; its tunnel
-        // metadata is in the header.
-        self.commit_headers(false);
         let Some(actions) = self.underlay(ubr, outer) else {
             return;
         };
