@@ -40,6 +40,20 @@
 //! depends on the MAC table of every bridge whose `NORMAL` it reached; rule
 //! changes revalidate every megaflow, whatever bridge it entered on.
 //!
+//! Tunnel ports (`vxlan`, `gre`, `geneve`) are OpenFlow ports without a device
+//! ([`Bridge::tunnels`]); native tunneling asks the route and neighbor tables
+//! given by [`Ofproto::set_tunnel_env`] (lock order: this slow path first, then
+//! the environment):
+//! - an upcall on a tunnel's shared datapath port is mapped to its OpenFlow
+//!   tunnel port by the tunnel metadata (`tnl::receive`, OVS's
+//!   `tnl_port_receive`); none: a counted drop megaflow;
+//! - translations push and pop (`pipeline::ofproto::xlate`); megaflows whose
+//!   translation consulted the environment are revalidated when its
+//!   generation moves, those waiting for a neighbor every period;
+//! - the ARP requests the environment queues are sent as packet-outs from the
+//!   route's internal port after each batch and period
+//!   ([`Ofproto::revalidate_pending`]).
+//!
 //! A new bridge holds OVS's default flow, `priority=0 actions=NORMAL`
 //! ([`DEFAULT_FLOW`]); flows added with the same match and priority replace it
 //! and `del-flows` removes it, as in OVS.

@@ -632,3 +632,58 @@ fn tunnel_ports_show_as_ovs_vsctl_shows_them() {
                 options: {in_key=flow, out_key=flow, remote_ip="172.168.1.3"}"#
     );
 }
+
+#[test]
+fn tunnel_ports_come_and_go_at_runtime() {
+    use pipeline::ofproto::normal::VlanMode;
+    use pipeline::ofproto::tnl::TunnelPortConfig;
+    use pipeline::tunnel::TunnelKind;
+
+    let rec = Recorder::default();
+    let (mut o, _env) = slow_path(&rec);
+    // A packet from an endpoint no port has: dropped.
+    let mut k = remote_reply();
+    k.tun_src = ip("172.168.1.9");
+    o.handle_upcall(0, k, ());
+    let mf = "tun_id=0x1388,tun_src=172.168.1.9,tun_dst=172.168.1.1,in_port=6";
+    assert_eq!(rec.take(), [format!("install pmd0 {mf} -> drop +pkt")]);
+
+    // A port for it joins the shared datapath port: the drop megaflow goes
+    // (the port's translation reads more than it matched).
+    assert_eq!(o.tunnel_odp(TunnelKind::Vxlan, 4789), Some(6));
+    assert_eq!(o.tunnel_odp(TunnelKind::Gre, 0), None);
+    let c = TunnelPortConfig::from_options(
+        TunnelKind::Vxlan,
+        [("remote_ip", "172.168.1.9"), ("key", "flow")],
+    )
+    .unwrap();
+    o.add_tunnel_port("br-tun", "vx9", 9, 6, c.clone(), VlanMode::default())
+        .unwrap();
+    assert_eq!(rec.take(), [format!("remove pmd0 {mf}")]);
+    let e = o
+        .add_tunnel_port("br-tun", "vx9", 10, 6, c.clone(), VlanMode::default())
+        .unwrap_err();
+    assert_eq!(e, "bridge \"br-tun\" already has a port \"vx9\"");
+    let e = o
+        .add_tunnel_port("br-tun", "vx10", 9, 6, c, VlanMode::default())
+        .unwrap_err();
+    assert_eq!(e, "port \"vx10\": OpenFlow port 9 is taken");
+    // Its packets are its: in_port=9 in br-tun, whose table 0 drops them
+    // (the fixture knows ports 1 to 3 only).
+    let mut k = remote_reply();
+    k.tun_src = ip("172.168.1.9");
+    let t = o.trace("br-tun", "in_port=vx9,tun_id=0x1388,arp").unwrap();
+    assert!(t.contains(" 0. priority 0\n    drop\n"), "{t}");
+    o.handle_upcall(0, k, ());
+    assert_eq!(rec.take().len(), 1);
+
+    // The shared datapath port is given back with the last tunnel.
+    assert_eq!(o.del_tunnel_port("br-tun", "vx2").unwrap(), None);
+    assert_eq!(o.del_tunnel_port("br-tun", "vx3").unwrap(), None);
+    assert_eq!(o.del_tunnel_port("br-tun", "vx9").unwrap(), Some(6));
+    assert_eq!(
+        o.del_tunnel_port("br-tun", "vx9").unwrap_err(),
+        "bridge \"br-tun\" has no tunnel port \"vx9\""
+    );
+    assert_eq!(o.tunnel_odp(TunnelKind::Vxlan, 4789), None);
+}
