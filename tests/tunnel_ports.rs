@@ -113,8 +113,25 @@ fn tunnel_ports_from_the_config_and_at_runtime() {
     assert_eq!(dp_ports(&h).len(), 3);
     h.ctl_ok(&["del-port", &br, "vx1"]);
     h.ctl_ok(&["del-port", "gre0"]);
-    assert_eq!(dp_ports(&h), [br]);
+    assert_eq!(dp_ports(&h), std::slice::from_ref(&br));
     let show = h.ctl_ok(&["show"]);
     assert!(!show.contains("vx"), "{show}");
+
+    // A bridge removed with its tunnels takes their datapath port along.
+    let br2 = format!("{br}2");
+    h.ctl_ok(&["add-br", &br2]);
+    h.ctl_ok(&[
+        "add-port",
+        &br2,
+        "gnv0",
+        "type=geneve",
+        "options:remote_ip=192.0.2.4",
+    ]);
+    assert_eq!(
+        dp_ports(&h),
+        [br.clone(), br2.clone(), "genev_sys_6081".to_string()]
+    );
+    h.ctl_ok(&["del-br", &br2]);
+    assert_eq!(dp_ports(&h), [br]);
     h.stop();
 }

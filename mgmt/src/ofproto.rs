@@ -1384,7 +1384,8 @@ impl<D: DpControl> Ofproto<D> {
     }
 
     /// Removes a bridge and its megaflows (`ctl del-br`); returns its ports'
-    /// datapath numbers, once no PMD uses a megaflow of it any more.
+    /// datapath numbers (and those of the tunnel datapath ports only its
+    /// tunnels used), once no PMD uses a megaflow of it any more.
     pub fn del_bridge(&mut self, name: &str) -> Result<Vec<usize>, String> {
         let bi = self.bridge_index(name)?;
         self.remove_where(|f| touches(f, bi));
@@ -1405,7 +1406,20 @@ impl<D: DpControl> Ofproto<D> {
         link_patches(&mut self.bridges);
         self.revalidate();
         self.dp.barrier();
-        Ok(b.ports.iter().map(|p| p.odp).collect())
+        let mut odps: Vec<usize> = b.ports.iter().map(|p| p.odp).collect();
+        // The tunnel datapath ports no other bridge's tunnels use.
+        for t in &b.tunnels {
+            let odp = t.odp as usize;
+            let used = self
+                .bridges
+                .iter()
+                .flat_map(|o| &o.tunnels)
+                .any(|o| o.odp == t.odp);
+            if !used && !odps.contains(&odp) {
+                odps.push(odp);
+            }
+        }
+        Ok(odps)
     }
 
     /// Adds a port to a bridge (`ctl add-port`) with its VLAN mode, then
