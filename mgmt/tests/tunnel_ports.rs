@@ -293,11 +293,15 @@ vxlan(flags=0x8000000,vni=0x1388)),out_port(4)),{actions})"
     )
 }
 
+// The megaflows: what br-int's NORMAL read, and, for packets from the VM, the
+// tunnel destination they came with (none: a tunnel output never goes back
+// to it) and the ECN bits the outer header copies; for the reply, all of its
+// tunnel metadata (the tunnel port lookup).
 const MF_ARP_REQUEST: &str =
-    "arp,in_port=0,vlan_tci=0x0000,dl_src=fa:16:3e:12:34:56,dl_dst=ff:ff:ff:ff:ff:ff";
+    "arp,tun_dst=0.0.0.0,in_port=0,vlan_tci=0x0000,dl_src=fa:16:3e:12:34:56,dl_dst=ff:ff:ff:ff:ff:ff";
 const MF_REPLY: &str = "arp,tun_id=0x1388,tun_src=172.168.1.2,tun_dst=172.168.1.1,in_port=6,vlan_tci=0x0000,dl_src=fa:16:3e:65:43:21,dl_dst=fa:16:3e:12:34:56";
 const MF_VM_TO_REMOTE: &str =
-    "ip,in_port=0,vlan_tci=0x0000,dl_src=fa:16:3e:12:34:56,dl_dst=fa:16:3e:65:43:21,nw_ecn=0,nw_frag=no";
+    "ip,tun_dst=0.0.0.0,in_port=0,vlan_tci=0x0000,dl_src=fa:16:3e:12:34:56,dl_dst=fa:16:3e:65:43:21,nw_ecn=0,nw_frag=no";
 
 #[test]
 fn a_broadcast_floods_to_every_tunnel_with_its_vni() {

@@ -508,6 +508,7 @@ pub fn translate_bridges_with(
         nested: 0,
         tnl: TunnelUse::default(),
         in_tun_dst: key.tun_dst,
+        read_in_tun_dst: false,
         cur: start,
         tracing: trace,
         flow: *key,
@@ -536,6 +537,9 @@ pub fn translate_bridges_with(
     }
     if cx.br.get(start).is_some() {
         cx.table(0, None);
+    }
+    if cx.read_in_tun_dst {
+        cx.wc.tun_dst = u32::MAX;
     }
     let mut actions = cx.out;
     if cx.error.is_some() {
@@ -783,6 +787,8 @@ struct Ctx<'b, 'a, 'h, 'e> {
     /// The tunnel destination the packet arrived with (0 if none, and in the
     /// underlay): a tunnel output back to it is refused.
     in_tun_dst: u32,
+    /// `in_tun_dst` was read (outside the underlay): `tun_dst` joins the mask.
+    read_in_tun_dst: bool,
     /// The bridge translating now.
     cur: usize,
     tracing: bool,
@@ -1169,12 +1175,13 @@ impl<'a> Ctx<'_, 'a, '_, '_> {
             self.tnl.no_route += 1;
             return;
         }
-        // The address this packet was tunnelled to is ours. Only packets a
-        // tunnel delivered have one, and their tunnel metadata is all in the
-        // mask (`tnl::receive`); the datapath zeroes it for the others.
+        // The address this packet was tunnelled to is ours (0 for a packet
+        // no tunnel delivered: the datapath zeroes the tunnel metadata). It
+        // is the input's, whatever bridge this is: marked at the end (a patch
+        // crossing drops the peer's tunnel bits).
+        self.read_in_tun_dst |= self.nested == 0;
         let ours = self.in_tun_dst;
         if ours != 0 && remote == ours {
-            self.wc.tun_dst = u32::MAX;
             self.warn("Not tunneling to our own address");
             return;
         }
