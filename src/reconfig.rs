@@ -87,9 +87,12 @@ fn free_vdev_index(dp: &pmd::Datapath, cfg: &Config, driver: &str) -> u32 {
     (0..).find(|n| !used.contains(n)).unwrap_or(0)
 }
 
-/// The datapath's kind of port for a configured port type.
+/// The datapath's kind of port for a configured port type (a tunnel type
+/// for the deviceless port every tunnel of that type shares).
 pub fn port_kind(p: &PortConfig) -> pmd::PortKind {
-    if p.is_vhost() {
+    if let Some(kind) = pipeline::ofproto::tnl::kind_of_type(&p.port_type) {
+        pmd::PortKind::Tunnel { kind: kind.name() }
+    } else if p.is_vhost() {
         pmd::PortKind::VhostUser {
             client: p.is_vhost_client(),
         }
@@ -258,14 +261,63 @@ impl Reconfig {
             return Ok(());
         }
         let mode = port.vlan_mode()?;
+        if port.is_tunnel() {
+            return self.add_tunnel_port(cfg, bridge, &port, ofport, mode);
+        }
         let odp = self.open(&cfg, bridge, &port, ofport)?;
         let bp = BridgePort {
             name: name.to_string(),
             ofport,
             odp,
         };
-        if let Err(e) = lock(&self.ofproto).add_port(bridge, bp, mode) {
+        let added = if port.is_internal() {
+            lock(&self.ofproto).add_internal_port(bridge, bp, mode)
+        } else {
+            lock(&self.ofproto).add_port(bridge, bp, mode)
+        };
+        if let Err(e) = added {
             let _ = self.dp.remove_port(odp);
+            return Err(e);
+        }
+        self.commit(cfg);
+        Ok(())
+    }
+
+    /// A tunnel port: no device of its own; the datapath port of its kind and
+    /// UDP port (`vxlan_sys_4789`, ...) is opened if no tunnel uses it yet.
+    fn add_tunnel_port(
+        &self,
+        cfg: Config,
+        bridge: &str,
+        port: &PortConfig,
+        ofport: u32,
+        mode: pipeline::ofproto::normal::VlanMode,
+    ) -> Result<(), String> {
+        let c = port.tunnel_config()?;
+        let existing = lock(&self.ofproto).tunnel_odp(c.kind, c.dst_port);
+        let odp = match existing {
+            Some(odp) => odp,
+            None => {
+                let name = c.datapath_port_name();
+                let shared = PortConfig {
+                    name: name.clone(),
+                    port_type: port.port_type.clone(),
+                    ..PortConfig::default()
+                };
+                self.dp
+                    .add_port(pmd::PortSpec {
+                        name,
+                        kind: port_kind(&shared),
+                        ..pmd::PortSpec::default()
+                    })
+                    .map_err(|e| e.to_string())?
+            }
+        };
+        let added = lock(&self.ofproto).add_tunnel_port(bridge, &port.name, ofport, odp, c, mode);
+        if let Err(e) = added {
+            if existing.is_none() {
+                let _ = self.dp.remove_port(odp);
+            }
             return Err(e);
         }
         self.commit(cfg);
@@ -285,6 +337,16 @@ impl Reconfig {
         if port.is_some_and(PortConfig::is_patch) {
             lock(&self.ofproto).del_patch_port(&on, name)?;
             self.commit(cfg);
+            return Ok(());
+        }
+        if port.is_some_and(PortConfig::is_tunnel) {
+            let unused = lock(&self.ofproto).del_tunnel_port(&on, name)?;
+            self.commit(cfg);
+            // The last tunnel of its kind and UDP port: the shared datapath
+            // port goes too.
+            if let Some(odp) = unused {
+                self.dp.remove_port(odp).map_err(|e| e.to_string())?;
+            }
             return Ok(());
         }
         let odp = lock(&self.ofproto).del_port(&on, name)?;

@@ -103,6 +103,21 @@ impl DpControl for PmdControl {
             packet,
         });
     }
+
+    fn execute(&self, frame: &[u8], actions: &[DpAction]) {
+        // As `send`, with the slow path's actions (an ARP request's
+        // translation: outputs, VLAN pushes).
+        let (Some(pool), Some(q)) = (&self.pool, self.commands.first()) else {
+            return;
+        };
+        let Some(packet) = Mbuf::from_slice(pool, frame) else {
+            return; // mempool exhausted: the request is asked again later
+        };
+        let _ = q.send(PmdCommand::Execute {
+            actions: Arc::new(FlowActions::new(actions.to_vec())),
+            packet,
+        });
+    }
 }
 
 /// Longest wait for a PMD to acknowledge a barrier.

@@ -50,7 +50,14 @@
 //!                                # one of its own name, OpenFlow port LOCAL;
 //!                                # or "patch" with options = { peer = "NAME" }:
 //!                                # joined to the patch port NAME of another
-//!                                # bridge (no device, no queues)
+//!                                # bridge (no device, no queues);
+//!                                # or "vxlan", "gre", "geneve": a tunnel port,
+//!                                # options = { remote_ip = "172.168.1.2", key = "flow" }
+//!                                # (remote_ip IPv4 or "flow", local_ip, key/in_key/
+//!                                # out_key N or "flow", dst_port, tos N or "inherit",
+//!                                # ttl N or "inherit", df_default, csum; OVS's
+//!                                # defaults), no device of its own: the datapath has
+//!                                # one port per tunnel type and UDP port
 //!   ofport = 1                   # optional
 //!   n_rxq = 1                    # 1..=16
 //!   options = { dpdk-devargs = "net_pcap0,rx_pcap=/tmp/in.pcap" }
@@ -84,6 +91,8 @@ use pipeline::ofproto::normal::{
 };
 use pipeline::ofproto::syntax::{parse_flow, PortMap};
 use pipeline::ofproto::table::Tables;
+use pipeline::ofproto::tnl::{self, TunnelPortConfig};
+use pipeline::tunnel::TunnelKind;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -101,9 +110,12 @@ pub const SUPPORTED_PORT_TYPES: &[&str] = &[
     "patch",
     "dpdkvhostuser",
     "dpdkvhostuserclient",
+    "vxlan",
+    "gre",
+    "geneve",
 ];
 /// Port types Open vSwitch has that ferroswitch will support but does not yet.
-pub const PLANNED_PORT_TYPES: &[&str] = &["vxlan", "gre", "geneve"];
+pub const PLANNED_PORT_TYPES: &[&str] = &[];
 /// vdev drivers accepted in `options.dpdk-devargs` (`net_<driver><N>`).
 pub const VDEV_DRIVERS: &[&str] = &[
     "pcap",
@@ -446,6 +458,10 @@ pub struct DatapathPort {
     /// The bond (port) this interface is a member of; `port` is then the
     /// member interface.
     pub bond: Option<String>,
+    /// A tunnel datapath port (`vxlan_sys_4789`, ...): its kind and UDP port
+    /// (0 for GRE). It belongs to no bridge (`bridge` is empty): every tunnel
+    /// port of that kind and UDP port shares it.
+    pub tunnel: Option<(TunnelKind, u16)>,
 }
 
 /// `[[bridge.port.interface]]`: a member of a bond port (OVS's Interface
@@ -576,6 +592,30 @@ impl PortConfig {
     /// `options.peer`.
     pub fn is_patch(&self) -> bool {
         self.port_type == "patch"
+    }
+
+    /// OVS `type=vxlan`, `gre` or `geneve`: an OpenFlow port with no device
+    /// of its own ([`PortConfig::tunnel_config`]).
+    pub fn is_tunnel(&self) -> bool {
+        tnl::kind_of_type(&self.port_type).is_some()
+    }
+
+    /// A tunnel port's options, checked; the error names the option and the
+    /// reason (`options.remote_ip: ...`).
+    pub fn tunnel_config(&self) -> Result<TunnelPortConfig, String> {
+        let kind = tnl::kind_of_type(&self.port_type)
+            .ok_or_else(|| format!("type \"{}\" is not a tunnel", self.port_type))?;
+        TunnelPortConfig::from_options(
+            kind,
+            self.options.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// Whether the port has a device of its own in the datapath (not a patch
+    /// or tunnel port).
+    pub fn has_device(&self) -> bool {
+        !self.is_patch() && !self.is_tunnel()
     }
 
     /// `options.peer` of a patch port.
@@ -1198,6 +1238,9 @@ impl Config {
         let mut port_owner: HashMap<String, (usize, String)> = HashMap::new();
         // Device name -> port name: one device cannot back two ports.
         let mut devices: HashMap<String, String> = HashMap::new();
+        // Each tunnel port's receive identity, with its name.
+        type TunnelId = (TunnelKind, u16, Option<u32>, Option<u32>, tnl::TnlKey);
+        let mut tunnels: Vec<(TunnelId, String)> = Vec::new();
         for (bi, bridge) in self.bridges.iter().enumerate() {
             let mut ofports: HashMap<u32, String> = HashMap::new();
             // Each plain port, and each bond with then its members, as
@@ -1234,7 +1277,7 @@ impl Config {
                             format!("other_config.{k}: unknown key (a port takes {PMD_RXQ_AFFINITY}; a bond lacp-time)"),
                         ));
                     }
-                    if port.is_patch() || port.is_internal() {
+                    if port.is_patch() || port.is_internal() || port.is_tunnel() {
                         return Err(ConfigError::invalid(
                             at,
                             format!("other_config.{PMD_RXQ_AFFINITY}: a {} port has no queues of its own to pin", port.port_type),
@@ -1299,6 +1342,28 @@ impl Config {
                 }
                 if port.is_vhost() {
                     self.check_vhost_port(port, &at, &mut devices)?;
+                } else if port.is_tunnel() {
+                    if port.n_rxq != 1 {
+                        return Err(ConfigError::invalid(
+                            at,
+                            "n_rxq: a tunnel port has no queues (it has no device)",
+                        ));
+                    }
+                    let c = port
+                        .tunnel_config()
+                        .map_err(|r| ConfigError::invalid(&at, r))?;
+                    // OVS refuses two tunnel ports that would receive the
+                    // same packets.
+                    let id = (c.kind, c.dst_port, c.remote_ip, c.local_ip, c.in_key);
+                    if let Some(other) = tunnels.iter().find(|(t, _)| *t == id).map(|(_, n)| n) {
+                        return Err(ConfigError::invalid(
+                            at,
+                            format!(
+                                "options: same type, remote_ip, local_ip, key and dst_port as tunnel port \"{other}\" (a received packet would match both)"
+                            ),
+                        ));
+                    }
+                    tunnels.push((id, port.name.clone()));
                 } else if port.is_patch() {
                     if port.n_rxq != 1 {
                         return Err(ConfigError::invalid(
@@ -1412,7 +1477,7 @@ impl Config {
             let names: BTreeSet<String> = bridge
                 .interfaces()
                 .into_iter()
-                .filter(|p| !p.is_patch())
+                .filter(PortConfig::has_device)
                 .map(|p| p.name)
                 .collect();
             let mut forwarded: HashMap<&str, usize> = HashMap::new();
@@ -1426,8 +1491,8 @@ impl Config {
                         ));
                     }
                     if !names.contains(value) {
-                        let why = if bridge.ports.iter().any(|p| p.name == *value) {
-                            format!("port \"{value}\" is a patch port (a static forward needs a datapath port)")
+                        let why = if let Some(p) = bridge.ports.iter().find(|p| p.name == *value) {
+                            format!("port \"{value}\" is a {} port (a static forward needs a datapath port)", p.port_type)
                         } else {
                             format!("no port \"{value}\" in bridge \"{}\"", bridge.name)
                         };
@@ -1702,10 +1767,13 @@ impl Config {
 
     /// Every port the datapath runs, numbered by position (the datapath port
     /// number): bridge by bridge, each bridge's configured ports in order and
-    /// then its own internal port ([`BridgeConfig::all_ports`]), patch ports
-    /// left out (they have an OpenFlow number but no datapath port). Internal ports
-    /// get `net_tapN,iface=NAME` with the lowest indices N that no configured
-    /// `net_tapN` device uses, in this order.
+    /// then its own internal port ([`BridgeConfig::all_ports`]), patch and
+    /// tunnel ports left out (they have an OpenFlow number but no device);
+    /// last, one deviceless port per tunnel type and UDP port that tunnel
+    /// ports use ([`DatapathPort::tunnel`]), named as OVS names them
+    /// (`vxlan_sys_4789`, `gre_sys`, `genev_sys_6081`), in the order of their
+    /// first port. Internal ports get `net_tapN,iface=NAME` with the lowest
+    /// indices N that no configured `net_tapN` device uses, in this order.
     ///
     /// Call after [`Config::validate`].
     pub fn datapath_ports(&self) -> Vec<DatapathPort> {
@@ -1737,8 +1805,9 @@ impl Config {
             };
             let mut ports = b.interfaces();
             ports.push(b.local_port());
-            // Patch ports have no datapath port: the datapath never sees them.
-            for p in ports.into_iter().filter(|p| !p.is_patch()) {
+            // Patch and tunnel ports have no device: the datapath never sees
+            // them.
+            for p in ports.into_iter().filter(PortConfig::has_device) {
                 let ofport = ofports
                     .iter()
                     .find(|(n, _)| *n == p.name)
@@ -1766,8 +1835,35 @@ impl Config {
                     port: p,
                     ofport,
                     devargs,
+                    tunnel: None,
                 });
             }
+        }
+        for p in self.bridges.iter().flat_map(|b| &b.ports) {
+            let Ok(c) = p.tunnel_config() else {
+                continue;
+            };
+            let id = (c.kind, c.dst_port);
+            if out.iter().any(|d| d.tunnel == Some(id)) {
+                continue;
+            }
+            let mut options = BTreeMap::new();
+            if c.kind.is_udp() {
+                options.insert("dst_port".to_string(), c.dst_port.to_string());
+            }
+            out.push(DatapathPort {
+                bridge: String::new(),
+                port: PortConfig {
+                    name: c.datapath_port_name(),
+                    port_type: c.kind.name().to_string(),
+                    options,
+                    ..PortConfig::default()
+                },
+                ofport: 0,
+                devargs: String::new(),
+                bond: None,
+                tunnel: Some(id),
+            });
         }
         out
     }
@@ -2219,10 +2315,6 @@ type = "internal"
     #[test]
     fn port_type_errors() {
         assert_eq!(
-            err(&with_port("name = \"p0\"\ntype = \"vxlan\"")),
-            "bridge[0].port[0] \"p0\": type \"vxlan\" is not supported yet"
-        );
-        assert_eq!(
             err(&with_port("name = \"p0\"\ntype = \"ethernet\"")),
             "bridge[0].port[0] \"p0\": unknown port type \"ethernet\" (expected one of dpdk, internal, patch, dpdkvhostuser, dpdkvhostuserclient, vxlan, gre, geneve)"
         );
@@ -2297,6 +2389,145 @@ name = "br0"
                 ("vm2".into(), "net_vhost1,iface=/run/fs/vm2".into()),
                 ("br0".into(), "net_tap0,iface=br0".into()),
             ]
+        );
+    }
+
+    /// br-tun with tunnel ports of every kind and br-phy with the NIC and the
+    /// tunnel endpoint tep0.
+    const TUNNELS: &str = r#"
+[[bridge]]
+name = "br-tun"
+  [[bridge.port]]
+  name = "vm1"
+  options = { dpdk-devargs = "net_null0" }
+  [[bridge.port]]
+  name = "vx1"
+  type = "vxlan"
+  options = { remote_ip = "172.168.1.2", key = "flow" }
+  [[bridge.port]]
+  name = "gre1"
+  type = "gre"
+  options = { remote_ip = "172.168.1.3" }
+  [[bridge.port]]
+  name = "vx2"
+  type = "vxlan"
+  ofport = 9
+  options = { remote_ip = "172.168.1.3", key = "flow" }
+  [[bridge.port]]
+  name = "gnv1"
+  type = "geneve"
+  options = { remote_ip = "flow", key = "5" }
+  [[bridge.port]]
+  name = "vx3"
+  type = "vxlan"
+  options = { remote_ip = "172.168.1.4", dst_port = "4790" }
+[[bridge]]
+name = "br-phy"
+  [[bridge.port]]
+  name = "eth0"
+  options = { dpdk-devargs = "net_null1" }
+  [[bridge.port]]
+  name = "tep0"
+  type = "internal"
+  [[bridge.port]]
+  name = "gre2"
+  type = "gre"
+  options = { remote_ip = "172.168.1.5", key = "7", csum = "true" }
+"#;
+
+    #[test]
+    fn tunnel_ports_have_ofports_and_share_a_datapath_port_per_kind() {
+        let cfg = Config::from_toml_str(TUNNELS).unwrap();
+        cfg.validate(&HOST).unwrap();
+        assert_eq!(
+            cfg.bridges[0].ofports(),
+            vec![
+                ("vm1".to_string(), 1),
+                ("vx1".to_string(), 2),
+                ("gre1".to_string(), 3),
+                ("vx2".to_string(), 9),
+                ("gnv1".to_string(), 4),
+                ("vx3".to_string(), 5),
+                ("br-tun".to_string(), OFPORT_LOCAL),
+            ]
+        );
+        type Row = (String, String, String, Option<(TunnelKind, u16)>);
+        let dp: Vec<Row> = cfg
+            .datapath_ports()
+            .into_iter()
+            .map(|p| (p.bridge, p.port.name, p.port.port_type, p.tunnel))
+            .collect();
+        let port = |b: &str, n: &str, t: &str| (b.to_string(), n.to_string(), t.to_string(), None);
+        let tnl =
+            |n: &str, t: &str, k, p| (String::new(), n.to_string(), t.to_string(), Some((k, p)));
+        assert_eq!(
+            dp,
+            [
+                port("br-tun", "vm1", "dpdk"),
+                port("br-tun", "br-tun", "internal"),
+                port("br-phy", "eth0", "dpdk"),
+                port("br-phy", "tep0", "internal"),
+                port("br-phy", "br-phy", "internal"),
+                tnl("vxlan_sys_4789", "vxlan", TunnelKind::Vxlan, 4789),
+                tnl("gre_sys", "gre", TunnelKind::Gre, 0),
+                tnl("genev_sys_6081", "geneve", TunnelKind::Geneve, 6081),
+                tnl("vxlan_sys_4790", "vxlan", TunnelKind::Vxlan, 4790),
+            ]
+        );
+        let c = cfg.bridges[0].ports[1].tunnel_config().unwrap();
+        assert_eq!(c.remote_ip, Some(0xaca8_0102));
+        assert_eq!(c.in_key, pipeline::ofproto::tnl::TnlKey::Flow);
+        // Flows name tunnel ports.
+        let mut cfg = cfg;
+        cfg.bridges[0].flows = vec!["in_port=vx1 actions=output:gnv1".to_string()];
+        cfg.validate(&HOST).unwrap();
+    }
+
+    #[test]
+    fn tunnel_port_errors_name_the_port_and_field() {
+        let with = |body: &str| with_port(&format!("name = \"vx0\"\ntype = \"vxlan\"\n{body}"));
+        let at = "bridge[0].port[0] \"vx0\"";
+        let cases = [
+            ("", "options.remote_ip: required for type \"vxlan\" (an IPv4 address or \"flow\")"),
+            ("options = { remote_ip = \"1.2.3\" }", "options.remote_ip: \"1.2.3\" is not an IPv4 address"),
+            ("options = { remote_ip = \"flow\", key = \"16777216\" }", "options.key: 0x1000000 is wider than the 24 bits a vxlan key has"),
+            ("options = { remote_ip = \"flow\", dst_port = \"x\" }", "options.dst_port: \"x\" is not a UDP port (1..=65535)"),
+            ("options = { remote_ip = \"flow\", dpdk-devargs = \"net_null0\" }", "options.dpdk-devargs: unknown option for type \"vxlan\" (expected remote_ip, local_ip, key, in_key, out_key, dst_port, tos, ttl, df_default, csum)"),
+            ("n_rxq = 2\noptions = { remote_ip = \"flow\" }", "n_rxq: a tunnel port has no queues (it has no device)"),
+            ("other_config = { pmd-rxq-affinity = \"0:1\" }\noptions = { remote_ip = \"flow\" }", "other_config.pmd-rxq-affinity: a vxlan port has no queues of its own to pin"),
+        ];
+        for (body, want) in cases {
+            assert_eq!(err(&with(body)), format!("{at}: {want}"), "{body}");
+        }
+        // Two ports that would receive the same packets.
+        let twice = format!(
+            "{}[[bridge.port]]\nname = \"vx1\"\ntype = \"vxlan\"\noptions = {{ remote_ip = \"10.0.0.2\", key = \"5\" }}\n",
+            with("options = { remote_ip = \"10.0.0.2\", in_key = \"5\", out_key = \"6\" }")
+        );
+        assert_eq!(
+            err(&twice),
+            "bridge[0].port[1] \"vx1\": options: same type, remote_ip, local_ip, key and dst_port as tunnel port \"vx0\" (a received packet would match both)"
+        );
+        // Another key, another UDP port or another kind is another tunnel.
+        for other in [
+            "type = \"vxlan\"\noptions = { remote_ip = \"10.0.0.2\", key = \"6\" }",
+            "type = \"vxlan\"\noptions = { remote_ip = \"10.0.0.2\", key = \"5\", dst_port = \"4790\" }",
+            "type = \"geneve\"\noptions = { remote_ip = \"10.0.0.2\", key = \"5\" }",
+        ] {
+            let text = format!(
+                "{}[[bridge.port]]\nname = \"vx1\"\n{other}\n",
+                with("options = { remote_ip = \"10.0.0.2\", key = \"5\" }")
+            );
+            Config::from_toml_str(&text).unwrap().validate(&HOST).unwrap();
+        }
+        // A static forward needs a device.
+        let fwd = format!(
+            "{}[[bridge.port]]\nname = \"p1\"\noptions = {{ dpdk-devargs = \"net_null0\" }}\n[[bridge.forward]]\nin_port = \"p1\"\noutput = \"vx0\"\n",
+            with("options = { remote_ip = \"10.0.0.2\" }")
+        );
+        assert_eq!(
+            err(&fwd),
+            "bridge[0].forward[0].output: port \"vx0\" is a vxlan port (a static forward needs a datapath port)"
         );
     }
 

@@ -948,6 +948,12 @@ fn port_stats(view: &dyn DatapathView, args: &[&str], json: bool) -> Response {
     for (bridge, mut list) in groups {
         list.sort_by_key(|p| p.ofport);
         let plural = if list.len() == 1 { "" } else { "s" };
+        // Tunnel datapath ports (`vxlan_sys_4789`, ...) belong to no bridge.
+        let bridge = if bridge.is_empty() {
+            "(tunnels)".to_string()
+        } else {
+            bridge
+        };
         let _ = writeln!(out, "{bridge}: {} port{plural}", list.len());
         for p in list {
             let head = format!("  port {:>2} \"{}\": ", p.ofport, p.name);

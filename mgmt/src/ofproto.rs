@@ -40,6 +40,20 @@
 //! depends on the MAC table of every bridge whose `NORMAL` it reached; rule
 //! changes revalidate every megaflow, whatever bridge it entered on.
 //!
+//! Tunnel ports (`vxlan`, `gre`, `geneve`) are OpenFlow ports without a device
+//! ([`Bridge::tunnels`]); native tunneling asks the route and neighbor tables
+//! given by [`Ofproto::set_tunnel_env`] (lock order: this slow path first, then
+//! the environment):
+//! - an upcall on a tunnel's shared datapath port is mapped to its OpenFlow
+//!   tunnel port by the tunnel metadata (`tnl::receive`, OVS's
+//!   `tnl_port_receive`); none: a counted drop megaflow;
+//! - translations push and pop (`pipeline::ofproto::xlate`); megaflows whose
+//!   translation consulted the environment are revalidated when its
+//!   generation moves, those waiting for a neighbor every period;
+//! - the ARP requests the environment queues are sent as packet-outs from the
+//!   route's internal port after each batch and period
+//!   ([`Ofproto::revalidate_pending`]).
+//!
 //! A new bridge holds OVS's default flow, `priority=0 actions=NORMAL`
 //! ([`DEFAULT_FLOW`]); flows added with the same match and priority replace it
 //! and `del-flows` removes it, as in OVS.
@@ -53,7 +67,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use pipeline::actions::{format_dp_actions, DpAction};
@@ -69,10 +83,12 @@ use pipeline::ofproto::syntax::{
     FormatOptions, PortMap,
 };
 use pipeline::ofproto::table::{LearnOutcome, RuleId, Tables};
+use pipeline::ofproto::tnl::{self, TunnelPortConfig, XlateTunnel};
 use pipeline::ofproto::xlate::{
-    format_trace_named, translate_bridges, NormalDecision, NormalHook, PatchPeer, Translation,
-    XlateBridge,
+    format_trace_named, translate_bridges, translate_bridges_with, BridgesOptions, NormalDecision,
+    NormalHook, PatchPeer, TnlRoute, Translation, TunnelEnv, XlateBridge,
 };
+use pipeline::tunnel::TunnelKind;
 use pipeline::FlowKey;
 
 use crate::config::{BridgeConfig, Config, LacpMode};
@@ -125,7 +141,30 @@ pub trait DpControl: Send {
     /// Sends `frame` as it is out of datapath port `odp` (LACPDUs). Default:
     /// nothing is sent.
     fn send(&self, _odp: usize, _frame: &[u8]) {}
+    /// Runs datapath `actions` on `frame` (a packet-out: the ARP requests of
+    /// native tunneling). Default: each `Output` of the top-level list sends
+    /// the frame as it is ([`DpControl::send`]).
+    fn execute(&self, frame: &[u8], actions: &[DpAction]) {
+        for a in actions {
+            if let DpAction::Output(odp) = a {
+                self.send(*odp as usize, frame);
+            }
+        }
+    }
 }
+
+/// The tunnel environment the slow path translates with: the route and
+/// neighbor tables (`TunnelEnv`), shared with whoever maintains them. Lock
+/// order: the slow path ([`Ofproto`]) first, then this.
+pub type SharedTunnelEnv = Arc<Mutex<dyn TunnelEnv + Send>>;
+
+fn lock_env(env: &SharedTunnelEnv) -> MutexGuard<'_, dyn TunnelEnv + Send + 'static> {
+    env.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The bridge index of a megaflow that reached no bridge: a packet a tunnel
+/// delivered for which no tunnel port matches.
+const NO_BRIDGE: usize = usize::MAX;
 
 /// A port of a bridge.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -173,6 +212,11 @@ pub struct Bridge {
     pub patches: Vec<PatchPort>,
     /// `patches` resolved: peer bridge index and OpenFlow port.
     patch_peers: Vec<PatchPeer>,
+    /// Its tunnel ports ([`Bridge::add_tunnel`]).
+    pub tunnels: Vec<XlateTunnel>,
+    /// The names of its `type=internal` ports (its own port, `LOCAL`, is
+    /// internal too): routes leave by them, tunnels end there.
+    internal: Vec<String>,
     /// The MAC table generation the bridge's megaflows were last revalidated at.
     mac_generation: u64,
     /// Each bond's LACP (`None` with `lacp=off`), in `normal.bonds()` order.
@@ -201,6 +245,8 @@ impl Bridge {
             normal: Normal::new(),
             patches: Vec::new(),
             patch_peers: Vec::new(),
+            tunnels: Vec::new(),
+            internal: Vec::new(),
             mac_generation: 0,
             lacp: Vec::new(),
             bond_generation: 0,
@@ -217,6 +263,26 @@ impl Bridge {
             ofport,
             peer: peer.to_string(),
         });
+    }
+
+    /// Adds tunnel port `name` with OpenFlow number `ofport`, sharing datapath
+    /// port `odp` (its kind's and UDP port's) with the tunnels like it.
+    pub fn add_tunnel(&mut self, name: &str, ofport: u32, odp: usize, config: TunnelPortConfig) {
+        self.portmap.insert(name.to_string(), ofport);
+        self.tunnels.push(XlateTunnel {
+            name: name.to_string(),
+            ofport,
+            odp: odp as u32,
+            config,
+        });
+    }
+
+    /// Marks port `name` as `type=internal` (a host interface that may have
+    /// an address: a tunnel endpoint, a route's port).
+    pub fn mark_internal(&mut self, name: &str) {
+        if !self.internal.iter().any(|n| n == name) {
+            self.internal.push(name.to_string());
+        }
     }
 
     /// Makes the ports named `members` (at least one) bond `name`: `NORMAL`
@@ -280,9 +346,8 @@ impl Bridge {
             .map_or_else(|| port.to_string(), |(_, name)| (*name).to_string())
     }
 
-    /// Every OpenFlow port: the datapath ports in order, then the patch ports
-    /// (`NORMAL` floods in this order).
-    /// The datapath port of OpenFlow port `ofport` (none for a patch port).
+    /// The datapath port of OpenFlow port `ofport` (none for a patch or
+    /// tunnel port).
     fn odp_of(&self, ofport: u32) -> Option<usize> {
         self.ports
             .iter()
@@ -290,10 +355,13 @@ impl Bridge {
             .map(|p| p.odp)
     }
 
+    /// Every OpenFlow port: the datapath ports in order, the tunnel ports,
+    /// then the patch ports (`NORMAL` floods in this order).
     fn ofports(&self) -> Vec<u32> {
         self.ports
             .iter()
             .map(|p| p.ofport)
+            .chain(self.tunnels.iter().map(|t| t.ofport))
             .chain(self.patches.iter().map(|p| p.ofport))
             .collect()
     }
@@ -341,6 +409,13 @@ struct UFlow {
     /// What `NORMAL` learned from it (bridge, source), learned again while it
     /// is used.
     mac_sources: Vec<(usize, MacSource)>,
+    /// Its translation consulted the tunnel environment (routes, neighbors,
+    /// addresses): revalidated when the environment's generation moves.
+    tunnel: bool,
+    /// Its translation met a neighbor miss: revalidated every period (which
+    /// asks for the neighbor again, the environment rate-limiting the ARP
+    /// requests) until the neighbor is known.
+    tnl_pending: bool,
     stats: Arc<FlowStats>,
     seen_packets: u64,
     seen_bytes: u64,
@@ -482,6 +557,27 @@ pub struct OfprotoStats {
     /// LACPDUs sent.
     pub lacp_tx: u64,
     pub xlate_errors: u64,
+    /// Translations that encapsulated (`tnl_push`), one per push.
+    pub tnl_push: u64,
+    /// Translations that ended a tunnel (`tnl_pop`), one per pop.
+    pub tnl_pop: u64,
+    /// Tunnel outputs dropped for want of a route (or remote).
+    pub tnl_no_route: u64,
+    /// Tunnel outputs dropped for want of the next hop's MAC.
+    pub tnl_neighbor_miss: u64,
+    /// Tunnel outputs dropped: the outer header could not be built or the
+    /// outer packet went nowhere.
+    pub tnl_bad_header: u64,
+    /// Upcalls from a tunnel datapath port that no tunnel port matched
+    /// (remote, local address or key): a drop megaflow is installed.
+    pub tnl_rx_no_port: u64,
+    /// ARP requests sent for tunnel next hops.
+    pub arp_requests: u64,
+    /// ARP requests that could not be sent (their route's bridge or port is
+    /// gone).
+    pub arp_request_errors: u64,
+    /// Revalidations of tunnel megaflows after the tunnel environment changed.
+    pub tnl_revalidations: u64,
 }
 
 pub struct Ofproto<D: DpControl> {
@@ -496,7 +592,29 @@ pub struct Ofproto<D: DpControl> {
     warp_ms: u64,
     /// Tables changed since the last revalidation.
     dirty: bool,
+    /// Native tunneling's route and neighbor tables (none: tunnel outputs
+    /// have no route and nothing ends a tunnel).
+    tunnel_env: Option<SharedTunnelEnv>,
+    /// The environment's generation the tunnel megaflows were last
+    /// revalidated at.
+    tnl_generation: u64,
     pub stats: OfprotoStats,
+}
+
+/// Where an upcall's packet entered the OpenFlow world.
+enum Ingress {
+    /// OpenFlow port `ofport` of bridge `bridge`; `mask`: the key bits that
+    /// decided it (the tunnel metadata for a tunnel port, else nothing).
+    Port {
+        bridge: usize,
+        ofport: u32,
+        mask: FlowKey,
+    },
+    /// A tunnel datapath port, but no tunnel port takes the packet; `mask`:
+    /// the bits that decided it.
+    NoTunnelPort(FlowKey),
+    /// A datapath port of no bridge.
+    Unknown,
 }
 
 /// Whether megaflow `f`'s translation went through bridge `bi` (its input
@@ -534,6 +652,8 @@ impl<D: DpControl> Ofproto<D> {
             start: Instant::now(),
             warp_ms: 0,
             dirty: false,
+            tunnel_env: None,
+            tnl_generation: 0,
             stats: OfprotoStats::default(),
         };
         // Bonds carry traffic from the start when their members' links are up
@@ -575,15 +695,80 @@ impl<D: DpControl> Ofproto<D> {
             .ok_or_else(|| format!("no bridge named {name:?}"))
     }
 
+    /// Gives the slow path native tunneling's route and neighbor tables:
+    /// outputs to tunnel ports push through them, packets for a local
+    /// endpoint pop, ARP to endpoints is snooped into them, and the ARP
+    /// requests they queue are sent ([`Ofproto::revalidate_pending`]). Every
+    /// megaflow is revalidated.
+    pub fn set_tunnel_env(&mut self, env: SharedTunnelEnv) {
+        self.tnl_generation = lock_env(&env).generation();
+        self.tunnel_env = Some(env);
+        self.revalidate();
+    }
+
+    /// Where `key` (datapath `in_port`) entered: the bridge port of its
+    /// datapath port, or, for a tunnel's datapath port, the tunnel port its
+    /// tunnel metadata selects (OVS's `tnl_port_receive`).
+    fn ingress(&self, key: &FlowKey) -> Ingress {
+        if let Some(&(bridge, ofport)) = self.odp.get(&(key.in_port as usize)) {
+            return Ingress::Port {
+                bridge,
+                ofport,
+                mask: FlowKey::default(),
+            };
+        }
+        let tunnels = || {
+            self.bridges
+                .iter()
+                .enumerate()
+                .flat_map(|(bi, b)| b.tunnels.iter().map(move |t| ((bi, t.ofport), t)))
+        };
+        if !tunnels().any(|(_, t)| t.odp == key.in_port) {
+            return Ingress::Unknown;
+        }
+        let mut mask = FlowKey::default();
+        match tnl::receive(tunnels(), key, &mut mask) {
+            Some((bridge, ofport)) => Ingress::Port {
+                bridge,
+                ofport,
+                mask,
+            },
+            None => {
+                mask.in_port = u32::MAX;
+                mask.recirc_id = u32::MAX;
+                Ingress::NoTunnelPort(mask)
+            }
+        }
+    }
+
     /// Translates `key` (datapath `in_port`) on `bridge`, through patch ports
     /// into other bridges, learning (an upcall) or not (revalidation);
-    /// outputs are datapath ports.
-    fn xlate(&mut self, bridge: usize, key: &FlowKey, ofport: u32, learn: bool) -> Option<Xlated> {
+    /// outputs are datapath ports. `in_mask`: what deciding the input port
+    /// read (a tunnel's metadata), joined to the mask.
+    fn xlate(
+        &mut self,
+        bridge: usize,
+        key: &FlowKey,
+        ofport: u32,
+        learn: bool,
+        in_mask: &FlowKey,
+    ) -> Option<Xlated> {
         let now = self.now_ms();
         let mut k = *key;
         k.in_port = ofport;
-        let (t, seen, ports) = translate_all(&mut self.bridges, bridge, &k, learn, false, now)?;
+        let env = self.tunnel_env.clone();
+        let mut guard = env.as_ref().map(lock_env);
+        let env: Option<&mut dyn TunnelEnv> = match guard.as_deref_mut() {
+            Some(e) => Some(e),
+            None => None,
+        };
+        let (t, seen, ports) =
+            translate_all(&mut self.bridges, bridge, &k, learn, false, now, env)?;
+        drop(guard);
         let mut t = t;
+        for (w, m) in t.mask.words_mut().iter_mut().zip(in_mask.words()) {
+            *w |= m;
+        }
         // Only a packet's translation learns (revalidation and traces do not,
         // as in OVS).
         if learn {
@@ -597,11 +782,11 @@ impl<D: DpControl> Ofproto<D> {
         }
         let mut mac_sources: Vec<(usize, MacSource)> = Vec::new();
         let mut normal = Vec::new();
-        for (bi, flows) in seen.iter().enumerate() {
+        for (bi, (flows, reached)) in seen.iter().enumerate() {
             let (Some(b), Some(ports)) = (self.bridges.get(bi), ports.get(bi)) else {
                 continue;
             };
-            if !flows.is_empty() {
+            if *reached {
                 normal.push(bi);
             }
             for f in flows {
@@ -613,7 +798,12 @@ impl<D: DpControl> Ofproto<D> {
             }
         }
         let mut actions = t.actions.clone();
-        if !actions.iter().any(|a| matches!(a, DpAction::Output(_))) {
+        if !actions.iter().any(|a| {
+            matches!(
+                a,
+                DpAction::Output(_) | DpAction::TunnelPush { .. } | DpAction::TunnelPop(_)
+            )
+        }) {
             actions.retain(|a| !matches!(a, DpAction::Output(_)));
             if actions.is_empty()
                 || actions
@@ -623,11 +813,15 @@ impl<D: DpControl> Ofproto<D> {
                 actions = vec![DpAction::Drop];
             }
         }
+        let tunnel = t.tunnel.env;
+        let tnl_pending = t.tunnel.neighbor_miss > 0;
         Some(Xlated {
             t,
             actions,
             normal,
             mac_sources,
+            tunnel,
+            tnl_pending,
         })
     }
 
@@ -646,17 +840,67 @@ impl<D: DpControl> Ofproto<D> {
     /// in the batch follow what later upcalls learned.
     pub fn handle_upcall_deferred(&mut self, pmd: usize, key: FlowKey, packet: D::Packet) {
         self.stats.upcalls += 1;
-        let Some(&(bridge, ofport)) = self.odp.get(&(key.in_port as usize)) else {
-            self.stats.upcalls_no_bridge += 1;
-            return;
+        let (bridge, ofport, in_mask) = match self.ingress(&key) {
+            Ingress::Port {
+                bridge,
+                ofport,
+                mask,
+            } => (bridge, ofport, mask),
+            Ingress::NoTunnelPort(mask) => {
+                self.tunnel_rx_drop(pmd, key, packet, mask);
+                return;
+            }
+            Ingress::Unknown => {
+                self.stats.upcalls_no_bridge += 1;
+                return;
+            }
         };
         if key.dl_type == ETH_TYPE_SLOW && key.dl_dst == LACP_DST {
             if let Some(packet) = self.lacp_rx(bridge, ofport, pmd, &key, packet) {
-                self.handle_not_lacp(pmd, key, packet, bridge, ofport);
+                self.handle_not_lacp(pmd, key, packet, bridge, ofport, &in_mask);
             }
             return;
         }
-        self.handle_not_lacp(pmd, key, packet, bridge, ofport);
+        self.handle_not_lacp(pmd, key, packet, bridge, ofport, &in_mask);
+    }
+
+    /// A packet a tunnel delivered that no tunnel port takes (unknown remote,
+    /// local address or key): counted, and a drop megaflow over the tunnel
+    /// metadata is installed (kept, so that a tunnel port added later takes
+    /// the traffic at the next revalidation).
+    fn tunnel_rx_drop(&mut self, pmd: usize, key: FlowKey, packet: D::Packet, mask: FlowKey) {
+        self.stats.tnl_rx_no_port += 1;
+        let mkey = key.masked(&mask);
+        let stats: Arc<FlowStats> = Arc::default();
+        self.dp.install(
+            pmd,
+            &mask,
+            &mkey,
+            vec![DpAction::Drop],
+            stats.clone(),
+            Some(packet),
+        );
+        self.stats.megaflows_installed += 1;
+        let now = self.now_ms();
+        self.flows.insert(
+            (pmd, *mask.words(), *mkey.words()),
+            UFlow {
+                pmd,
+                bridge: NO_BRIDGE,
+                mask,
+                key: mkey,
+                actions: vec![DpAction::Drop],
+                rules: Vec::new(),
+                normal: Vec::new(),
+                mac_sources: Vec::new(),
+                tunnel: true,
+                tnl_pending: false,
+                stats,
+                seen_packets: 0,
+                seen_bytes: 0,
+                active_ms: now,
+            },
+        );
     }
 
     /// A slow-protocols frame on `ofport` of `bridge`: a LACPDU on a member of
@@ -777,13 +1021,15 @@ impl<D: DpControl> Ofproto<D> {
         packet: D::Packet,
         bridge: usize,
         ofport: u32,
+        in_mask: &FlowKey,
     ) {
-        let Some(x) = self.xlate(bridge, &key, ofport, true) else {
+        let Some(x) = self.xlate(bridge, &key, ofport, true, in_mask) else {
             return;
         };
         if x.t.error.is_some() {
             self.stats.xlate_errors += 1;
         }
+        self.count_tunnel(&x.t);
         if x.t
             .learn_outcomes
             .iter()
@@ -817,6 +1063,8 @@ impl<D: DpControl> Ofproto<D> {
                 rules: rules_of(&x.t),
                 normal: x.normal,
                 mac_sources: x.mac_sources,
+                tunnel: x.tunnel,
+                tnl_pending: x.tnl_pending,
                 stats,
                 seen_packets: 0,
                 seen_bytes: 0,
@@ -825,13 +1073,93 @@ impl<D: DpControl> Ofproto<D> {
         );
     }
 
+    /// Counts what native tunneling did in an upcall's translation.
+    fn count_tunnel(&mut self, t: &Translation) {
+        let (u, s) = (&t.tunnel, &mut self.stats);
+        s.tnl_push += u64::from(u.pushes);
+        s.tnl_pop += u64::from(u.pops);
+        s.tnl_no_route += u64::from(u.no_route);
+        s.tnl_neighbor_miss += u64::from(u.neighbor_miss);
+        s.tnl_bad_header += u64::from(u.bad_header);
+    }
+
+    /// Sends the ARP requests the tunnel environment queued (neighbor misses
+    /// of translations): each is a broadcast `who-has NEXT_HOP tell SRC` from
+    /// the route's port MAC, translated and executed as if the route's
+    /// internal port had sent it on its bridge (so `NORMAL` floods it to the
+    /// NICs, tagged as that port's VLAN needs), as OVS's
+    /// `tnl_send_arp_request` does.
+    fn send_arp_requests(&mut self) {
+        let Some(env) = self.tunnel_env.clone() else {
+            return;
+        };
+        let requests = lock_env(&env).take_arp_requests();
+        for r in requests {
+            self.send_arp_request(&r);
+        }
+    }
+
+    fn send_arp_request(&mut self, r: &TnlRoute) {
+        let port = self.bridge_index(&r.bridge).ok().and_then(|bi| {
+            let p = self
+                .bridges
+                .get(bi)?
+                .ports
+                .iter()
+                .find(|p| p.name == r.port)?;
+            Some((bi, p.ofport, p.odp))
+        });
+        let Some((bi, ofport, odp)) = port else {
+            self.stats.arp_request_errors += 1;
+            return;
+        };
+        let frame = arp_request(r.mac, r.src, r.next_hop);
+        let mut key = FlowKey::default();
+        // A frame built right here: it parses whole.
+        let _ = pipeline::parse(&frame, odp as u32, &mut key);
+        // A packet-out of the port's own: it learns as any packet does.
+        let Some(x) = self.xlate(bi, &key, ofport, true, &FlowKey::default()) else {
+            return;
+        };
+        if x.t
+            .learn_outcomes
+            .iter()
+            .any(|o| matches!(o, LearnOutcome::Added(_) | LearnOutcome::Modified(_)))
+        {
+            self.dirty = true;
+        }
+        self.dp.execute(&frame, &x.actions);
+        self.stats.arp_requests += 1;
+    }
+
     /// Revalidates what changed since the last revalidation: every megaflow
     /// after a rule change, else the `NORMAL` megaflows of each bridge whose MAC
     /// table changed. Returns once the PMDs have applied the updates.
+    ///
+    /// Native tunneling: the ARP requests the tunnel environment queued are
+    /// sent first, then, when its generation moved (a route, neighbor or
+    /// address changed), the megaflows whose translation consulted it are
+    /// revalidated too; requests queued by that are sent at the end.
     pub fn revalidate_pending(&mut self) {
+        self.send_arp_requests();
+        self.revalidate_changes();
+        self.send_arp_requests();
+    }
+
+    fn revalidate_changes(&mut self) {
         if self.dirty {
             self.revalidate();
             return;
+        }
+        let tnl_moved = match &self.tunnel_env {
+            Some(env) => {
+                let g = lock_env(env).generation();
+                std::mem::replace(&mut self.tnl_generation, g) != g
+            }
+            None => false,
+        };
+        if tnl_moved {
+            self.stats.tnl_revalidations += 1;
         }
         let moved: Vec<bool> = self
             .bridges
@@ -849,10 +1177,12 @@ impl<D: DpControl> Ofproto<D> {
                 bonds || macs
             })
             .collect();
-        if moved.contains(&true) {
+        if moved.contains(&true) || tnl_moved {
             // A megaflow depends on the MAC table of every bridge whose
-            // `NORMAL` it reached, through patch ports too.
-            self.revalidate_where(|f| f.normal.iter().any(|&b| moved.get(b) == Some(&true)));
+            // `NORMAL` it reached, through patch ports and tunnels too.
+            self.revalidate_where(|f| {
+                (tnl_moved && f.tunnel) || f.normal.iter().any(|&b| moved.get(b) == Some(&true))
+            });
         }
     }
 
@@ -864,6 +1194,9 @@ impl<D: DpControl> Ofproto<D> {
         for b in &mut self.bridges {
             b.mac_generation = b.normal.macs().generation();
             b.bond_generation = b.normal.bonds_generation();
+        }
+        if let Some(env) = &self.tunnel_env {
+            self.tnl_generation = lock_env(env).generation();
         }
         self.revalidate_where(|_| true);
     }
@@ -882,12 +1215,18 @@ impl<D: DpControl> Ofproto<D> {
             let Some(f) = self.flows.get(&id) else {
                 continue;
             };
-            let (bridge, key, old_mask, pmd) = (f.bridge, f.key, f.mask, f.pmd);
-            let Some(&(_, ofport)) = self.odp.get(&(key.in_port as usize)) else {
-                continue;
-            };
-            let Some(x) = self.xlate(bridge, &key, ofport, false) else {
-                continue;
+            let (key, old_mask, pmd) = (f.key, f.mask, f.pmd);
+            let (bridge, x) = match self.ingress(&key) {
+                Ingress::Port {
+                    bridge,
+                    ofport,
+                    mask,
+                } => match self.xlate(bridge, &key, ofport, false, &mask) {
+                    Some(x) => (bridge, x),
+                    None => continue,
+                },
+                Ingress::NoTunnelPort(mask) => (NO_BRIDGE, Xlated::drop(mask)),
+                Ingress::Unknown => continue,
             };
             let Some(f) = self.flows.get_mut(&id) else {
                 continue;
@@ -898,9 +1237,12 @@ impl<D: DpControl> Ofproto<D> {
                 self.flows.remove(&id);
                 continue;
             }
+            f.bridge = bridge;
             f.rules = rules_of(&x.t);
             f.normal = x.normal;
             f.mac_sources = x.mac_sources;
+            f.tunnel = x.tunnel;
+            f.tnl_pending = x.tnl_pending;
             if x.actions != f.actions {
                 f.actions = x.actions.clone();
                 self.dp
@@ -987,6 +1329,11 @@ impl<D: DpControl> Ofproto<D> {
                 self.stats.megaflows_removed += 1;
             }
         }
+        // Tunnel outputs still waiting for their next hop ask again (the
+        // environment rate-limits the ARP requests).
+        if self.flows.values().any(|f| f.tnl_pending) {
+            self.revalidate_where(|f| f.tnl_pending);
+        }
         self.revalidate_pending();
     }
 
@@ -1037,13 +1384,14 @@ impl<D: DpControl> Ofproto<D> {
     }
 
     /// Removes a bridge and its megaflows (`ctl del-br`); returns its ports'
-    /// datapath numbers, once no PMD uses a megaflow of it any more.
+    /// datapath numbers (and those of the tunnel datapath ports only its
+    /// tunnels used), once no PMD uses a megaflow of it any more.
     pub fn del_bridge(&mut self, name: &str) -> Result<Vec<usize>, String> {
         let bi = self.bridge_index(name)?;
         self.remove_where(|f| touches(f, bi));
         let b = self.bridges.remove(bi);
         let shift = |i: &mut usize| {
-            if *i > bi {
+            if *i > bi && *i != NO_BRIDGE {
                 *i -= 1;
             }
         };
@@ -1058,7 +1406,20 @@ impl<D: DpControl> Ofproto<D> {
         link_patches(&mut self.bridges);
         self.revalidate();
         self.dp.barrier();
-        Ok(b.ports.iter().map(|p| p.odp).collect())
+        let mut odps: Vec<usize> = b.ports.iter().map(|p| p.odp).collect();
+        // The tunnel datapath ports no other bridge's tunnels use.
+        for t in &b.tunnels {
+            let odp = t.odp as usize;
+            let used = self
+                .bridges
+                .iter()
+                .flat_map(|o| &o.tunnels)
+                .any(|o| o.odp == t.odp);
+            if !used && !odps.contains(&odp) {
+                odps.push(odp);
+            }
+        }
+        Ok(odps)
     }
 
     /// Adds a port to a bridge (`ctl add-port`) with its VLAN mode, then
@@ -1069,6 +1430,27 @@ impl<D: DpControl> Ofproto<D> {
         bridge: &str,
         port: BridgePort,
         mode: VlanMode,
+    ) -> Result<(), String> {
+        self.add_port_kind(bridge, port, mode, false)
+    }
+
+    /// [`Ofproto::add_port`] for a `type=internal` port (a host interface:
+    /// routes may leave by it and tunnels end there).
+    pub fn add_internal_port(
+        &mut self,
+        bridge: &str,
+        port: BridgePort,
+        mode: VlanMode,
+    ) -> Result<(), String> {
+        self.add_port_kind(bridge, port, mode, true)
+    }
+
+    fn add_port_kind(
+        &mut self,
+        bridge: &str,
+        port: BridgePort,
+        mode: VlanMode,
+        internal: bool,
     ) -> Result<(), String> {
         let bi = self.bridge_index(bridge)?;
         if self.odp.contains_key(&port.odp) {
@@ -1092,10 +1474,13 @@ impl<D: DpControl> Ofproto<D> {
         }
         mode.validate()
             .map_err(|e| format!("port {:?}: {e}", port.name))?;
-        b.portmap.insert(port.name.clone(), port.ofport);
         b.normal
             .set_port(port.ofport, mode)
             .map_err(|e| format!("port {:?}: {e}", port.name))?;
+        b.portmap.insert(port.name.clone(), port.ofport);
+        if internal {
+            b.mark_internal(&port.name);
+        }
         b.ports.push(port);
         self.index_odp();
         self.revalidate_where(|f| touches(f, bi));
@@ -1116,6 +1501,7 @@ impl<D: DpControl> Ofproto<D> {
             .ok_or_else(|| format!("bridge {bridge:?} has no port {name:?}"))?;
         let port = b.ports.remove(pi);
         b.portmap.remove(name);
+        b.internal.retain(|n| n != name);
         b.normal.remove_port(port.ofport);
         b.mac_generation = b.normal.macs().generation();
         let odp = port.odp as u32;
@@ -1164,6 +1550,77 @@ impl<D: DpControl> Ofproto<D> {
         link_patches(&mut self.bridges);
         self.revalidate();
         Ok(())
+    }
+
+    /// The datapath port tunnels of `kind` on UDP port `dst_port` share, if a
+    /// tunnel port uses one already.
+    pub fn tunnel_odp(&self, kind: TunnelKind, dst_port: u16) -> Option<usize> {
+        self.bridges
+            .iter()
+            .flat_map(|b| &b.tunnels)
+            .find(|t| t.config.kind == kind && t.config.dst_port == dst_port)
+            .map(|t| t.odp as usize)
+    }
+
+    /// Adds tunnel port `name` (`ctl add-port BR NAME type=vxlan
+    /// options:remote_ip=...`) with OpenFlow number `ofport` on datapath port
+    /// `odp` (its kind's: [`Ofproto::tunnel_odp`], or one just opened). Every
+    /// megaflow is revalidated: rules may name it, `NORMAL` floods to it, and
+    /// packets a tunnel delivered may now be its.
+    pub fn add_tunnel_port(
+        &mut self,
+        bridge: &str,
+        name: &str,
+        ofport: u32,
+        odp: usize,
+        config: TunnelPortConfig,
+        mode: VlanMode,
+    ) -> Result<(), String> {
+        let bi = self.bridge_index(bridge)?;
+        if self.odp.contains_key(&odp) {
+            return Err(format!(
+                "port {name:?}: datapath port {odp} is a device's, not a tunnel's"
+            ));
+        }
+        let b = self.bridges.get_mut(bi).ok_or("no such bridge")?;
+        if b.portmap.number(name).is_some() {
+            return Err(format!("bridge {bridge:?} already has a port {name:?}"));
+        }
+        if b.portmap.iter().any(|(_, o)| o == ofport) {
+            return Err(format!("port {name:?}: OpenFlow port {ofport} is taken"));
+        }
+        mode.validate().map_err(|e| format!("port {name:?}: {e}"))?;
+        b.normal
+            .set_port(ofport, mode)
+            .map_err(|e| format!("port {name:?}: {e}"))?;
+        b.add_tunnel(name, ofport, odp, config);
+        self.revalidate();
+        Ok(())
+    }
+
+    /// Removes tunnel port `name` (`ctl del-port`): every megaflow is
+    /// revalidated (packets it took are dropped). Returns its datapath port
+    /// when no other tunnel port uses it any more (the caller closes it).
+    pub fn del_tunnel_port(&mut self, bridge: &str, name: &str) -> Result<Option<usize>, String> {
+        let bi = self.bridge_index(bridge)?;
+        let b = self.bridges.get_mut(bi).ok_or("no such bridge")?;
+        let ti = b
+            .tunnels
+            .iter()
+            .position(|t| t.name == name)
+            .ok_or_else(|| format!("bridge {bridge:?} has no tunnel port {name:?}"))?;
+        let t = b.tunnels.remove(ti);
+        b.portmap.remove(name);
+        b.normal.remove_port(t.ofport);
+        b.mac_generation = b.normal.macs().generation();
+        self.revalidate();
+        self.dp.barrier();
+        let shared = self
+            .bridges
+            .iter()
+            .flat_map(|b| &b.tunnels)
+            .any(|o| o.odp == t.odp);
+        Ok((!shared).then_some(t.odp as usize))
     }
 
     /// Removes a patch port (`ctl del-port`): its peer leads nowhere; every
@@ -1258,8 +1715,14 @@ impl<D: DpControl> Ofproto<D> {
         let b = self.bridges.get(bi).ok_or("no such bridge")?;
         let key = parse_key(key_text, &b.portmap)?;
         let name = b.name.clone();
-        let (t, _, _) =
-            translate_all(&mut self.bridges, bi, &key, false, true, 0).ok_or("no such bridge")?;
+        let env = self.tunnel_env.clone();
+        let mut guard = env.as_ref().map(lock_env);
+        let env: Option<&mut dyn TunnelEnv> = match guard.as_deref_mut() {
+            Some(e) => Some(e),
+            None => None,
+        };
+        let (t, _, _) = translate_all(&mut self.bridges, bi, &key, false, true, 0, env)
+            .ok_or("no such bridge")?;
         Ok(format_trace_named(&t, &name))
     }
 
@@ -1475,7 +1938,10 @@ impl<D: DpControl> Ofproto<D> {
             .flows
             .values()
             .map(|f| {
-                let bname = self.bridges.get(f.bridge).map_or("?", |b| b.name.as_str());
+                let bname = self
+                    .bridges
+                    .get(f.bridge)
+                    .map_or("(no tunnel port)", |b| b.name.as_str());
                 (
                     f.pmd,
                     format!(
@@ -1541,6 +2007,26 @@ struct Xlated {
     normal: Vec<usize>,
     /// What `NORMAL` learns from it, by bridge.
     mac_sources: Vec<(usize, MacSource)>,
+    /// It consulted the tunnel environment.
+    tunnel: bool,
+    /// It met a neighbor miss.
+    tnl_pending: bool,
+}
+
+impl Xlated {
+    /// A drop over `mask` (a packet no port takes).
+    fn drop(mask: FlowKey) -> Xlated {
+        let mut t = translate_bridges(&mut [], 0, &FlowKey::default(), false);
+        t.mask = mask;
+        Xlated {
+            t,
+            actions: vec![DpAction::Drop],
+            normal: Vec::new(),
+            mac_sources: Vec::new(),
+            tunnel: true,
+            tnl_pending: false,
+        }
+    }
 }
 
 /// The rules a translation hit, each with its bridge.
@@ -1556,6 +2042,7 @@ fn rules_of(t: &Translation) -> Vec<(usize, RuleId)> {
 /// (patch ports lead from one to another), `NORMAL` learning or not. Learned
 /// flows are not applied. Returns the translation, the flows each bridge's
 /// `NORMAL` decided on, and each bridge's OpenFlow ports.
+/// `env`: native tunneling's tables, if any; snooping only when `learn`.
 #[allow(clippy::type_complexity)]
 fn translate_all(
     bridges: &mut [Bridge],
@@ -1564,7 +2051,8 @@ fn translate_all(
     learn: bool,
     trace: bool,
     now: u64,
-) -> Option<(Translation, Vec<Vec<FlowKey>>, Vec<Vec<u32>>)> {
+    env: Option<&mut dyn TunnelEnv>,
+) -> Option<(Translation, Vec<(Vec<FlowKey>, bool)>, Vec<Vec<u32>>)> {
     if start >= bridges.len() {
         return None;
     }
@@ -1572,48 +2060,86 @@ fn translate_all(
     let odps: Vec<Vec<(u32, u32)>> = bridges.iter().map(Bridge::odp_map).collect();
     let mut hooks: Vec<Recorded<'_>> = Vec::with_capacity(bridges.len());
     let mut parts = Vec::with_capacity(bridges.len());
+    let mut internals: Vec<Vec<(u32, &str)>> = Vec::with_capacity(bridges.len());
     for b in bridges.iter_mut() {
         let Bridge {
             name,
             tables,
             normal,
             patch_peers,
+            tunnels,
+            ports: bports,
+            internal,
             ..
         } = b;
+        let internal = internal_ports(bports, internal);
         hooks.push(Recorded::new(if learn {
             normal.hook(now)
         } else {
             normal.trace_hook()
         }));
-        parts.push((name.as_str(), &*tables, patch_peers.as_slice()));
+        parts.push((
+            name.as_str(),
+            &*tables,
+            patch_peers.as_slice(),
+            tunnels.as_slice(),
+        ));
+        internals.push(internal);
     }
     let t = {
         let mut xb: Vec<XlateBridge<'_, '_>> = parts
             .iter()
             .zip(hooks.iter_mut())
-            .zip(ports.iter().zip(&odps))
+            .zip(ports.iter().zip(&odps).zip(&internals))
             .map(
-                |((&(name, tables, patches), hook), (ports, odp))| XlateBridge {
-                    name,
-                    tables,
-                    ports,
-                    odp: Some(odp),
-                    patches,
-                    normal: Some(hook as &mut dyn NormalHook),
+                |((&(name, tables, patches, tunnels), hook), ((ports, odp), internal))| {
+                    XlateBridge {
+                        name,
+                        tables,
+                        ports,
+                        odp: Some(odp),
+                        patches,
+                        normal: Some(hook as &mut dyn NormalHook),
+                        internal,
+                        tunnels,
+                    }
                 },
             )
             .collect();
-        translate_bridges(&mut xb, start, key, trace)
+        translate_bridges_with(
+            &mut xb,
+            start,
+            key,
+            BridgesOptions {
+                trace,
+                tunnel_env: env,
+                side_effects: learn,
+            },
+        )
     };
-    let seen = hooks.into_iter().map(|h| h.seen).collect();
+    let seen = hooks.into_iter().map(|h| (h.seen, h.reached)).collect();
     Some((t, seen, ports))
 }
 
-/// A bridge's `NORMAL` hook that also records the flows `NORMAL` decided on (as
-/// earlier actions left them), for [`Normal::learning_source`].
+/// A bridge's internal ports, `(ofport, name)`: its own port (`LOCAL`) and
+/// those marked `type=internal`.
+fn internal_ports<'a>(ports: &'a [BridgePort], internal: &[String]) -> Vec<(u32, &'a str)> {
+    ports
+        .iter()
+        .filter(|p| p.ofport == pipeline::flow_key::OFPP_LOCAL || internal.contains(&p.name))
+        .map(|p| (p.ofport, p.name.as_str()))
+        .collect()
+}
+
+/// A bridge's `NORMAL` hook that also records the flows `NORMAL` decided on
+/// while learning (as earlier actions left them), for
+/// [`Normal::learning_source`], and whether `NORMAL` ran at all (an
+/// encapsulated packet's decisions, which learn nothing, count there).
 struct Recorded<'a> {
     hook: NormalXlate<'a>,
     seen: Vec<FlowKey>,
+    reached: bool,
+    learning: bool,
 }
 
 impl<'a> Recorded<'a> {
@@ -1621,14 +2147,24 @@ impl<'a> Recorded<'a> {
         Recorded {
             hook,
             seen: Vec::new(),
+            reached: false,
+            learning: true,
         }
     }
 }
 
 impl NormalHook for Recorded<'_> {
     fn normal(&mut self, flow: &FlowKey, wc: &mut FlowKey, ports: &[u32]) -> NormalDecision {
-        self.seen.push(*flow);
+        self.reached = true;
+        if self.learning {
+            self.seen.push(*flow);
+        }
         self.hook.normal(flow, wc, ports)
+    }
+
+    fn set_learning(&mut self, on: bool) {
+        self.learning = on;
+        self.hook.set_learning(on);
     }
 }
 
@@ -1643,6 +2179,7 @@ pub fn bridges_from_config(cfg: &Config) -> Result<Vec<Bridge>, String> {
     let dp_ports = cfg.datapath_ports();
     let mut out = Vec::new();
     for b in &cfg.bridges {
+        let ofports = b.ofports();
         // Datapath port numbers are positions in `Config::datapath_ports`; the
         // bridge's own port (`LOCAL`) is among them.
         let ports = dp_ports
@@ -1655,7 +2192,23 @@ pub fn bridges_from_config(cfg: &Config) -> Result<Vec<Bridge>, String> {
                 odp,
             })
             .collect();
-        out.push(bridge_from_config(b, ports)?);
+        // Tunnel ports, on their kind's datapath port.
+        let mut tunnels = Vec::new();
+        for p in b.ports.iter().filter(|p| p.is_tunnel()) {
+            let c = p
+                .tunnel_config()
+                .map_err(|e| format!("bridge {:?}: port {:?}: {e}", b.name, p.name))?;
+            let odp = dp_ports
+                .iter()
+                .position(|d| d.tunnel == Some((c.kind, c.dst_port)))
+                .ok_or_else(|| format!("port {:?}: no tunnel datapath port", p.name))?;
+            let ofport = ofports
+                .iter()
+                .find(|(n, _)| *n == p.name)
+                .map_or(0, |&(_, o)| o);
+            tunnels.push((p.name.clone(), ofport, odp, c));
+        }
+        out.push(bridge_with_tunnels(b, ports, tunnels)?);
     }
     Ok(out)
 }
@@ -1663,7 +2216,30 @@ pub fn bridges_from_config(cfg: &Config) -> Result<Vec<Bridge>, String> {
 /// The bridge `b` describes, over `ports` (numbered by the caller): VLAN
 /// modes, MAC table settings, [`DEFAULT_FLOW`] and the configured flows.
 pub fn bridge_from_config(b: &BridgeConfig, ports: Vec<BridgePort>) -> Result<Bridge, String> {
+    bridge_with_tunnels(b, ports, Vec::new())
+}
+
+/// [`bridge_from_config`] with the bridge's tunnel ports: (name, OpenFlow
+/// port, datapath port, options), one for each tunnel port of `b`.
+fn bridge_with_tunnels(
+    b: &BridgeConfig,
+    ports: Vec<BridgePort>,
+    tunnels: Vec<(String, u32, usize, TunnelPortConfig)>,
+) -> Result<Bridge, String> {
+    if let Some(p) = b
+        .ports
+        .iter()
+        .find(|p| p.is_tunnel() && !tunnels.iter().any(|t| t.0 == p.name))
+    {
+        return Err(format!(
+            "bridge {:?}: tunnel port {:?} has no datapath port",
+            b.name, p.name
+        ));
+    }
     let mut bridge = Bridge::new(&b.name, ports);
+    for (name, ofport, odp, c) in tunnels {
+        bridge.add_tunnel(&name, ofport, odp, c);
+    }
     for p in b.ports.iter().filter(|p| p.is_bond()) {
         let s = p
             .bond_settings()
@@ -1685,6 +2261,9 @@ pub fn bridge_from_config(b: &BridgeConfig, ports: Vec<BridgePort>) -> Result<Br
             .find(|(n, _)| *n == p.name)
             .map_or(0, |&(_, o)| o);
         bridge.add_patch(&p.name, ofport, p.peer().unwrap_or_default());
+    }
+    for p in b.ports.iter().filter(|p| p.is_internal()) {
+        bridge.mark_internal(&p.name);
     }
     configure_normal(&mut bridge, b).map_err(|e| format!("bridge {:?}: {e}", b.name))?;
     let fms = b
@@ -1720,6 +2299,23 @@ fn configure_normal(bridge: &mut Bridge, cfg: &BridgeConfig) -> Result<(), Strin
         bridge.normal.macs_mut().set_max_entries(n);
     }
     Ok(())
+}
+
+/// The broadcast ARP request `who-has target tell src` from `mac` (RFC 826;
+/// 42 bytes, no padding, as OVS's `compose_arp` builds it: the NIC pads).
+/// Addresses in host order.
+pub fn arp_request(mac: [u8; 6], src: u32, target: u32) -> Vec<u8> {
+    let mut f = Vec::with_capacity(42);
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&0x0806u16.to_be_bytes());
+    // Ethernet, IPv4, address lengths 6 and 4, request.
+    f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&src.to_be_bytes());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.to_be_bytes());
+    f
 }
 
 /// A megaflow as an `ovs-ofctl` match (`in_port=1,ip,nw_dst=10.0.0.7`; `in_port`

@@ -50,6 +50,8 @@ fn run(a: &Tables, b: &Tables, key: &FlowKey) -> Translation {
             odp: Some(&A_ODP),
             patches: &A_PATCH,
             normal: None,
+            internal: &[],
+            tunnels: &[],
         },
         XlateBridge {
             name: "br-b",
@@ -58,6 +60,8 @@ fn run(a: &Tables, b: &Tables, key: &FlowKey) -> Translation {
             odp: Some(&B_ODP),
             patches: &B_PATCH,
             normal: None,
+            internal: &[],
+            tunnels: &[],
         },
     ];
     translate_bridges(&mut br, 0, key, true)

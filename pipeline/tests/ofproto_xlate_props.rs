@@ -396,6 +396,8 @@ mod patch {
                 odp: Some(&A_ODP),
                 patches: &A_PATCH,
                 normal: None,
+                internal: &[],
+                tunnels: &[],
             },
             XlateBridge {
                 name: "b",
@@ -404,6 +406,8 @@ mod patch {
                 odp: Some(&B_ODP),
                 patches: &B_PATCH,
                 normal: None,
+                internal: &[],
+                tunnels: &[],
             },
         ];
         translate_bridges(&mut br, 0, k, false)

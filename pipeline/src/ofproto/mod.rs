@@ -33,6 +33,10 @@
 //! * [`syntax`]: `ovs-ofctl` text in and out: `add-flow`/`add-flows` lines,
 //!   `del-flows`/`dump-flows` selections, `dump-flows` lines (printed in
 //!   `match_format`'s field order, actions as `ofpacts_format`), [`syntax::PortMap`].
+//! * [`tnl`]: tunnel ports (`vxlan`, `gre`, `geneve`): their options and the
+//!   lookup of the tunnel port a decapsulated packet arrived on; translation
+//!   turns outputs to them into `tnl_push` and packets for a local endpoint
+//!   into `tnl_pop` (native tunneling, with a [`xlate::TunnelEnv`]).
 //!
 //! # OVS compatibility
 //!
@@ -54,4 +58,5 @@ pub mod reference;
 pub mod rule;
 pub mod syntax;
 pub mod table;
+pub mod tnl;
 pub mod xlate;

@@ -1015,6 +1015,7 @@ impl Normal {
     pub fn hook(&mut self, now_ms: u64) -> NormalXlate<'_> {
         NormalXlate {
             normal: NormalRef::Learning(self, now_ms),
+            learning: true,
         }
     }
 
@@ -1023,6 +1024,7 @@ impl Normal {
     pub fn trace_hook(&self) -> NormalXlate<'_> {
         NormalXlate {
             normal: NormalRef::ReadOnly(self),
+            learning: false,
         }
     }
 }
@@ -1036,6 +1038,9 @@ enum NormalRef<'a> {
 /// [`Normal::hook`] and [`Normal::trace_hook`]).
 pub struct NormalXlate<'a> {
     normal: NormalRef<'a>,
+    /// Learning hook, learning now (off while the translator handles an
+    /// encapsulated packet: [`NormalHook::set_learning`]).
+    learning: bool,
 }
 
 impl NormalXlate<'_> {
@@ -1055,12 +1060,16 @@ fn drop_with(note: NormalNote) -> NormalDecision {
 }
 
 impl NormalHook for NormalXlate<'_> {
+    fn set_learning(&mut self, on: bool) {
+        self.learning = on && matches!(self.normal, NormalRef::Learning(..));
+    }
+
     fn normal(&mut self, flow: &FlowKey, wc: &mut FlowKey, ports: &[u32]) -> NormalDecision {
         let (in_port, vlan, pcp) = match self.get().admit(flow, wc, ports) {
             Ok(src) => src,
             Err(note) => return drop_with(note),
         };
-        if let NormalRef::Learning(n, now_ms) = &mut self.normal {
+        if let (NormalRef::Learning(n, now_ms), true) = (&mut self.normal, self.learning) {
             n.macs.learn(vlan, flow.dl_src, in_port, *now_ms);
         }
 

@@ -49,6 +49,42 @@
 //! * Patch ports ([`translate_bridges`]): an output to one continues in the
 //!   peer bridge within the same translation (OVS `patch_port_output`).
 //!
+//! # Native tunneling ([`translate_bridges_with`] and a [`TunnelEnv`])
+//!
+//! * Output to a tunnel port ([`XlateBridge::tunnels`], OVS's
+//!   `native_tunnel_output`): the remote is the port's `remote_ip` or the
+//!   flow's `tun_dst` (`remote_ip=flow`), the key its `out_key` or the flow's
+//!   `tun_id` (`key=flow`); [`TunnelEnv::route`] gives the bridge and internal
+//!   port the outer packet leaves by and the outer source (unless `local_ip`
+//!   is set), [`TunnelEnv::neighbor`] the next hop's MAC. Header changes are
+//!   committed (not the tunnel metadata: it goes into the header), the outer
+//!   headers are built once ([`TunnelHeader::new`]), and the outer packet is
+//!   translated in the route's bridge as if received on the route's port: its
+//!   tables (`NORMAL`, VLAN tags, bonds) decide where it goes, without
+//!   learning and with its mask bits dropped (they read the outer headers,
+//!   constants of this translation). The result is one
+//!   [`DpAction::TunnelPush`] carrying those actions. No route, no neighbor
+//!   (then [`TunnelEnv::neighbor_miss`] queues an ARP request), a header that
+//!   cannot be built, or an outer translation that outputs nothing: no output,
+//!   with a trace note and a counter ([`Translation::tunnel`]). A remote equal
+//!   to the address the packet itself was tunnelled to is refused (OVS: "Not
+//!   tunneling to our own address").
+//! * Terminating (OVS's `terminate_native_tunnel`): an output to an internal
+//!   port ([`XlateBridge::internal`]) that [`TunnelEnv::port_has_ip`], of an
+//!   untagged, unfragmented IPv4 packet to a local address
+//!   ([`TunnelEnv::is_local_ip`]) on a tunnel's protocol (GRE, or UDP to the
+//!   `dst_port` of a VXLAN or Geneve port of any bridge) becomes
+//!   [`DpAction::TunnelPop`] of that tunnel's datapath port. When the env knows
+//!   the port's MAC ([`TunnelEnv::port_mac`]) the destination MAC must be it.
+//!   ARP going to such a port is snooped into the neighbor cache
+//!   ([`TunnelEnv::snoop`]) on upcalls, and output as usual.
+//! * The outer TOS is the port's `tos` (or the inner DSCP with
+//!   `tos=inherit`), its ECN bits the inner packet's (CE sent as ECT(0)); the
+//!   TTL the port's `ttl` (or the inner one with `ttl=inherit`).
+//! * [`Translation::tunnel`] says whether the result depends on the env
+//!   (routes, neighbors, addresses): such megaflows are revalidated when
+//!   [`TunnelEnv::generation`] moves.
+//!
 //! # The megaflow mask
 //!
 //! [`Translation::mask`] has a 1 for every key bit the result depended on, and is
@@ -67,22 +103,31 @@
 //!
 //! # Deviations
 //!
-//! * No tunnel ports, bonds, mirrors, conntrack, groups, meters or
-//!   recirculation; `set(tunnel(..))` is committed before any output, not only
-//!   before tunnel ports.
+//! * No mirrors, conntrack, groups, meters or recirculation;
+//!   `set(tunnel(..))` is committed before outputs to ordinary ports too (OVS
+//!   commits the tunnel only at tunnel ports); at a tunnel port the tunnel
+//!   metadata goes into the pushed header instead.
+//! * Geneve options are not carried (the flow key has no `tun_metadata`).
+//! * ARP requests, not only replies and gratuitous ARPs, are snooped (as the
+//!   Linux kernel learns from requests it receives).
 //! * `fin_idle_timeout`/`fin_hard_timeout` of `learn` are ignored.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use super::action::{Action, LearnField, LearnSpec, OFPP_LOCAL, OFPP_MAX};
 use super::field::{Field, Subfield};
 use super::flow_match::Match;
 use super::rule::{FlowMod, FlowModFlags};
 use super::table::{LearnOutcome, RuleId, Tables};
+use super::tnl::{TnlInherit, TnlKey, XlateTunnel, DEFAULT_TTL};
 use crate::actions::DpAction;
 use crate::flow_key::{
     FlowKey, ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, ETH_TYPE_RARP, ETH_TYPE_VLAN_8021Q,
     FLOW_MAX_VLAN_HEADERS, FLOW_NW_FRAG_LATER, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP,
     IPPROTO_TCP, IPPROTO_UDP, VLAN_CFI, VLAN_PCP_MASK, VLAN_PCP_SHIFT, VLAN_VID_MASK,
 };
+use crate::tunnel::{TunnelHeader, TunnelKind, TunnelSpec, IPPROTO_GRE};
 
 /// Deepest resubmit/goto nesting (OVS `MAX_DEPTH`).
 pub const MAX_RESUBMIT_DEPTH: usize = 64;
@@ -161,6 +206,11 @@ pub trait NormalHook {
     /// the decision read must be OR-ed into `wc`; the VLAN bits an output's
     /// retag depends on are marked by the commit.
     fn normal(&mut self, flow: &FlowKey, wc: &mut FlowKey, ports: &[u32]) -> NormalDecision;
+    /// Whether the decisions that follow may learn (side effects). The
+    /// translator turns learning off while it translates an encapsulated
+    /// packet in the underlay bridge (OVS disables side effects there) and on
+    /// again otherwise. Default: ignored.
+    fn set_learning(&mut self, _on: bool) {}
 }
 
 /// The route native tunneling found for a remote endpoint
@@ -207,6 +257,36 @@ pub trait TunnelEnv {
     /// Moves whenever a route, a neighbor or a local address changes: the slow
     /// path then revalidates the megaflows of tunnel traffic.
     fn generation(&self) -> u64;
+    /// The MAC of internal port `port`, if known: a packet output there ends a
+    /// native tunnel only if it is addressed to it (OVS's tunnel port map
+    /// matches the device's MAC). Default: unknown, not checked.
+    fn port_mac(&self, _port: &str) -> Option<[u8; 6]> {
+        None
+    }
+}
+
+/// What native tunneling did in one translation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TunnelUse {
+    /// The result depends on the [`TunnelEnv`] (a route, a neighbor, a local
+    /// address or an internal port's address was consulted): revalidate the
+    /// megaflow when [`TunnelEnv::generation`] moves.
+    pub env: bool,
+    /// Encapsulations emitted ([`DpAction::TunnelPush`]).
+    pub pushes: u32,
+    /// Decapsulations emitted ([`DpAction::TunnelPop`]).
+    pub pops: u32,
+    /// Tunnel outputs dropped: no route to the remote (or no remote, or no
+    /// tunnel environment).
+    pub no_route: u32,
+    /// Tunnel outputs dropped: the next hop's MAC is unknown (an ARP request
+    /// was queued, except in traces).
+    pub neighbor_miss: u32,
+    /// Tunnel outputs dropped: the outer header could not be built (a key too
+    /// wide for the kind), or the outer packet went nowhere.
+    pub bad_header: u32,
+    /// ARP packets snooped into the neighbor cache.
+    pub snooped: u32,
 }
 
 /// One line of a trace, with its nesting depth: the lookup in table 0 is at depth
@@ -289,6 +369,8 @@ pub struct Translation {
     pub normal_unsupported: bool,
     /// Packets sent to the controller (`controller`, `dec_ttl` expiry).
     pub n_controller: u32,
+    /// What native tunneling did.
+    pub tunnel: TunnelUse,
 }
 
 /// Options of a translation.
@@ -315,6 +397,8 @@ pub fn translate(
         odp: None,
         patches: &[],
         normal: opts.normal,
+        internal: &[],
+        tunnels: &[],
     }];
     translate_bridges(&mut one, 0, key, opts.trace)
 }
@@ -348,6 +432,26 @@ pub struct XlateBridge<'a, 'h> {
     pub patches: &'a [PatchPeer],
     /// The learning switch behind its `NORMAL`.
     pub normal: Option<&'h mut dyn NormalHook>,
+    /// Its internal ports (its own and `type=internal` ones), `(ofport,
+    /// name)`: the ports routes leave by and tunnel endpoints live on.
+    pub internal: &'a [(u32, &'a str)],
+    /// Its tunnel ports.
+    pub tunnels: &'a [XlateTunnel],
+}
+
+/// Options of [`translate_bridges_with`].
+#[derive(Default)]
+pub struct BridgesOptions<'e> {
+    /// Record a trace. A trace has no side effects: no snooping, no ARP
+    /// request queued.
+    pub trace: bool,
+    /// Native tunneling's route and neighbor tables; without them tunnel
+    /// outputs find no route and nothing ends a tunnel.
+    pub tunnel_env: Option<&'e mut dyn TunnelEnv>,
+    /// A packet's own translation (an upcall): ARP snooping feeds the
+    /// neighbor cache. Revalidation leaves it off (it still queues ARP
+    /// requests for neighbor misses: the env rate-limits them).
+    pub side_effects: bool,
 }
 
 /// Translates `key`, which arrived on bridge `start` (`key.in_port` is an
@@ -367,8 +471,44 @@ pub fn translate_bridges(
     key: &FlowKey,
     trace: bool,
 ) -> Translation {
+    translate_bridges_with(
+        bridges,
+        start,
+        key,
+        BridgesOptions {
+            trace,
+            ..BridgesOptions::default()
+        },
+    )
+}
+
+/// [`translate_bridges`] with native tunneling (see the module docs): tunnel
+/// ports of `bridges` push, outputs to internal ports with an address may pop,
+/// as `opts.tunnel_env` says.
+pub fn translate_bridges_with(
+    bridges: &mut [XlateBridge<'_, '_>],
+    start: usize,
+    key: &FlowKey,
+    opts: BridgesOptions<'_>,
+) -> Translation {
+    // Every tunnel datapath port, by kind and UDP port, for terminating.
+    let mut tnl_ports: Vec<(TunnelKind, u16, u32)> = Vec::new();
+    for t in bridges.iter().flat_map(|b| b.tunnels.iter()) {
+        let e = (t.config.kind, t.config.dst_port, t.odp);
+        if !tnl_ports.iter().any(|p| (p.0, p.1) == (e.0, e.1)) {
+            tnl_ports.push(e);
+        }
+    }
+    let trace = opts.trace;
     let mut cx = Ctx {
         br: bridges,
+        env: opts.tunnel_env,
+        side_effects: opts.side_effects && !trace,
+        tnl_ports,
+        nested: 0,
+        tnl: TunnelUse::default(),
+        in_tun_dst: key.tun_dst,
+        read_in_tun_dst: false,
         cur: start,
         tracing: trace,
         flow: *key,
@@ -398,6 +538,9 @@ pub fn translate_bridges(
     if cx.br.get(start).is_some() {
         cx.table(0, None);
     }
+    if cx.read_in_tun_dst {
+        cx.wc.tun_dst = u32::MAX;
+    }
     let mut actions = cx.out;
     if cx.error.is_some() {
         actions.clear();
@@ -420,6 +563,7 @@ pub fn translate_bridges(
         error: cx.error,
         normal_unsupported: cx.normal_unsupported,
         n_controller: cx.n_controller,
+        tunnel: cx.tnl,
     }
 }
 
@@ -458,6 +602,17 @@ pub struct XlateStats {
     pub normal_unsupported: u64,
     /// Packets sent to the controller.
     pub controller: u64,
+    /// Tunnel encapsulations emitted.
+    pub tnl_push: u64,
+    /// Tunnel decapsulations emitted.
+    pub tnl_pop: u64,
+    /// Tunnel outputs dropped for want of a route.
+    pub tnl_no_route: u64,
+    /// Tunnel outputs dropped for want of the next hop's MAC.
+    pub tnl_neighbor_miss: u64,
+    /// Tunnel outputs dropped: the header could not be built or the outer
+    /// packet went nowhere.
+    pub tnl_bad_header: u64,
 }
 
 impl XlateStats {
@@ -472,6 +627,11 @@ impl XlateStats {
         }
         self.normal_unsupported += u64::from(t.normal_unsupported);
         self.controller += u64::from(t.n_controller);
+        self.tnl_push += u64::from(t.tunnel.pushes);
+        self.tnl_pop += u64::from(t.tunnel.pops);
+        self.tnl_no_route += u64::from(t.tunnel.no_route);
+        self.tnl_neighbor_miss += u64::from(t.tunnel.neighbor_miss);
+        self.tnl_bad_header += u64::from(t.tunnel.bad_header);
     }
 }
 
@@ -579,9 +739,56 @@ fn port_from_u16(p: u128) -> Option<u32> {
     Some(if p >= 0xfff8 { 0xffff_0000 | p } else { p })
 }
 
-struct Ctx<'b, 'a, 'h> {
+/// The datapath port of OpenFlow port `port` of `b` (itself when `b` maps
+/// none).
+fn odp_of(b: &XlateBridge<'_, '_>, port: u32) -> Option<u32> {
+    match b.odp {
+        None => Some(port),
+        Some(map) => map.iter().find(|(o, _)| *o == port).map(|&(_, d)| d),
+    }
+}
+
+/// The flow of the packet `spec` encapsulates, received on `in_port` of the
+/// underlay bridge: the outer Ethernet and IPv4 headers, the UDP destination
+/// port (the source port is per packet: 0 here), nothing else.
+fn outer_flow(spec: &TunnelSpec, in_port: u32) -> FlowKey {
+    FlowKey {
+        in_port,
+        dl_type: ETH_TYPE_IPV4,
+        dl_src: spec.eth_src,
+        dl_dst: spec.eth_dst,
+        nw_src: spec.ip_src,
+        nw_dst: spec.ip_dst,
+        nw_proto: if spec.kind.is_udp() {
+            IPPROTO_UDP
+        } else {
+            IPPROTO_GRE
+        },
+        nw_tos: spec.tos,
+        nw_ttl: spec.ttl,
+        tp_dst: if spec.kind.is_udp() { spec.dst_port } else { 0 },
+        ..FlowKey::default()
+    }
+}
+
+struct Ctx<'b, 'a, 'h, 'e> {
     /// Every bridge patch ports may lead to.
     br: &'b mut [XlateBridge<'a, 'h>],
+    /// Native tunneling's tables.
+    env: Option<&'e mut dyn TunnelEnv>,
+    /// ARP snooping allowed (a packet's translation, not a trace).
+    side_effects: bool,
+    /// Every tunnel datapath port: (kind, UDP port, datapath port).
+    tnl_ports: Vec<(TunnelKind, u16, u32)>,
+    /// Encapsulated packets being translated in their underlay bridge (no
+    /// learning there).
+    nested: usize,
+    tnl: TunnelUse,
+    /// The tunnel destination the packet arrived with (0 if none, and in the
+    /// underlay): a tunnel output back to it is refused.
+    in_tun_dst: u32,
+    /// `in_tun_dst` was read (outside the underlay): `tun_dst` joins the mask.
+    read_in_tun_dst: bool,
     /// The bridge translating now.
     cur: usize,
     tracing: bool,
@@ -610,7 +817,7 @@ struct Ctx<'b, 'a, 'h> {
     n_controller: u32,
 }
 
-impl<'a> Ctx<'_, 'a, '_> {
+impl<'a> Ctx<'_, 'a, '_, '_> {
     /// The current bridge's tables (`cur` is always a valid index: checked at
     /// the start and at each patch crossing).
     fn tables(&self) -> Option<&'a Tables> {
@@ -923,16 +1130,324 @@ impl<'a> Ctx<'_, 'a, '_> {
             self.patch_output(peer);
             return;
         }
-        let dp = match b.odp {
-            None => Some(port),
-            Some(map) => map.iter().find(|(o, _)| *o == port).map(|&(_, d)| d),
-        };
+        if let Some(t) = b.tunnels.iter().find(|t| t.ofport == port) {
+            let t = t.clone();
+            self.tunnel_output(&t);
+            return;
+        }
+        let dp = odp_of(b, port);
+        let internal = b
+            .internal
+            .iter()
+            .find(|(o, _)| *o == port)
+            .map(|&(_, name)| name);
         let Some(dp) = dp else {
             self.warn(format!("port {port} has no datapath port, not output"));
             return;
         };
         self.commit();
+        if let Some(name) = internal {
+            if let Some(tnl_port) = self.terminate(name) {
+                self.out.push(DpAction::TunnelPop(tnl_port));
+                return;
+            }
+        }
         self.out.push(DpAction::Output(dp));
+    }
+
+    /// OVS's `native_tunnel_output`: the packet, as the actions left it, goes
+    /// out tunnel port `t` (see the module docs).
+    fn tunnel_output(&mut self, t: &XlateTunnel) {
+        if self.error.is_some() {
+            return;
+        }
+        let c = &t.config;
+        self.detail(format!("output to native tunnel {}", t.name));
+        let remote = match c.remote_ip {
+            Some(ip) => ip,
+            None => {
+                self.wc.tun_dst = u32::MAX;
+                self.flow.tun_dst
+            }
+        };
+        if remote == 0 {
+            self.warn("native tunnel routing failed: no remote (remote_ip=flow, tun_dst 0)");
+            self.tnl.no_route += 1;
+            return;
+        }
+        // The address this packet was tunnelled to is ours (0 for a packet
+        // no tunnel delivered: the datapath zeroes the tunnel metadata). It
+        // is the input's, whatever bridge this is: marked at the end (a patch
+        // crossing drops the peer's tunnel bits).
+        self.read_in_tun_dst |= self.nested == 0;
+        let ours = self.in_tun_dst;
+        if ours != 0 && remote == ours {
+            self.warn("Not tunneling to our own address");
+            return;
+        }
+        // What the header takes from the packet, read whatever the route and
+        // neighbor say: the megaflow's mask then stays the same when they
+        // change, and revalidation updates it in place.
+        let key = match c.out_key {
+            TnlKey::Absent => None,
+            TnlKey::Fixed(k) => Some(k),
+            TnlKey::Flow => {
+                self.wc.tun_id = u64::MAX;
+                Some(self.flow.tun_id)
+            }
+        };
+        let ip = self.flow.is_ip();
+        let mut tos = match c.tos {
+            TnlInherit::Fixed(t) => t,
+            TnlInherit::Inherit if ip => {
+                self.wc.nw_tos |= 0xfc;
+                self.flow.nw_tos & 0xfc
+            }
+            TnlInherit::Inherit => 0,
+        };
+        if ip {
+            // ECN follows the inner packet; CE goes out as ECT(0).
+            self.wc.nw_tos |= 0x03;
+            let ecn = self.flow.nw_tos & 0x03;
+            tos = (tos & 0xfc) | if ecn == 0x03 { 0x02 } else { ecn };
+        }
+        let ttl = match c.ttl {
+            TnlInherit::Fixed(t) => t,
+            TnlInherit::Inherit if ip => {
+                self.wc.nw_ttl = u8::MAX;
+                self.flow.nw_ttl
+            }
+            TnlInherit::Inherit => DEFAULT_TTL,
+        };
+        // The packet as it is now is what gets encapsulated (its tunnel
+        // metadata goes into the header): committed first, as OVS commits
+        // before any output, whatever the route says.
+        self.commit_headers(false);
+        let Some(env) = self.env.as_deref_mut() else {
+            self.warn("native tunnel routing failed (no route table)");
+            self.tnl.no_route += 1;
+            return;
+        };
+        self.tnl.env = true;
+        let Some(route) = env.route(remote) else {
+            self.warn(format!(
+                "native tunnel routing failed: no route to {}",
+                Ipv4Addr::from(remote)
+            ));
+            self.tnl.no_route += 1;
+            return;
+        };
+        let neighbor = env.neighbor(&route.bridge, route.next_hop);
+        if neighbor.is_none() && !self.tracing {
+            env.neighbor_miss(&route);
+        }
+        self.detail(format!(
+            "tunneling to {} via {}",
+            Ipv4Addr::from(remote),
+            route.port
+        ));
+        // The underlay bridge and the port the route leaves by.
+        let under = self.br.iter().enumerate().find_map(|(bi, b)| {
+            if b.name != route.bridge {
+                return None;
+            }
+            let (ofport, _) = b.internal.iter().find(|(_, n)| *n == route.port)?;
+            Some((bi, *ofport, odp_of(b, *ofport)?))
+        });
+        let Some((ubr, uport, uodp)) = under else {
+            self.warn(format!(
+                "native tunnel routing failed: bridge {} has no internal port {}",
+                route.bridge, route.port
+            ));
+            self.tnl.no_route += 1;
+            return;
+        };
+        let Some(dmac) = neighbor else {
+            self.detail(format!(
+                "neighbor cache miss for {} on bridge {}, sending ARP request",
+                Ipv4Addr::from(route.next_hop),
+                route.bridge
+            ));
+            self.tnl.neighbor_miss += 1;
+            return;
+        };
+        let spec = TunnelSpec {
+            kind: c.kind,
+            eth_src: route.mac,
+            eth_dst: dmac,
+            ip_src: c.local_ip.unwrap_or(route.src),
+            ip_dst: remote,
+            tos,
+            ttl,
+            df: c.df_default,
+            dst_port: c.dst_port,
+            key,
+            csum: c.csum,
+            geneve_opts: Vec::new(),
+        };
+        let outer = outer_flow(&spec, uport);
+        let header = match TunnelHeader::new(spec, t.odp, uodp) {
+            Ok(h) => h,
+            Err(e) => {
+                self.warn(format!("native tunnel header build failed: {e}"));
+                self.tnl.bad_header += 1;
+                return;
+            }
+        };
+        self.detail(format!(
+            "tunneling from {} {} to {} {}",
+            text::mac(&route.mac),
+            Ipv4Addr::from(header.spec.ip_src),
+            text::mac(&dmac),
+            Ipv4Addr::from(remote)
+        ));
+        let Some(actions) = self.underlay(ubr, outer) else {
+            return;
+        };
+        if actions.is_empty() {
+            self.warn("the encapsulated packet goes nowhere in its bridge, not output");
+            self.tnl.bad_header += 1;
+            return;
+        }
+        self.tnl.pushes += 1;
+        self.out.push(DpAction::TunnelPush {
+            header: Arc::new(header),
+            actions: actions.into(),
+        });
+    }
+
+    /// Translates the encapsulated packet `outer` in bridge `ubr`, received
+    /// on its port `outer.in_port` (OVS's `patch_port_output` from a native
+    /// tunnel): nothing learned, the mask bits it reads dropped (the outer
+    /// headers are constants of this translation), the rules it hits kept for
+    /// their counters. Returns its datapath actions (`None` when the
+    /// translation was cut short).
+    fn underlay(&mut self, ubr: usize, outer: FlowKey) -> Option<Vec<DpAction>> {
+        let name = self.br.get(ubr).map(|b| b.name)?;
+        self.n_resubmits += 1;
+        if self.n_resubmits > MAX_RESUBMITS {
+            self.error = Some(XlateError::TooManyResubmits);
+            self.warn(XlateError::TooManyResubmits.to_string());
+            return None;
+        }
+        if self.tracing {
+            let depth = self.td() + 1;
+            self.trace.push(TraceEvent::Bridge {
+                depth,
+                name: name.to_string(),
+            });
+        }
+        let (flow, base, wc, cur) = (self.flow, self.base, self.wc, self.cur);
+        let (n_learned, in_tun_dst) = (self.learned.len(), self.in_tun_dst);
+        let out = std::mem::take(&mut self.out);
+        self.flow = outer;
+        self.base = outer;
+        self.in_tun_dst = 0;
+        self.cur = ubr;
+        if !self.visited.contains(&ubr) {
+            self.visited.push(ubr);
+        }
+        self.nested += 1;
+        self.depth += 1;
+        self.tshift += 1;
+        self.table(0, None);
+        self.depth -= 1;
+        self.tshift -= 1;
+        self.nested -= 1;
+        self.learned.truncate(n_learned);
+        self.learned_bridges.truncate(n_learned);
+        let actions = std::mem::replace(&mut self.out, out);
+        (self.flow, self.base, self.wc, self.cur) = (flow, base, wc, cur);
+        self.in_tun_dst = in_tun_dst;
+        self.error.is_none().then_some(actions)
+    }
+
+    /// OVS's `terminate_native_tunnel` for an output to internal port `name`
+    /// (header changes committed): the datapath port of the tunnel the packet
+    /// is for, if it is for a local endpoint; ARP is snooped on the way.
+    fn terminate(&mut self, name: &str) -> Option<u32> {
+        let env = self.env.as_deref_mut()?;
+        // Whether the port has an address (and which) is the env's: the
+        // decision depends on it either way.
+        self.tnl.env = true;
+        if !env.port_has_ip(name) {
+            return None;
+        }
+        let f = self.flow;
+        if f.dl_type == ETH_TYPE_ARP {
+            self.snoop();
+            return None;
+        }
+        // dl_type and nw_frag are in every mask.
+        if f.dl_type != ETH_TYPE_IPV4 || f.nw_frag != 0 {
+            return None;
+        }
+        self.wc.vlan_tci[0] |= VLAN_CFI;
+        if f.vlan_tci[0] & VLAN_CFI != 0 {
+            return None;
+        }
+        if let Some(mac) = env.port_mac(name) {
+            self.wc.dl_dst = [0xff; 6];
+            if f.dl_dst != mac {
+                return None;
+            }
+        }
+        self.wc.nw_dst = u32::MAX;
+        if !env.is_local_ip(f.nw_dst) {
+            return None;
+        }
+        self.wc.nw_proto = u8::MAX;
+        let found = match f.nw_proto {
+            IPPROTO_GRE => self
+                .tnl_ports
+                .iter()
+                .find(|(k, _, _)| *k == TunnelKind::Gre)
+                .copied(),
+            IPPROTO_UDP => {
+                self.wc.tp_dst = u16::MAX;
+                self.tnl_ports
+                    .iter()
+                    .find(|(k, p, _)| k.is_udp() && *p == f.tp_dst)
+                    .copied()
+            }
+            _ => None,
+        };
+        let (kind, _, odp) = found?;
+        self.detail(format!(
+            "{} packet for local endpoint {}: tnl_pop({odp})",
+            kind.name(),
+            Ipv4Addr::from(f.nw_dst)
+        ));
+        self.tnl.pops += 1;
+        Some(odp)
+    }
+
+    /// OVS's `tnl_neigh_snoop` for an ARP packet going to an internal port
+    /// with an address: a reply or request from a sender with an address and
+    /// a MAC teaches the neighbor cache (upcalls only).
+    fn snoop(&mut self) {
+        let f = self.flow;
+        self.wc.nw_proto = u8::MAX;
+        if !matches!(f.nw_proto, 1 | 2) {
+            return;
+        }
+        self.wc.arp_sha = [0xff; 6];
+        self.wc.nw_src = u32::MAX;
+        if f.arp_sha == [0; 6] || f.nw_src == 0 {
+            return;
+        }
+        let bridge = self.br.get(self.cur).map_or("", |b| b.name);
+        if self.side_effects {
+            if let Some(env) = self.env.as_deref_mut() {
+                env.snoop(bridge, f.nw_src, f.arp_sha);
+                self.tnl.snooped += 1;
+            }
+        }
+        self.detail(format!(
+            "ARP: {} is at {} (neighbor cache of bridge {bridge})",
+            Ipv4Addr::from(f.nw_src),
+            text::mac(&f.arp_sha)
+        ));
     }
 
     /// OVS `patch_port_output`: translation goes on in the peer bridge, then
@@ -1045,6 +1560,7 @@ impl<'a> Ctx<'_, 'a, '_> {
             self.warn(NORMAL_UNSUPPORTED);
             return;
         };
+        hook.set_learning(self.nested == 0);
         let decision = hook.normal(&self.flow, &mut self.wc, ports);
         match decision.note {
             Some(NormalNote::Detail(text)) => self.detail(text),
@@ -1138,13 +1654,19 @@ impl<'a> Ctx<'_, 'a, '_> {
     /// Emits the datapath actions that bring the packet from `base` to `flow`
     /// (OVS `commit_odp_actions`), marking what they depend on.
     fn commit(&mut self) {
+        self.commit_headers(true);
+    }
+
+    /// [`Ctx::commit`], the tunnel metadata too when `tunnel` (not before a
+    /// tunnel push, whose header carries it).
+    fn commit_headers(&mut self, tunnel: bool) {
         let (f, b, wc) = (&self.flow, &mut self.base, &mut self.wc);
         let out = &mut self.out;
 
         // Tunnel metadata.
-        let tun_id = (f.tun_id != b.tun_id).then_some(f.tun_id);
-        let tsrc = (f.tun_src != b.tun_src).then_some(f.tun_src);
-        let tdst = (f.tun_dst != b.tun_dst).then_some(f.tun_dst);
+        let tun_id = (tunnel && f.tun_id != b.tun_id).then_some(f.tun_id);
+        let tsrc = (tunnel && f.tun_src != b.tun_src).then_some(f.tun_src);
+        let tdst = (tunnel && f.tun_dst != b.tun_dst).then_some(f.tun_dst);
         if tun_id.is_some() || tsrc.is_some() || tdst.is_some() {
             if tun_id.is_some() {
                 wc.tun_id = u64::MAX;
@@ -1469,6 +1991,13 @@ mod text {
             s.push_str(&format!(", cookie {:#x}", f.cookie));
         }
         s
+    }
+
+    pub(super) fn mac(m: &[u8; 6]) -> String {
+        format!(
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 
     pub(super) fn action(a: &Action) -> String {
