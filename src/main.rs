@@ -227,7 +227,7 @@ fn run(config: Option<PathBuf>, check: bool) -> Result<ExitCode> {
     // Native tunneling's route table and neighbor cache: kept from the
     // kernel by the `mgmt-route` thread, shown and changed by `ctl route` /
     // `ctl neigh`, asked by translation (`TunnelEnv`).
-    let tunnel = mgmt::tunnel_env::TunnelTables::shared(&mgmt::neigh::NeighConfig::default());
+    let tunnel = mgmt::tunnel_env::TunnelTables::shared(&cfg.tunnel.neighbor);
 
     // The slow path: OpenFlow tables, upcalls, revalidation.
     let slow = slowpath::SlowPath::start(
@@ -240,6 +240,10 @@ fn run(config: Option<PathBuf>, check: bool) -> Result<ExitCode> {
     )
     .context("starting the slow-path threads")?;
     let ofproto = slow.ofproto.clone();
+    ofproto
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .set_tunnel_env(tunnel.clone());
     let dp = Arc::new(dp);
     let view = Arc::new(dpview::DpView::new(dp.clone(), dpdk_ffi::tsc_hz()));
     let socket = cfg.control.socket.clone();

@@ -91,7 +91,14 @@ fn free_vdev_index(dp: &pmd::Datapath, cfg: &Config, driver: &str) -> u32 {
 /// for the deviceless port every tunnel of that type shares).
 pub fn port_kind(p: &PortConfig) -> pmd::PortKind {
     if let Some(kind) = pipeline::ofproto::tnl::kind_of_type(&p.port_type) {
-        pmd::PortKind::Tunnel { kind: kind.name() }
+        // The shared port's synthesized config carries the UDP port it
+        // listens on (none for GRE).
+        let dst_port = p
+            .options
+            .get("dst_port")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| kind.default_port());
+        pmd::PortKind::Tunnel { kind, dst_port }
     } else if p.is_vhost() {
         pmd::PortKind::VhostUser {
             client: p.is_vhost_client(),

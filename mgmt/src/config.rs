@@ -251,9 +251,20 @@ pub struct Config {
     pub control: ControlConfig,
     /// `[metrics]`: Prometheus endpoint and console line.
     pub metrics: MetricsConfig,
+    /// `[tunnel]`: native tunneling's tables.
+    pub tunnel: TunnelConfig,
     /// `[[bridge]]`: bridges and their ports.
     #[serde(rename = "bridge")]
     pub bridges: Vec<BridgeConfig>,
+}
+
+/// `[tunnel]`: native tunneling's route and neighbor tables.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TunnelConfig {
+    /// `[tunnel.neighbor]`: the neighbor (ARP) cache (`aging_time`, seconds a
+    /// learned entry lives unused; 900 as in OVS).
+    pub neighbor: crate::neigh::NeighConfig,
 }
 
 /// `[dpdk]`.
@@ -1009,6 +1020,10 @@ impl Config {
         self.validate_pmd(host)?;
         self.validate_control()?;
         self.validate_metrics()?;
+        self.tunnel
+            .neighbor
+            .validate()
+            .map_err(|e| ConfigError::invalid("tunnel.neighbor", e))?;
         self.validate_bridges(false)
     }
 
@@ -2060,10 +2075,23 @@ name = "br0"
         assert_eq!(cfg.metrics.listen_addr(), Some("127.0.0.1:9477"));
         assert!(cfg.metrics.console);
         assert!(cfg.bridges.is_empty());
+        assert_eq!(cfg.tunnel.neighbor.aging_time, 900);
         cfg.validate(&HOST).unwrap();
         assert_eq!(cfg.resolved_pmd_cpus(2), vec![1]);
         assert_eq!(cfg.resolved_pmd_cpus(4), vec![1, 2, 3]);
         assert_eq!(cfg.resolved_pmd_cpus(1), vec![0]);
+    }
+
+    #[test]
+    fn neighbor_aging_is_checked() {
+        let cfg = Config::from_toml_str("[tunnel.neighbor]\naging_time = 60\n").unwrap();
+        assert_eq!(cfg.tunnel.neighbor.aging_time, 60);
+        cfg.validate(&HOST).unwrap();
+        let cfg = Config::from_toml_str("[tunnel.neighbor]\naging_time = 0\n").unwrap();
+        assert_eq!(
+            cfg.validate(&HOST).unwrap_err().to_string(),
+            "tunnel.neighbor: aging_time: 0 must be 1 to 3600 seconds"
+        );
     }
 
     #[test]
@@ -2189,7 +2217,7 @@ name = "br0"
         );
         assert_eq!(
             err("[bridges]\n"),
-            "bridges: unknown field `bridges`, expected one of `dpdk`, `pmd`, `control`, `metrics`, `bridge` (line 1)"
+            "bridges: unknown field `bridges`, expected one of `dpdk`, `pmd`, `control`, `metrics`, `tunnel`, `bridge` (line 1)"
         );
     }
 

@@ -1113,7 +1113,7 @@ impl<D: DpControl> Ofproto<D> {
             self.stats.arp_request_errors += 1;
             return;
         };
-        let frame = arp_request(r.mac, r.src, r.next_hop);
+        let frame = crate::neigh::arp_request_for(r).to_vec();
         let mut key = FlowKey::default();
         // A frame built right here: it parses whole.
         let _ = pipeline::parse(&frame, odp as u32, &mut key);
@@ -2299,23 +2299,6 @@ fn configure_normal(bridge: &mut Bridge, cfg: &BridgeConfig) -> Result<(), Strin
         bridge.normal.macs_mut().set_max_entries(n);
     }
     Ok(())
-}
-
-/// The broadcast ARP request `who-has target tell src` from `mac` (RFC 826;
-/// 42 bytes, no padding, as OVS's `compose_arp` builds it: the NIC pads).
-/// Addresses in host order.
-pub fn arp_request(mac: [u8; 6], src: u32, target: u32) -> Vec<u8> {
-    let mut f = Vec::with_capacity(42);
-    f.extend_from_slice(&[0xff; 6]);
-    f.extend_from_slice(&mac);
-    f.extend_from_slice(&0x0806u16.to_be_bytes());
-    // Ethernet, IPv4, address lengths 6 and 4, request.
-    f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
-    f.extend_from_slice(&mac);
-    f.extend_from_slice(&src.to_be_bytes());
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&target.to_be_bytes());
-    f
 }
 
 /// A megaflow as an `ovs-ofctl` match (`in_port=1,ip,nw_dst=10.0.0.7`; `in_port`

@@ -506,6 +506,10 @@ impl TunnelTables {
 }
 
 impl TunnelEnv for TunnelTables {
+    fn port_mac(&self, port: &str) -> Option<[u8; 6]> {
+        TunnelTables::port_mac(self, port)
+    }
+
     fn route(&self, dst: u32) -> Option<TnlRoute> {
         let r = self.routes.lookup(dst)?;
         Some(TnlRoute {

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use mgmt::config::Config;
 use mgmt::control::{handle, Request};
 use mgmt::ofproto::{
-    arp_request, bridges_from_config, format_megaflow, parse_key, Bridge, DpControl, Ofproto,
-    OfprotoConfig, SharedTunnelEnv,
+    bridges_from_config, format_megaflow, parse_key, Bridge, DpControl, Ofproto, OfprotoConfig,
+    SharedTunnelEnv,
 };
 use mgmt::view::StaticView;
 use pipeline::actions::{format_dp_actions, DpAction};
@@ -441,7 +441,7 @@ fn expected_arp_request(target: [u8; 4]) -> String {
     f.extend_from_slice(&[0; 6]);
     f.extend_from_slice(&target);
     assert_eq!(
-        arp_request(TEP_MAC, ip("172.168.1.1"), u32::from_be_bytes(target)),
+        mgmt::neigh::arp_request(TEP_MAC, ip("172.168.1.1"), u32::from_be_bytes(target)).to_vec(),
         f
     );
     f.iter().map(|b| format!("{b:02x}")).collect()
