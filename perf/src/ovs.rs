@@ -197,7 +197,11 @@ impl Setup {
 /// `ovs-vsctl` arguments (one transaction) that add `bridges` (netdev datapath,
 /// with their `hwaddr`) if `add_bridges`, and their ports (with `ofport_request`
 /// 1, 2, ... in order) if `add_ports`.
-pub fn vsctl_build_args(bridges: &[BridgeSetup], add_bridges: bool, add_ports: bool) -> Vec<String> {
+pub fn vsctl_build_args(
+    bridges: &[BridgeSetup],
+    add_bridges: bool,
+    add_ports: bool,
+) -> Vec<String> {
     let mut args: Vec<String> = Vec::new();
     let sep = |args: &mut Vec<String>| {
         if !args.is_empty() {
@@ -679,7 +683,12 @@ impl Drop for Ovs {
             Some(ns) => vec!["-n".into(), ns.name().into()],
             None => Vec::new(),
         };
-        for tap in self.bridges.iter().map(String::as_str).chain([OVS_NETDEV_TAP]) {
+        for tap in self
+            .bridges
+            .iter()
+            .map(String::as_str)
+            .chain([OVS_NETDEV_TAP])
+        {
             let _ = std::process::Command::new("ip")
                 .args(&ns)
                 .args(["link", "del", tap])
@@ -778,7 +787,7 @@ pub fn check(opts: &Opts, setup: &Setup, secs: u64) -> Result<()> {
     let tag = format!("{}-check", std::process::id());
     let mut ovs = Ovs::start(opts, setup, &tag)?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !ovs.tx_packets(&setup.count_port).is_some_and(|n| n > 0) {
+    while ovs.tx_packets(&setup.count_port).unwrap_or(0) == 0 {
         ovs.check_alive()?;
         if Instant::now() > deadline {
             bail!(
@@ -803,7 +812,11 @@ pub fn check(opts: &Opts, setup: &Setup, secs: u64) -> Result<()> {
             vec!["tnl/ports/show", "-v"],
         ] {
             println!("ovs-appctl {}:", args.join(" "));
-            for l in ovs.appctl(&args).unwrap_or_else(|e| format!("{e:#}")).lines() {
+            for l in ovs
+                .appctl(&args)
+                .unwrap_or_else(|e| format!("{e:#}"))
+                .lines()
+            {
                 println!("  {l}");
             }
         }

@@ -427,7 +427,14 @@ impl TunnelHost {
         let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<String>>();
         let mut cmds = Vec::new();
         if set_mac {
-            cmds.push(v(&["link", "set", "dev", &self.bridge, "address", &self.mac]));
+            cmds.push(v(&[
+                "link",
+                "set",
+                "dev",
+                &self.bridge,
+                "address",
+                &self.mac,
+            ]));
         }
         cmds.push(v(&["addr", "add", &self.addr, "dev", &self.bridge]));
         cmds.push(v(&["link", "set", "dev", &self.bridge, "up"]));
@@ -700,6 +707,288 @@ mod tests {
         assert_eq!(sc.megaflows, Some(1000));
         assert_eq!(sc.ovs.bridges[0].fdb, sc.fdb);
         assert_eq!(sc.ovs.bridges[0].flows, ["priority=0 actions=NORMAL"]);
+    }
+
+    /// A directory of one test, removed when dropped.
+    struct TestDir(PathBuf);
+
+    impl TestDir {
+        fn new(name: &str) -> TestDir {
+            let d = std::env::temp_dir().join(format!("fs-perf-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&d).unwrap();
+            TestDir(d)
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn pcap_frames(dir: &Path, name: &str) -> Vec<Vec<u8>> {
+        let bytes = std::fs::read(dir.join(format!("{name}.pcap"))).unwrap();
+        pcap::read(&bytes)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.data)
+            .collect()
+    }
+
+    /// The inner frames both tunnel scenarios carry: 1flow's.
+    fn inner_frames() -> Vec<Vec<u8>> {
+        let flow = trafgen::flows(1)[0];
+        (0..64)
+            .map(|i| trafgen::udp_frame(&flow, 64, i as u8))
+            .collect()
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn vxlan_encap_sends_the_inner_frames() {
+        let dir = TestDir::new("encap");
+        let sc = vxlan(&dir.0, TunnelDir::Encap).unwrap();
+        assert_eq!(sc.name, "vxlan-encap");
+        assert_eq!(pcap_frames(&dir.0, "vxlan-encap"), inner_frames());
+    }
+
+    #[test]
+    fn vxlan_decap_frames_are_byte_exact_with_valid_checksums() {
+        let dir = TestDir::new("decap");
+        let sc = vxlan(&dir.0, TunnelDir::Decap).unwrap();
+        assert_eq!(sc.name, "vxlan-decap");
+        let frames = pcap_frames(&dir.0, "vxlan-decap");
+        let inner = inner_frames();
+        assert_eq!(frames.len(), 64);
+        // Outer headers, written out: to br-phy's MAC from the remote's;
+        // IPv4 length 100, DF, TTL 64, UDP, checksum 0xe247, 172.31.0.2 ->
+        // 172.31.0.1; UDP 50000 -> 4789, length 80, no checksum; VXLAN I
+        // flag, VNI 100.
+        let outer = hex("02fe00000001 02fe00000002 0800
+             4500 0064 0000 4000 4011 e247 ac1f0002 ac1f0001
+             c350 12b5 0050 0000
+             08000000 00006400");
+        for (f, i) in frames.iter().zip(&inner) {
+            assert_eq!(f.len(), 114);
+            assert_eq!(&f[..50], &outer[..]);
+            assert_eq!(&f[50..], &i[..]);
+            // An independent decoder agrees: outer IPv4 checksum, no UDP
+            // checksum, the inner frame's checksums.
+            let p = etherparse::SlicedPacket::from_ethernet(f).unwrap();
+            let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else {
+                panic!("outer not IPv4")
+            };
+            let h = ip.header().to_header();
+            assert_eq!(h.calc_header_checksum(), h.header_checksum);
+            assert!(h.dont_fragment);
+            assert_eq!((h.source, h.destination), (TEP_REMOTE, TEP_LOCAL));
+            let Some(etherparse::TransportSlice::Udp(udp)) = p.transport else {
+                panic!("outer not UDP")
+            };
+            assert_eq!(udp.destination_port(), 4789);
+            assert_eq!(udp.checksum(), 0);
+            assert_eq!(usize::from(udp.length()), 8 + 8 + 64);
+            let vx = udp.payload();
+            assert_eq!(vx[0], 0x08);
+            assert_eq!(u32::from_be_bytes(vx[4..8].try_into().unwrap()) >> 8, VNI);
+            let q = etherparse::SlicedPacket::from_ethernet(&vx[8..]).unwrap();
+            let Some(etherparse::NetSlice::Ipv4(iip)) = q.net else {
+                panic!("inner not IPv4")
+            };
+            let ih = iip.header().to_header();
+            assert_eq!(ih.calc_header_checksum(), ih.header_checksum);
+            let Some(etherparse::TransportSlice::Udp(iudp)) = q.transport else {
+                panic!("inner not UDP")
+            };
+            let want = iudp
+                .to_header()
+                .calc_checksum_ipv4(&ih, iudp.payload())
+                .unwrap();
+            assert_eq!(iudp.checksum(), want);
+        }
+        // The switch's own encapsulation of the reverse direction builds the
+        // same outer headers, less the per-packet fields (IPv4 length and
+        // checksum, UDP source port and length).
+        let spec = pipeline::tunnel::TunnelSpec {
+            kind: pipeline::tunnel::TunnelKind::Vxlan,
+            eth_src: TEP_REMOTE_MAC,
+            eth_dst: TEP_LOCAL_MAC,
+            ip_src: u32::from_be_bytes(TEP_REMOTE),
+            ip_dst: u32::from_be_bytes(TEP_LOCAL),
+            tos: 0,
+            ttl: 64,
+            df: true,
+            dst_port: 4789,
+            key: Some(u64::from(VNI)),
+            csum: false,
+            geneve_opts: Vec::new(),
+        };
+        let hdr = pipeline::tunnel::TunnelHeader::new(spec, 0, 0).unwrap();
+        let mut templ = outer.clone();
+        for at in [16, 17, 24, 25, 34, 35, 38, 39] {
+            templ[at] = 0;
+        }
+        assert_eq!(hdr.bytes(), &templ[..]);
+    }
+
+    #[test]
+    fn vxlan_scenarios_configure_ovs_as_native_tunneling_needs() {
+        let dir = TestDir::new("ovs");
+        let encap = vxlan(&dir.0, TunnelDir::Encap).unwrap();
+        let src = format!(
+            "net_pcap0,rx_pcap={},infinite_rx=1",
+            dir.0.join("vxlan-encap.pcap").display()
+        );
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            crate::ovs::vsctl_build_args(&encap.ovs.bridges, true, true),
+            s(&[
+                "add-br",
+                "br-int",
+                "--",
+                "set",
+                "Bridge",
+                "br-int",
+                "datapath_type=netdev",
+                "--",
+                "add-br",
+                "br-phy",
+                "--",
+                "set",
+                "Bridge",
+                "br-phy",
+                "datapath_type=netdev",
+                "other_config:hwaddr=\"02:fe:00:00:00:01\"",
+                "--",
+                "add-port",
+                "br-int",
+                "src",
+                "--",
+                "set",
+                "Interface",
+                "src",
+                "type=dpdk",
+                "ofport_request=1",
+                &format!("options:dpdk-devargs={src}"),
+                "--",
+                "add-port",
+                "br-int",
+                "vxlan0",
+                "--",
+                "set",
+                "Interface",
+                "vxlan0",
+                "type=vxlan",
+                "ofport_request=2",
+                "options:remote_ip=172.31.0.2",
+                "options:key=100",
+                "--",
+                "add-port",
+                "br-phy",
+                "sink",
+                "--",
+                "set",
+                "Interface",
+                "sink",
+                "type=dpdk",
+                "ofport_request=1",
+                "options:dpdk-devargs=net_null0,no-rx=1",
+            ])
+        );
+        assert_eq!(
+            encap
+                .ovs
+                .bridges
+                .iter()
+                .map(|b| b.flows.clone())
+                .collect::<Vec<_>>(),
+            [
+                s(&["in_port=src actions=output:vxlan0"]),
+                s(&["in_port=LOCAL actions=output:sink"])
+            ]
+        );
+        let t = encap.ovs.tunnel.as_ref().unwrap();
+        let (ip, appctl) = crate::ovs::tunnel_commands(t);
+        assert_eq!(
+            ip,
+            [
+                s(&["addr", "add", "172.31.0.1/24", "dev", "br-phy"]),
+                s(&["link", "set", "dev", "br-phy", "up"])
+            ]
+        );
+        assert_eq!(
+            appctl,
+            [s(&[
+                "tnl/neigh/set",
+                "br-phy",
+                "172.31.0.2",
+                "02:fe:00:00:00:02"
+            ])]
+        );
+        assert_eq!(encap.ovs.count_port, "sink");
+        assert_eq!(encap.tunnel.as_ref(), Some(t));
+
+        let decap = vxlan(&dir.0, TunnelDir::Decap).unwrap();
+        let ports = |b: &BridgeSetup| b.ports.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+        let b = &decap.ovs.bridges;
+        assert_eq!(
+            (ports(&b[0]), ports(&b[1])),
+            (s(&["vxlan0", "sink"]), s(&["src"]))
+        );
+        assert_eq!(b[0].flows, s(&["in_port=vxlan0 actions=output:sink"]));
+        assert_eq!(b[1].flows, s(&["in_port=src actions=output:LOCAL"]));
+        assert_eq!(b[1].hwaddr.as_deref(), Some("02:fe:00:00:00:01"));
+        assert_eq!(decap.megaflows, Some(2));
+    }
+
+    #[test]
+    fn ferroswitch_gets_the_same_endpoint_by_ip_and_ctl() {
+        let t = TunnelHost::new();
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            t.ip_commands(true),
+            [
+                s(&[
+                    "link",
+                    "set",
+                    "dev",
+                    "br-phy",
+                    "address",
+                    "02:fe:00:00:00:01"
+                ]),
+                s(&["addr", "add", "172.31.0.1/24", "dev", "br-phy"]),
+                s(&["link", "set", "dev", "br-phy", "up"])
+            ]
+        );
+        assert_eq!(
+            t.ferroswitch_ctl(),
+            [s(&[
+                "neigh",
+                "set",
+                "br-phy",
+                "172.31.0.2",
+                "02:fe:00:00:00:02"
+            ])]
+        );
+    }
+
+    #[test]
+    fn link_mac_reads_ip_link_output() {
+        let line = "4: br-phy: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc pfifo_fast state \
+                    UNKNOWN mode DEFAULT group default qlen 1000\\    link/ether 02:fe:00:00:00:01 \
+                    brd ff:ff:ff:ff:ff:ff";
+        assert_eq!(link_mac(line).as_deref(), Some("02:fe:00:00:00:01"));
+        assert_eq!(
+            link_mac("1: lo: <LOOPBACK> link/loopback 00:00:00:00:00:00"),
+            None
+        );
     }
 
     #[test]
