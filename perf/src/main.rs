@@ -95,13 +95,13 @@ enum Scenario {
     /// into br-int on vxlan0, `in_port=vxlan0 actions=output:sink`.
     #[command(name = "vxlan-decap")]
     VxlanDecap,
-    /// One contender alone on a tunnel scenario for a few seconds: its
-    /// datapath flows, route and neighbor tables, and what it forwarded (a
-    /// check of the setup, not a measurement).
+    /// One contender alone on a scenario for a few seconds: its datapath
+    /// flows (tunnels: route and neighbor tables too) and what it forwarded
+    /// (a check of the setup, not a measurement).
     #[command(hide = true)]
     Check {
         #[arg(value_enum)]
-        scenario: TunnelScenario,
+        scenario: runner::CheckScenario,
         #[arg(long, value_enum)]
         contender: runner::Contender,
         /// Seconds to count over.
@@ -143,13 +143,6 @@ enum Scenario {
     },
 }
 
-/// The scenarios `perf check` takes.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum TunnelScenario {
-    VxlanEncap,
-    VxlanDecap,
-}
-
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let opts = runner::Opts {
@@ -177,13 +170,7 @@ fn main() -> Result<()> {
             scenario: sc,
             contender,
             secs,
-        } => {
-            let way = match sc {
-                TunnelScenario::VxlanEncap => scenario::TunnelDir::Encap,
-                TunnelScenario::VxlanDecap => scenario::TunnelDir::Decap,
-            };
-            runner::check(&opts, way, contender, secs)
-        }
+        } => runner::check(&opts, sc, contender, secs),
         Scenario::Guest {
             tx_sock,
             rx_sock,

@@ -313,11 +313,25 @@ pub enum Contender {
     Ovs,
 }
 
-/// `perf check`: one contender alone on a tunnel scenario, briefly: set up as
-/// for a measurement, then what it forwards shown (its datapath flows, route
-/// and neighbor tables) and counted over `secs`. Not a measurement: no
-/// warm-up, no testpmd, wall-clock only.
-pub fn check(opts: &Opts, way: TunnelDir, who: Contender, secs: u64) -> Result<()> {
+/// The scenarios `perf check` takes: the tunnel ones, and two of one bridge
+/// (OpenFlow, NORMAL) to check the one-bridge setups with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckScenario {
+    #[value(name = "vxlan-encap")]
+    VxlanEncap,
+    #[value(name = "vxlan-decap")]
+    VxlanDecap,
+    #[value(name = "1flow")]
+    OneFlow,
+    #[value(name = "normal-2mac")]
+    Normal2Mac,
+}
+
+/// `perf check`: one contender alone on a scenario, briefly: set up as for a
+/// measurement, then what it forwards shown (its datapath flows; for tunnels
+/// its route and neighbor tables) and counted over `secs`. Not a
+/// measurement: no warm-up, no testpmd, wall-clock only.
+pub fn check(opts: &Opts, which: CheckScenario, who: Contender, secs: u64) -> Result<()> {
     if hugepages_free() < 512 {
         bail!(
             "perf needs at least 512 free hugepages (have {}): run scripts/setup.sh",
@@ -331,7 +345,12 @@ pub fn check(opts: &Opts, way: TunnelDir, who: Contender, secs: u64) -> Result<(
         dir.clone(),
         dpdk_runtime_dir(&format!("fs-perf-{pid}")),
     ]);
-    let sc = scenario::vxlan(&dir, way)?;
+    let sc = match which {
+        CheckScenario::VxlanEncap => scenario::vxlan(&dir, TunnelDir::Encap)?,
+        CheckScenario::VxlanDecap => scenario::vxlan(&dir, TunnelDir::Decap)?,
+        CheckScenario::OneFlow => scenario::one_flow(&dir)?,
+        CheckScenario::Normal2Mac => scenario::normal(&dir, "normal-2mac", 1, 1)?,
+    };
     match who {
         Contender::Ovs => {
             ovs::check_installed()?;
@@ -340,16 +359,27 @@ pub fn check(opts: &Opts, way: TunnelDir, who: Contender, secs: u64) -> Result<(
         Contender::Ferroswitch => {
             let bin = ferroswitch_bin(opts)?;
             let d = start_ferroswitch(opts, &bin, &dir, &sc, "check", Ready::Pmd)?;
-            let t = sc.tunnel.as_ref().context("a tunnel scenario")?;
-            ferroswitch_tunnel_endpoint(&bin, &d, t)?;
+            for (port, vlan, mac) in &sc.fdb {
+                fs_ctl(
+                    &bin,
+                    &d.sock,
+                    &["fdb-add", "fs-perf", port, &vlan.to_string(), mac],
+                )?;
+            }
+            if let Some(t) = &sc.tunnel {
+                ferroswitch_tunnel_endpoint(&bin, &d, t)?;
+            }
             wait_forwarding(&bin, &d)?;
             std::thread::sleep(Duration::from_secs(1));
-            for args in [
-                vec!["dump-dp-flows"],
-                vec!["route", "show"],
-                vec!["route", "lookup", t.remote_ip.as_str()],
-                vec!["neigh", "show"],
-            ] {
+            let mut show = vec![vec!["dump-dp-flows"]];
+            if let Some(t) = &sc.tunnel {
+                show.extend([
+                    vec!["route", "show"],
+                    vec!["route", "lookup", t.remote_ip.as_str()],
+                    vec!["neigh", "show"],
+                ]);
+            }
+            for args in show {
                 println!("ferroswitch ctl {}:", args.join(" "));
                 for l in fs_ctl(&bin, &d.sock, &args)
                     .unwrap_or_else(|e| format!("{e:#}"))
