@@ -8,6 +8,7 @@
 
 mod fastpath;
 mod guest;
+mod netns;
 mod ovs;
 mod procstat;
 mod runner;
@@ -80,6 +81,33 @@ enum Scenario {
     /// sockets (ferroswitch and OVS: dpdkvhostuserclient ports; testpmd: net_vhost
     /// client=1, io forwarding).
     Pvp,
+    /// VXLAN encapsulation (native tunneling): 64-byte frames of one UDP flow
+    /// into br-int's `src`, `in_port=src actions=output:vxlan0` (remote_ip
+    /// 172.31.0.2, key 100), pushed and sent through br-phy (whose own port has
+    /// 172.31.0.1/24; static neighbor 172.31.0.2), `in_port=LOCAL
+    /// actions=output:sink`; 114-byte packets out. Each contender runs in a
+    /// network namespace of its own.
+    #[command(name = "vxlan-encap")]
+    VxlanEncap,
+    /// VXLAN decapsulation: those 114-byte VXLAN packets (172.31.0.2 ->
+    /// 172.31.0.1, VNI 100) into br-phy's `src`, `in_port=src
+    /// actions=output:LOCAL`, popped at br-phy's endpoint, the inner frames
+    /// into br-int on vxlan0, `in_port=vxlan0 actions=output:sink`.
+    #[command(name = "vxlan-decap")]
+    VxlanDecap,
+    /// One contender alone on a scenario for a few seconds: its datapath
+    /// flows (tunnels: route and neighbor tables too) and what it forwarded
+    /// (a check of the setup, not a measurement).
+    #[command(hide = true)]
+    Check {
+        #[arg(value_enum)]
+        scenario: runner::CheckScenario,
+        #[arg(long, value_enum)]
+        contender: runner::Contender,
+        /// Seconds to count over.
+        #[arg(long, default_value_t = 3)]
+        secs: u64,
+    },
     /// The pvp guest (run by `pvp` itself): sends 64-byte frames on a
     /// virtio_user NIC on TX_SOCK, receives on one on RX_SOCK.
     #[command(hide = true)]
@@ -136,6 +164,13 @@ fn main() -> Result<()> {
         Scenario::Normal1kMac => runner::flows(&opts, runner::FlowScenario::Normal1kMac),
         Scenario::FlowSetup => runner::flow_setup(&opts),
         Scenario::Pvp => runner::pvp(&opts),
+        Scenario::VxlanEncap => runner::tunnel(&opts, scenario::TunnelDir::Encap),
+        Scenario::VxlanDecap => runner::tunnel(&opts, scenario::TunnelDir::Decap),
+        Scenario::Check {
+            scenario: sc,
+            contender,
+            secs,
+        } => runner::check(&opts, sc, contender, secs),
         Scenario::Guest {
             tx_sock,
             rx_sock,

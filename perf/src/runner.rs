@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::scenario::{self, Scenario};
+use crate::netns::Netns;
+use crate::scenario::{self, Scenario, TunnelDir, TunnelHost};
 use crate::{ovs, procstat};
 
 /// Optional contenders besides ferroswitch and testpmd.
@@ -167,7 +168,7 @@ fn measure(opts: &Opts, run: &Run, sc: &Scenario) -> Result<Medians> {
         tp.push(t);
         if opts.has_peer(Peer::Ovs) {
             let g = guests("ovs", rep)?;
-            let o = ovs::throughput(opts, &sc.ovs, rep, sc.megaflows)?;
+            let o = ovs::throughput(opts, &sc.ovs, rep, sc.megaflows, sc.show_dp_flows)?;
             drop(g);
             eprintln!(
                 "{name} rep {rep}: ovs         {:.2} Mpps wall, {:.2} Mpps on-CPU",
@@ -288,6 +289,118 @@ pub fn flows(opts: &Opts, which: FlowScenario) -> Result<()> {
     );
     println!("{}", result_line(name, &m, |s| s.cpu_mpps));
     Ok(())
+}
+
+/// The VXLAN scenarios (`vxlan-encap`, `vxlan-decap`): the wall-clock figures
+/// go to stderr, the one result line (on-CPU medians) to stdout.
+pub fn tunnel(opts: &Opts, way: TunnelDir) -> Result<()> {
+    let run = prepare(opts, "vxlan")?;
+    let sc = scenario::vxlan(&run.dir, way)?;
+    let name = sc.name;
+    let m = measure(opts, &run, &sc)?;
+    eprintln!(
+        "{}",
+        result_line(&format!("{name} wall-clock"), &m, |s| s.wall_mpps)
+    );
+    println!("{}", result_line(name, &m, |s| s.cpu_mpps));
+    Ok(())
+}
+
+/// Who `perf check` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Contender {
+    Ferroswitch,
+    Ovs,
+}
+
+/// The scenarios `perf check` takes: the tunnel ones, and two of one bridge
+/// (OpenFlow, NORMAL) to check the one-bridge setups with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckScenario {
+    #[value(name = "vxlan-encap")]
+    VxlanEncap,
+    #[value(name = "vxlan-decap")]
+    VxlanDecap,
+    #[value(name = "1flow")]
+    OneFlow,
+    #[value(name = "normal-2mac")]
+    Normal2Mac,
+}
+
+/// `perf check`: one contender alone on a scenario, briefly: set up as for a
+/// measurement, then what it forwards shown (its datapath flows; for tunnels
+/// its route and neighbor tables) and counted over `secs`. Not a
+/// measurement: no warm-up, no testpmd, wall-clock only.
+pub fn check(opts: &Opts, which: CheckScenario, who: Contender, secs: u64) -> Result<()> {
+    if hugepages_free() < 512 {
+        bail!(
+            "perf needs at least 512 free hugepages (have {}): run scripts/setup.sh",
+            hugepages_free()
+        );
+    }
+    let pid = std::process::id();
+    let dir = std::env::temp_dir().join(format!("ferroswitch-perf-{pid}"));
+    std::fs::create_dir_all(&dir)?;
+    let _cleanup = RemoveOnDrop(vec![
+        dir.clone(),
+        dpdk_runtime_dir(&format!("fs-perf-{pid}")),
+    ]);
+    let sc = match which {
+        CheckScenario::VxlanEncap => scenario::vxlan(&dir, TunnelDir::Encap)?,
+        CheckScenario::VxlanDecap => scenario::vxlan(&dir, TunnelDir::Decap)?,
+        CheckScenario::OneFlow => scenario::one_flow(&dir)?,
+        CheckScenario::Normal2Mac => scenario::normal(&dir, "normal-2mac", 1, 1)?,
+    };
+    match who {
+        Contender::Ovs => {
+            ovs::check_installed()?;
+            ovs::check(opts, &sc.ovs, secs)
+        }
+        Contender::Ferroswitch => {
+            let bin = ferroswitch_bin(opts)?;
+            let d = start_ferroswitch(opts, &bin, &dir, &sc, "check", Ready::Pmd)?;
+            for (port, vlan, mac) in &sc.fdb {
+                fs_ctl(
+                    &bin,
+                    &d.sock,
+                    &["fdb-add", "fs-perf", port, &vlan.to_string(), mac],
+                )?;
+            }
+            if let Some(t) = &sc.tunnel {
+                ferroswitch_tunnel_endpoint(&bin, &d, t)?;
+            }
+            wait_forwarding(&bin, &d)?;
+            std::thread::sleep(Duration::from_secs(1));
+            let mut show = vec![vec!["dump-dp-flows"]];
+            if let Some(t) = &sc.tunnel {
+                show.extend([
+                    vec!["route", "show"],
+                    vec!["route", "lookup", t.remote_ip.as_str()],
+                    vec!["neigh", "show"],
+                ]);
+            }
+            for args in show {
+                println!("ferroswitch ctl {}:", args.join(" "));
+                for l in fs_ctl(&bin, &d.sock, &args)
+                    .unwrap_or_else(|e| format!("{e:#}"))
+                    .lines()
+                {
+                    println!("  {l}");
+                }
+            }
+            let n0 = sink_tx_packets(&bin, &d.sock).unwrap_or(0);
+            let t0 = Instant::now();
+            std::thread::sleep(Duration::from_secs(secs));
+            let n1 = sink_tx_packets(&bin, &d.sock).unwrap_or(0);
+            let secs = t0.elapsed().as_secs_f64();
+            println!(
+                "ferroswitch: {} packets out of sink in {secs:.1} s ({:.2} Mpps wall-clock; a check, not a measurement)",
+                n1.saturating_sub(n0),
+                n1.saturating_sub(n0) as f64 / secs / 1e6
+            );
+            Ok(())
+        }
+    }
 }
 
 /// The throughput scenarios through the OpenFlow tables.
@@ -496,6 +609,17 @@ fn ferroswitch_config(opts: &Opts, sock: &Path, sc: &Scenario) -> String {
         .mbufs
         .map(|n| format!("mbufs = {n}\n"))
         .unwrap_or_default();
+    let bridges = sc.fs_bridges.clone().unwrap_or_else(|| {
+        format!(
+            "[[bridge]]\nname = \"fs-perf\"\n{keys}{ports}{tables}",
+            ports = sc.fs_ports.clone().unwrap_or_else(|| format!(
+                "  [[bridge.port]]\n  name = \"src\"\n  ofport = 1\n  options = {{ dpdk-devargs = \"{}\" }}\n  [[bridge.port]]\n  name = \"sink\"\n  ofport = 2\n  options = {{ dpdk-devargs = \"{}\" }}\n",
+                sc.src, sc.sink
+            )),
+            keys = sc.fs_bridge_keys,
+            tables = sc.fs_bridge_tables,
+        )
+    });
     format!(
         r#"[dpdk]
 file_prefix = "fs-perf-{pid}"
@@ -508,28 +632,23 @@ socket = "{sock}"
 [metrics]
 listen = "off"
 console = false
-[[bridge]]
-name = "fs-perf"
-{keys}{ports}{tables}"#,
+{bridges}"#,
         pid = std::process::id(),
         main = opts.main_cpu,
         fwd = opts.fwd_cpu,
         sock = sock.display(),
-        ports = sc.fs_ports.clone().unwrap_or_else(|| format!(
-            "  [[bridge.port]]\n  name = \"src\"\n  ofport = 1\n  options = {{ dpdk-devargs = \"{}\" }}\n  [[bridge.port]]\n  name = \"sink\"\n  ofport = 2\n  options = {{ dpdk-devargs = \"{}\" }}\n",
-            sc.src, sc.sink
-        )),
-        keys = sc.fs_bridge_keys,
-        tables = sc.fs_bridge_tables,
     )
 }
 
-/// A running ferroswitch (SIGINT and waited for when dropped).
+/// A running ferroswitch (SIGINT and waited for when dropped; then its
+/// namespace, if any, is deleted).
 struct Daemon {
     child: Child,
     sock: PathBuf,
     /// The PMD thread.
     tid: u32,
+    /// The namespace it runs in (tunnel scenarios).
+    netns: Option<Netns>,
 }
 
 impl Drop for Daemon {
@@ -564,8 +683,18 @@ fn start_ferroswitch(
     std::fs::write(&cfg_path, ferroswitch_config(opts, &sock, sc))?;
     let log_path = dir.join(format!("ferroswitch-{tag}.log"));
     let log = std::fs::File::create(&log_path)?;
+    // Tunnel scenarios: in a namespace of this run (see netns.rs).
+    let netns = sc
+        .tunnel
+        .as_ref()
+        .map(|_| Netns::create(&format!("fs-perf-{}-fs{tag}", std::process::id())))
+        .transpose()?;
     let started = Instant::now();
-    let child = Command::new(bin)
+    let mut cmd = match &netns {
+        Some(ns) => ns.exec(&bin.display().to_string()),
+        None => Command::new(bin),
+    };
+    let child = cmd
         .args(["run", "--config"])
         .arg(&cfg_path)
         .stdout(log.try_clone()?)
@@ -576,6 +705,7 @@ fn start_ferroswitch(
         child,
         sock,
         tid: 0,
+        netns,
     };
     let pid = d.child.id();
     let deadline = started + Duration::from_secs(opts.settle_max.max(30));
@@ -631,6 +761,10 @@ fn run_ferroswitch(
         mf.ctl(&["fdb-add", "fs-perf", port, &vlan.to_string(), mac])
             .with_context(|| format!("ctl fdb-add fs-perf {port} {vlan} {mac}"))?;
     }
+    if let Some(t) = &sc.tunnel {
+        ferroswitch_tunnel_endpoint(bin, &d, t)?;
+        wait_forwarding(bin, &d)?;
+    }
     if let Some(target) = sc.megaflows {
         let (n, secs) = settle(opts, target, || mf.count());
         eprintln!(
@@ -638,14 +772,110 @@ fn run_ferroswitch(
             mf.source()
         );
     }
-    if !sc.fdb.is_empty() {
-        // What NORMAL decided: one megaflow, to check that nothing floods.
+    // What it decided (NORMAL: one megaflow, nothing floods; tunnels: push, pop).
+    // (Not otherwise: a dump formats every megaflow and holds the slow path.)
+    if sc.show_dp_flows > 0 {
         let dump = mf.ctl(&["dump-dp-flows"]).unwrap_or_default();
-        if let Some(l) = dump.lines().next() {
+        for l in dump.lines().take(sc.show_dp_flows) {
             eprintln!("  ferroswitch: {l}");
         }
     }
     measure_ferroswitch(opts, bin, &d)
+}
+
+/// `ferroswitch ctl --socket SOCK ARGS`: its stdout, or an error with its
+/// output.
+fn fs_ctl(bin: &Path, sock: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(bin)
+        .arg("ctl")
+        .arg("--socket")
+        .arg(sock)
+        .args(args)
+        .output()
+        .with_context(|| format!("running ferroswitch ctl {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "ferroswitch ctl {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Makes br-phy's tap the tunnel endpoint once ferroswitch made it (the
+/// remote as a static neighbor first, so that no ARP request goes out when
+/// the route appears; then the tap's MAC, address and link), and waits until
+/// the switch's route table, which follows the kernel, leads to the remote
+/// through br-phy from the endpoint's address with the tap's MAC.
+fn ferroswitch_tunnel_endpoint(bin: &Path, d: &Daemon, t: &TunnelHost) -> Result<()> {
+    let ns = d
+        .netns
+        .as_ref()
+        .context("a tunnel scenario runs in a namespace")?;
+    for args in t.ferroswitch_ctl() {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        fs_ctl(bin, &d.sock, &a)?;
+    }
+    for args in t.ip_commands(true) {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        ns.ip(&a)?;
+    }
+    let want_src = t.addr.split('/').next().unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = fs_ctl(bin, &d.sock, &["--json", "route", "lookup", &t.remote_ip]);
+        let v: Option<serde_json::Value> =
+            got.as_ref().ok().and_then(|o| serde_json::from_str(o).ok());
+        if let Some(v) = &v {
+            if v["bridge"] == t.bridge.as_str()
+                && v["src"] == want_src
+                && v["mac"] == t.mac.as_str()
+            {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "ferroswitch's route to {} is not through {} from {} with MAC {} within 10 s: \
+                 route lookup says {}",
+                t.remote_ip,
+                t.bridge,
+                want_src,
+                t.mac,
+                match (&got, &v) {
+                    (_, Some(v)) => v.to_string(),
+                    (Err(e), None) => format!("{e:#}"),
+                    (Ok(o), None) => o.trim().to_string(),
+                }
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits (up to 30 s) until ferroswitch forwards out of `sink` (1,000
+/// packets), as the OVS runner waits for its first ones; the error shows the
+/// tables a tunnel needs.
+fn wait_forwarding(bin: &Path, d: &Daemon) -> Result<()> {
+    let first = sink_tx_packets(bin, &d.sock).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sink_tx_packets(bin, &d.sock).unwrap_or(0) < first + 1000 {
+        if Instant::now() > deadline {
+            let show =
+                |args: &[&str]| fs_ctl(bin, &d.sock, args).unwrap_or_else(|e| format!("{e:#}"));
+            bail!(
+                "ferroswitch forwarded nothing out of sink within 30 s\n\
+                 route show:\n{}\nneigh show:\n{}\ndump-dp-flows:\n{}",
+                show(&["route", "show"]),
+                show(&["neigh", "show"]),
+                show(&["dump-dp-flows"])
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 /// Flow setup from a cold cache: ferroswitch starts with the whole table in its
@@ -876,4 +1106,82 @@ fn run_testpmd(opts: &Opts, sc: &Scenario, rep: usize) -> Result<Sample> {
         wall_mpps: pkts / (t1 - t0).as_secs_f64() / 1e6,
         cpu_mpps: pkts / (c1 - c0).max(1e-3) / 1e6,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mgmt::config::{Config, HostFacts, PLANNED_PORT_TYPES};
+    use pipeline::ofproto::syntax::parse_flows;
+
+    fn opts() -> Opts {
+        Opts {
+            window: 10,
+            warmup: 3,
+            reps: 3,
+            fwd_cpu: 1,
+            main_cpu: 0,
+            ferroswitch: None,
+            peers: Vec::new(),
+            settle_max: 120,
+        }
+    }
+
+    const HOST: HostFacts = HostFacts {
+        ncpus: 2,
+        hugepages_free: 1024,
+        hugetlbfs_mounted: true,
+    };
+
+    /// ferroswitch's config of a tunnel scenario has OVS's bridges, ports (in
+    /// order, same OpenFlow numbers, types and options) and flows; it is
+    /// valid once the switch has tunnel ports (until then, refused for that
+    /// reason only).
+    #[test]
+    fn vxlan_configs_are_ovs_setups() {
+        let dir = std::env::temp_dir().join(format!("fs-perf-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for way in [TunnelDir::Encap, TunnelDir::Decap] {
+            let sc = scenario::vxlan(&dir, way).unwrap();
+            let text = ferroswitch_config(&opts(), Path::new("/tmp/x.ctl"), &sc);
+            let cfg = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(cfg.bridges.len(), sc.ovs.bridges.len());
+            for (fb, ob) in cfg.bridges.iter().zip(&sc.ovs.bridges) {
+                assert_eq!(fb.name, ob.name);
+                assert_eq!(fb.flows, ob.flows);
+                assert_eq!(fb.ports.len(), ob.ports.len());
+                for (i, (fp, op)) in fb.ports.iter().zip(&ob.ports).enumerate() {
+                    assert_eq!(fp.name, op.name);
+                    assert_eq!(fp.ofport, Some(i as u32 + 1));
+                    assert_eq!(fp.port_type, op.kind);
+                    let opts: Vec<(String, String)> = fp
+                        .options
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    let mut want = op.options.clone();
+                    want.sort();
+                    assert_eq!(opts, want);
+                }
+                // The rules name the bridge's ports (LOCAL: its own).
+                let rules = parse_flows(&fb.flows.join("\n"), &fb.portmap()).unwrap();
+                assert_eq!(rules.len(), 1);
+            }
+            let r = cfg.validate(&HOST);
+            if PLANNED_PORT_TYPES.contains(&"vxlan") {
+                let e = r.unwrap_err().to_string();
+                assert!(e.contains("type \"vxlan\" is not supported yet"), "{e}");
+            } else {
+                r.unwrap_or_else(|e| panic!("{e}\n{text}"));
+            }
+        }
+        // The one-bridge scenarios keep their bridge fs-perf.
+        let sc = scenario::p2p(&dir).unwrap();
+        let cfg =
+            Config::from_toml_str(&ferroswitch_config(&opts(), Path::new("/x"), &sc)).unwrap();
+        cfg.validate(&HOST).unwrap();
+        assert_eq!(cfg.bridges[0].name, "fs-perf");
+        assert_eq!(cfg.bridges[0].forwards.len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
