@@ -382,6 +382,7 @@ mod tests {
             mac: MAC_A,
             src: ip("172.16.0.1"),
             next_hop: ip(next_hop),
+            mtu: 1500,
         }
     }
 

@@ -48,6 +48,8 @@ pub struct Link {
     pub name: String,
     /// Its Ethernet address, if it has one.
     pub mac: Option<[u8; 6]>,
+    /// Its MTU (IP bytes), if the kernel said.
+    pub mtu: Option<u32>,
 }
 
 /// An IPv4 address of an interface.
@@ -111,14 +113,23 @@ fn route_v4(a: &RouteAddress) -> Option<u32> {
 pub fn link_of(msg: &LinkMessage) -> Option<(u32, Link)> {
     let mut name = None;
     let mut mac = None;
+    let mut mtu = None;
     for a in &msg.attributes {
         match a {
             LinkAttribute::IfName(n) => name = Some(n.clone()),
             LinkAttribute::Address(bytes) => mac = <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+            LinkAttribute::Mtu(m) => mtu = Some(*m),
             _ => {}
         }
     }
-    Some((msg.header.index, Link { name: name?, mac }))
+    Some((
+        msg.header.index,
+        Link {
+            name: name?,
+            mac,
+            mtu,
+        },
+    ))
 }
 
 /// The IPv4 address an address message describes (`IFA_LOCAL`, else
@@ -469,6 +480,7 @@ mod tests {
         link.attributes = vec![
             LinkAttribute::IfName("br-phy".into()),
             LinkAttribute::Address(vec![2, 0, 0, 0, 0, 1]),
+            LinkAttribute::Mtu(1400),
         ];
         assert_eq!(
             link_of(&link),
@@ -476,7 +488,8 @@ mod tests {
                 7,
                 Link {
                     name: "br-phy".into(),
-                    mac: Some([2, 0, 0, 0, 0, 1])
+                    mac: Some([2, 0, 0, 0, 0, 1]),
+                    mtu: Some(1400),
                 }
             ))
         );

@@ -45,6 +45,9 @@ use crate::route::{
     ip_text, lookup_text, mask, parse_ip, parse_prefix, Route, RouteOrigin, RouteTable,
 };
 use crate::rtnl::KernelView;
+
+/// The path MTU assumed when the kernel shows none for a route's port.
+const DEFAULT_PATH_MTU: u16 = 1500;
 use crate::SharedConfig;
 
 /// The tables shared by the control socket, the `mgmt-route` thread and the
@@ -103,6 +106,8 @@ pub struct TunnelTables {
     port_addrs: BTreeMap<String, Vec<(u32, u8)>>,
     /// Derived: each internal port's MAC.
     port_macs: BTreeMap<String, [u8; 6]>,
+    /// Derived: each internal port's MTU.
+    port_mtus: BTreeMap<String, u32>,
     routes: RouteTable,
     neigh: NeighCache,
     generation: u64,
@@ -118,6 +123,7 @@ impl TunnelTables {
             kernel: KernelView::default(),
             port_addrs: BTreeMap::new(),
             port_macs: BTreeMap::new(),
+            port_mtus: BTreeMap::new(),
             routes: RouteTable::new(),
             neigh: NeighCache::new(neigh),
             generation: 0,
@@ -161,6 +167,11 @@ impl TunnelTables {
     /// The MAC of internal port `port`, as the kernel reports it.
     pub fn port_mac(&self, port: &str) -> Option<[u8; 6]> {
         self.port_macs.get(port).copied()
+    }
+
+    /// The MTU of internal port `port`, as the kernel reports it.
+    pub fn port_mtu(&self, port: &str) -> Option<u32> {
+        self.port_mtus.get(port).copied()
     }
 
     fn bump(&mut self) {
@@ -219,6 +230,12 @@ impl TunnelTables {
             .filter(|l| self.ports.contains_key(&l.name))
             .filter_map(|l| Some((l.name.clone(), l.mac?)))
             .collect();
+        let port_mtus: BTreeMap<String, u32> = k
+            .links
+            .values()
+            .filter(|l| self.ports.contains_key(&l.name))
+            .filter_map(|l| Some((l.name.clone(), l.mtu?)))
+            .collect();
         let cached_route = |prefix: u32, len: u8, gateway, port: &str, src, local| Route {
             prefix,
             len,
@@ -259,9 +276,12 @@ impl TunnelTables {
             }
         }
         let mut changed = self.routes.set_cached(cached);
-        changed |= port_addrs != self.port_addrs || port_macs != self.port_macs;
+        changed |= port_addrs != self.port_addrs
+            || port_macs != self.port_macs
+            || port_mtus != self.port_mtus;
         self.port_addrs = port_addrs;
         self.port_macs = port_macs;
+        self.port_mtus = port_mtus;
         if changed {
             self.bump();
         }
@@ -417,6 +437,8 @@ impl TunnelTables {
                 // The outer Ethernet source; null while the kernel does not
                 // show the port.
                 "mac": self.port_mac(&r.port).map(|m| mac_text(&m)),
+                // The path MTU tunnels over this route get (the port's).
+                "mtu": self.port_mtu(&r.port),
                 "route": r.to_json(),
             })
             .to_string());
@@ -518,6 +540,9 @@ impl TunnelEnv for TunnelTables {
             // A route whose port the kernel does not show (yet, or any more)
             // cannot carry a packet.
             mac: self.port_mac(&r.port)?,
+            mtu: self
+                .port_mtu(&r.port)
+                .map_or(DEFAULT_PATH_MTU, |m| m.min(u32::from(u16::MAX)) as u16),
             src: r.src,
             next_hop: r.next_hop(dst),
         })
@@ -664,6 +689,7 @@ mod tests {
         Link {
             name: name.into(),
             mac,
+            mtu: Some(1500),
         }
     }
 
@@ -787,6 +813,7 @@ mod tests {
                 mac: MAC_PHY,
                 src: ip("172.16.0.1"),
                 next_hop: ip("172.16.0.254"),
+                mtu: 1500,
             })
         );
         assert_eq!(
@@ -797,6 +824,7 @@ mod tests {
                 mac: MAC_EX,
                 src: ip("192.168.5.2"),
                 next_hop: ip("192.168.5.9"),
+                mtu: 1500,
             })
         );
         assert_eq!(t.route(ip("8.8.8.8")), None);
@@ -945,6 +973,7 @@ mod tests {
         assert_eq!(v["bridge"], "br-phy");
         assert_eq!(v["route"]["origin"], "user");
         assert_eq!(v["mac"], "02:00:00:00:aa:01");
+        assert_eq!(v["mtu"], 1500);
         let j = run(&mut t, "route", &["show", "--json"]);
         let v: serde_json::Value = serde_json::from_str(&j.output).unwrap();
         assert_eq!(v.as_array().map(Vec::len), Some(7));

@@ -121,6 +121,7 @@ impl TunnelEnv for Env {
             mac: TEP_MAC,
             src: ip("172.168.1.1"),
             next_hop: dst,
+            mtu: 1500,
         })
     }
     fn neighbor(&self, bridge: &str, ip: u32) -> Option<[u8; 6]> {

@@ -499,7 +499,9 @@ pub fn execute_with_ports(
                 actions: nested,
             } => {
                 let mut outer = frame.clone();
-                if tunnel::push(&mut outer, header, inner_flow_hash(frame)) {
+                if frame.len() <= header.max_inner_frame()
+                    && tunnel::push(&mut outer, header, inner_flow_hash(frame))
+                {
                     let mut t = TunnelMeta::default();
                     execute_with_ports(nested, &mut outer, &mut t, ports, out);
                 }

@@ -188,6 +188,9 @@ pub struct TunnelHeader {
     ip_sum: u64,
     /// Sum of the UDP pseudo-header's fixed part (addresses, protocol).
     pseudo_sum: u64,
+    /// The longest inner frame the path takes (see
+    /// [`TunnelHeader::set_path_mtu`]); `usize::MAX` until a path MTU is set.
+    max_inner: usize,
 }
 
 impl TunnelHeader {
@@ -262,6 +265,7 @@ impl TunnelHeader {
             bytes: b.into_boxed_slice(),
             ip_sum,
             pseudo_sum,
+            max_inner: usize::MAX,
         })
     }
 
@@ -278,6 +282,30 @@ impl TunnelHeader {
     /// Never true: there is always an outer Ethernet and IPv4 header.
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
+    }
+
+    /// Sets the path MTU (IP bytes: the MTU of the underlay port the route
+    /// leaves by). The outer IPv4 packet is the outer headers after the
+    /// Ethernet one plus the whole inner frame, so the longest inner frame is
+    /// the MTU minus [`TunnelHeader::ip_overhead`]; the datapath drops and
+    /// counts longer ones rather than fragment the outer packet (OVS-DPDK
+    /// drops what exceeds a port's MTU too).
+    pub fn set_path_mtu(&mut self, mtu: u16) {
+        self.max_inner = usize::from(mtu).saturating_sub(self.ip_overhead());
+    }
+
+    /// Bytes the encapsulation adds to the IP packet the underlay carries: the
+    /// outer headers but the Ethernet one (36 for VXLAN and option-less Geneve,
+    /// 28 for GRE with a key). Over a 1500-byte path a VXLAN inner frame may
+    /// have 1464 bytes, so its IP packet 1450: OVS's usual VXLAN MTU.
+    pub fn ip_overhead(&self) -> usize {
+        self.bytes.len() - ETH_LEN
+    }
+
+    /// The longest inner frame (Ethernet header included) the path takes.
+    #[inline]
+    pub fn max_inner_frame(&self) -> usize {
+        self.max_inner
     }
 
     /// Offset of the outer IPv4 header in [`bytes`](Self::bytes).

@@ -111,6 +111,7 @@ fn tep_route(next_hop: u32) -> TnlRoute {
         mac: TEP_MAC,
         src: ip("172.168.1.1"),
         next_hop,
+        mtu: 1500,
     }
 }
 
@@ -513,6 +514,7 @@ fn the_trace_shows_the_underlay_bridge() {
      -> output to native tunnel vx1
      -> tunneling to 172.168.1.2 via tep0
      -> tunneling from 02:00:00:00:01:01 172.168.1.1 to aa:00:00:00:00:02 172.168.1.2
+     -> path MTU 1500 (tep0): inner MTU 1450 (IP), longer inner packets are dropped
 
 bridge(\"br-phy\")
 ----------------

@@ -1065,6 +1065,10 @@ fn tunnel_push(
         x.stats.count_drop(DropReason::TnlPushError, 1);
         return;
     }
+    if m.pkt_len() as usize > header.max_inner_frame() {
+        x.stats.count_drop(DropReason::TnlPushMtu, 1);
+        return;
+    }
     let hlen = header.len();
     if !u16::try_from(hlen).is_ok_and(|h| m.prepend(h)) {
         x.stats.count_drop(DropReason::TnlPushHeadroom, 1);

@@ -73,6 +73,10 @@ pub enum DropReason {
     /// A tunnel push on a packet of several segments, or whose outer IPv4
     /// packet would exceed 65535 bytes.
     TnlPushError,
+    /// A tunnel push of an inner frame the path cannot carry: the outer IPv4
+    /// packet would exceed the path MTU (the route's port's MTU). Not
+    /// fragmented.
+    TnlPushMtu,
     /// A tunnel pop names a port that is not a tunnel port.
     TnlPopNotTunnelPort,
     /// Tunnel pop: shorter than its outer headers say.
@@ -115,7 +119,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const COUNT: usize = 30;
+    pub const COUNT: usize = 31;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
         DropReason::NoForward,
@@ -128,6 +132,7 @@ impl DropReason {
         DropReason::NoMbuf,
         DropReason::TnlPushHeadroom,
         DropReason::TnlPushError,
+        DropReason::TnlPushMtu,
         DropReason::TnlPopNotTunnelPort,
         DropReason::TnlPopTruncated,
         DropReason::TnlPopNotIpv4,
@@ -192,6 +197,7 @@ impl DropReason {
             DropReason::NoMbuf => "no_mbuf",
             DropReason::TnlPushHeadroom => "tnl_push_headroom",
             DropReason::TnlPushError => "tnl_push_error",
+            DropReason::TnlPushMtu => "tnl_push_mtu",
             DropReason::TnlPopNotTunnelPort => "tnl_pop_not_tunnel_port",
             DropReason::TnlPopTruncated => "tnl_pop_truncated",
             DropReason::TnlPopNotIpv4 => "tnl_pop_not_ipv4",

@@ -699,6 +699,33 @@ fn tunnel_push_pop_and_recirculation() {
     send1(inner_by_kind[0][0].clone());
     ctl.expect_drops(DropReason::TnlPushHeadroom, 1);
 
+    // --- The path MTU: VXLAN adds 36 IP bytes, so over a 100-byte path an
+    // inner frame may have 64 bytes; a longer one is dropped and counted,
+    // the 64-byte one goes out with an outer IP packet of exactly 100.
+    let mut small = (*header(TunnelKind::Vxlan, Some(1), false, Vec::new())).clone();
+    small.set_path_mtu(100);
+    assert_eq!(small.max_inner_frame(), 64);
+    ctl.remove(in_port_mask(), key_in(2));
+    ctl.install(
+        in_port_mask(),
+        key_in(2),
+        vec![DpAction::TunnelPush {
+            header: Arc::new(small),
+            actions: Arc::from(vec![DpAction::Output(1)]),
+        }],
+    );
+    ctl.barrier();
+    let mut long = inner_by_kind[0][0].clone();
+    long.resize(65, 0);
+    send1(long);
+    ctl.expect_drops(DropReason::TnlPushMtu, 1);
+    let mut fits = inner_by_kind[0][0].clone();
+    fits.resize(64, 0);
+    send1(fits);
+    let out = receive(tx(1), 1, &stats);
+    assert_eq!(out[0].len(), 114);
+    assert_eq!(u16::from_be_bytes([out[0][16], out[0][17]]), 100);
+
     // --- A tunnel port added at runtime (VXLAN on UDP 8472) is known to the
     // PMD at once; removed, a pop to its number is refused.
     let (spec, port) = testing::tunnel_port("vxlan_sys_8472", 7, TunnelKind::Vxlan, 8472);

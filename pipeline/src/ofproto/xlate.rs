@@ -229,6 +229,10 @@ pub struct TnlRoute {
     /// The next hop, host order: the gateway, or the destination itself on a
     /// directly connected prefix.
     pub next_hop: u32,
+    /// The path MTU (IP bytes): the MTU of `port` in the kernel. An
+    /// encapsulated packet longer than this is dropped (and counted) by the
+    /// datapath: the inner packet may have this minus the outer headers.
+    pub mtu: u16,
 }
 
 /// What native tunneling asks of the slow path's route and neighbor tables,
@@ -1287,7 +1291,10 @@ impl<'a> Ctx<'_, 'a, '_, '_> {
         };
         let outer = outer_flow(&spec, uport);
         let header = match TunnelHeader::new(spec, t.odp, uodp) {
-            Ok(h) => h,
+            Ok(mut h) => {
+                h.set_path_mtu(route.mtu);
+                h
+            }
             Err(e) => {
                 self.warn(format!("native tunnel header build failed: {e}"));
                 self.tnl.bad_header += 1;
@@ -1300,6 +1307,12 @@ impl<'a> Ctx<'_, 'a, '_, '_> {
             Ipv4Addr::from(header.spec.ip_src),
             text::mac(&dmac),
             Ipv4Addr::from(remote)
+        ));
+        self.detail(format!(
+            "path MTU {} ({}): inner MTU {} (IP), longer inner packets are dropped",
+            route.mtu,
+            route.port,
+            usize::from(route.mtu).saturating_sub(header.ip_overhead() + 14)
         ));
         let Some(actions) = self.underlay(ubr, outer) else {
             return;
