@@ -574,11 +574,45 @@ pub fn push(frame: &mut Vec<u8>, header: &TunnelHeader, hash: u32) -> bool {
     true
 }
 
-const HASH_K: u64 = 0x9e37_79b9_7f4a_7c15;
+/// Per-word multipliers of the inner flow hash (odd, from the digits of pi
+/// and e): each word is multiplied by its own, so the multiplies are
+/// independent and run in parallel rather than as a chain (a chain of six was
+/// a quarter of a tunnel push's time).
+const HASH_MUL: [u64; 8] = [
+    0x9e37_79b9_7f4a_7c15,
+    0xbf58_476d_1ce4_e5b9,
+    0x94d0_49bb_1331_11eb,
+    0x2545_f491_4f6c_dd1d,
+    0x243f_6a88_85a3_08d3 | 1,
+    0x1319_8a2e_0370_7345,
+    0xa409_3822_299f_31d1,
+    0x0827_2ed2_f15b_4c35,
+];
 
-#[inline(always)]
-fn mix(h: u64, x: u64) -> u64 {
-    (h ^ x).wrapping_mul(HASH_K).rotate_left(29)
+/// The words of an inner flow, each multiplied by its position's constant
+/// and summed.
+struct FlowHash {
+    h: u64,
+    i: usize,
+}
+
+impl FlowHash {
+    #[inline(always)]
+    fn new() -> FlowHash {
+        FlowHash {
+            h: 0x243f_6a88_85a3_08d3,
+            i: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn add(&mut self, x: u64) {
+        let k = HASH_MUL[self.i % HASH_MUL.len()];
+        self.h = self
+            .h
+            .wrapping_add((x ^ (k >> 7)).wrapping_mul(k).rotate_left(31));
+        self.i += 1;
+    }
 }
 
 #[inline(always)]
@@ -620,20 +654,15 @@ pub fn inner_flow_hash(frame: &[u8]) -> u32 {
     d[..6].copy_from_slice(dst);
     let mut s = [0u8; 8];
     s[..6].copy_from_slice(src);
-    let mut h = mix(
-        mix(
-            0x243f_6a88_85a3_08d3,
-            u64::from_be_bytes(d) | u64::from(dl_type),
-        ),
-        u64::from_be_bytes(s),
-    );
+    let mut h = FlowHash::new();
+    h.add(u64::from_be_bytes(d) | u64::from(dl_type));
+    h.add(u64::from_be_bytes(s));
     match dl_type {
         ETH_TYPE_IPV4 => {
             let Some(ip) = frame.get(l3..).and_then(|b| b.first_chunk::<20>()) else {
-                return finish_hash(h);
+                return finish_hash(h.h);
             };
-            h = mix(
-                h,
+            h.add(
                 u64::from(be32(ip, 12).unwrap_or(0)) << 32 | u64::from(be32(ip, 16).unwrap_or(0)),
             );
             let proto = ip[9];
@@ -644,20 +673,20 @@ pub fn inner_flow_hash(frame: &[u8]) -> u32 {
             } else {
                 l4_ports(frame.get(l3 + ihl..).unwrap_or_default(), proto)
             };
-            h = mix(h, (u64::from(proto) << 32) | u64::from(ports));
+            h.add((u64::from(proto) << 32) | u64::from(ports));
         }
         ETH_TYPE_IPV6 => {
             let Some(ip) = frame.get(l3..).and_then(|b| b.first_chunk::<40>()) else {
-                return finish_hash(h);
+                return finish_hash(h.h);
             };
             for w in ip.get(8..40).unwrap_or_default().as_chunks::<8>().0 {
-                h = mix(h, u64::from_be_bytes(*w));
+                h.add(u64::from_be_bytes(*w));
             }
-            h = mix(h, u64::from(be32(ip, 0).unwrap_or(0) & 0x000f_ffff));
+            h.add(u64::from(be32(ip, 0).unwrap_or(0) & 0x000f_ffff));
         }
         _ => {}
     }
-    finish_hash(h)
+    finish_hash(h.h)
 }
 
 /// The ports of an L4 header as the parser reads them (TCP needs its whole
@@ -689,16 +718,12 @@ pub fn inner_flow_hash_key(key: &FlowKey) -> u32 {
     d[..6].copy_from_slice(&key.dl_dst);
     let mut s = [0u8; 8];
     s[..6].copy_from_slice(&key.dl_src);
-    let mut h = mix(
-        mix(
-            0x243f_6a88_85a3_08d3,
-            u64::from_be_bytes(d) | u64::from(key.dl_type),
-        ),
-        u64::from_be_bytes(s),
-    );
+    let mut h = FlowHash::new();
+    h.add(u64::from_be_bytes(d) | u64::from(key.dl_type));
+    h.add(u64::from_be_bytes(s));
     match key.dl_type {
         ETH_TYPE_IPV4 => {
-            h = mix(h, (u64::from(key.nw_src) << 32) | u64::from(key.nw_dst));
+            h.add((u64::from(key.nw_src) << 32) | u64::from(key.nw_dst));
             let ports = match key.nw_proto {
                 IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP
                     if key.nw_frag & FLOW_NW_FRAG_LATER == 0 =>
@@ -707,19 +732,19 @@ pub fn inner_flow_hash_key(key: &FlowKey) -> u32 {
                 }
                 _ => 0,
             };
-            h = mix(h, (u64::from(key.nw_proto) << 32) | u64::from(ports));
+            h.add((u64::from(key.nw_proto) << 32) | u64::from(ports));
         }
         ETH_TYPE_IPV6 => {
             for a in [&key.ipv6_src, &key.ipv6_dst] {
                 for w in a.as_chunks::<8>().0 {
-                    h = mix(h, u64::from_be_bytes(*w));
+                    h.add(u64::from_be_bytes(*w));
                 }
             }
-            h = mix(h, u64::from(key.ipv6_label & 0x000f_ffff));
+            h.add(u64::from(key.ipv6_label & 0x000f_ffff));
         }
         _ => {}
     }
-    finish_hash(h)
+    finish_hash(h.h)
 }
 
 // ---------------------------------------------------------------------------
