@@ -97,6 +97,9 @@ pub struct SimpleKey {
     /// Outer VLAN TCI with [`VLAN_CFI`] set, 0 when untagged.
     pub vlan_tci: u16,
     pub nw_frag: u8,
+    /// The IPv4 TOS byte (DSCP and ECN), 0 for other ethertypes: a tunnel's
+    /// megaflows match the ECN bits (the outer header copies them).
+    pub nw_tos: u8,
     pub tcp_flags: u16,
 }
 
@@ -125,6 +128,7 @@ pub fn parse_simple(data: &[u8]) -> Option<SimpleKey> {
                 dl_type: ETH_TYPE_IPV4,
                 vlan_tci: 0,
                 nw_frag: 0,
+                nw_tos: h.u8::<15>(),
                 tcp_flags: 0,
             });
         }
@@ -149,6 +153,7 @@ pub fn parse_simple(data: &[u8]) -> Option<SimpleKey> {
         dl_type: ethertype,
         vlan_tci,
         nw_frag: 0,
+        nw_tos: 0,
         tcp_flags: 0,
     };
     let l3data = data.get(l3..)?;
@@ -173,6 +178,7 @@ pub fn parse_simple(data: &[u8]) -> Option<SimpleKey> {
                 return None;
             }
             let payload = l3data.get(ihl..tot_len)?;
+            k.nw_tos = ip.u8::<1>();
             let frag_off = ip.be16::<6>();
             if frag_off & 0x3fff != 0 {
                 k.nw_frag = FLOW_NW_FRAG_ANY;

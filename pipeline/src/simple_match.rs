@@ -3,8 +3,10 @@
 //! dpif-netdev 3.0).
 //!
 //! A megaflow is *simple* when its mask holds `in_port` and `recirc_id` exactly,
-//! `dl_type` exactly, and nothing else but bits of the outer VLAN TCI and of
-//! `nw_frag`, and its key's `recirc_id` is 0. `in_port=1,actions=output:2`
+//! `dl_type` exactly, and nothing else but bits of the outer VLAN TCI, of
+//! `nw_frag` and of the IPv4 TOS byte, and its key's `recirc_id` is 0. It may
+//! also match tunnel metadata as 0 (a tunnel push's megaflow reads the input's
+//! `tun_dst`): a fresh packet has none. `in_port=1,actions=output:2`
 //! translates to one (`ip,in_port=1,nw_frag=no`). When every megaflow of an input
 //! port is simple, and no megaflow leaves `in_port` wild, a packet from that port
 //! can only match one of them, and which one depends only on its [`SimpleKey`]
@@ -44,6 +46,8 @@ struct Entry {
     tci: u16,
     frag_mask: u8,
     frag: u8,
+    tos_mask: u8,
+    tos: u8,
     flow: FlowRef,
 }
 
@@ -73,6 +77,14 @@ fn simple_mask_limit() -> FlowKey {
         recirc_id: u32::MAX,
         dl_type: u16::MAX,
         nw_frag: u8::MAX,
+        nw_tos: u8::MAX,
+        // A fresh packet's tunnel metadata is 0 (only a tunnel pop's
+        // recirculation sets it, and recirculated packets take the full
+        // path): a megaflow may match it, as 0 (see `simple_with`).
+        tun_id: u64::MAX,
+        tun_src: u32::MAX,
+        tun_dst: u32::MAX,
+        tun_flags: u16::MAX,
         ..FlowKey::default()
     };
     m.vlan_tci[0] = u16::MAX;
@@ -98,6 +110,10 @@ fn simple_with(mask: &FlowKey, key: &FlowKey, limit: &FlowKey) -> bool {
         && mask.recirc_id == u32::MAX
         && mask.dl_type == u16::MAX
         && key.recirc_id == 0
+        && key.tun_id & mask.tun_id == 0
+        && key.tun_src & mask.tun_src == 0
+        && key.tun_dst & mask.tun_dst == 0
+        && key.tun_flags & mask.tun_flags == 0
         && mask
             .words()
             .iter()
@@ -119,6 +135,8 @@ impl SimpleMatch {
             tci: key.vlan_tci[0] & mask.vlan_tci[0],
             frag_mask: mask.nw_frag,
             frag: key.nw_frag & mask.nw_frag,
+            tos_mask: mask.nw_tos,
+            tos: key.nw_tos & mask.nw_tos,
             flow,
         };
         if is_simple(mask, key) {
@@ -297,6 +315,7 @@ impl PortTable<'_> {
                 e.dl_type == k.dl_type
                     && k.vlan_tci & e.tci_mask == e.tci
                     && k.nw_frag & e.frag_mask == e.frag
+                    && k.nw_tos & e.tos_mask == e.tos
             })
             .map(|e| e.flow)
     }
@@ -346,6 +365,8 @@ const FREE_SLOT: MacSlot = MacSlot {
         tci: 0,
         frag_mask: 0,
         frag: 0,
+        tos_mask: 0,
+        tos: 0,
         flow: FlowRef { slot: 0, gen: 0 },
     },
 };
@@ -476,6 +497,7 @@ impl MacTable {
                 && e.dl_type == k.dl_type
                 && k.vlan_tci & e.tci_mask == e.tci
                 && k.nw_frag & e.frag_mask == e.frag
+                && k.nw_tos & e.tos_mask == e.tos
             {
                 return Some(e.flow);
             }
@@ -488,6 +510,29 @@ impl MacTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tunnel_metadata_is_simple_only_as_zero() {
+        let mut mask = FlowKey {
+            in_port: u32::MAX,
+            recirc_id: u32::MAX,
+            dl_type: u16::MAX,
+            nw_tos: 3,
+            tun_dst: u32::MAX,
+            ..FlowKey::default()
+        };
+        let mut key = FlowKey {
+            in_port: 1,
+            dl_type: 0x0800,
+            ..FlowKey::default()
+        };
+        assert!(is_simple(&mask, &key));
+        key.tun_dst = 0x0a00_0001;
+        assert!(!is_simple(&mask, &key), "only recirculated packets have it");
+        key.tun_dst = 0;
+        mask.nw_dst = u32::MAX;
+        assert!(!is_simple(&mask, &key));
+    }
 
     /// How far entries sit from their home slot: hosts that differ in any byte
     /// of either address spread over the table.
@@ -529,6 +574,8 @@ mod tests {
                 tci: 0,
                 frag_mask: 0,
                 frag: 0,
+                tos_mask: 0,
+                tos: 0,
                 flow: FlowRef::default(),
             };
             let n = 1000u32;

@@ -48,8 +48,14 @@ fn check_invariants(data: &[u8], in_port: u32) -> (Option<ParseError>, FlowKey) 
     if let Some(sk) = parse_simple(data) {
         assert_eq!(r, None, "parse_simple accepted a frame the parser rejects");
         assert_eq!(
-            (sk.dl_type, sk.vlan_tci, sk.nw_frag, sk.tcp_flags),
-            (key.dl_type, key.vlan_tci[0], key.nw_frag, key.tcp_flags)
+            (sk.dl_type, sk.vlan_tci, sk.nw_frag, sk.nw_tos, sk.tcp_flags),
+            (
+                key.dl_type,
+                key.vlan_tci[0],
+                key.nw_frag,
+                key.nw_tos,
+                key.tcp_flags
+            )
         );
     }
     if r.is_none() {

@@ -19,6 +19,8 @@ use proptest::prelude::*;
 struct Frame {
     vid: Option<u16>,
     kind: u8,
+    /// IPv4 TOS byte.
+    tos: u8,
     frag: u16,
     dst: u8,
     /// Ethernet source and destination, each one of three addresses.
@@ -32,10 +34,12 @@ fn frame() -> impl Strategy<Value = Frame> {
         prop_oneof![Just(0u16), Just(0x2000), Just(0x0005)],
         0u8..3,
         (0u8..3, 0u8..3),
+        prop_oneof![Just(0u8), Just(1), Just(3), Just(0xb8)],
     )
-        .prop_map(|(vid, kind, frag, dst, macs)| Frame {
+        .prop_map(|(vid, kind, frag, dst, macs, tos)| Frame {
             vid,
             kind,
+            tos,
             frag,
             dst,
             macs,
@@ -53,6 +57,7 @@ fn bytes(f: &Frame) -> Vec<u8> {
             b.extend_from_slice(&ETH_TYPE_IPV4.to_be_bytes());
             let mut ip = [0u8; 20];
             ip[0] = 0x45;
+            ip[1] = f.tos;
             ip[2..4].copy_from_slice(&28u16.to_be_bytes());
             ip[6..8].copy_from_slice(&f.frag.to_be_bytes());
             ip[8] = 64;
@@ -76,7 +81,9 @@ fn bytes(f: &Frame) -> Vec<u8> {
     b
 }
 
-/// Mask shapes: four simple ones, one that reads nw_dst, one with in_port wild.
+/// Mask shapes: four simple ones, one that reads nw_dst, one with in_port
+/// wild, and a tunnel push's (simple: the ECN bits and the input's tunnel
+/// destination, which a fresh packet has as 0).
 fn mask(shape: u8) -> FlowKey {
     let mut m = FlowKey {
         in_port: u32::MAX,
@@ -93,6 +100,11 @@ fn mask(shape: u8) -> FlowKey {
             m.nw_frag = 1;
         }
         4 => m.nw_dst = u32::MAX,
+        6 => {
+            m.nw_tos = 3;
+            m.tun_dst = u32::MAX;
+            m.nw_frag = 3;
+        }
         _ => m.in_port = 0,
     }
     m
@@ -125,7 +137,7 @@ fn mac_mask(shape: u8) -> FlowKey {
 proptest! {
     #[test]
     fn simple_path_equals_full_path(
-        flows in prop::collection::vec((0u8..6, 1u32..3, frame()), 0..12),
+        flows in prop::collection::vec((0u8..7, 1u32..3, frame()), 0..12),
         removals in prop::collection::vec(0usize..12, 0..4),
         packets in prop::collection::vec((1u32..3, frame()), 1..40),
     ) {
@@ -257,6 +269,7 @@ fn mac_table_grows_and_shrinks_exactly() {
         let f = Frame {
             vid: None,
             kind: 0,
+            tos: 0,
             frag: 0,
             dst: 1,
             macs: (0, 0),
