@@ -9,13 +9,13 @@
 //! exactly, with datapath port numbers (vm1 0, br-int 1, gre2 2, gre3 3,
 //! br-tun 4; the patch ports have none).
 
-use std::sync::{Arc, Mutex};
+mod common;
+
+use common::Recorder;
 
 use mgmt::config::Config;
-use mgmt::ofproto::{bridges_from_config, format_megaflow, parse_key, DpControl, Ofproto};
+use mgmt::ofproto::{bridges_from_config, parse_key, Ofproto};
 use mgmt::ofproto::{Bridge, OfprotoConfig};
-use pipeline::actions::{format_dp_actions, DpAction};
-use pipeline::flow_cache::FlowStats;
 use pipeline::ofproto::syntax::{parse_dump_line, PortMap};
 use pipeline::FlowKey;
 
@@ -26,47 +26,6 @@ const FIXTURE: &str = include_str!(concat!(
 
 const VM: &str = "fa:16:3e:12:34:56";
 const REMOTE: &str = "fa:16:3e:65:43:21";
-
-/// A datapath that records what the slow path asks of it, and keeps each
-/// megaflow's counters so the test can play the PMD.
-#[derive(Default)]
-struct Recorder {
-    log: Mutex<Vec<String>>,
-    stats: Mutex<Vec<(String, Arc<FlowStats>)>>,
-}
-
-impl DpControl for &Recorder {
-    type Packet = ();
-    fn install(
-        &self,
-        pmd: usize,
-        mask: &FlowKey,
-        key: &FlowKey,
-        actions: Vec<DpAction>,
-        stats: Arc<FlowStats>,
-        packet: Option<()>,
-    ) {
-        let mf = format_megaflow(key, mask);
-        self.log.lock().unwrap().push(format!(
-            "install pmd{pmd} {mf} -> {}{}",
-            format_dp_actions(&actions),
-            if packet.is_some() { " +pkt" } else { "" }
-        ));
-        self.stats.lock().unwrap().push((mf, stats));
-    }
-    fn remove(&self, pmd: usize, mask: &FlowKey, key: &FlowKey) {
-        self.log
-            .lock()
-            .unwrap()
-            .push(format!("remove pmd{pmd} {}", format_megaflow(key, mask)));
-    }
-}
-
-impl Recorder {
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.log.lock().unwrap())
-    }
-}
 
 const CONFIG: &str = r#"
 [[bridge]]

@@ -12,17 +12,18 @@
 //! Datapath ports, as `Config::datapath_ports` numbers them: vm1 0, br-int 1,
 //! br-tun 2, eth0 3, tep0 4, br-phy 5, vxlan_sys_4789 6.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
+
+use common::Recorder;
 
 use mgmt::config::Config;
 use mgmt::control::{handle, Request};
 use mgmt::ofproto::{
-    bridges_from_config, format_megaflow, parse_key, Bridge, DpControl, Ofproto, OfprotoConfig,
-    SharedTunnelEnv,
+    bridges_from_config, parse_key, Bridge, Ofproto, OfprotoConfig, SharedTunnelEnv,
 };
 use mgmt::view::StaticView;
-use pipeline::actions::{format_dp_actions, DpAction};
-use pipeline::flow_cache::FlowStats;
 use pipeline::ofproto::syntax::{parse_dump_line, PortMap};
 use pipeline::ofproto::xlate::{TnlRoute, TunnelEnv};
 use pipeline::FlowKey;
@@ -42,53 +43,6 @@ const VXLAN_SYS: u32 = 6;
 
 fn ip(s: &str) -> u32 {
     u32::from(s.parse::<std::net::Ipv4Addr>().unwrap())
-}
-
-/// A datapath that records what the slow path asks of it.
-#[derive(Default)]
-struct Recorder {
-    log: Mutex<Vec<String>>,
-    stats: Mutex<Vec<(String, Arc<FlowStats>)>>,
-}
-
-impl DpControl for &Recorder {
-    type Packet = ();
-    fn install(
-        &self,
-        pmd: usize,
-        mask: &FlowKey,
-        key: &FlowKey,
-        actions: Vec<DpAction>,
-        stats: Arc<FlowStats>,
-        packet: Option<()>,
-    ) {
-        let mf = format_megaflow(key, mask);
-        self.log.lock().unwrap().push(format!(
-            "install pmd{pmd} {mf} -> {}{}",
-            format_dp_actions(&actions),
-            if packet.is_some() { " +pkt" } else { "" }
-        ));
-        self.stats.lock().unwrap().push((mf, stats));
-    }
-    fn remove(&self, pmd: usize, mask: &FlowKey, key: &FlowKey) {
-        self.log
-            .lock()
-            .unwrap()
-            .push(format!("remove pmd{pmd} {}", format_megaflow(key, mask)));
-    }
-    fn execute(&self, frame: &[u8], actions: &[DpAction]) {
-        let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
-        self.log
-            .lock()
-            .unwrap()
-            .push(format!("execute {hex} -> {}", format_dp_actions(actions)));
-    }
-}
-
-impl Recorder {
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.log.lock().unwrap())
-    }
 }
 
 /// Route and neighbor tables: one connected prefix, 172.168.1.0/24 on tep0.
