@@ -708,8 +708,9 @@ fn two_switches_across_vxlan_gre_and_geneve() {
         }
     }
 
-    for (i, (br, ..)) in KINDS.iter().enumerate() {
-        let (x, y) = (&a.vms[i], &b.vms[i]);
+    // TCP both ways across each tunnel, exact bytes (full-size frames of
+    // the VMs' 1400-byte MTU).
+    for (x, y) in a.vms.iter().zip(&b.vms) {
         tcp_exact(y, x, 500_000);
         tcp_exact(x, y, 500_000);
     }
@@ -753,4 +754,291 @@ fn two_switches_across_vxlan_gre_and_geneve() {
     }
     a.h.stop();
     b.h.stop();
+}
+
+/// `ping -c count -i 0.1` from `from` to `ip`, in a thread: its replies.
+fn ping_in_background(from: &Host, ip: &str, count: u32) -> std::thread::JoinHandle<u32> {
+    let (from, ip) = (from.clone(), ip.to_string());
+    std::thread::spawn(move || {
+        let out = from.exec(&[
+            "ping",
+            "-n",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.1",
+            "-W",
+            "1",
+            &ip,
+        ]);
+        replies(&out)
+    })
+}
+
+/// Route and neighbor changes under running traffic, without a restart:
+/// the tep's address changes (the kernel peer's remote with it); a kernel
+/// route sends the peer's tep through another next hop, which the switch
+/// does not know yet (an ARP request for it, then traffic); `neigh flush`,
+/// then recovery by ARP.
+#[test]
+fn route_and_neighbor_changes_resteer_the_tunnel() {
+    let _turn = serial();
+    let (mut hv, up1, remote_vm) = kernel_peer('n');
+    let peer = remote_vm.ns.clone();
+    let vm = hv.vms[0].clone();
+    let tep_mac = mac_of(&hv.sw, "br-phy");
+    let peer_mac = mac_of(&peer, &up1);
+    wait_reachable(&vm, "10.0.0.2", 15);
+    let pid = hv.h.daemon.as_ref().expect("daemon").id();
+
+    // The tep moves from 192.168.77.1 to .11 while the VM pings.
+    let pings = ping_in_background(&vm, "10.0.0.2", 60);
+    std::thread::sleep(Duration::from_millis(1500));
+    nsx(
+        &hv.sw,
+        &["ip", "addr", "del", "192.168.77.1/24", "dev", "br-phy"],
+    );
+    nsx(
+        &hv.sw,
+        &["ip", "addr", "add", "192.168.77.11/24", "dev", "br-phy"],
+    );
+    nsx(
+        &peer,
+        &[
+            "ip",
+            "link",
+            "set",
+            "vx0",
+            "type",
+            "vxlan",
+            "remote",
+            "192.168.77.11",
+        ],
+    );
+    let want = "Route Table:\n\
+                Cached: 192.168.77.11/32 dev br-phy SRC 192.168.77.11 local\n\
+                Cached: 192.168.77.0/24 dev br-phy SRC 192.168.77.11\n";
+    assert!(
+        wait_for(10, || hv.ctl(&["route", "show"]) == want).is_some(),
+        "{}",
+        hv.ctl(&["route", "show"])
+    );
+    let got = pings.join().expect("ping");
+    // Lost at most in the moment of the change (60 pings over 6 s).
+    assert!(got >= 45, "{got} of 60 replies across the tep change");
+    assert_eq!(vm.ping("10.0.0.2", 5), 5, "after the change");
+    assert_eq!(
+        remote_vm.ping("10.0.0.1", 5),
+        5,
+        "after the change, from the peer"
+    );
+    let push = dp_flows_with(&hv, &["br-int: ip,", "tnl_push("]);
+    assert_eq!(push.len(), 1, "{push:?}");
+    assert!(
+        push[0].contains(&format!("eth(dst={peer_mac},src={tep_mac},dl_type=0x0800),ipv4(src=192.168.77.11,dst=192.168.77.2,")),
+        "{}",
+        push[0]
+    );
+
+    // A kernel route through another next hop, 192.168.77.3 (the peer's
+    // second address): the switch asks for it and goes on once answered.
+    nsx(
+        &peer,
+        &["ip", "addr", "add", "192.168.77.3/24", "dev", &up1],
+    );
+    let mut cap = Capture::start(&peer, &up1, hv.h.dir.join("arp.pcap"), &["arp"]);
+    let pings = ping_in_background(&vm, "10.0.0.2", 40);
+    std::thread::sleep(Duration::from_millis(1000));
+    nsx(
+        &hv.sw,
+        &[
+            "ip",
+            "route",
+            "add",
+            "192.168.77.2/32",
+            "via",
+            "192.168.77.3",
+            "dev",
+            "br-phy",
+        ],
+    );
+    assert!(
+        wait_for(10, || hv.ctl(&["route", "lookup", "192.168.77.2"])
+            == "src 192.168.77.11\ngateway 192.168.77.3\ndev br-phy\n")
+        .is_some(),
+        "{}",
+        hv.ctl(&["route", "show"])
+    );
+    let got = pings.join().expect("ping");
+    assert!(got >= 30, "{got} of 40 replies across the route change");
+    assert_eq!(
+        hv.ctl(&["neigh", "show"]),
+        format!(
+            "{NEIGH_HEADER}{}{}",
+            neigh_line("192.168.77.2", &peer_mac, "br-phy"),
+            neigh_line("192.168.77.3", &peer_mac, "br-phy")
+        )
+    );
+    // `neigh flush`: the next packet misses, the switch asks again, and
+    // traffic recovers.
+    assert_eq!(hv.ctl(&["neigh", "flush"]), "OK\n");
+    assert_eq!(hv.ctl(&["neigh", "show"]), NEIGH_HEADER);
+    // (The push megaflows turn into drops at the slow path's next period:
+    // a packet may still go before.) Pinging until the neighbor is back and
+    // the megaflow pushes again.
+    let back = neigh_line("192.168.77.3", &peer_mac, "br-phy");
+    assert!(
+        wait_for(10, || {
+            vm.ping("10.0.0.2", 1);
+            hv.ctl(&["neigh", "show"]).contains(&back)
+                && dp_flows_with(&hv, &["br-int: ip,", "actions:clone(tnl_push("]).len() == 1
+        })
+        .is_some(),
+        "{}{}",
+        hv.ctl(&["neigh", "show"]),
+        hv.ctl(&["dump-dp-flows"])
+    );
+    let n = vm.ping("10.0.0.2", 5);
+    assert_eq!(
+        n,
+        5,
+        "after neigh flush: {}\n{}",
+        hv.ctl(&["neigh", "show"]),
+        hv.ctl(&["dump-dp-flows"])
+    );
+    assert_eq!(
+        hv.ctl(&["neigh", "show"]),
+        format!(
+            "{NEIGH_HEADER}{}",
+            neigh_line("192.168.77.3", &peer_mac, "br-phy")
+        )
+    );
+    cap.stop(&[]);
+    let asks = cap_lines_with(
+        &cap,
+        &["-e", "-t"],
+        &["Request who-has 192.168.77.3 tell 192.168.77.11"],
+    );
+    assert_eq!(
+        asks.len(),
+        2,
+        "one ARP request for the new next hop, one after the flush: {asks:?}"
+    );
+    assert!(
+        asks.iter()
+            .all(|l| l.starts_with(&format!("{tep_mac} > ff:ff:ff:ff:ff:ff,"))),
+        "{asks:?}"
+    );
+    // The same daemon all along.
+    assert_eq!(hv.h.daemon.as_ref().expect("daemon").id(), pid);
+    assert!(hv
+        .h
+        .daemon
+        .as_mut()
+        .expect("daemon")
+        .try_wait()
+        .expect("wait")
+        .is_none());
+    hv.h.stop();
+}
+
+/// A VXLAN packet with a VNI no tunnel port has (the kernel peer's second
+/// device, VNI 5001): popped, then dropped by a drop megaflow on its tunnel
+/// metadata, counted there and in `pmd-stats-show`'s `flow_drop`; the VM
+/// sees nothing of it.
+#[test]
+fn unknown_vni_is_dropped_and_counted() {
+    let _turn = serial();
+    let (mut hv, up1, remote_vm) = kernel_peer('o');
+    let peer = remote_vm.ns.clone();
+    let vm = hv.vms[0].clone();
+    wait_reachable(&vm, "10.0.0.2", 15);
+    // If VNI 5001 reached the VM, it would answer on 10.0.1.1.
+    nsx(
+        &vm.ns,
+        &["ip", "addr", "add", "10.0.1.1/24", "dev", &vm.dev],
+    );
+    nsx(
+        &peer,
+        &[
+            "ip",
+            "link",
+            "add",
+            "vx1",
+            "type",
+            "vxlan",
+            "id",
+            "5001",
+            "remote",
+            "192.168.77.1",
+            "local",
+            "192.168.77.2",
+            "dstport",
+            "4789",
+            "dev",
+            &up1,
+        ],
+    );
+    nsx(&peer, &["ip", "addr", "add", "10.0.1.2/24", "dev", "vx1"]);
+    nsx(&peer, &["ip", "link", "set", "vx1", "up"]);
+    nsx(
+        &peer,
+        &[
+            "ip",
+            "neigh",
+            "add",
+            "10.0.1.1",
+            "lladdr",
+            &vm.mac(),
+            "dev",
+            "vx1",
+        ],
+    );
+    let vm_rx = || {
+        nsx(
+            &vm.ns,
+            &[
+                "cat",
+                &format!("/sys/class/net/{}/statistics/rx_packets", vm.dev),
+            ],
+        )
+    };
+    let flow_drop = || {
+        let pmd = hv.ctl(&["pmd-stats-show"]);
+        pmd.split("flow_drop=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{pmd}"))
+    };
+    let tnl_rx = || {
+        let v: serde_json::Value =
+            serde_json::from_str(&hv.ctl(&["--json", "port-stats", "vxlan_sys_4789"]))
+                .expect("json");
+        v[0]["rx_packets"].as_u64().expect("rx_packets")
+    };
+    let (rx0, drops0, tnl0) = (vm_rx(), flow_drop(), tnl_rx());
+    let bad = Host {
+        ns: peer.clone(),
+        dev: "vx1".into(),
+        ip: "10.0.1.2".into(),
+    };
+    assert_eq!(bad.ping("10.0.1.1", 5), 0, "VNI 5001 reached the VM");
+    assert_eq!(vm_rx(), rx0, "the VM received something");
+    // All 5 popped (the tunnel's datapath port counts them), then dropped.
+    assert_eq!(tnl_rx() - tnl0, 5);
+    let drop = dp_flows_with(
+        &hv,
+        &[
+            "(no tunnel port): ",
+            "tun_id=0x1389,tun_src=192.168.77.2,tun_dst=192.168.77.1,in_port=4,",
+        ],
+    );
+    assert_eq!(drop.len(), 1, "{drop:?} {}", hv.ctl(&["dump-dp-flows"]));
+    assert!(drop[0].ends_with(", actions:drop"), "{}", drop[0]);
+    assert_eq!(dp_packets(&drop[0]), 5, "{}", drop[0]);
+    assert_eq!(flow_drop() - drops0, 5);
+    // VNI 5000 still goes through.
+    assert_eq!(vm.ping("10.0.0.2", 3), 3);
+    hv.h.stop();
 }
