@@ -416,6 +416,11 @@ struct UFlow {
     /// asks for the neighbor again, the environment rate-limiting the ARP
     /// requests) until the neighbor is known.
     tnl_pending: bool,
+    /// The ARP senders its translation snooped (bridge, IP, MAC): taught to
+    /// the neighbor cache again each period it has packets (OVS's
+    /// `XC_TNL_NEIGH`), so a neighbor flushed or aged out is learned back from
+    /// the ARP replies this megaflow handles without an upcall.
+    snoops: Vec<(String, u32, [u8; 6])>,
     stats: Arc<FlowStats>,
     seen_packets: u64,
     seen_bytes: u64,
@@ -895,6 +900,7 @@ impl<D: DpControl> Ofproto<D> {
                 mac_sources: Vec::new(),
                 tunnel: true,
                 tnl_pending: false,
+                snoops: Vec::new(),
                 stats,
                 seen_packets: 0,
                 seen_bytes: 0,
@@ -1023,7 +1029,7 @@ impl<D: DpControl> Ofproto<D> {
         ofport: u32,
         in_mask: &FlowKey,
     ) {
-        let Some(x) = self.xlate(bridge, &key, ofport, true, in_mask) else {
+        let Some(mut x) = self.xlate(bridge, &key, ofport, true, in_mask) else {
             return;
         };
         if x.t.error.is_some() {
@@ -1065,6 +1071,7 @@ impl<D: DpControl> Ofproto<D> {
                 mac_sources: x.mac_sources,
                 tunnel: x.tunnel,
                 tnl_pending: x.tnl_pending,
+                snoops: std::mem::take(&mut x.t.snoops),
                 stats,
                 seen_packets: 0,
                 seen_bytes: 0,
@@ -1216,7 +1223,7 @@ impl<D: DpControl> Ofproto<D> {
                 continue;
             };
             let (key, old_mask, pmd) = (f.key, f.mask, f.pmd);
-            let (bridge, x) = match self.ingress(&key) {
+            let (bridge, mut x) = match self.ingress(&key) {
                 Ingress::Port {
                     bridge,
                     ofport,
@@ -1243,6 +1250,7 @@ impl<D: DpControl> Ofproto<D> {
             f.mac_sources = x.mac_sources;
             f.tunnel = x.tunnel;
             f.tnl_pending = x.tnl_pending;
+            f.snoops = std::mem::take(&mut x.t.snoops);
             if x.actions != f.actions {
                 f.actions = x.actions.clone();
                 self.dp
@@ -1263,6 +1271,7 @@ impl<D: DpControl> Ofproto<D> {
         let now = self.now_ms();
         // (bridge, VLAN, MAC) -> the source seen last (PMD timestamp) this period.
         let mut active: HashMap<(usize, u16, [u8; 6]), (u64, MacSource)> = HashMap::new();
+        let mut snoops: Vec<(String, u32, [u8; 6])> = Vec::new();
         for f in self.flows.values_mut() {
             let p = f.stats.packets();
             let b = f.stats.bytes();
@@ -1275,6 +1284,7 @@ impl<D: DpControl> Ofproto<D> {
                         br.tables.credit(r, dp, db, now);
                     }
                 }
+                snoops.extend(f.snoops.iter().cloned());
                 let used = f.stats.used();
                 for &(bi, ref src) in &f.mac_sources {
                     let e = active
@@ -1287,6 +1297,12 @@ impl<D: DpControl> Ofproto<D> {
             }
             f.seen_packets = p;
             f.seen_bytes = b;
+        }
+        if let (Some(env), false) = (&self.tunnel_env, snoops.is_empty()) {
+            let mut env = lock_env(env);
+            for (bridge, ip, mac) in &snoops {
+                env.snoop(bridge, *ip, *mac);
+            }
         }
         self.run_bonds();
         for ((bi, _, _), (_, src)) in active {

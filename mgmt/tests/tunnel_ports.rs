@@ -481,6 +481,79 @@ fn a_neighbor_miss_sends_an_arp_request_and_the_reply_starts_the_traffic() {
     assert!(rec.take().is_empty());
 }
 
+/// A neighbor flushed (`ctl neigh flush`, or aged out) while the megaflow of
+/// its ARP replies lives: the replies to the next ARP request hit that
+/// megaflow in the datapath, no upcall snoops them, so the periodic work
+/// teaches the neighbor cache again from the megaflows that snooped and have
+/// had packets since (OVS's `XC_TNL_NEIGH`), and the push comes back.
+#[test]
+fn a_flushed_neighbor_is_learned_back_from_its_arp_megaflow() {
+    let rec = Recorder::default();
+    let env = Arc::new(Mutex::new(Env::default()));
+    let mut o = Ofproto::new(neutron(), &rec, OfprotoConfig::default());
+    o.set_tunnel_env(env.clone());
+    o.handle_upcall(0, remote_reply(), ());
+    o.handle_upcall(0, vm_to_remote(), ());
+    let reply = key(
+        3,
+        "arp,dl_src=aa:00:00:00:00:02,dl_dst=02:00:00:00:01:01,arp_op=2,arp_spa=172.168.1.2,arp_tpa=172.168.1.1,arp_sha=aa:00:00:00:00:02,arp_tha=02:00:00:00:01:01",
+    );
+    o.handle_upcall(0, reply, ());
+    rec.take();
+    let snooped = ("br-phy".to_string(), ip("172.168.1.2"), R2);
+    assert_eq!(env.lock().unwrap().snooped, std::slice::from_ref(&snooped));
+    let arp_mf = "arp,in_port=3,vlan_tci=0x0000,dl_src=aa:00:00:00:00:02,dl_dst=02:00:00:00:01:01,arp_spa=172.168.1.2,arp_op=2,arp_sha=aa:00:00:00:00:02";
+    let arp_stats = rec
+        .stats
+        .lock()
+        .unwrap()
+        .iter()
+        .rfind(|(mf, _)| mf == arp_mf)
+        .map(|(_, s)| s.clone())
+        .expect("the ARP reply's megaflow");
+    // Its packet (the upcall's) was seen at the first period.
+    arp_stats.credit(1, 42, 1, 0);
+    o.run_periodic();
+    assert_eq!(
+        env.lock().unwrap().snooped,
+        [snooped.clone(), snooped.clone()]
+    );
+    rec.take();
+
+    // The flush: the push megaflow becomes a drop (and asks for the
+    // neighbor); the ARP megaflow saw nothing new, teaches nothing.
+    {
+        let mut e = env.lock().unwrap();
+        e.neighbors.clear();
+        e.generation += 1;
+        e.asked.clear();
+        e.snooped.clear();
+    }
+    o.run_periodic();
+    assert_eq!(
+        rec.take(),
+        [
+            format!("install pmd0 {MF_VM_TO_REMOTE} -> drop"),
+            format!("execute {} -> 3,5", expected_arp_request([172, 168, 1, 2])),
+        ]
+    );
+    assert!(env.lock().unwrap().snooped.is_empty());
+
+    // The reply hits the ARP megaflow in the datapath: the next period
+    // learns it back, and the push returns.
+    arp_stats.credit(1, 42, 2, 0);
+    o.run_periodic();
+    assert_eq!(env.lock().unwrap().snooped, [snooped]);
+    o.run_periodic();
+    assert_eq!(
+        rec.take(),
+        [format!(
+            "install pmd0 {MF_VM_TO_REMOTE} -> {}",
+            push(2, "aa:00:00:00:00:02", "3")
+        )]
+    );
+}
+
 #[test]
 fn a_neighbor_change_revalidates_the_tunnel_megaflows_only() {
     let rec = Recorder::default();

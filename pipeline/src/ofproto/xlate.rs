@@ -375,6 +375,12 @@ pub struct Translation {
     pub n_controller: u32,
     /// What native tunneling did.
     pub tunnel: TunnelUse,
+    /// The ARP senders its snooping saw, (bridge, IP, MAC), also when it
+    /// learned nothing (revalidations): the slow path teaches them to the
+    /// neighbor cache again while the megaflow is used (OVS's xlate cache
+    /// entry `XC_TNL_NEIGH`), so that a neighbor flushed or aged out comes
+    /// back from ARP replies the datapath handles itself.
+    pub snoops: Vec<(String, u32, [u8; 6])>,
 }
 
 /// Options of a translation.
@@ -511,6 +517,7 @@ pub fn translate_bridges_with(
         tnl_ports,
         nested: 0,
         tnl: TunnelUse::default(),
+        snoops: Vec::new(),
         in_tun_dst: key.tun_dst,
         read_in_tun_dst: false,
         cur: start,
@@ -568,6 +575,7 @@ pub fn translate_bridges_with(
         normal_unsupported: cx.normal_unsupported,
         n_controller: cx.n_controller,
         tunnel: cx.tnl,
+        snoops: cx.snoops,
     }
 }
 
@@ -788,6 +796,8 @@ struct Ctx<'b, 'a, 'h, 'e> {
     /// learning there).
     nested: usize,
     tnl: TunnelUse,
+    /// See [`Translation::snoops`].
+    snoops: Vec<(String, u32, [u8; 6])>,
     /// The tunnel destination the packet arrived with (0 if none, and in the
     /// underlay): a tunnel output back to it is refused.
     in_tun_dst: u32,
@@ -1455,6 +1465,9 @@ impl<'a> Ctx<'_, 'a, '_, '_> {
                 env.snoop(bridge, f.nw_src, f.arp_sha);
                 self.tnl.snooped += 1;
             }
+        }
+        if !self.tracing {
+            self.snoops.push((bridge.to_string(), f.nw_src, f.arp_sha));
         }
         self.detail(format!(
             "ARP: {} is at {} (neighbor cache of bridge {bridge})",
