@@ -884,6 +884,18 @@ fn execute_run(
             let Some(flow) = s.cache.get(run.flow) else {
                 return;
             };
+            if let Some((header, port)) = flow.actions.push_output() {
+                // Encapsulation to one port: no dispatch per action.
+                let port = port as usize;
+                for k in i..j {
+                    if let Some(mut m) = s.burst.take(k) {
+                        if encapsulate(stats, header, &mut m) {
+                            push_tx(stats, port, m, &mut s.txbufs, txqs);
+                        }
+                    }
+                }
+                return;
+            }
             let mut x = Exec {
                 stats,
                 pool: &f.pool,
@@ -1054,6 +1066,16 @@ fn tunnel_push(
     mut m: Mbuf,
     depth: u8,
 ) {
+    if encapsulate(x.stats, header, &mut m) {
+        execute(x, nested, last_taker(nested), m, depth);
+    }
+}
+
+/// Puts `header` in front of `m` and fills the per-packet fields; false (a
+/// drop counted; the caller frees `m`) when the packet cannot be
+/// encapsulated.
+#[inline(always)]
+fn encapsulate(stats: &PmdStats, header: &TunnelHeader, m: &mut Mbuf) -> bool {
     // The inner flow's hash for the UDP source port: the NIC's RSS hash when
     // the port gave one, else one of the inner headers, the same for a flow on
     // every path (a pop clears the outer packet's RSS hash).
@@ -1062,27 +1084,27 @@ fn tunnel_push(
         None => inner_flow_hash(m.data()),
     };
     if m.nb_segs() != 1 {
-        x.stats.count_drop(DropReason::TnlPushError, 1);
-        return;
+        stats.count_drop(DropReason::TnlPushError, 1);
+        return false;
     }
     if m.pkt_len() as usize > header.max_inner_frame() {
-        x.stats.count_drop(DropReason::TnlPushMtu, 1);
-        return;
+        stats.count_drop(DropReason::TnlPushMtu, 1);
+        return false;
     }
     let hlen = header.len();
     if !u16::try_from(hlen).is_ok_and(|h| m.prepend(h)) {
-        x.stats.count_drop(DropReason::TnlPushHeadroom, 1);
-        return;
+        stats.count_drop(DropReason::TnlPushHeadroom, 1);
+        return false;
     }
     let data = m.data_mut();
     if let Some(dst) = data.get_mut(..hlen) {
         dst.copy_from_slice(header.bytes());
     }
     if !finish_push(data, header, hash) {
-        x.stats.count_drop(DropReason::TnlPushError, 1);
-        return;
+        stats.count_drop(DropReason::TnlPushError, 1);
+        return false;
     }
-    execute(x, nested, last_taker(nested), m, depth);
+    true
 }
 
 /// Tunnel pop: checks the outer headers for tunnel port `port`, strips them

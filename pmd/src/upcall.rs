@@ -16,7 +16,7 @@ use std::sync::Arc;
 use dpdk_ffi::Mbuf;
 use pipeline::actions::DpAction;
 use pipeline::flow_cache::FlowStats;
-use pipeline::tunnel::TunnelPortInfo;
+use pipeline::tunnel::{TunnelHeader, TunnelPortInfo};
 use pipeline::FlowKey;
 
 use crate::poll_loop::AssignedRxq;
@@ -43,6 +43,10 @@ pub struct FlowActions {
     /// The port, when the actions are just one output (the common case, taken
     /// without dispatching on each action).
     single_output: Option<u32>,
+    /// The header and the port, when the actions are just a tunnel push whose
+    /// outer packet goes to one port (a hypervisor's encapsulation, taken
+    /// without dispatching on each action).
+    push_output: Option<(Arc<TunnelHeader>, u32)>,
 }
 
 impl pipeline::flow_cache::CacheActions for FlowActions {
@@ -58,11 +62,25 @@ impl FlowActions {
             [DpAction::Output(p)] => Some(*p),
             _ => None,
         };
+        let push_output = match actions.as_slice() {
+            [DpAction::TunnelPush { header, actions }] => match actions.as_ref() {
+                [DpAction::Output(p)] => Some((header.clone(), *p)),
+                _ => None,
+            },
+            _ => None,
+        };
         FlowActions {
             actions,
             last_output,
             single_output,
+            push_output,
         }
+    }
+
+    /// The tunnel header and output port when the actions are a tunnel push
+    /// and one output of the outer packet.
+    pub fn push_output(&self) -> Option<(&TunnelHeader, u32)> {
+        self.push_output.as_ref().map(|(h, p)| (&**h, *p))
     }
 
     pub fn single_output(&self) -> Option<u32> {
