@@ -17,6 +17,11 @@
 //! - Re-steering without a restart: the tep's address changes under running
 //!   traffic; `neigh flush` and recovery by ARP.
 //! - A VXLAN packet with an unknown VNI from the kernel peer: dropped, counted.
+//! - Neutron's br-int + patch ports + br-tun with the fixture's flows on two
+//!   hypervisors: flooding to the tunnel with the network's VNI, learning in
+//!   table 20, unicast by the learned rule (seed 002).
+//! - Path MTU: oversize inner packets dropped and counted (`tnl_push_mtu`),
+//!   following the kernel MTU of the tep's port.
 //!
 //! Needs root, `ip`, `ethtool`, `ping`, `python3`, `tcpdump`
 //! (`scripts/setup.sh`). Every namespace is removed and every daemon stopped
@@ -138,6 +143,19 @@ impl Hypervisor {
         uplink: &str,
         pmd: &str,
     ) {
+        self.start_with(vms, extra, uplink, pmd, "");
+    }
+
+    /// [`Hypervisor::start`], with `vm_keys` (`  tag = 1\n`) added to each
+    /// VM's port table.
+    fn start_with(
+        &mut self,
+        vms: &[(&str, &str, u32)],
+        extra: &[(&str, &str)],
+        uplink: &str,
+        pmd: &str,
+        vm_keys: &str,
+    ) {
         let mut cfg = self.h.base_config();
         cfg.push_str(pmd);
         let mut bridges: Vec<&str> = vms.iter().map(|v| v.0).collect();
@@ -156,7 +174,7 @@ impl Hypervisor {
             }
             for (i, _) in vms.iter().enumerate().filter(|(_, v)| v.0 == b) {
                 cfg.push_str(&format!(
-                    "  [[bridge.port]]\n  name = \"vm{i}\"\n  options = {{ dpdk-devargs = \"net_af_packet{n},iface={}w{i}\" }}\n",
+                    "  [[bridge.port]]\n  name = \"vm{i}\"\n  options = {{ dpdk-devargs = \"net_af_packet{n},iface={}w{i}\" }}\n{vm_keys}",
                     self.h.prefix
                 ));
                 n += 1;
@@ -1040,5 +1058,350 @@ fn unknown_vni_is_dropped_and_counted() {
     assert_eq!(flow_drop() - drops0, 5);
     // VNI 5000 still goes through.
     assert_eq!(vm.ping("10.0.0.2", 3), 3);
+    hv.h.stop();
+}
+
+/// Seed 002's br-tun, as `ovs-ofctl dump-flows` printed it.
+const BR_TUN_FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/testdata/neutron-br-tun.dump-flows"
+);
+
+/// A `dump-flows` line with its counters and ages (`duration`, `n_packets`,
+/// `n_bytes`, `idle_age`, `hard_age`) written `*`.
+fn flow_shape(line: &str) -> String {
+    line.split(", ")
+        .map(|part| {
+            let part = part.trim_start();
+            match part.split_once('=') {
+                Some((k, _))
+                    if ["duration", "n_packets", "n_bytes", "idle_age", "hard_age"]
+                        .contains(&k) =>
+                {
+                    format!("{k}=*")
+                }
+                _ => part.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The `n_packets=N` of a `dump-flows` line.
+fn flow_packets(line: &str) -> u64 {
+    line.split("n_packets=")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no n_packets in {line}"))
+}
+
+/// Seeds 001-002 with two ferroswitch hypervisors joined by a veth underlay
+/// (teps 192.168.99.1 and .2 on br-phy): each has Neutron's br-int (the VM
+/// on an access port of VLAN 1, patch-tun), br-tun with the fixture's flows
+/// loaded unchanged (patch-int OpenFlow port 1, the VXLAN tunnel to the
+/// other hypervisor port 2 with `in_key=flow, out_key=flow`; the fixture's
+/// table 21 also outputs to port 3, which does not exist here and is
+/// skipped, as in OVS), and br-phy with the underlay NIC. The first packet,
+/// VM a's ARP broadcast, is flooded to the tunnel with VNI 0x1388 (tun_id of
+/// the fixture's VLAN 1); the reply comes back through the tunnel and br-tun
+/// learns VM b's MAC in table 20 (load of the tun_id, output to the tunnel);
+/// unicast then goes by the learned flow.
+#[test]
+fn neutron_br_tun_floods_and_learns_across_tunnels() {
+    let _turn = serial();
+    let va = [("br-int", "10.0.0.1/24", 1450)];
+    let vb = [("br-int", "10.0.0.2/24", 1450)];
+    let mut a = Hypervisor::new('p', &va);
+    let mut b = Hypervisor::new('q', &vb);
+    let (ua, ub) = (format!("{}u0", a.h.prefix), format!("{}u0", b.h.prefix));
+    veth(&a.sw, &ua, &b.sw, &ub);
+    nic(&a.sw, &ua);
+    nic(&b.sw, &ub);
+    let extra = |remote: &str| -> [(&'static str, String); 2] {
+        [
+            (
+                "br-int",
+                "  [[bridge.port]]\n  name = \"patch-tun\"\n  type = \"patch\"\n  options = { peer = \"patch-int\" }\n".to_string(),
+            ),
+            (
+                "br-tun",
+                format!(
+                    "  [[bridge.port]]\n  name = \"patch-int\"\n  type = \"patch\"\n  ofport = 1\n  options = {{ peer = \"patch-tun\" }}\n\
+                     \x20 [[bridge.port]]\n  name = \"vxlan-tep\"\n  type = \"vxlan\"\n  ofport = 2\n  options = {{ remote_ip = \"{remote}\", in_key = \"flow\", out_key = \"flow\" }}\n"
+                ),
+            ),
+        ]
+    };
+    let (ea, eb) = (extra("192.168.99.2"), extra("192.168.99.1"));
+    let ea: Vec<(&str, &str)> = ea.iter().map(|(b, t)| (*b, t.as_str())).collect();
+    let eb: Vec<(&str, &str)> = eb.iter().map(|(b, t)| (*b, t.as_str())).collect();
+    a.start_with(&va, &ea, &ua, PMD, "  tag = 1\n");
+    b.start_with(
+        &vb,
+        &eb,
+        &ub,
+        "[pmd]\nmegaflow_idle_ms = 600000\nmgmt_cpu = 1\ncpus = [0]\n",
+        "  tag = 1\n",
+    );
+    for hv in [&a, &b] {
+        let out = hv.ctl(&["add-flows", "br-tun", BR_TUN_FIXTURE]);
+        assert_eq!(out, "", "add-flows: {out}");
+        // Loaded unchanged: the same rules, OVS's default flow replaced by
+        // the fixture's table 0 drop.
+        let fixture = std::fs::read_to_string(BR_TUN_FIXTURE).expect("fixture");
+        let want: Vec<String> = fixture
+            .lines()
+            .map(|l| {
+                let s = flow_shape(l);
+                // The fixture's learned rule was 116255 s old, ours is new.
+                s.replace(
+                    ", hard_timeout=300, idle_age=*, hard_age=*,",
+                    ", hard_timeout=300, idle_age=*,",
+                )
+            })
+            .collect();
+        let got: Vec<String> = hv
+            .ctl(&["dump-flows", "br-tun"])
+            .lines()
+            .map(|l| flow_shape(l).replace(", hard_age=*,", ","))
+            .collect();
+        let want: Vec<String> = want
+            .iter()
+            .map(|l| l.replace(", hard_age=*,", ","))
+            .collect();
+        assert_eq!(got, want);
+    }
+    a.set_tep("192.168.99.1/24");
+    b.set_tep("192.168.99.2/24");
+    let (x, y) = (a.vms[0].clone(), b.vms[0].clone());
+    let (x_mac, y_mac) = (x.mac(), y.mac());
+
+    // What each side receives on the underlay (af_packet transmissions
+    // bypass the sender's taps).
+    let mut cap_b = Capture::start(&b.sw, &ub, b.h.dir.join("underlay.pcap"), &[]);
+    let mut cap_a = Capture::start(&a.sw, &ua, a.h.dir.join("underlay.pcap"), &[]);
+    // The first attempts may be dropped while each switch asks for the
+    // other's tep by ARP (a missing next hop); then the VMs' ARP goes.
+    wait_reachable(&x, "10.0.0.2", 15);
+    let text_b = cap_b.stop(&["-t"]);
+    let text_a = cap_a.stop(&["-t"]);
+    // The first tunnelled packet b's side receives is VM a's ARP broadcast,
+    // VNI 5000 = 0x1388, untagged (table 21 strips VLAN 1).
+    let first = tunnelled(&text_b, "VXLAN");
+    assert!(!first.is_empty(), "{text_b}");
+    assert!(
+        first[0].0.starts_with("IP 192.168.99.1.")
+            && first[0]
+                .0
+                .ends_with(" > 192.168.99.2.4789: VXLAN, flags [I] (0x08), vni 5000"),
+        "{text_b}"
+    );
+    assert_eq!(
+        first[0].1, "ARP, Request who-has 10.0.0.2 tell 10.0.0.1, length 28",
+        "{text_b}"
+    );
+    // The reply: from b's tep to a's, same VNI, to VM a's MAC.
+    let reply = tunnelled(&text_a, "VXLAN");
+    assert!(
+        reply.iter().any(|(o, i)| o.starts_with("IP 192.168.99.2.")
+            && o.ends_with(" > 192.168.99.1.4789: VXLAN, flags [I] (0x08), vni 5000")
+            && i == &format!("ARP, Reply 10.0.0.2 is-at {y_mac}, length 28")),
+        "{text_a}"
+    );
+    // a's broadcast megaflow: br-int floods in VLAN 1 to patch-tun, br-tun
+    // pushes VNI 0x1388 towards b's tep.
+    let flood = dp_flows_with(
+        &a,
+        &[
+            "br-int: arp,",
+            &format!("dl_src={x_mac},dl_dst=ff:ff:ff:ff:ff:ff"),
+        ],
+    );
+    assert_eq!(flood.len(), 1, "{}", a.ctl(&["dump-dp-flows"]));
+    assert!(
+        flood[0].contains("ipv4(src=192.168.99.1,dst=192.168.99.2,proto=17,tos=0,ttl=64,frag=0x4000),udp(src=0,dst=4789,csum=0x0),vxlan(flags=0x8000000,vni=0x1388))"),
+        "{}",
+        flood[0]
+    );
+
+    // Each br-tun learned the other VM in table 20: VLAN 1, its MAC, back
+    // with tun_id 0x1388 to the tunnel port it came from (port 2).
+    let learned = |hv: &Hypervisor, mac: &str| -> String {
+        let out = hv.ctl(&["dump-flows", "br-tun", &format!("table=20,dl_dst={mac}")]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 1, "{}", hv.ctl(&["dump-flows", "br-tun"]));
+        lines[0].to_string()
+    };
+    for (hv, mac) in [(&a, &y_mac), (&b, &x_mac)] {
+        assert_eq!(
+            flow_shape(&learned(hv, mac)).replace(", hard_age=*,", ","),
+            format!(
+                "cookie=0x0, duration=*, table=20, n_packets=*, n_bytes=*, hard_timeout=300, idle_age=*, priority=1,vlan_tci=0x0001/0x0fff,dl_dst={mac} actions=load:0->NXM_OF_VLAN_TCI[],load:0x1388->NXM_NX_TUN_ID[],output:2"
+            )
+        );
+    }
+
+    // Ping both ways, every request answered; a's unicast to VM b goes by
+    // the learned flow (its counter grows by at least the 5 requests and 5
+    // replies a sends), pushed with VNI 0x1388.
+    let before = flow_packets(&learned(&a, &y_mac));
+    assert_eq!(x.ping("10.0.0.2", 5), 5, "a -> b");
+    assert_eq!(y.ping("10.0.0.1", 5), 5, "b -> a");
+    assert!(
+        wait_for(5, || flow_packets(&learned(&a, &y_mac)) >= before + 10).is_some(),
+        "{before} -> {}",
+        learned(&a, &y_mac)
+    );
+    let unicast = dp_flows_with(
+        &a,
+        &["br-int: ip,", &format!("dl_src={x_mac},dl_dst={y_mac},")],
+    );
+    assert_eq!(unicast.len(), 1, "{}", a.ctl(&["dump-dp-flows"]));
+    assert!(
+        unicast[0].contains("vxlan(flags=0x8000000,vni=0x1388)),out_port(")
+            && unicast[0].matches("tnl_push(").count() == 1,
+        "{}",
+        unicast[0]
+    );
+    a.h.stop();
+    b.h.stop();
+}
+
+/// The sum of `pmd-stats-show`'s `tnl_push_mtu=N` (none printed: 0).
+fn tnl_push_mtu_drops(hv: &Hypervisor) -> u64 {
+    let pmd = hv.ctl(&["pmd-stats-show"]);
+    pmd.split("tnl_push_mtu=")
+        .skip(1)
+        .map(|r| {
+            r.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{pmd}"))
+        })
+        .sum()
+}
+
+/// `ping -c count -s size -M do` (DF, no local fragmentation): its replies.
+fn ping_df(from: &Host, ip: &str, size: u32, count: u32) -> u32 {
+    replies(&from.exec(&[
+        "ping",
+        "-n",
+        "-c",
+        &count.to_string(),
+        "-i",
+        "0.2",
+        "-W",
+        "1",
+        "-s",
+        &size.to_string(),
+        "-M",
+        "do",
+        ip,
+    ]))
+}
+
+/// Path MTU against the kernel peer ([`kernel_peer`]) with the VM's MTU
+/// raised to 1500 over a 1500-byte underlay: a 1500-byte IP packet (inner
+/// frame 1514 > 1464) is dropped and counted as `tnl_push_mtu`, exactly one
+/// per echo request; 1450 bytes pass. The route lookup and `ofproto-trace`
+/// report the path MTU; lowering br-phy's kernel MTU to 1400 re-derives the
+/// route's MTU and the pushing megaflows: then 1400 bytes are dropped too.
+#[test]
+fn oversize_inner_packets_are_dropped_and_counted() {
+    let _turn = serial();
+    let (mut hv, _up1, remote_vm) = kernel_peer('r');
+    let vm = hv.vms[0].clone();
+    nsx(&vm.ns, &["ip", "link", "set", &vm.dev, "mtu", "1500"]);
+    wait_reachable(&vm, "10.0.0.2", 15);
+    let route = |mtu: u32| {
+        let out = hv.ctl(&["--json", "route", "lookup", "192.168.77.2"]);
+        out.contains(&format!("\"mtu\":{mtu}"))
+    };
+    assert!(
+        route(1500),
+        "{}",
+        hv.ctl(&["--json", "route", "lookup", "192.168.77.2"])
+    );
+    let trace_line = |mtu: u32| {
+        format!(
+            "path MTU {mtu} (br-phy): inner MTU {} (IP), longer inner packets are dropped",
+            mtu - 50
+        )
+    };
+    let trace = || {
+        hv.ctl(&[
+            "ofproto-trace",
+            "br-int",
+            &format!(
+                "in_port=vm0,icmp,dl_src={},dl_dst={},nw_src=10.0.0.1,nw_dst=10.0.0.2",
+                vm.mac(),
+                mac_of(&remote_vm.ns, "vx0")
+            ),
+        ])
+    };
+    let t = trace();
+    assert_eq!(
+        t.lines()
+            .filter(|l| l.trim() == format!("-> {}", trace_line(1500)))
+            .count(),
+        1,
+        "{t}"
+    );
+
+    // 1472 bytes of ICMP payload: a 1500-byte IP packet, dropped at the push.
+    let d0 = tnl_push_mtu_drops(&hv);
+    assert_eq!(
+        ping_df(&vm, "10.0.0.2", 1472, 4),
+        0,
+        "1500 bytes went through"
+    );
+    assert_eq!(
+        tnl_push_mtu_drops(&hv) - d0,
+        4,
+        "{}",
+        hv.ctl(&["pmd-stats-show"])
+    );
+    // 1422: a 1450-byte IP packet, the inner MTU, answered.
+    assert_eq!(ping_df(&vm, "10.0.0.2", 1422, 4), 4, "1450 bytes");
+    assert_eq!(tnl_push_mtu_drops(&hv) - d0, 4);
+
+    // The tep's kernel MTU goes down to 1400: the route follows, the
+    // megaflows that push are rebuilt with the new path MTU.
+    nsx(&hv.sw, &["ip", "link", "set", "br-phy", "mtu", "1400"]);
+    assert!(
+        wait_for(10, || route(1400)).is_some(),
+        "{}",
+        hv.ctl(&["--json", "route", "lookup", "192.168.77.2"])
+    );
+    let t = trace();
+    assert_eq!(
+        t.lines()
+            .filter(|l| l.trim() == format!("-> {}", trace_line(1400)))
+            .count(),
+        1,
+        "{t}"
+    );
+    // The slow path revalidates the megaflows that consulted the route
+    // table at its next period (mgmt-revalidator, every 500 ms) after the
+    // table's generation moved: two periods later the push megaflow carries
+    // the new path MTU. 1372 bytes of payload: a 1400-byte IP packet, now
+    // over 1350.
+    std::thread::sleep(Duration::from_millis(1000));
+    let d1 = tnl_push_mtu_drops(&hv);
+    assert_eq!(
+        ping_df(&vm, "10.0.0.2", 1372, 3),
+        0,
+        "1400 bytes went through after the MTU change: {}",
+        hv.ctl(&["dump-dp-flows"])
+    );
+    assert_eq!(
+        tnl_push_mtu_drops(&hv) - d1,
+        3,
+        "{}",
+        hv.ctl(&["pmd-stats-show"])
+    );
+    assert_eq!(ping_df(&vm, "10.0.0.2", 1322, 3), 3, "1350 bytes");
+    assert_eq!(tnl_push_mtu_drops(&hv) - d1, 3);
     hv.h.stop();
 }
