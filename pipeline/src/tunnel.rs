@@ -621,9 +621,10 @@ fn finish_hash(h: u64) -> u32 {
     (h ^ (h >> 32)) as u32
 }
 
-/// Hash of what identifies an inner flow: Ethernet addresses and type, and for
-/// IPv4 the addresses, protocol and (TCP, UDP, SCTP, first fragments only)
-/// ports; for IPv6 the addresses and flow label. Same value as
+/// Hash of what identifies an inner flow, as a NIC's RSS hash would: for IPv4
+/// the addresses, protocol and (TCP, UDP, SCTP, first fragments only) ports;
+/// for IPv6 the addresses and flow label; for anything else the Ethernet
+/// addresses and type. Same value as
 /// [`inner_flow_hash_key`] of the frame's key (for frames the parser takes
 /// without error; a tested equivalence). Cheap enough per packet: reads at most
 /// the first 78 bytes, parses no options.
@@ -634,6 +635,28 @@ fn finish_hash(h: u64) -> u32 {
 /// only for the bursts that probe it).
 #[inline]
 pub fn inner_flow_hash(frame: &[u8]) -> u32 {
+    // The common frame first, with one bounds check: untagged IPv4 without
+    // options, UDP, not a later fragment (what the general code below
+    // concludes for it).
+    if let Some(h) = frame.first_chunk::<42>() {
+        if h[12] == 0x08
+            && h[13] == 0x00
+            && h[14] == 0x45
+            && h[23] == IPPROTO_UDP
+            && u16::from_be_bytes([h[20], h[21]]) & 0x1fff == 0
+        {
+            let mut fh = FlowHash::new();
+            fh.add(
+                u64::from(u32::from_be_bytes([h[26], h[27], h[28], h[29]])) << 32
+                    | u64::from(u32::from_be_bytes([h[30], h[31], h[32], h[33]])),
+            );
+            fh.add(
+                (u64::from(IPPROTO_UDP) << 32)
+                    | u64::from(u32::from_be_bytes([h[34], h[35], h[36], h[37]])),
+            );
+            return finish_hash(fh.h);
+        }
+    }
     let (Some(dst), Some(src)) = (
         frame.first_chunk::<6>(),
         frame.get(6..).and_then(|b| b.first_chunk::<6>()),
@@ -650,42 +673,44 @@ pub fn inner_flow_hash(frame: &[u8]) -> u32 {
         dl_type = be16(frame, off).unwrap_or(0);
     }
     let l3 = off + 2;
+    let mut h = FlowHash::new();
+    match dl_type {
+        ETH_TYPE_IPV4 => {
+            if let Some(ip) = frame.get(l3..).and_then(|b| b.first_chunk::<20>()) {
+                h.add(
+                    u64::from(be32(ip, 12).unwrap_or(0)) << 32
+                        | u64::from(be32(ip, 16).unwrap_or(0)),
+                );
+                let proto = ip[9];
+                let later = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0;
+                let ihl = usize::from(ip[0] & 0x0f) * 4;
+                let ports = if later {
+                    0
+                } else {
+                    l4_ports(frame.get(l3 + ihl..).unwrap_or_default(), proto)
+                };
+                h.add((u64::from(proto) << 32) | u64::from(ports));
+                return finish_hash(h.h);
+            }
+        }
+        ETH_TYPE_IPV6 => {
+            if let Some(ip) = frame.get(l3..).and_then(|b| b.first_chunk::<40>()) {
+                for w in ip.get(8..40).unwrap_or_default().as_chunks::<8>().0 {
+                    h.add(u64::from_be_bytes(*w));
+                }
+                h.add(u64::from(be32(ip, 0).unwrap_or(0) & 0x000f_ffff));
+                return finish_hash(h.h);
+            }
+        }
+        _ => {}
+    }
+    // Not IP (or its header cut short): the Ethernet addresses and type.
     let mut d = [0u8; 8];
     d[..6].copy_from_slice(dst);
     let mut s = [0u8; 8];
     s[..6].copy_from_slice(src);
-    let mut h = FlowHash::new();
     h.add(u64::from_be_bytes(d) | u64::from(dl_type));
     h.add(u64::from_be_bytes(s));
-    match dl_type {
-        ETH_TYPE_IPV4 => {
-            let Some(ip) = frame.get(l3..).and_then(|b| b.first_chunk::<20>()) else {
-                return finish_hash(h.h);
-            };
-            h.add(
-                u64::from(be32(ip, 12).unwrap_or(0)) << 32 | u64::from(be32(ip, 16).unwrap_or(0)),
-            );
-            let proto = ip[9];
-            let later = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0;
-            let ihl = usize::from(ip[0] & 0x0f) * 4;
-            let ports = if later {
-                0
-            } else {
-                l4_ports(frame.get(l3 + ihl..).unwrap_or_default(), proto)
-            };
-            h.add((u64::from(proto) << 32) | u64::from(ports));
-        }
-        ETH_TYPE_IPV6 => {
-            let Some(ip) = frame.get(l3..).and_then(|b| b.first_chunk::<40>()) else {
-                return finish_hash(h.h);
-            };
-            for w in ip.get(8..40).unwrap_or_default().as_chunks::<8>().0 {
-                h.add(u64::from_be_bytes(*w));
-            }
-            h.add(u64::from(be32(ip, 0).unwrap_or(0) & 0x000f_ffff));
-        }
-        _ => {}
-    }
     finish_hash(h.h)
 }
 
@@ -714,13 +739,7 @@ fn l4_ports(l4: &[u8], proto: u8) -> u32 {
 /// [`inner_flow_hash`] computed from a parsed key (the reference executor's
 /// `execute_on_key` uses it for the outer UDP source port).
 pub fn inner_flow_hash_key(key: &FlowKey) -> u32 {
-    let mut d = [0u8; 8];
-    d[..6].copy_from_slice(&key.dl_dst);
-    let mut s = [0u8; 8];
-    s[..6].copy_from_slice(&key.dl_src);
     let mut h = FlowHash::new();
-    h.add(u64::from_be_bytes(d) | u64::from(key.dl_type));
-    h.add(u64::from_be_bytes(s));
     match key.dl_type {
         ETH_TYPE_IPV4 => {
             h.add((u64::from(key.nw_src) << 32) | u64::from(key.nw_dst));
@@ -742,7 +761,14 @@ pub fn inner_flow_hash_key(key: &FlowKey) -> u32 {
             }
             h.add(u64::from(key.ipv6_label & 0x000f_ffff));
         }
-        _ => {}
+        _ => {
+            let mut d = [0u8; 8];
+            d[..6].copy_from_slice(&key.dl_dst);
+            let mut s = [0u8; 8];
+            s[..6].copy_from_slice(&key.dl_src);
+            h.add(u64::from_be_bytes(d) | u64::from(key.dl_type));
+            h.add(u64::from_be_bytes(s));
+        }
     }
     finish_hash(h.h)
 }
