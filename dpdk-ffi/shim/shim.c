@@ -38,11 +38,6 @@ uint8_t *fs_pktmbuf_append(struct rte_mbuf *m, uint16_t len)
 	return (uint8_t *)rte_pktmbuf_append(m, len);
 }
 
-uint8_t *fs_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len)
-{
-	return (uint8_t *)rte_pktmbuf_prepend(m, len);
-}
-
 uint8_t *fs_pktmbuf_adj(struct rte_mbuf *m, uint16_t len)
 {
 	return (uint8_t *)rte_pktmbuf_adj(m, len);

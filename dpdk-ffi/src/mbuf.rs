@@ -129,10 +129,24 @@ impl Mbuf {
     }
 
     /// Grows the packet by `len` bytes at the head (false if headroom is short).
+    /// Inline, as `rte_pktmbuf_prepend` does it (a tunnel push per packet
+    /// went through the C shim for it).
     #[inline]
     pub fn prepend(&mut self, len: u16) -> bool {
-        // SAFETY: the mbuf is owned by self; DPDK checks the headroom.
-        !unsafe { sys::fs_pktmbuf_prepend(self.ptr.as_ptr(), len) }.is_null()
+        // SAFETY: the mbuf is owned by self (exclusive through &mut self);
+        // plain field updates of the first segment, exactly those of
+        // rte_pktmbuf_prepend after its headroom check (the headroom is
+        // data_off), so buf_addr + data_off stays inside the buffer.
+        unsafe {
+            let m = &mut *self.ptr.as_ptr();
+            if len > m.data_off {
+                return false;
+            }
+            m.data_off -= len;
+            m.data_len = m.data_len.wrapping_add(len);
+            m.pkt_len = m.pkt_len.wrapping_add(u32::from(len));
+        }
+        true
     }
 
     /// Removes `len` bytes from the head (false if the first segment is shorter).

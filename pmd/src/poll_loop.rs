@@ -1097,8 +1097,17 @@ fn encapsulate(stats: &PmdStats, header: &TunnelHeader, m: &mut Mbuf) -> bool {
         return false;
     }
     let data = m.data_mut();
-    if let Some(dst) = data.get_mut(..hlen) {
-        dst.copy_from_slice(header.bytes());
+    match (
+        data.first_chunk_mut::<VXLAN_HEADER_LEN>(),
+        header.bytes().first_chunk::<VXLAN_HEADER_LEN>(),
+    ) {
+        // VXLAN's (and option-less Geneve's) 50 bytes as a fixed-size copy.
+        (Some(dst), Some(src)) if hlen == VXLAN_HEADER_LEN => *dst = *src,
+        _ => {
+            if let Some(dst) = data.get_mut(..hlen) {
+                dst.copy_from_slice(header.bytes());
+            }
+        }
     }
     if !finish_push(data, header, hash) {
         stats.count_drop(DropReason::TnlPushError, 1);
@@ -1106,6 +1115,9 @@ fn encapsulate(stats: &PmdStats, header: &TunnelHeader, m: &mut Mbuf) -> bool {
     }
     true
 }
+
+/// Outer headers of VXLAN: Ethernet, IPv4, UDP, VXLAN.
+const VXLAN_HEADER_LEN: usize = 50;
 
 /// Tunnel pop: checks the outer headers for tunnel port `port`, strips them
 /// and queues the inner frame for recirculation as received on `port`.
