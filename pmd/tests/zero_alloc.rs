@@ -16,7 +16,7 @@ use dpdk_ffi::{CountingAlloc, Mbuf, Mempool, Ring};
 use pipeline::actions::DpAction;
 use pipeline::tunnel::{inner_flow_hash, push, TunnelHeader, TunnelKind, TunnelSpec};
 use pipeline::FlowKey;
-use pmd::{testing, Datapath, FlowActions, FlowSpec, PmdCommand};
+use pmd::{testing, Datapath, FlowActions, FlowSpec, PmdCommand, PmdStats};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc::new();
@@ -39,6 +39,46 @@ fn drain(ring: &Ring) -> u64 {
         n += 1;
     }
     n
+}
+
+/// Waits until the PMD applied every command sent before.
+fn barrier(commands: &crossbeam_channel::Sender<PmdCommand>) {
+    let (tx_done, rx_done) = crossbeam_channel::bounded(1);
+    commands
+        .send(PmdCommand::Barrier(tx_done))
+        .expect("barrier");
+    rx_done
+        .recv_timeout(Duration::from_secs(10))
+        .expect("barrier passed");
+}
+
+/// The counted window: 20 rounds of `send_round` (1000 packets), each waited
+/// for until the PMD sent them (by `limit`) and checked by `check` as they
+/// leave by `out`; returns the heap allocations made meanwhile.
+fn allocations_over_rounds(
+    stats: &PmdStats,
+    out: &Ring,
+    what: &str,
+    limit: Instant,
+    mut send_round: impl FnMut(),
+    mut check: impl FnMut(&[u8]),
+) -> u64 {
+    let base = stats.tx_packets.get();
+    let before = ALLOC.allocations();
+    for round in 1..=20u64 {
+        send_round();
+        while stats.tx_packets.get() < base + round * 1000 {
+            assert!(Instant::now() < limit, "not forwarded ({what})");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut n = 0;
+        while let Some(m) = out.dequeue() {
+            check(m.data());
+            n += 1;
+        }
+        assert_eq!(n, 1000, "{what}");
+    }
+    ALLOC.allocations() - before
 }
 
 #[test]
@@ -192,41 +232,25 @@ fn steady_state_forwarding_allocates_nothing() {
             packet: None,
         })
         .expect("install");
-    let (tx_done, rx_done) = crossbeam_channel::bounded(1);
-    commands
-        .send(PmdCommand::Barrier(tx_done))
-        .expect("barrier");
-    rx_done
-        .recv_timeout(Duration::from_secs(10))
-        .expect("barrier passed");
+    barrier(&commands);
     let mut tagged = frame.clone();
     tagged.splice(12..12, [0x81, 0x00, 0x00, 0x07]);
-    let base = stats.tx_packets.get();
-    let before = ALLOC.allocations();
-    for round in 1..=20u64 {
-        send(&rings[4], &pool, &frame, 1000);
-        while stats.tx_packets.get() < base + round * 1000 {
-            assert!(
-                Instant::now() < deadline + Duration::from_secs(90),
-                "not forwarded (simple match)"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let mut n = 0;
-        while let Some(m) = rings[3].dequeue() {
-            assert_eq!(m.data(), tagged.as_slice(), "tagged with VLAN 7");
-            n += 1;
-        }
-        assert_eq!(n, 1000);
-    }
-    let after = ALLOC.allocations();
+    let allocated = allocations_over_rounds(
+        &stats,
+        &rings[3],
+        "simple match",
+        deadline + Duration::from_secs(90),
+        || {
+            send(&rings[4], &pool, &frame, 1000);
+        },
+        |d| assert_eq!(d, tagged.as_slice(), "tagged with VLAN 7"),
+    );
     assert_eq!(stats.simple_hits.get(), 20_000, "all by simple match");
     assert_eq!(stats.upcalls.get(), 1, "still the one upcall");
     assert_eq!(
-        after - before,
-        0,
+        allocated, 0,
         "the simple-match path allocated {} times while forwarding 20000 packets",
-        after - before
+        allocated
     );
 
     // Simple MAC match: the simple megaflow replaced by two of NORMAL's shape
@@ -258,30 +282,20 @@ fn steady_state_forwarding_allocates_nothing() {
             })
             .expect("install");
     }
-    let (tx_done, rx_done) = crossbeam_channel::bounded(1);
-    commands
-        .send(PmdCommand::Barrier(tx_done))
-        .expect("barrier");
-    rx_done
-        .recv_timeout(Duration::from_secs(10))
-        .expect("barrier passed");
-    let base = stats.tx_packets.get();
-    let before = ALLOC.allocations();
-    for round in 1..=20u64 {
-        for _ in 0..500 {
-            send(&rings[4], &pool, &frame, 1);
-            send(&rings[4], &pool, &frame2, 1);
-        }
-        while stats.tx_packets.get() < base + round * 1000 {
-            assert!(
-                Instant::now() < deadline + Duration::from_secs(120),
-                "not forwarded (simple MAC match)"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert_eq!(drain(&rings[3]), 1000);
-    }
-    let after = ALLOC.allocations();
+    barrier(&commands);
+    let allocated = allocations_over_rounds(
+        &stats,
+        &rings[3],
+        "simple MAC match",
+        deadline + Duration::from_secs(120),
+        || {
+            for _ in 0..500 {
+                send(&rings[4], &pool, &frame, 1);
+                send(&rings[4], &pool, &frame2, 1);
+            }
+        },
+        |_| {},
+    );
     assert_eq!(
         stats.simple_mac_hits.get(),
         20_000,
@@ -289,10 +303,9 @@ fn steady_state_forwarding_allocates_nothing() {
     );
     assert_eq!(stats.upcalls.get(), 1, "still the one upcall");
     assert_eq!(
-        after - before,
-        0,
+        allocated, 0,
         "simple MAC match allocated {} times while forwarding 20000 packets",
-        after - before
+        allocated
     );
 
     // Tunnel push: every packet of p2 gets a VXLAN header and leaves by p1.
@@ -336,37 +349,21 @@ fn steady_state_forwarding_allocates_nothing() {
             packet: None,
         })
         .expect("install");
-    let (tx_done, rx_done) = crossbeam_channel::bounded(1);
-    commands
-        .send(PmdCommand::Barrier(tx_done))
-        .expect("barrier");
-    rx_done
-        .recv_timeout(Duration::from_secs(10))
-        .expect("barrier passed");
-    let base = stats.tx_packets.get();
-    let before = ALLOC.allocations();
-    for round in 1..=20u64 {
-        send(&rings[4], &pool, &frame, 1000);
-        while stats.tx_packets.get() < base + round * 1000 {
-            assert!(
-                Instant::now() < deadline + Duration::from_secs(150),
-                "not forwarded (tunnel push)"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let mut n = 0;
-        while let Some(m) = rings[3].dequeue() {
-            assert_eq!(m.data(), pushed.as_slice(), "VXLAN-encapsulated");
-            n += 1;
-        }
-        assert_eq!(n, 1000);
-    }
-    let after = ALLOC.allocations();
+    barrier(&commands);
+    let allocated = allocations_over_rounds(
+        &stats,
+        &rings[3],
+        "tunnel push",
+        deadline + Duration::from_secs(150),
+        || {
+            send(&rings[4], &pool, &frame, 1000);
+        },
+        |d| assert_eq!(d, pushed.as_slice(), "VXLAN-encapsulated"),
+    );
     assert_eq!(
-        after - before,
-        0,
+        allocated, 0,
         "tunnel push allocated {} times while forwarding 20000 packets",
-        after - before
+        allocated
     );
 
     // Tunnel pop: p2's VXLAN packets are popped into the tunnel's port 3,
@@ -400,32 +397,17 @@ fn steady_state_forwarding_allocates_nothing() {
             })
             .expect("install");
     }
-    let (tx_done, rx_done) = crossbeam_channel::bounded(1);
-    commands
-        .send(PmdCommand::Barrier(tx_done))
-        .expect("barrier");
-    rx_done
-        .recv_timeout(Duration::from_secs(10))
-        .expect("barrier passed");
-    let base = stats.tx_packets.get();
-    let before = ALLOC.allocations();
-    for round in 1..=20u64 {
-        send(&rings[4], &pool, &pushed, 1000);
-        while stats.tx_packets.get() < base + round * 1000 {
-            assert!(
-                Instant::now() < deadline + Duration::from_secs(180),
-                "not forwarded (tunnel pop)"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let mut n = 0;
-        while let Some(m) = rings[3].dequeue() {
-            assert_eq!(m.data(), frame.as_slice(), "decapsulated");
-            n += 1;
-        }
-        assert_eq!(n, 1000);
-    }
-    let after = ALLOC.allocations();
+    barrier(&commands);
+    let allocated = allocations_over_rounds(
+        &stats,
+        &rings[3],
+        "tunnel pop",
+        deadline + Duration::from_secs(180),
+        || {
+            send(&rings[4], &pool, &pushed, 1000);
+        },
+        |d| assert_eq!(d, frame.as_slice(), "decapsulated"),
+    );
     assert_eq!(
         stats.recirculations.get(),
         20_000,
@@ -433,10 +415,9 @@ fn steady_state_forwarding_allocates_nothing() {
     );
     assert_eq!(stats.upcalls.get(), 1, "still the one upcall");
     assert_eq!(
-        after - before,
-        0,
+        allocated, 0,
         "tunnel pop and recirculation allocated {} times for 20000 packets",
-        after - before
+        allocated
     );
 
     // The counter does count: a Vec allocates.
