@@ -6,7 +6,9 @@
 //!   learned ([`Ofproto::revalidate_pending`]) before releasing the lock.
 //! - `mgmt-revalidator`: every [`REVALIDATE_EVERY`], credits rule counters,
 //!   refreshes the MACs of used `NORMAL` megaflows, expires rules, MAC entries and
-//!   idle megaflows ([`Ofproto::run_periodic`]).
+//!   idle megaflows ([`Ofproto::run_periodic`]); every 50 ms between, revalidates
+//!   what changed meanwhile ([`Ofproto::revalidate_pending`]: the tunnel
+//!   tables' generation, MAC tables, bonds).
 //! - the control commands `add-flow`, `add-flows`, `del-flows`, `dump-flows`,
 //!   `ofproto-trace`, `dump-dp-flows`, `fdb-show`, `fdb-flush`, `bond-show` and
 //!   `lacp-show`, as a
@@ -96,6 +98,11 @@ where
                 if waited >= REVALIDATE_EVERY {
                     waited = Duration::ZERO;
                     lock(&o).run_periodic();
+                } else {
+                    // What changed without an upcall (the kernel's routes or
+                    // addresses, a neighbor set or aged) reaches the megaflows
+                    // within a tick, as OVS revalidates on a route change.
+                    lock(&o).revalidate_pending();
                 }
             }
         })?;
