@@ -133,10 +133,9 @@ impl Mbuf {
     /// went through the C shim for it).
     #[inline]
     pub fn prepend(&mut self, len: u16) -> bool {
-        // SAFETY: the mbuf is owned by self (exclusive through &mut self);
-        // plain field updates of the first segment, exactly those of
-        // rte_pktmbuf_prepend after its headroom check (the headroom is
-        // data_off), so buf_addr + data_off stays inside the buffer.
+        // The field updates of rte_pktmbuf_prepend after its headroom check
+        // (the headroom is data_off), on the first segment.
+        // SAFETY: self owns the mbuf (exclusive through &mut self); data_off only decreases by at most itself, so buf_addr + data_off stays in the buffer.
         unsafe {
             let m = &mut *self.ptr.as_ptr();
             if len > m.data_off {
@@ -160,9 +159,8 @@ impl Mbuf {
     /// received: after a tunnel pop the inner packet is another flow).
     #[inline]
     pub fn clear_rss_hash(&mut self) {
-        // SAFETY: the mbuf is owned by self (exclusive through &mut self); a
-        // plain write of its offload flags, which only say which metadata
-        // fields are valid.
+        // The offload flags only say which metadata fields are valid.
+        // SAFETY: self owns the mbuf (exclusive through &mut self); a plain write of one of its fields.
         unsafe { (*self.ptr.as_ptr()).ol_flags &= !sys::RTE_MBUF_F_RX_RSS_HASH }
     }
 
