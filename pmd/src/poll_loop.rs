@@ -997,37 +997,14 @@ fn miss(
 fn execute(x: &mut Exec<'_>, actions: &[DpAction], last: Option<usize>, mut m: Mbuf, depth: u8) {
     for (ai, a) in actions.iter().enumerate() {
         match a {
-            DpAction::Output(port) => {
-                let port = *port as usize;
+            taker
+            @ (DpAction::Output(_) | DpAction::TunnelPush { .. } | DpAction::TunnelPop(_)) => {
                 if Some(ai) == last {
-                    push_tx(x.stats, port, m, x.txbufs, x.txqs);
+                    take(x, taker, m, depth);
                     return;
                 }
                 match m.copy(x.pool) {
-                    Some(c) => push_tx(x.stats, port, c, x.txbufs, x.txqs),
-                    None => x.stats.count_drop(DropReason::NoMbuf, 1),
-                }
-            }
-            DpAction::TunnelPush {
-                header,
-                actions: nested,
-            } => {
-                if Some(ai) == last {
-                    tunnel_push(x, header, nested, m, depth);
-                    return;
-                }
-                match m.copy(x.pool) {
-                    Some(c) => tunnel_push(x, header, nested, c, depth),
-                    None => x.stats.count_drop(DropReason::NoMbuf, 1),
-                }
-            }
-            DpAction::TunnelPop(port) => {
-                if Some(ai) == last {
-                    tunnel_pop(x, *port, m, depth);
-                    return;
-                }
-                match m.copy(x.pool) {
-                    Some(c) => tunnel_pop(x, *port, c, depth),
+                    Some(c) => take(x, taker, c, depth),
                     None => x.stats.count_drop(DropReason::NoMbuf, 1),
                 }
             }
@@ -1054,6 +1031,22 @@ fn execute(x: &mut Exec<'_>, actions: &[DpAction], last: Option<usize>, mut m: M
     }
     // No output took the packet.
     x.stats.count_drop(DropReason::FlowDrop, 1);
+}
+
+/// Gives `m` to an action that takes a packet: an output, a tunnel push or a
+/// tunnel pop.
+#[inline]
+fn take(x: &mut Exec<'_>, taker: &DpAction, m: Mbuf, depth: u8) {
+    match taker {
+        DpAction::Output(port) => push_tx(x.stats, *port as usize, m, x.txbufs, x.txqs),
+        DpAction::TunnelPush {
+            header,
+            actions: nested,
+        } => tunnel_push(x, header, nested, m, depth),
+        DpAction::TunnelPop(port) => tunnel_pop(x, *port, m, depth),
+        // Not a taker (see `last_taker`): never called so; freed and counted.
+        _ => x.stats.count_drop(DropReason::FlowDrop, 1),
+    }
 }
 
 /// Tunnel push: `header` into the mbuf's headroom, the per-packet fields
