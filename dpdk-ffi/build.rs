@@ -25,6 +25,8 @@ fn main() {
         });
     // Driver-specific APIs are not in pkg-config's list; name them for the linker.
     println!("cargo:rustc-link-lib=rte_net_ring");
+    // rte_eth_vhost_* (net_vhost's own API); librte_vhost is in pkg-config's list.
+    println!("cargo:rustc-link-lib=rte_net_vhost");
 
     let cflags = pkg_config::get_variable("libdpdk", "cflags").unwrap_or_default();
     let mut clang_args: Vec<String> = Vec::new();

@@ -23,4 +23,11 @@ void fs_prefetch0(const void *p);
 unsigned fs_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned n);
 unsigned fs_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned n);
 unsigned fs_ring_count(const struct rte_ring *r);
+/* vhost-user bursts on virtqueue `vring` of device `vid` (librte_vhost). Rx
+ * completes partial L4 checksums and stamps `port`; tx frees what it copied. */
+uint16_t fs_vhost_rx(int vid, uint16_t vring, struct rte_mempool *mp, uint16_t port,
+		     struct rte_mbuf **pkts, uint16_t n);
+uint16_t fs_vhost_tx(int vid, uint16_t vring, struct rte_mbuf **pkts, uint16_t n);
+/* Frees n mbufs, in bulk where they are plain single-segment mbufs. */
+void fs_free_sent(struct rte_mbuf **pkts, uint16_t n);
 #endif

@@ -11,4 +11,6 @@
 #include <rte_ring.h>
 #include <rte_eth_ring.h>
 #include <rte_log.h>
+#include <rte_vhost.h>
+#include <rte_eth_vhost.h>
 #include "shim.h"

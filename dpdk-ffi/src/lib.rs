@@ -6,8 +6,9 @@
 //!   which must never be read from Rust directly (they link, then segfault).
 //! - the safe layer: [`Eal`] (once per process), [`Mempool`], [`Mbuf`] (free on drop),
 //!   [`MbufBurst`] and [`TxBuffer`] (inline arrays for bursts, bulk free), [`EthPort`]
-//!   with exclusive [`RxQueue`]/[`TxQueue`] handles, [`Ring`], and [`DpdkError`], which
-//!   names the DPDK call and the `rte_errno` text.
+//!   with exclusive [`RxQueue`]/[`TxQueue`] handles, [`VhostDevice`] (a vhost-user
+//!   port whose bursts go straight through librte_vhost), [`Ring`], and
+//!   [`DpdkError`], which names the DPDK call and the `rte_errno` text.
 //!
 //! Invariants: every `unsafe` block says whose pointer it uses and why it is valid.
 //! The burst and mbuf accessors are fast-path code: no allocation, no lock, no syscall.
@@ -21,6 +22,7 @@ mod ethdev;
 mod mbuf;
 mod mempool;
 mod ring;
+mod vhost;
 
 pub use alloc_count::CountingAlloc;
 pub use eal::{lcore_id, prefetch0, rdtsc, register_thread, tsc_hz, unregister_thread, Eal};
@@ -29,3 +31,4 @@ pub use ethdev::{device_name, EthPort, Link, PortConf, PortStats, RxQueue, TxQue
 pub use mbuf::{Appended, Mbuf, MbufBurst, TxBuffer, TxResult, MAX_BURST, TX_BUFFER_SIZE};
 pub use mempool::Mempool;
 pub use ring::Ring;
+pub use vhost::{Quiesce, VhostDevice, VhostRxQueue, VhostTxQueue};

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use dpdk_ffi::{DpdkError, Link, Mempool, PortConf, PortStats};
+use dpdk_ffi::{DpdkError, Link, Mempool, PortConf, PortStats, Quiesce};
 use pipeline::tunnel::{TunnelKind, TunnelPortInfo};
 use pipeline::StaticForward;
 
@@ -18,6 +18,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::poll_loop::{self, AssignedRxq, FlowStage, PmdContext, INTERNAL_POLL_EVERY};
 use crate::port::{DpdkPort, InternalPort, Port, RxPort, TunnelPort, TxPort, VhostPort};
+use crate::quiesce::Quiescence;
 use crate::stats::{PmdStats, RxqStats};
 use crate::upcall::{PmdCommand, Upcall};
 
@@ -322,6 +323,9 @@ pub struct Datapath {
     upcalls: Option<Receiver<Upcall>>,
     /// Held while a port is added or removed (one change at a time).
     changing: Mutex<()>,
+    /// The PMDs' quiescent points (what a vhost port waits for when its guest
+    /// goes away).
+    quiescence: Arc<Quiescence>,
 }
 
 /// How often a PMD polls a port of `kind` (see [`INTERNAL_POLL_EVERY`]).
@@ -339,6 +343,7 @@ fn open_port(
     p: &PortSpec,
     n_pmds: usize,
     pool: &Arc<Mempool>,
+    quiescence: &Arc<Quiescence>,
 ) -> Result<Arc<dyn Port>, DatapathError> {
     let conf = PortConf {
         n_rxq: p.n_rxq.max(1),
@@ -352,7 +357,11 @@ fn open_port(
             Arc::new(InternalPort::open(&p.devargs, &conf, pool.clone()).map_err(err)?)
         }
         PortKind::VhostUser { client } => {
-            Arc::new(VhostPort::open(&p.devargs, &conf, pool.clone(), client).map_err(err)?)
+            let q = quiescence.clone();
+            let quiesce: Quiesce = Arc::new(move || q.wait());
+            Arc::new(
+                VhostPort::open(&p.devargs, &conf, pool.clone(), client, quiesce).map_err(err)?,
+            )
         }
         PortKind::Tunnel { kind, .. } => Arc::new(TunnelPort::new(kind.name(), conf.n_txq)),
     })
@@ -367,14 +376,15 @@ impl Datapath {
                 .map_err(DatapathError::Mempool)?,
         );
         let n_pmds = spec.pmd_cpus.len().max(1);
+        let quiescence = Arc::new(Quiescence::new(n_pmds));
         let mut opened: Vec<(PortSpec, Arc<dyn Port>)> = Vec::new();
         for p in &spec.ports {
-            let port = open_port(p, n_pmds, &pool)?;
+            let port = open_port(p, n_pmds, &pool, &quiescence)?;
             let mut p = p.clone();
             p.n_rxq = port.n_rxq();
             opened.push((p, port));
         }
-        Self::start_with_ports(spec, opened, pool)
+        Self::start_over(spec, opened, pool, quiescence)
     }
 
     /// Starts PMDs over ports opened by the caller (ring ports in tests).
@@ -382,6 +392,18 @@ impl Datapath {
         spec: &DatapathSpec,
         opened: Vec<(PortSpec, Arc<dyn Port>)>,
         pool: Arc<Mempool>,
+    ) -> Result<Datapath, DatapathError> {
+        let quiescence = Arc::new(Quiescence::new(spec.pmd_cpus.len().max(1)));
+        Self::start_over(spec, opened, pool, quiescence)
+    }
+
+    /// Starts PMDs over `opened`, marking their quiescent points in `quiescence`
+    /// (which the ports' event handlers wait on).
+    fn start_over(
+        spec: &DatapathSpec,
+        opened: Vec<(PortSpec, Arc<dyn Port>)>,
+        pool: Arc<Mempool>,
+        quiescence: Arc<Quiescence>,
     ) -> Result<Datapath, DatapathError> {
         let n_ports = opened.len();
         if n_ports > MAX_PORTS {
@@ -451,6 +473,7 @@ impl Datapath {
                 forward: StaticForward::new(&pairs),
                 flows,
                 stats: Arc::new(PmdStats::new(MAX_PORTS)),
+                quiescence: quiescence.clone(),
             });
         }
         // PMDs with a pinned queue get no others (OVS's pmd-rxq-isolate).
@@ -499,6 +522,7 @@ impl Datapath {
             pool,
             upcalls: upcall_rx,
             changing: Mutex::new(()),
+            quiescence,
         };
         drop(upcall_tx);
         for (ctx, commands) in contexts.into_iter().zip(command_txs) {
@@ -542,7 +566,7 @@ impl Datapath {
     /// PMDs polling the fewest queues. Returns its datapath port number: the
     /// lowest free one. Returns once every PMD polls it.
     pub fn add_port(&self, spec: PortSpec) -> Result<usize, DatapathError> {
-        let port = open_port(&spec, self.pmds.len().max(1), &self.pool)?;
+        let port = open_port(&spec, self.pmds.len().max(1), &self.pool, &self.quiescence)?;
         self.add_opened_port(spec, port)
     }
 

@@ -17,6 +17,7 @@
 pub mod datapath;
 pub mod poll_loop;
 pub mod port;
+pub mod quiesce;
 pub mod stats;
 pub mod testing;
 pub mod upcall;

@@ -33,6 +33,7 @@ use pipeline::tunnel::{finish_push, inner_flow_hash, TunnelHeader, TunnelPortInf
 use pipeline::{parse, parse_simple, FlowKey, SimpleKey, StaticForward};
 
 use crate::port::{ClosedTx, RxPort, TxPort};
+use crate::quiesce::Quiescence;
 use crate::stats::{DropReason, PmdStats, RxqStats};
 use crate::upcall::{last_taker, FlowActions, PmdCommand, Upcall};
 
@@ -121,6 +122,8 @@ pub struct PmdContext {
     pub forward: StaticForward,
     pub flows: Option<FlowStage>,
     pub stats: Arc<PmdStats>,
+    /// Where this PMD marks its quiescent points (index `id`).
+    pub quiescence: Arc<Quiescence>,
 }
 
 /// A flow whose upcall is in flight, with the packets of it that arrived since
@@ -246,8 +249,11 @@ pub fn run(mut ctx: PmdContext, stop: &AtomicBool) {
     s.cache.set_simple_match(simple);
     let mut cycles = CycleMeter::new();
     let mut n: u64 = 0;
+    ctx.quiescence.set_running(ctx.id, true);
     // Relaxed: the flag carries no data; the thread is joined after it is seen.
     while !stop.load(Ordering::Relaxed) {
+        // Between iterations nothing read during the last one is in use.
+        ctx.quiescence.pass(ctx.id);
         // Every iteration while an upcall is in flight (its install is awaited),
         // else every COMMAND_EVERY iterations.
         if ctx.flows.is_some() && (!s.inflight.is_empty() || n.is_multiple_of(COMMAND_EVERY)) {
@@ -275,6 +281,7 @@ pub fn run(mut ctx: PmdContext, stop: &AtomicBool) {
     }
     cycles.account(&ctx.stats);
     flush_all(&ctx.stats, &mut ctx.txqs, &mut s.txbufs);
+    ctx.quiescence.set_running(ctx.id, false);
 }
 
 /// Busy iterations between two publications of megaflow counters (see

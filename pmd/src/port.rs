@@ -2,13 +2,14 @@
 //!
 //! Every port type (DPDK ethdev from devargs: a PCI address or a vdev such as
 //! net_pcap, net_null, net_ring, net_tap, net_af_packet; internal ports, which are
-//! net_tap devices in the host kernel; vhost-user later) hands out exclusive rx and
+//! net_tap devices in the host kernel; vhost-user devices) hands out exclusive rx and
 //! tx queue handles that a PMD owns.
 
 use std::sync::Arc;
 
 use dpdk_ffi::{
-    EthPort, Link, MbufBurst, Mempool, PortConf, PortStats, RxQueue, TxBuffer, TxQueue, TxResult,
+    EthPort, Link, MbufBurst, Mempool, PortConf, PortStats, Quiesce, RxQueue, TxBuffer, TxQueue,
+    TxResult, VhostDevice, VhostRxQueue, VhostTxQueue,
 };
 
 /// One rx queue owned by a PMD.
@@ -237,36 +238,79 @@ impl InternalPort {
 }
 
 /// A vhost-user port (OVS `type=dpdkvhostuser` and `dpdkvhostuserclient`): a
-/// DPDK `net_vhost` device, the backend of a VM's virtio-net NIC.
+/// DPDK `net_vhost` device, the backend of a VM's virtio-net NIC, whose bursts
+/// go straight through librte_vhost ([`VhostDevice`]).
 ///
 /// It gets `queues` for the larger of its rx queues and the PMDs' tx queues
 /// (the device has as many of each); a guest that enables fewer queue pairs
 /// leaves the others empty. Its link is up while a guest driver is attached.
-/// The device completes in software the partial checksums a guest leaves to
-/// it (VIRTIO_NET_F_CSUM), since the switch asks it for no checksum offload,
-/// and TSO is not offered to guests (`tso=0`, the driver's default).
-pub struct VhostPort;
+/// Partial checksums a guest leaves to the backend (VIRTIO_NET_F_CSUM) are
+/// completed in software as packets are received; TSO is not offered to guests
+/// (`tso=0`, the driver's default).
+pub struct VhostPort {
+    dev: VhostDevice,
+    client: bool,
+}
 
 impl VhostPort {
     /// Hot-plugs `devargs` (`net_vhostN,iface=SOCKET[,client=1]`) with its
-    /// queue count and starts it: a [`DpdkPort`] of kind `dpdkvhostuser` or
-    /// `dpdkvhostuserclient`.
+    /// queue count and starts it. When its guest goes away, `quiesce` waits for
+    /// the PMDs to stop using the device before it is freed.
     pub fn open(
         devargs: &str,
         conf: &PortConf,
         pool: Arc<Mempool>,
         client: bool,
-    ) -> dpdk_ffi::Result<DpdkPort> {
+        quiesce: Quiesce,
+    ) -> dpdk_ffi::Result<VhostPort> {
         let queues = conf.n_rxq.max(conf.n_txq).max(1);
-        let eth = EthPort::open(&format!("{devargs},queues={queues}"), conf, pool)?;
-        Ok(DpdkPort {
-            eth,
-            kind: if client {
-                "dpdkvhostuserclient"
-            } else {
-                "dpdkvhostuser"
-            },
-            carrier_iface: None,
-        })
+        let dev = VhostDevice::open(&format!("{devargs},queues={queues}"), conf, pool)?;
+        dev.set_quiesce(quiesce);
+        Ok(VhostPort { dev, client })
+    }
+}
+
+impl RxPort for VhostRxQueue {
+    #[inline]
+    fn rx_burst(&mut self, burst: &mut MbufBurst, max: usize) -> usize {
+        VhostRxQueue::rx_burst(self, burst, max)
+    }
+}
+
+impl TxPort for VhostTxQueue {
+    #[inline]
+    fn flush(&mut self, buf: &mut TxBuffer) -> TxResult {
+        VhostTxQueue::flush(self, buf)
+    }
+}
+
+impl Port for VhostPort {
+    fn kind(&self) -> &'static str {
+        if self.client {
+            "dpdkvhostuserclient"
+        } else {
+            "dpdkvhostuser"
+        }
+    }
+    fn n_rxq(&self) -> u16 {
+        self.dev.eth().n_rxq()
+    }
+    fn n_txq(&self) -> u16 {
+        self.dev.eth().n_txq()
+    }
+    fn rx_queue(&self, q: u16) -> dpdk_ffi::Result<Box<dyn RxPort>> {
+        Ok(Box::new(self.dev.rx_queue(q)?))
+    }
+    fn tx_queue(&self, q: u16) -> dpdk_ffi::Result<Box<dyn TxPort>> {
+        Ok(Box::new(self.dev.tx_queue(q)?))
+    }
+    fn link(&self) -> Link {
+        self.dev.link()
+    }
+    fn stats(&self) -> PortStats {
+        self.dev.stats()
+    }
+    fn dpdk_port_id(&self) -> Option<u16> {
+        Some(self.dev.eth().id())
     }
 }
