@@ -676,12 +676,22 @@ fn simple_stage(
     let table = s.cache.simple_port(in_port as u32);
     let mut n_runs = 0usize;
     let mut bytes = 0u64;
+    // The previous packet's key and megaflow: a packet with the same key (the
+    // rest of its conversation) is not looked up again.
+    let mut last: Option<(SimpleKey, FlowRef)> = None;
     for i in 0..n {
         let Some(sk) = s.burst.data(i).and_then(parse_simple) else {
             return false;
         };
-        let Some(r) = table.lookup(&sk) else {
-            return false;
+        let r = match last {
+            Some((k, r)) if k == sk => r,
+            _ => {
+                let Some(r) = table.lookup(&sk) else {
+                    return false;
+                };
+                last = Some((sk, r));
+                r
+            }
         };
         let len = u64::from(s.burst.pkt_len(i));
         bytes += len;
