@@ -661,9 +661,12 @@ fn emc_hash(burst: &MbufBurst, i: usize, key: &FlowKey) -> u32 {
 
 /// The simple-match path (see `pipeline::simple_match`): when every packet of
 /// the burst has a [`pipeline::SimpleKey`] and a simple megaflow of the port
-/// takes it, the burst is cut into runs of one megaflow as it is read, and the
-/// runs executed; otherwise nothing is touched and it returns false (the burst
-/// takes the full path).
+/// takes it, the burst is cut into runs of one megaflow and the runs executed;
+/// otherwise nothing is touched and it returns false (the burst takes the full
+/// path). A first pass only parses (keeping the keys); a burst whose packets all
+/// have the first one's key (one conversation, or one rule for the port) is then
+/// one lookup and one run, else a second pass looks each key up (reusing the
+/// previous packet's megaflow for the same key) and cuts the runs.
 #[inline(always)]
 fn simple_stage(
     stats: &PmdStats,
@@ -674,13 +677,43 @@ fn simple_stage(
     n: usize,
 ) -> bool {
     let table = s.cache.simple_port(in_port as u32);
-    let mut n_runs = 0usize;
+    let keys = &mut s.mac_scratch.keys;
     let mut bytes = 0u64;
-    // The previous packet's key and megaflow: a packet with the same key (the
-    // rest of its conversation) is not looked up again.
+    let mut uniform = true;
+    let mut first = SimpleKey::default();
+    for i in 0..n {
+        let (Some(sk), Some(slot)) = (s.burst.data(i).and_then(parse_simple), keys.get_mut(i))
+        else {
+            return false;
+        };
+        *slot = sk;
+        bytes += u64::from(s.burst.pkt_len(i));
+        if i == 0 {
+            first = sk;
+        } else {
+            uniform &= sk == first;
+        }
+    }
+    if uniform && n > 0 {
+        let Some(flow) = table.lookup(&first) else {
+            return false;
+        };
+        stats.simple_hits.add(n as u64);
+        count_rx(stats, in_port, n, bytes);
+        let run = Run {
+            start: 0,
+            end: n,
+            flow,
+            bytes,
+            flags: first.tcp_flags,
+        };
+        execute_run(stats, f, txqs, s, run);
+        return true;
+    }
+    let mut n_runs = 0usize;
     let mut last: Option<(SimpleKey, FlowRef)> = None;
     for i in 0..n {
-        let Some(sk) = s.burst.data(i).and_then(parse_simple) else {
+        let Some(&sk) = keys.get(i) else {
             return false;
         };
         let r = match last {
@@ -694,7 +727,6 @@ fn simple_stage(
             }
         };
         let len = u64::from(s.burst.pkt_len(i));
-        bytes += len;
         extend_runs(&mut s.runs, &mut n_runs, i, r, len, sk.tcp_flags);
     }
     stats.simple_hits.add(n as u64);
