@@ -34,7 +34,7 @@ use pipeline::{parse, parse_simple, FlowKey, SimpleKey, StaticForward};
 
 use crate::port::{ClosedTx, RxPort, TxPort};
 use crate::quiesce::Quiescence;
-use crate::stats::{DropReason, PmdStats, RxqStats};
+use crate::stats::{Counter, DropReason, PmdStats, RxqStats};
 use crate::upcall::{last_taker, FlowActions, PmdCommand, Upcall};
 
 /// Smallest frame that is a frame: an Ethernet header.
@@ -698,15 +698,7 @@ fn simple_stage(
         let Some(flow) = table.lookup(&first) else {
             return false;
         };
-        stats.simple_hits.add(n as u64);
-        count_rx(stats, in_port, n, bytes);
-        let run = Run {
-            start: 0,
-            end: n,
-            flow,
-            bytes,
-            flags: first.tcp_flags,
-        };
+        let run = whole_burst(stats, &stats.simple_hits, in_port, n, bytes, flow, first);
         execute_run(stats, f, txqs, s, run);
         return true;
     }
@@ -737,6 +729,30 @@ fn simple_stage(
         }
     }
     true
+}
+
+/// A burst of `n` packets (`bytes` in all) from `in_port` that all have
+/// `key` and found `flow` by a simple match: counted as received and as
+/// `hits`, and returned as one run.
+#[inline(always)]
+fn whole_burst(
+    stats: &PmdStats,
+    hits: &Counter,
+    in_port: usize,
+    n: usize,
+    bytes: u64,
+    flow: FlowRef,
+    key: SimpleKey,
+) -> Run {
+    hits.add(n as u64);
+    count_rx(stats, in_port, n, bytes);
+    Run {
+        start: 0,
+        end: n,
+        flow,
+        bytes,
+        flags: key.tcp_flags,
+    }
 }
 
 /// Simple MAC match (see `pipeline::simple_match`): [`simple_stage`] for a
@@ -800,15 +816,15 @@ fn simple_mac_stage(
         let Some(flow) = table.lookup_mac_at(home, prev, &first) else {
             return false;
         };
-        stats.simple_mac_hits.add(n as u64);
-        count_rx(stats, in_port, n, bytes);
-        let run = Run {
-            start: 0,
-            end: n,
-            flow,
+        let run = whole_burst(
+            stats,
+            &stats.simple_mac_hits,
+            in_port,
+            n,
             bytes,
-            flags: first.tcp_flags,
-        };
+            flow,
+            first,
+        );
         execute_run(stats, f, txqs, s, run);
         return true;
     }
