@@ -5,8 +5,10 @@
 //! A megaflow is *simple* when its mask holds `in_port` and `recirc_id` exactly,
 //! `dl_type` exactly, and nothing else but bits of the outer VLAN TCI, of
 //! `nw_frag` and of the IPv4 TOS byte, and its key's `recirc_id` is 0. It may
-//! also match tunnel metadata as 0 (a tunnel push's megaflow reads the input's
-//! `tun_dst`): a fresh packet has none. `in_port=1,actions=output:2`
+//! also match tunnel metadata: as 0 (a tunnel push's megaflow reads the input's
+//! `tun_dst`; a fresh packet has none), or as what a tunnel pop found (the
+//! megaflows of a tunnel's port, looked up for the popped packets with their
+//! metadata: [`PortTable::lookup_tun`]). `in_port=1,actions=output:2`
 //! translates to one (`ip,in_port=1,nw_frag=no`). When every megaflow of an input
 //! port is simple, and no megaflow leaves `in_port` wild, a packet from that port
 //! can only match one of them, and which one depends only on its [`SimpleKey`]
@@ -14,7 +16,8 @@
 //! classifier for it.
 //!
 //! Packets with a `recirc_id` other than 0 never take this path (they come back
-//! from a recirculation with their key already built).
+//! from a recirculation with their key already built). Simple MAC megaflows
+//! (below) match tunnel metadata only as 0.
 //!
 //! # Simple MAC match
 //!
@@ -30,6 +33,7 @@
 //! matches only one of the addresses (an OpenFlow rule's `dl_dst=...`) is not
 //! simple: the port takes the full path.
 
+use crate::actions::TunnelMeta;
 use crate::dpcls::Prefetch;
 use crate::flow_cache::FlowRef;
 use crate::flow_key::FlowKey;
@@ -51,12 +55,47 @@ struct Entry {
     flow: FlowRef,
 }
 
+impl Entry {
+    /// Whether a packet with `k` is in the megaflow, tunnel metadata aside.
+    #[inline(always)]
+    fn matches(&self, k: &SimpleKey) -> bool {
+        self.dl_type == k.dl_type
+            && k.vlan_tci & self.tci_mask == self.tci
+            && k.nw_frag & self.frag_mask == self.frag
+            && k.nw_tos & self.tos_mask == self.tos
+    }
+}
+
+/// A plain simple megaflow: an [`Entry`] with the tunnel metadata it matches
+/// (simple MAC megaflows match it only as 0, and keep their slots small).
+#[derive(Clone, Copy, Debug)]
+struct TunEntry {
+    e: Entry,
+    /// The tunnel metadata bits the megaflow matches, and their values.
+    tun_mask: TunnelMeta,
+    tun: TunnelMeta,
+    /// Whether it matches a packet without tunnel metadata (all of `tun` 0).
+    fresh: bool,
+}
+
+impl TunEntry {
+    /// Whether a packet with `k` and tunnel metadata `t` is in the megaflow.
+    #[inline(always)]
+    fn matches_tun(&self, k: &SimpleKey, t: &TunnelMeta) -> bool {
+        self.e.matches(k)
+            && t.tun_id & self.tun_mask.tun_id == self.tun.tun_id
+            && t.src & self.tun_mask.src == self.tun.src
+            && t.dst & self.tun_mask.dst == self.tun.dst
+            && t.flags & self.tun_mask.flags == self.tun.flags
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 struct PortState {
     /// Megaflows matching exactly this in_port.
     n_flows: u32,
     /// The simple ones among them.
-    entries: Vec<Entry>,
+    entries: Vec<TunEntry>,
     /// The simple MAC ones.
     macs: MacTable,
 }
@@ -91,9 +130,18 @@ fn simple_mask_limit() -> FlowKey {
     m
 }
 
-/// Whether the megaflow `mask`/`key` is simple (see the module doc).
+/// Whether the megaflow `mask`/`key` is simple (see the module doc): it may
+/// match tunnel metadata, with any values.
 pub fn is_simple(mask: &FlowKey, key: &FlowKey) -> bool {
     simple_with(mask, key, &simple_mask_limit())
+}
+
+/// Whether the megaflow matches tunnel metadata only as 0 (or not at all).
+fn tunnel_as_zero(mask: &FlowKey, key: &FlowKey) -> bool {
+    key.tun_id & mask.tun_id == 0
+        && key.tun_src & mask.tun_src == 0
+        && key.tun_dst & mask.tun_dst == 0
+        && key.tun_flags & mask.tun_flags == 0
 }
 
 /// Whether the megaflow `mask`/`key` is simple MAC: simple but for `dl_src` and
@@ -102,7 +150,10 @@ pub fn is_simple_mac(mask: &FlowKey, key: &FlowKey) -> bool {
     let mut limit = simple_mask_limit();
     limit.dl_src = [0xff; 6];
     limit.dl_dst = [0xff; 6];
-    mask.dl_src == [0xff; 6] && mask.dl_dst == [0xff; 6] && simple_with(mask, key, &limit)
+    mask.dl_src == [0xff; 6]
+        && mask.dl_dst == [0xff; 6]
+        && tunnel_as_zero(mask, key)
+        && simple_with(mask, key, &limit)
 }
 
 fn simple_with(mask: &FlowKey, key: &FlowKey, limit: &FlowKey) -> bool {
@@ -110,10 +161,6 @@ fn simple_with(mask: &FlowKey, key: &FlowKey, limit: &FlowKey) -> bool {
         && mask.recirc_id == u32::MAX
         && mask.dl_type == u16::MAX
         && key.recirc_id == 0
-        && key.tun_id & mask.tun_id == 0
-        && key.tun_src & mask.tun_src == 0
-        && key.tun_dst & mask.tun_dst == 0
-        && key.tun_flags & mask.tun_flags == 0
         && mask
             .words()
             .iter()
@@ -140,7 +187,17 @@ impl SimpleMatch {
             flow,
         };
         if is_simple(mask, key) {
-            st.entries.push(entry);
+            st.entries.push(TunEntry {
+                e: entry,
+                tun_mask: TunnelMeta::from_key(mask),
+                tun: TunnelMeta {
+                    tun_id: key.tun_id & mask.tun_id,
+                    src: key.tun_src & mask.tun_src,
+                    dst: key.tun_dst & mask.tun_dst,
+                    flags: key.tun_flags & mask.tun_flags,
+                },
+                fresh: tunnel_as_zero(mask, key),
+            });
         } else if is_simple_mac(mask, key) {
             st.macs.insert(mac_pair_of_key(key), entry);
         }
@@ -154,7 +211,7 @@ impl SimpleMatch {
         };
         st.n_flows = st.n_flows.saturating_sub(1);
         if is_simple(mask, key) {
-            st.entries.retain(|e| e.flow != flow);
+            st.entries.retain(|e| e.e.flow != flow);
         } else if is_simple_mac(mask, key) {
             st.macs.remove(mac_pair_of_key(key), flow);
         }
@@ -261,7 +318,7 @@ pub enum SimpleMode {
 /// One port's simple megaflows.
 #[derive(Clone, Copy)]
 pub struct PortTable<'a> {
-    entries: &'a [Entry],
+    entries: &'a [TunEntry],
     /// The MAC table's slots (empty when it has no entry).
     macs: &'a [MacSlot],
 }
@@ -311,13 +368,19 @@ impl PortTable<'_> {
     pub fn lookup(&self, k: &SimpleKey) -> Option<FlowRef> {
         self.entries
             .iter()
-            .find(|e| {
-                e.dl_type == k.dl_type
-                    && k.vlan_tci & e.tci_mask == e.tci
-                    && k.nw_frag & e.frag_mask == e.frag
-                    && k.nw_tos & e.tos_mask == e.tos
-            })
-            .map(|e| e.flow)
+            .find(|e| e.fresh && e.e.matches(k))
+            .map(|e| e.e.flow)
+    }
+
+    /// The megaflow a packet a tunnel pop queued falls in: its [`SimpleKey`] is
+    /// `k` (of the inner frame) and its tunnel metadata `t`. Exact where
+    /// [`SimpleMatch::mode`] is [`SimpleMode::Plain`] for the tunnel's port.
+    #[inline(always)]
+    pub fn lookup_tun(&self, k: &SimpleKey, t: &TunnelMeta) -> Option<FlowRef> {
+        self.entries
+            .iter()
+            .find(|e| e.matches_tun(k, t))
+            .map(|e| e.e.flow)
     }
 }
 
@@ -492,14 +555,8 @@ impl MacTable {
             if s.macs == 0 {
                 return None;
             }
-            let e = &s.entry;
-            if s.macs == macs
-                && e.dl_type == k.dl_type
-                && k.vlan_tci & e.tci_mask == e.tci
-                && k.nw_frag & e.frag_mask == e.frag
-                && k.nw_tos & e.tos_mask == e.tos
-            {
-                return Some(e.flow);
+            if s.macs == macs && s.entry.matches(k) {
+                return Some(s.entry.flow);
             }
             i = (i + 1) & (cap - 1);
         }
@@ -512,7 +569,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tunnel_metadata_is_simple_only_as_zero() {
+    fn tunnel_metadata_is_simple_and_fresh_only_as_zero() {
         let mut mask = FlowKey {
             in_port: u32::MAX,
             recirc_id: u32::MAX,
@@ -527,9 +584,40 @@ mod tests {
             ..FlowKey::default()
         };
         assert!(is_simple(&mask, &key));
+        let flow = FlowRef::default();
+        let sk = SimpleKey {
+            dl_type: 0x0800,
+            ..SimpleKey::default()
+        };
+        let mut m = SimpleMatch::default();
+        m.add(&mask, &key, flow);
+        let t = m.port(1);
+        assert_eq!(t.lookup(&sk), Some(flow));
+        assert_eq!(t.lookup_tun(&sk, &TunnelMeta::default()), Some(flow));
+        // A tunnel's port: only popped packets with that endpoint match.
         key.tun_dst = 0x0a00_0001;
-        assert!(!is_simple(&mask, &key), "only recirculated packets have it");
+        assert!(is_simple(&mask, &key));
+        let mut m = SimpleMatch::default();
+        m.add(&mask, &key, flow);
+        assert_eq!(m.mode(1), SimpleMode::Plain);
+        let t = m.port(1);
+        assert_eq!(t.lookup(&sk), None, "a fresh packet has no tunnel metadata");
+        let popped = TunnelMeta {
+            dst: 0x0a00_0001,
+            ..TunnelMeta::default()
+        };
+        assert_eq!(t.lookup_tun(&sk, &popped), Some(flow));
+        let other = TunnelMeta {
+            dst: 0x0a00_0002,
+            ..TunnelMeta::default()
+        };
+        assert_eq!(t.lookup_tun(&sk, &other), None);
+        // Simple MAC megaflows match it only as 0.
+        mask.dl_src = [0xff; 6];
+        mask.dl_dst = [0xff; 6];
+        assert!(!is_simple_mac(&mask, &key));
         key.tun_dst = 0;
+        assert!(is_simple_mac(&mask, &key));
         mask.nw_dst = u32::MAX;
         assert!(!is_simple(&mask, &key));
     }

@@ -602,9 +602,61 @@ fn recirculate(stats: &PmdStats, f: &FlowStage, txqs: &mut [Box<dyn TxPort>], s:
         let n = s.burst.len();
         stats.recirculations.add(n as u64);
         s.recirculating = true;
-        full_path::<true>(stats, f, txqs, s, 0, n);
+        if simple_recirc(stats, f, txqs, s, n) {
+            s.burst.clear();
+        } else {
+            full_path::<true>(stats, f, txqs, s, 0, n);
+        }
         s.recirculating = false;
     }
+}
+
+/// Simple match for packets a tunnel pop queued (in `s.burst`, their tunnel's
+/// port and metadata in `s.cur`): when each one's tunnel port is in plain simple
+/// mode and one of its megaflows takes the packet's [`SimpleKey`] with its
+/// tunnel metadata ([`pipeline::simple_match::PortTable::lookup_tun`]), the
+/// burst is cut into runs and executed as [`simple_stage`] does; otherwise
+/// nothing is touched and it returns false (the full path takes the burst).
+/// The packets were counted as received by the pop.
+#[inline(never)]
+fn simple_recirc(
+    stats: &PmdStats,
+    f: &FlowStage,
+    txqs: &mut [Box<dyn TxPort>],
+    s: &mut Scratch,
+    n: usize,
+) -> bool {
+    let mut n_runs = 0usize;
+    // The previous packet's port, metadata, key and megaflow: the rest of a
+    // conversation is not looked up again.
+    let mut last: Option<(RecircMeta, SimpleKey, FlowRef)> = None;
+    for i in 0..n {
+        let (Some(sk), Some(&meta)) = (s.burst.data(i).and_then(parse_simple), s.cur.get(i)) else {
+            return false;
+        };
+        let r = match last {
+            Some((m, k, r)) if m.port == meta.port && m.tun == meta.tun && k == sk => r,
+            _ => {
+                if s.cache.simple_mode(meta.port) != SimpleMode::Plain {
+                    return false;
+                }
+                let Some(r) = s.cache.simple_port(meta.port).lookup_tun(&sk, &meta.tun) else {
+                    return false;
+                };
+                last = Some((meta, sk, r));
+                r
+            }
+        };
+        let len = u64::from(s.burst.pkt_len(i));
+        extend_runs(&mut s.runs, &mut n_runs, i, r, len, sk.tcp_flags);
+    }
+    stats.simple_hits.add(n as u64);
+    for k in 0..n_runs {
+        if let Some(&run) = s.runs.get(k) {
+            execute_run(stats, f, txqs, s, run);
+        }
+    }
+    true
 }
 
 /// A run of consecutive packets of a burst in one megaflow.

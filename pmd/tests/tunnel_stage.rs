@@ -746,6 +746,77 @@ fn tunnel_push_pop_and_recirculation() {
     send1(on8472);
     ctl.expect_drops(DropReason::TnlPopNotTunnelPort, 1);
 
+    // --- Simple match on a tunnel port: its megaflows match in_port,
+    // recirc_id, dl_type, nw_frag and the tunnel metadata exactly (what a
+    // translation of `in_port=vxlan0,...` gives), so the popped packets are
+    // classified by their simple key and metadata, without the full parse.
+    // VNI 0x1388 goes to p1, VNI 0x2000 to p2, interleaved.
+    let (spec, port) = testing::tunnel_port("vxlan_sys_4790", 8, TunnelKind::Vxlan, 4790);
+    let vx4790 = dp.add_opened_port(spec, port).expect("add tunnel port") as u32;
+    ctl.remove(in_port_mask(), key_in(2));
+    ctl.install(in_port_mask(), key_in(2), vec![DpAction::TunnelPop(vx4790)]);
+    // The number is the one vx8472 had: its megaflow (not simple) goes first,
+    // or the port would take the full path.
+    ctl.remove(tun_mask, tun_key(vx8472, 0x1388));
+    let simple_tun_mask = FlowKey {
+        in_port: u32::MAX,
+        recirc_id: u32::MAX,
+        dl_type: u16::MAX,
+        nw_frag: u8::MAX,
+        tun_id: u64::MAX,
+        tun_src: u32::MAX,
+        tun_dst: u32::MAX,
+        tun_flags: u16::MAX,
+        ..FlowKey::default()
+    };
+    let simple_tun_key = |id: u64| FlowKey {
+        in_port: vx4790,
+        dl_type: ETH_TYPE_IPV4,
+        tun_id: id,
+        tun_src: ip(REMOTE),
+        tun_dst: ip(LOCAL),
+        tun_flags: FLOW_TNL_F_KEY | FLOW_TNL_F_DONT_FRAGMENT,
+        ..FlowKey::default()
+    };
+    ctl.install(
+        simple_tun_mask,
+        simple_tun_key(0x1388),
+        vec![DpAction::Output(1)],
+    );
+    ctl.install(
+        simple_tun_mask,
+        simple_tun_key(0x2000),
+        vec![DpAction::Output(2)],
+    );
+    ctl.barrier();
+    let mut want1 = Vec::new();
+    let mut want2 = Vec::new();
+    let mut outer = Vec::new();
+    for seq in 0..10u8 {
+        for (vni, want) in [(0x1388u64, &mut want1), (0x2000, &mut want2)] {
+            let f = udp_frame(&fl[0], 64 + usize::from(seq), seq);
+            let mut o = from_remote(TunnelKind::Vxlan, Some(vni), false, &f);
+            o[36..38].copy_from_slice(&4790u16.to_be_bytes());
+            outer.push(o);
+            want.push(f);
+        }
+    }
+    let (simple0, recirc0) = (stats.simple_hits.get(), stats.recirculations.get());
+    testing::send_frames(rx(2), &pool, &outer);
+    assert_eq!(receive(tx(1), 10, &stats), want1, "VNI 0x1388, in order");
+    assert_eq!(receive(tx(2), 10, &stats), want2, "VNI 0x2000, in order");
+    assert_eq!(stats.recirculations.get() - recirc0, 20);
+    // The outer packets' megaflow (in_port alone) is not simple: every simple
+    // hit is a popped packet's.
+    assert_eq!(
+        stats.simple_hits.get() - simple0,
+        20,
+        "popped packets by simple match"
+    );
+    assert_eq!(dp.port_totals(vx4790 as usize).rx_packets, 20);
+    dp.remove_port(vx4790 as usize).expect("remove tunnel port");
+    ctl.check_drops();
+
     // --- The end: nothing left anywhere, every mbuf back in the pool.
     ctl.barrier();
     for port in 0..3 {
