@@ -161,12 +161,10 @@ impl SlowPath {
         let stop = Arc::new(AtomicBool::new(false));
         let threads = match dp.take_upcalls() {
             Some(rx) => {
-                let recv = move |wait: Option<std::time::Duration>| {
-                    let u: pmd::Upcall = match wait {
-                        None => rx.try_recv().ok()?,
-                        Some(d) => rx.recv_timeout(d).ok()?,
-                    };
-                    Some((u.pmd, u.key, u.packet))
+                let recv = move || {
+                    rx.try_recv()
+                        .ok()
+                        .map(|u: pmd::Upcall| (u.pmd, u.key, u.packet))
                 };
                 mgmt::udpif::spawn(ofproto.clone(), recv, stop.clone())?
             }

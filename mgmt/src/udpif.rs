@@ -42,26 +42,14 @@ fn lock<D: DpControl>(o: &SharedOfproto<D>) -> MutexGuard<'_, Ofproto<D>> {
 
 /// How long the upcall handler sleeps when the queue is empty: from the first
 /// value right after an upcall, doubling while nothing comes, up to the second. It
-/// polls rather than blocks while upcalls are recent: a blocked receiver makes the
-/// PMD that enqueues an upcall wake it with a syscall, which a PMD in the middle of
-/// a flow setup storm should not pay per burst. It backs off because a thread
-/// waking 20,000 times a second slows the PMD on a sibling hyperthread (`perf p2p`).
+/// polls rather than blocks: a blocked receiver would make every PMD that enqueues
+/// an upcall wake it with a syscall, and PMDs make no syscalls. It backs off
+/// because a thread waking 20,000 times a second slows the PMD on a sibling
+/// hyperthread (`perf p2p`).
 pub const UPCALL_POLL: (Duration, Duration) = (Duration::from_micros(20), Duration::from_millis(1));
 
-/// After this long without an upcall the handler stops polling and blocks on the
-/// queue (for at most [`UPCALL_BLOCK`] at a time, to see the stop flag): polling
-/// every millisecond is a thousand wake-ups a second on the management CPU, each
-/// taking that CPU from whatever else runs there (`perf pvp`: the guest, whose
-/// involuntary context switches went from ~30/s beside testpmd to ~1,000/s beside
-/// ferroswitch). The first upcall after a quiet spell costs its PMD one futex
-/// wake-up (non-blocking), and none while upcalls keep coming.
-pub const UPCALL_BLOCK_AFTER: Duration = Duration::from_millis(20);
-/// The longest single wait of a blocked upcall handler.
-pub const UPCALL_BLOCK: Duration = Duration::from_millis(100);
-
-/// Starts the upcall handler and the revalidator. `recv(wait)` returns the next
-/// upcall, (PMD index, key, packet): with `wait` `None` only if one is queued,
-/// else waiting up to that long for one.
+/// Starts the upcall handler and the revalidator. `recv` returns the next upcall
+/// if one is queued, without waiting: (PMD index, key, packet).
 pub fn spawn<D, R>(
     ofproto: SharedOfproto<D>,
     mut recv: R,
@@ -69,7 +57,7 @@ pub fn spawn<D, R>(
 ) -> std::io::Result<Vec<JoinHandle<()>>>
 where
     D: DpControl + 'static,
-    R: FnMut(Option<Duration>) -> Option<(usize, FlowKey, D::Packet)> + Send + 'static,
+    R: FnMut() -> Option<(usize, FlowKey, D::Packet)> + Send + 'static,
 {
     let o = ofproto.clone();
     let s = stop.clone();
@@ -77,26 +65,19 @@ where
         .name("mgmt-upcall".into())
         .spawn(move || {
             let mut idle = UPCALL_POLL.0;
-            // How long nothing has come (while polling).
-            let mut quiet = Duration::ZERO;
             // Relaxed: a stop flag, joined afterwards.
             while !s.load(Ordering::Relaxed) {
-                let block = quiet >= UPCALL_BLOCK_AFTER;
-                let Some((pmd, key, packet)) = recv(block.then_some(UPCALL_BLOCK)) else {
-                    if !block {
-                        std::thread::sleep(idle);
-                        quiet += idle;
-                        idle = (idle * 2).min(UPCALL_POLL.1);
-                    }
+                let Some((pmd, key, packet)) = recv() else {
+                    std::thread::sleep(idle);
+                    idle = (idle * 2).min(UPCALL_POLL.1);
                     continue;
                 };
                 idle = UPCALL_POLL.0;
-                quiet = Duration::ZERO;
                 // Handle what is queued under one lock, a bounded batch at a time.
                 let mut o = lock(&o);
                 o.handle_upcall_deferred(pmd, key, packet);
                 for _ in 0..UPCALL_BATCH {
-                    match recv(None) {
+                    match recv() {
                         Some((pmd, key, packet)) => o.handle_upcall_deferred(pmd, key, packet),
                         None => break,
                     }
