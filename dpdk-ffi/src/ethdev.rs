@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{call_error, DpdkError, Result};
-use crate::mbuf::{MbufBurst, TxBuffer, TxResult, MAX_BURST};
+use crate::mbuf::{MbufBurst, TxBuffer, TxResult};
 use crate::mempool::Mempool;
 use crate::ring::Ring;
 use crate::sys;
@@ -459,15 +459,9 @@ impl RxQueue {
     /// cleared first. Returns the count.
     #[inline]
     pub fn rx_burst(&mut self, burst: &mut MbufBurst, max: usize) -> usize {
-        burst.clear();
-        let max = max.min(MAX_BURST) as u16;
-        // SAFETY: the port is started and stays open while this handle exists (it
-        // holds an Arc); this handle is the queue's only owner (taken exclusively,
-        // not Sync), as DPDK requires; the array has room for MAX_BURST >= max.
-        let n = unsafe { sys::fs_rx_burst(self.port.id, self.queue, burst.raw_for_fill(), max) };
-        // SAFETY: the driver filled n entries with mbufs whose ownership passes to us.
-        unsafe { burst.set_len(n as usize) };
-        n as usize
+        let (port, queue) = (self.port.id, self.queue);
+        // SAFETY: the driver fills at most the count given, with mbufs that become ours (fill's contract); the port is started and open while this handle (an Arc) lives; this handle is the queue's only owner (taken exclusively, not Sync).
+        unsafe { burst.fill(max, |pkts, n| sys::fs_rx_burst(port, queue, pkts, n)) }
     }
 }
 
@@ -500,26 +494,9 @@ impl TxQueue {
     /// makes progress) is freed. `buf` is empty afterwards.
     #[inline]
     pub fn flush(&mut self, buf: &mut TxBuffer) -> TxResult {
-        let (ptr, len) = buf.raw();
-        let mut sent = 0usize;
-        let mut bursts = 0usize;
-        while sent < len {
-            bursts += 1;
-            // SAFETY: port started and kept open by our Arc; exclusive queue owner;
-            // entries sent..len are valid owned mbufs (TxBuffer invariant), and the
-            // driver takes ownership of the first n of them.
-            let n = unsafe {
-                sys::fs_tx_burst(self.port.id, self.queue, ptr.add(sent), (len - sent) as u16)
-            };
-            if n == 0 {
-                break;
-            }
-            sent += n as usize;
-        }
-        // SAFETY: the driver took exactly the first `sent` entries.
-        let mut r = unsafe { buf.finish(sent) };
-        r.retries = bursts.saturating_sub(1);
-        r
+        let (port, queue) = (self.port.id, self.queue);
+        // SAFETY: the driver takes ownership of exactly the first mbufs it counts (send_all's contract); the port is started and kept open by our Arc; this handle is the queue's only owner.
+        unsafe { buf.send_all(|pkts, n| sys::fs_tx_burst(port, queue, pkts, n)) }
     }
 }
 

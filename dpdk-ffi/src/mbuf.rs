@@ -284,6 +284,26 @@ impl MbufBurst {
         self.pkts.as_mut_ptr()
     }
 
+    /// Clears the burst and lets `recv` (an rx call: given the array and a
+    /// count of at most [`MAX_BURST`], it returns how many entries it filled)
+    /// fill it with up to `max` packets. Returns the count.
+    ///
+    /// # Safety
+    /// `recv` must fill the first entries it counts with valid mbufs whose
+    /// ownership passes to the burst, and write no further than the count given.
+    #[inline(always)]
+    pub(crate) unsafe fn fill(
+        &mut self,
+        max: usize,
+        recv: impl FnOnce(*mut *mut sys::rte_mbuf, u16) -> u16,
+    ) -> usize {
+        self.clear();
+        let n = usize::from(recv(self.raw_for_fill(), max.min(MAX_BURST) as u16)).min(MAX_BURST);
+        // SAFETY: `recv` filled the first n entries with owned mbufs (the contract).
+        unsafe { self.set_len(n) };
+        n
+    }
+
     /// # Safety
     /// The first `len` entries must be valid mbufs whose references this burst owns.
     #[inline]
@@ -613,10 +633,33 @@ impl TxBuffer {
         unsafe { self.finish(0) }
     }
 
-    /// Raw view for the tx call.
-    #[inline]
-    pub(crate) fn raw(&mut self) -> (*mut *mut sys::rte_mbuf, usize) {
-        (self.pkts.as_mut_ptr(), self.len)
+    /// Sends what the buffer holds through `send` (a tx call: given the first
+    /// unsent entry and how many follow, it returns how many it took), again
+    /// while it takes some (each call after the first is a retry); frees what
+    /// it did not take. The buffer is empty afterwards.
+    ///
+    /// # Safety
+    /// `send` must take ownership of exactly the first entries it counts.
+    #[inline(always)]
+    pub(crate) unsafe fn send_all(
+        &mut self,
+        mut send: impl FnMut(*mut *mut sys::rte_mbuf, u16) -> u16,
+    ) -> TxResult {
+        let (ptr, len) = (self.pkts.as_mut_ptr(), self.len);
+        let mut sent = 0usize;
+        let mut bursts = 0usize;
+        while sent < len {
+            bursts += 1;
+            let n = send(ptr.wrapping_add(sent), (len - sent) as u16);
+            if n == 0 {
+                break;
+            }
+            sent += usize::from(n);
+        }
+        // SAFETY: `send` took exactly the first `sent` entries (the contract).
+        let mut r = unsafe { self.finish(sent) };
+        r.retries = bursts.saturating_sub(1);
+        r
     }
 
     /// Marks the first `sent` packets as handed to the driver and frees the rest

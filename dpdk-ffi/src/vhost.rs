@@ -20,7 +20,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::error::{call_error, Result};
 use crate::ethdev::{EthPort, Link, PortConf, PortStats, RxQueue, TxQueue};
-use crate::mbuf::{MbufBurst, TxBuffer, TxResult, MAX_BURST};
+use crate::mbuf::{MbufBurst, TxBuffer, TxResult};
 use crate::mempool::Mempool;
 use crate::sys;
 
@@ -51,8 +51,7 @@ impl Shared {
     /// Follows the driver: publishes the current vid and vring count, or
     /// withdraws the vid and waits for the queue handles to let go of it.
     fn refresh(&self) {
-        // SAFETY: a port id of an open net_vhost device (closed only after the
-        // callbacks are unregistered, in Drop); the call takes the driver's lock.
+        // SAFETY: the port id of an open net_vhost device (closed only after Drop unregisters the callbacks); the call only takes the driver's lock.
         let vid = unsafe { sys::rte_eth_vhost_get_vid_from_port_id(self.port_id) };
         if vid < 0 {
             // SeqCst: ordered before the quiescence check's reads of the PMDs'
@@ -64,8 +63,7 @@ impl Shared {
             }
             return;
         }
-        // SAFETY: vid is the driver's live device (its destroy callback, which
-        // runs before the library frees it, reaches us first and clears it).
+        // SAFETY: vid is the driver's live device (its destroy callback reaches us, and clears it, before the library frees it).
         let n = unsafe { sys::rte_vhost_get_vring_num(vid) };
         // Release: the count is read with the vid.
         self.n_vrings.store(u32::from(n), Ordering::Release);
@@ -85,8 +83,7 @@ impl Drop for Shared {
     fn drop(&mut self) {
         for ev in EVENTS {
             loop {
-                // SAFETY: unregisters exactly what `VhostDevice::open` registered,
-                // with the same function and argument (this struct's address).
+                // SAFETY: unregisters exactly what `VhostDevice::open` registered (same function, same argument: this struct's address).
                 let ret = unsafe {
                     sys::rte_eth_dev_callback_unregister(
                         self.port_id,
@@ -106,14 +103,13 @@ impl Drop for Shared {
 }
 
 /// The driver's link and queue events, in its vhost-user thread.
-unsafe extern "C" fn on_event(
+extern "C" fn on_event(
     _port_id: u16,
     _event: sys::rte_eth_event_type,
     cb_arg: *mut c_void,
     _ret_param: *mut c_void,
 ) -> i32 {
-    // SAFETY: cb_arg is the address of a live `Shared`: it is registered with it
-    // and unregistered (waiting out a running call) before that memory is freed.
+    // SAFETY: cb_arg is a live `Shared`: registered with its address, unregistered (waiting out a running call) before it is freed.
     let shared = unsafe { &*(cb_arg as *const Shared) };
     shared.refresh();
     0
@@ -139,8 +135,7 @@ impl VhostDevice {
         });
         let arg = Arc::as_ptr(&shared) as *mut c_void;
         for ev in EVENTS {
-            // SAFETY: a started port; `arg` stays valid until Shared's Drop
-            // unregisters this callback (the Arc keeps the memory until then).
+            // SAFETY: a started port; `arg` stays valid until Shared's Drop unregisters the callback (the Arc keeps the memory).
             let ret = unsafe {
                 sys::rte_eth_dev_callback_register(shared.port_id, ev, Some(on_event), arg)
             };
@@ -215,24 +210,13 @@ impl VhostRxQueue {
         let Some(vid) = self.shared.vid_for(self.vring) else {
             return 0;
         };
-        let max = max.min(MAX_BURST) as u16;
-        // SAFETY: vid is live until the PMDs pass a quiescent point after it is
-        // withdrawn (module comment); this handle owns the virtqueue (taken
-        // exclusively, not Sync); the pool outlives the port (Shared holds it);
-        // the array has room for MAX_BURST >= max entries.
-        let n = unsafe {
-            sys::fs_vhost_rx(
-                vid,
-                self.vring,
-                self.shared.pool.as_ptr(),
-                self.shared.port_id,
-                burst.raw_for_fill(),
-                max,
-            )
-        };
-        // SAFETY: the library filled n entries with mbufs that are now ours.
-        unsafe { burst.set_len(n as usize) };
-        n as usize
+        let (vring, port, pool) = (self.vring, self.shared.port_id, self.shared.pool.as_ptr());
+        // SAFETY: the library fills at most the count given, with mbufs that become ours (fill's contract); vid stays live until the PMDs pass a quiescent point after it is withdrawn (module comment); this handle owns the virtqueue; Shared holds the pool.
+        unsafe {
+            burst.fill(max, |pkts, n| {
+                sys::fs_vhost_rx(vid, vring, pool, port, pkts, n)
+            })
+        }
     }
 }
 
@@ -253,24 +237,8 @@ impl VhostTxQueue {
         let Some(vid) = self.shared.vid_for(self.vring) else {
             return buf.discard();
         };
-        let (ptr, len) = buf.raw();
-        let mut sent = 0usize;
-        let mut bursts = 0usize;
-        while sent < len {
-            bursts += 1;
-            // SAFETY: vid live (as in rx); exclusive virtqueue owner; entries
-            // sent..len are valid owned mbufs (TxBuffer invariant): the call copies
-            // the first n of them and frees those.
-            let n =
-                unsafe { sys::fs_vhost_tx(vid, self.vring, ptr.add(sent), (len - sent) as u16) };
-            if n == 0 {
-                break;
-            }
-            sent += n as usize;
-        }
-        // SAFETY: the first `sent` entries were freed by the call above.
-        let mut r = unsafe { buf.finish(sent) };
-        r.retries = bursts.saturating_sub(1);
-        r
+        let vring = self.vring;
+        // SAFETY: fs_vhost_tx copies and frees exactly the first mbufs it counts, so they leave our ownership (send_all's contract); vid is live as in rx; this handle owns the virtqueue.
+        unsafe { buf.send_all(|pkts, n| sys::fs_vhost_tx(vid, vring, pkts, n)) }
     }
 }
