@@ -247,19 +247,8 @@ impl Capture {
             .expect("start tcpdump");
         // tcpdump says "listening on" once capturing.
         let mut err = child.stderr.take().expect("tcpdump stderr");
-        let mut line = Vec::new();
-        {
-            use std::io::Read;
-            let mut b = [0u8; 1];
-            while err.read(&mut b).map(|n| n == 1).unwrap_or(false) && b[0] != b'\n' {
-                line.push(b[0]);
-            }
-        }
-        assert!(
-            String::from_utf8_lossy(&line).contains("listening on"),
-            "tcpdump: {}",
-            String::from_utf8_lossy(&line)
-        );
+        let line = read_line(&mut err);
+        assert!(line.contains("listening on"), "tcpdump: {line}");
         // Keep the pipe drained (tcpdump's summary at exit).
         std::thread::spawn(move || {
             use std::io::Read;
@@ -404,13 +393,18 @@ fn tunnelled(text: &str, outer_has: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The `packets:N` of a `dump-dp-flows` line.
-fn dp_packets(line: &str) -> u64 {
-    line.split(", packets:")
+/// The number after `field` in a flow dump line, up to the next comma.
+fn count_after(line: &str, field: &str) -> u64 {
+    line.split(field)
         .nth(1)
         .and_then(|r| r.split(',').next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no packets in {line}"))
+        .unwrap_or_else(|| panic!("no {field} in {line}"))
+}
+
+/// The `packets:N` of a `dump-dp-flows` line.
+fn dp_packets(line: &str) -> u64 {
+    count_after(line, ", packets:")
 }
 
 /// Kernel interop, VXLAN: see [`kernel_peer`].
@@ -1089,11 +1083,7 @@ fn flow_shape(line: &str) -> String {
 
 /// The `n_packets=N` of a `dump-flows` line.
 fn flow_packets(line: &str) -> u64 {
-    line.split("n_packets=")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no n_packets in {line}"))
+    count_after(line, "n_packets=")
 }
 
 /// Seeds 001-002 with two ferroswitch hypervisors joined by a veth underlay

@@ -442,6 +442,17 @@ pub fn wait_reachable(from: &Host, ip: &str, secs: u64) {
     }
 }
 
+/// One line from `r`, without its newline, read a byte at a time so that
+/// nothing after it is consumed (the rest stays in the pipe).
+pub fn read_line(r: &mut impl std::io::Read) -> String {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while r.read(&mut b).map(|n| n == 1).unwrap_or(false) && b[0] != b'\n' {
+        line.push(b[0]);
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
 /// TCP from `client` to `server` through the switch: `len` bytes of a known
 /// pattern; returns (bytes received, SHA-256 the server computed, SHA-256 the
 /// client computed of what it sent).
@@ -481,15 +492,7 @@ pub fn tcp_transfer(server: &Host, client: &Host, len: usize) -> (usize, String,
         .expect("start the TCP server");
     // Wait for "listening" so the client's first connect finds the socket.
     let mut stdout = server_proc.stdout.take().expect("server stdout");
-    let mut line = Vec::new();
-    {
-        use std::io::Read;
-        let mut b = [0u8; 1];
-        while stdout.read(&mut b).map(|n| n == 1).unwrap_or(false) && b[0] != b'\n' {
-            line.push(b[0]);
-        }
-    }
-    assert_eq!(String::from_utf8_lossy(&line), "listening");
+    assert_eq!(read_line(&mut stdout), "listening");
     let client_out = client.exec(&["python3", "-c", &cli]);
     assert!(
         client_out.status.success(),
