@@ -169,12 +169,6 @@ impl VhostDevice {
         self.shared.eth.stats()
     }
 
-    /// The guest's device id while a driver is attached.
-    pub fn vid(&self) -> Option<i32> {
-        let v = self.shared.vid.load(Ordering::Acquire);
-        (v >= 0).then_some(v)
-    }
-
     /// Rx queue `q`: the guest's transmit virtqueue of pair `q`.
     pub fn rx_queue(&self, q: u16) -> Result<VhostRxQueue> {
         Ok(VhostRxQueue {
