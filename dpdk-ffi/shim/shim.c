@@ -43,11 +43,6 @@ uint8_t *fs_pktmbuf_append(struct rte_mbuf *m, uint16_t len)
 	return (uint8_t *)rte_pktmbuf_append(m, len);
 }
 
-uint8_t *fs_pktmbuf_adj(struct rte_mbuf *m, uint16_t len)
-{
-	return (uint8_t *)rte_pktmbuf_adj(m, len);
-}
-
 int fs_pktmbuf_trim(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_trim(m, len); }
 uint16_t fs_pktmbuf_headroom(const struct rte_mbuf *m) { return rte_pktmbuf_headroom(m); }
 uint16_t fs_pktmbuf_tailroom(const struct rte_mbuf *m) { return rte_pktmbuf_tailroom(m); }

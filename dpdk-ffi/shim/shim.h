@@ -15,7 +15,6 @@ int fs_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs, unsig
 void fs_pktmbuf_free(struct rte_mbuf *m);
 /* Grow the data at the tail by len bytes: pointer to the new room, or NULL. */
 uint8_t *fs_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
-uint8_t *fs_pktmbuf_adj(struct rte_mbuf *m, uint16_t len);
 int fs_pktmbuf_trim(struct rte_mbuf *m, uint16_t len);
 uint16_t fs_pktmbuf_headroom(const struct rte_mbuf *m);
 uint16_t fs_pktmbuf_tailroom(const struct rte_mbuf *m);

@@ -151,8 +151,19 @@ impl Mbuf {
     /// Removes `len` bytes from the head (false if the first segment is shorter).
     #[inline]
     pub fn adj(&mut self, len: u16) -> bool {
-        // SAFETY: the mbuf is owned by self; DPDK checks the length.
-        !unsafe { sys::fs_pktmbuf_adj(self.ptr.as_ptr(), len) }.is_null()
+        // rte_pktmbuf_adj, inline (a call per popped packet showed in `perf
+        // vxlan-decap`).
+        // SAFETY: self owns the mbuf (exclusive through &mut self); plain field writes that keep data_off + data_len within the buffer.
+        unsafe {
+            let m = &mut *self.ptr.as_ptr();
+            if len > m.data_len {
+                return false;
+            }
+            m.data_off += len;
+            m.data_len -= len;
+            m.pkt_len = m.pkt_len.wrapping_sub(u32::from(len));
+        }
+        true
     }
 
     /// Forgets the RSS hash the NIC computed (it described the packet as
