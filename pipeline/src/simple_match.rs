@@ -32,11 +32,24 @@
 //! the MAC table, then among the port's plain simple megaflows. A megaflow that
 //! matches only one of the addresses (an OpenFlow rule's `dl_dst=...`) is not
 //! simple: the port takes the full path.
+//!
+//! # Simple endpoint match
+//!
+//! A tunnel's outer packets arrive on a physical port for the local endpoint,
+//! and the megaflow that pops them matches where they are going:
+//! `udp,in_port=2,vlan_tci=0/0x1000,dl_dst=M,nw_dst=A,nw_frag=no,tp_dst=4789`.
+//! A megaflow whose mask is a simple one plus `dl_dst` (all 48 bits), `nw_dst`
+//! (all 32), `nw_proto` and either all of `tp_dst` (UDP) or none of it, for
+//! IPv4, is a *simple endpoint* megaflow ([`is_simple_end`]). A port that has
+//! some is looked up by its packets' [`EndKey`] (read at fixed offsets once
+//! [`crate::parse_simple`] has checked the headers) as well: first among its
+//! endpoint megaflows (a few: one per local endpoint and tunnel type), then as
+//! a simple MAC or plain simple port.
 
 use crate::actions::TunnelMeta;
 use crate::dpcls::Prefetch;
 use crate::flow_cache::FlowRef;
-use crate::flow_key::FlowKey;
+use crate::flow_key::{FlowKey, ETH_TYPE_IPV4, FLOW_NW_FRAG_LATER, IPPROTO_UDP};
 use crate::parse::SimpleKey;
 
 /// Ports above this never take the simple path (their state would be a big
@@ -90,6 +103,17 @@ impl TunEntry {
     }
 }
 
+/// A simple endpoint megaflow: an [`Entry`] with the destination it matches.
+#[derive(Clone, Copy, Debug)]
+struct EndEntry {
+    e: Entry,
+    /// `dl_dst` as the low 48 bits of a [`MacPair`].
+    dl_dst: u64,
+    /// The [`EndKey`] bits matched, and their values.
+    end_mask: EndKey,
+    end: EndKey,
+}
+
 #[derive(Clone, Debug, Default)]
 struct PortState {
     /// Megaflows matching exactly this in_port.
@@ -98,6 +122,8 @@ struct PortState {
     entries: Vec<TunEntry>,
     /// The simple MAC ones.
     macs: MacTable,
+    /// The simple endpoint ones.
+    ends: Vec<EndEntry>,
 }
 
 /// Per-port simple-match tables of one PMD's flow cache.
@@ -156,6 +182,61 @@ pub fn is_simple_mac(mask: &FlowKey, key: &FlowKey) -> bool {
         && simple_with(mask, key, &limit)
 }
 
+/// Whether the megaflow `mask`/`key` is simple endpoint: simple but for
+/// `dl_dst`, `nw_dst` and `nw_proto`, which it matches exactly, and `tp_dst`,
+/// which it matches exactly for UDP or not at all; IPv4 only, tunnel metadata
+/// only as 0 (see the module doc).
+pub fn is_simple_end(mask: &FlowKey, key: &FlowKey) -> bool {
+    let mut limit = simple_mask_limit();
+    limit.dl_dst = [0xff; 6];
+    limit.nw_dst = u32::MAX;
+    limit.nw_proto = u8::MAX;
+    limit.tp_dst = u16::MAX;
+    mask.dl_dst == [0xff; 6]
+        && mask.nw_dst == u32::MAX
+        && mask.nw_proto == u8::MAX
+        && key.dl_type == ETH_TYPE_IPV4
+        && match mask.tp_dst {
+            0 => true,
+            u16::MAX => key.nw_proto == IPPROTO_UDP,
+            _ => false,
+        }
+        && tunnel_as_zero(mask, key)
+        && simple_with(mask, key, &limit)
+}
+
+/// The destination fields of an IPv4 frame a simple endpoint megaflow
+/// matches: `nw_dst` in the high 32 bits, `nw_proto` in bits 16-23 and, for
+/// UDP that is not a later fragment, `tp_dst` in the low 16 (as [`crate::parse`]
+/// fills the key: 0 for a later fragment). 0 for other ethertypes.
+pub type EndKey = u64;
+
+fn end_key_of(nw_dst: u32, nw_proto: u8, tp_dst: u16) -> EndKey {
+    u64::from(nw_dst) << 32 | u64::from(nw_proto) << 16 | u64::from(tp_dst)
+}
+
+/// The [`EndKey`] of a frame whose [`SimpleKey`] is `k` (from
+/// [`crate::parse_simple`], which checked the IPv4 header and the UDP header
+/// are there; `None` only for a frame it did not take).
+#[inline(always)]
+pub fn end_key(data: &[u8], k: &SimpleKey) -> Option<EndKey> {
+    if k.dl_type != ETH_TYPE_IPV4 {
+        return Some(0);
+    }
+    let l3 = if k.vlan_tci != 0 { 18 } else { 14 };
+    let ip: &[u8; 20] = data.get(l3..)?.first_chunk()?;
+    let proto = ip[9];
+    let nw_dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    let tp_dst = if proto == IPPROTO_UDP && k.nw_frag & FLOW_NW_FRAG_LATER == 0 {
+        let l4 = l3 + usize::from(ip[0] & 0x0f) * 4;
+        let udp: &[u8; 4] = data.get(l4..)?.first_chunk()?;
+        u16::from_be_bytes([udp[2], udp[3]])
+    } else {
+        0
+    };
+    Some(end_key_of(nw_dst, proto, tp_dst))
+}
+
 fn simple_with(mask: &FlowKey, key: &FlowKey, limit: &FlowKey) -> bool {
     mask.in_port == u32::MAX
         && mask.recirc_id == u32::MAX
@@ -200,6 +281,13 @@ impl SimpleMatch {
             });
         } else if is_simple_mac(mask, key) {
             st.macs.insert(mac_pair_of_key(key), entry);
+        } else if is_simple_end(mask, key) {
+            st.ends.push(EndEntry {
+                e: entry,
+                dl_dst: dl_dst_of_key(key),
+                end_mask: end_key_of(mask.nw_dst, mask.nw_proto, mask.tp_dst),
+                end: end_key_of(key.nw_dst, key.nw_proto, key.tp_dst & mask.tp_dst),
+            });
         }
     }
 
@@ -214,6 +302,8 @@ impl SimpleMatch {
             st.entries.retain(|e| e.e.flow != flow);
         } else if is_simple_mac(mask, key) {
             st.macs.remove(mac_pair_of_key(key), flow);
+        } else if is_simple_end(mask, key) {
+            st.ends.retain(|e| e.e.flow != flow);
         }
     }
 
@@ -245,28 +335,31 @@ impl SimpleMatch {
     #[inline(always)]
     pub fn enabled(&self, in_port: u32) -> bool {
         self.wild_port == 0
-            && self.ports.get(in_port as usize).is_some_and(|st| {
-                st.n_flows != 0 && st.entries.len() + st.macs.len == st.n_flows as usize
-            })
+            && self
+                .ports
+                .get(in_port as usize)
+                .is_some_and(PortState::all_simple)
     }
 
     /// How packets from `in_port` are classified: [`SimpleMode::Off`] unless
-    /// [`SimpleMatch::enabled`]; then [`SimpleMode::Mac`] when the port has
-    /// simple MAC megaflows (look up with [`PortTable::lookup_mac`]), else
-    /// [`SimpleMode::Plain`] ([`PortTable::lookup`]).
+    /// [`SimpleMatch::enabled`]; then [`SimpleMode::End`] when the port has
+    /// simple endpoint megaflows ([`PortTable::lookup_end`]), else
+    /// [`SimpleMode::Mac`] when it has simple MAC megaflows
+    /// ([`PortTable::lookup_mac`]), else [`SimpleMode::Plain`]
+    /// ([`PortTable::lookup`]).
     #[inline(always)]
     pub fn mode(&self, in_port: u32) -> SimpleMode {
         if self.wild_port != 0 {
             return SimpleMode::Off;
         }
         match self.ports.get(in_port as usize) {
-            Some(st)
-                if st.n_flows != 0 && st.entries.len() + st.macs.len == st.n_flows as usize =>
-            {
-                if st.macs.len == 0 {
-                    SimpleMode::Plain
-                } else {
+            Some(st) if st.all_simple() => {
+                if !st.ends.is_empty() {
+                    SimpleMode::End
+                } else if st.macs.len != 0 {
                     SimpleMode::Mac
+                } else {
+                    SimpleMode::Plain
                 }
             }
             _ => SimpleMode::Off,
@@ -295,12 +388,23 @@ impl SimpleMatch {
             Some(st) => PortTable {
                 entries: st.entries.as_slice(),
                 macs: st.macs.slots.as_slice(),
+                ends: st.ends.as_slice(),
             },
             None => PortTable {
                 entries: &[],
                 macs: &[],
+                ends: &[],
             },
         }
+    }
+}
+
+impl PortState {
+    /// Whether the port has megaflows and every one is in a table.
+    #[inline(always)]
+    fn all_simple(&self) -> bool {
+        self.n_flows != 0
+            && self.entries.len() + self.macs.len + self.ends.len() == self.n_flows as usize
     }
 }
 
@@ -313,6 +417,8 @@ pub enum SimpleMode {
     Plain,
     /// Simple MAC match: [`PortTable::lookup_mac`].
     Mac,
+    /// Simple endpoint match: [`PortTable::lookup_end`].
+    End,
 }
 
 /// One port's simple megaflows.
@@ -321,6 +427,7 @@ pub struct PortTable<'a> {
     entries: &'a [TunEntry],
     /// The MAC table's slots (empty when it has no entry).
     macs: &'a [MacSlot],
+    ends: &'a [EndEntry],
 }
 
 impl PortTable<'_> {
@@ -361,6 +468,25 @@ impl PortTable<'_> {
     #[inline(always)]
     pub fn lookup_mac_at(&self, home: usize, macs: MacPair, k: &SimpleKey) -> Option<FlowRef> {
         MacTable::find(self.macs, home, macs, k).or_else(|| self.lookup(k))
+    }
+
+    /// The megaflow a fresh packet with these fields, this [`mac_pair`] and
+    /// this [`end_key`] falls in, whatever table it is in. Exact where
+    /// [`SimpleMatch::enabled`] holds for the port.
+    #[inline(always)]
+    pub fn lookup_end(&self, macs: MacPair, end: EndKey, k: &SimpleKey) -> Option<FlowRef> {
+        let dl_dst = macs as u64 & DL_DST_BITS;
+        self.ends
+            .iter()
+            .find(|e| e.dl_dst == dl_dst && end & e.end_mask == e.end && e.e.matches(k))
+            .map(|e| e.e.flow)
+            .or_else(|| {
+                if self.has_macs() {
+                    self.lookup_mac(macs, k)
+                } else {
+                    self.lookup(k)
+                }
+            })
     }
 
     /// See [`SimpleMatch::lookup`].
@@ -411,6 +537,14 @@ pub fn mac_pair_of_key(key: &FlowKey) -> MacPair {
     b[..6].copy_from_slice(&key.dl_dst);
     b[6..].copy_from_slice(&key.dl_src);
     mac_pair(&b).unwrap_or(MAC_PAIR_TAG)
+}
+
+/// The bits of a [`MacPair`] that hold the destination address.
+const DL_DST_BITS: u64 = (1 << 48) - 1;
+
+/// A key's `dl_dst` as the low bits of the [`MacPair`] of its frame.
+fn dl_dst_of_key(key: &FlowKey) -> u64 {
+    mac_pair_of_key(key) as u64 & DL_DST_BITS
 }
 
 /// One slot of a [`MacTable`]: free when `macs` is 0.

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use pipeline::flow_cache::{FlowCache, FlowRef, Hit};
 use pipeline::flow_key::{ETH_TYPE_ARP, ETH_TYPE_IPV4};
-use pipeline::simple_match::{is_simple, is_simple_mac, mac_pair, SimpleMode};
+use pipeline::simple_match::{
+    end_key, is_simple, is_simple_end, is_simple_mac, mac_pair, SimpleMode,
+};
 use pipeline::{parse, parse_simple, FlowKey};
 use proptest::prelude::*;
 
@@ -253,6 +255,115 @@ proptest! {
             // Without MAC megaflows on the port, the plain lookup says the same.
             if !has_mac {
                 prop_assert_eq!(c.simple_lookup(*port, &sk), got);
+            }
+        }
+    }
+}
+
+/// Mask shapes with destinations: simple ones, a tunnel endpoint's (as a
+/// bridge pops VXLAN: `dl_dst`, `nw_dst`, `nw_proto`, `tp_dst`, the outer TCI's
+/// CFI bit, the fragment bits), a GRE endpoint's (no `tp_dst`), a simple MAC
+/// one, one with only part of `tp_dst`, one with in_port wild.
+fn end_mask(shape: u8) -> FlowKey {
+    if shape < 3 {
+        return mask(shape);
+    }
+    let mut m = mask(1);
+    m.dl_dst = [0xff; 6];
+    m.nw_dst = u32::MAX;
+    m.nw_proto = u8::MAX;
+    match shape {
+        3 => {
+            m.tp_dst = u16::MAX;
+            m.vlan_tci[0] = 0x1000;
+        }
+        4 => {}
+        5 => return mac_mask(5),
+        6 => m.tp_dst = 0xff00,
+        _ => {
+            m.tp_dst = u16::MAX;
+            m.in_port = 0;
+        }
+    }
+    m
+}
+
+/// [`bytes`] with the IPv4 packet's protocol (UDP or GRE) and UDP
+/// destination port chosen.
+fn end_bytes(f: &Frame, gre: bool, dport: u16) -> Vec<u8> {
+    let mut b = bytes(f);
+    if f.kind == 0 {
+        let l3 = if f.vid.is_some() { 18 } else { 14 };
+        if gre {
+            b[l3 + 9] = 47;
+        }
+        b[l3 + 22..l3 + 24].copy_from_slice(&dport.to_be_bytes());
+    }
+    b
+}
+
+proptest! {
+    #[test]
+    fn simple_end_path_equals_full_path(
+        flows in prop::collection::vec(
+            (0u8..8, 1u32..3, frame(), any::<bool>(), prop_oneof![Just(4789u16), Just(6081)]),
+            0..12,
+        ),
+        removals in prop::collection::vec(0usize..12, 0..4),
+        packets in prop::collection::vec(
+            (1u32..3, frame(), any::<bool>(), prop_oneof![Just(4789u16), Just(6081), Just(2)]),
+            1..40,
+        ),
+    ) {
+        let mut c: FlowCache<u32> = FlowCache::new(64, 1);
+        let mut installed: HashMap<FlowRef, (FlowKey, FlowKey)> = HashMap::new();
+        let mut order = Vec::new();
+        for (shape, port, f, gre, dport) in &flows {
+            let mut k = FlowKey::default();
+            parse(&end_bytes(f, *gre, *dport), *port, &mut k);
+            let m = end_mask(*shape);
+            let r = c.install(&m, &k, Arc::new(0), Arc::default());
+            installed.retain(|_, (im, ik)| !(*im == m && *ik == k.masked(&m)));
+            installed.insert(r, (m, k.masked(&m)));
+            order.push((m, k));
+        }
+        for i in removals {
+            if let Some((m, k)) = order.get(i) {
+                if let Some(_gone) = c.remove(m, k) {
+                    installed.retain(|_, (im, ik)| !(im == m && *ik == k.masked(m)));
+                }
+            }
+        }
+        for (port, f, gre, dport) in &packets {
+            let data = end_bytes(f, *gre, *dport);
+            let mut key = FlowKey::default();
+            prop_assert_eq!(parse(&data, *port, &mut key), None);
+            let mut hits = [Hit::Miss];
+            c.lookup_burst(std::slice::from_ref(&key), &[FlowCache::<u32>::hash(&key)], &mut hits);
+            let full = !matches!(hits[0], Hit::Miss);
+            let has_end = installed
+                .values()
+                .any(|(m, k)| is_simple_end(m, k) && k.in_port == *port);
+            if !c.simple_enabled(*port) {
+                let blocker = installed.values().any(|(m, k)| {
+                    !is_simple(m, k) && !is_simple_mac(m, k) && !is_simple_end(m, k)
+                        && (m.in_port == 0 || k.in_port == *port)
+                });
+                let none = !installed
+                    .values()
+                    .any(|(m, k)| m.in_port == u32::MAX && k.in_port == *port);
+                prop_assert!(blocker || none, "port {} could be simple", port);
+                continue;
+            }
+            prop_assert_eq!(c.simple_mode(*port) == SimpleMode::End, has_end);
+            let sk = parse_simple(&data).expect("these frames all take the simple reader");
+            let macs = mac_pair(&data).expect("a frame has its addresses");
+            let end = end_key(&data, &sk).expect("a frame the simple reader took");
+            let got = c.simple_port(*port).lookup_end(macs, end, &sk);
+            prop_assert_eq!(got.is_some(), full, "simple {:?} vs full {:?}", got, hits[0]);
+            if let Some(r) = got {
+                let (m, k) = installed.get(&r).expect("a live megaflow");
+                prop_assert_eq!(key.masked(m), *k);
             }
         }
     }

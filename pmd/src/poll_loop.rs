@@ -28,7 +28,7 @@ use pipeline::actions::{
 };
 use pipeline::dpcls::Prefetch;
 use pipeline::flow_cache::{FlowCache, FlowRef, Hit};
-use pipeline::simple_match::{mac_pair, MacPair, SimpleMode};
+use pipeline::simple_match::{end_key, mac_pair, EndKey, MacPair, SimpleMode};
 use pipeline::tunnel::{finish_push, inner_flow_hash, TunnelHeader, TunnelPortInfo};
 use pipeline::{parse, parse_simple, FlowKey, SimpleKey, StaticForward};
 
@@ -214,6 +214,7 @@ struct MacScratch {
     keys: [SimpleKey; MAX_BURST],
     pairs: [MacPair; MAX_BURST],
     homes: [usize; MAX_BURST],
+    ends: [EndKey; MAX_BURST],
 }
 
 /// Runs the loop until `stop` is set, then flushes what is queued.
@@ -232,6 +233,7 @@ pub fn run(mut ctx: PmdContext, stop: &AtomicBool) {
             keys: [SimpleKey::default(); MAX_BURST],
             pairs: [0; MAX_BURST],
             homes: [0; MAX_BURST],
+            ends: [0; MAX_BURST],
         }),
         cache: FlowCache::new(emc_entries, emc_inv),
         inflight: Vec::with_capacity(MAX_INFLIGHT),
@@ -473,6 +475,7 @@ fn flow_stage(
         SimpleMode::Off => false,
         SimpleMode::Plain => simple_stage(stats, f, txqs, s, in_port, n),
         SimpleMode::Mac => simple_mac_stage(stats, f, txqs, s, in_port, n),
+        SimpleMode::End => simple_end_stage(stats, f, txqs, s, in_port, n),
     };
     if done {
         s.burst.clear();
@@ -626,12 +629,51 @@ fn simple_recirc(
     s: &mut Scratch,
     n: usize,
 ) -> bool {
+    // A first pass parses; a burst of one port, metadata and key (one inner
+    // conversation from one remote endpoint) is then one lookup and one run.
+    let keys = &mut s.mac_scratch.keys;
+    let mut uniform = true;
+    let mut first: Option<(u32, TunnelMeta, SimpleKey)> = None;
+    let mut bytes = 0u64;
+    for i in 0..n {
+        let (Some(sk), Some(meta), Some(slot)) = (
+            s.burst.data(i).and_then(parse_simple),
+            s.cur.get(i),
+            keys.get_mut(i),
+        ) else {
+            return false;
+        };
+        *slot = sk;
+        bytes += u64::from(s.burst.pkt_len(i));
+        match first {
+            None => first = Some((meta.port, meta.tun, sk)),
+            Some(f) => uniform &= f == (meta.port, meta.tun, sk),
+        }
+    }
+    if let (true, Some((port, tun, sk))) = (uniform, first) {
+        if s.cache.simple_mode(port) != SimpleMode::Plain {
+            return false;
+        }
+        let Some(flow) = s.cache.simple_port(port).lookup_tun(&sk, &tun) else {
+            return false;
+        };
+        stats.simple_hits.add(n as u64);
+        let run = Run {
+            start: 0,
+            end: n,
+            flow,
+            bytes,
+            flags: sk.tcp_flags,
+        };
+        execute_run(stats, f, txqs, s, run);
+        return true;
+    }
     let mut n_runs = 0usize;
     // The previous packet's port, metadata, key and megaflow: the rest of a
     // conversation is not looked up again.
     let mut last: Option<(RecircMeta, SimpleKey, FlowRef)> = None;
     for i in 0..n {
-        let (Some(sk), Some(&meta)) = (s.burst.data(i).and_then(parse_simple), s.cur.get(i)) else {
+        let (Some(&sk), Some(&meta)) = (keys.get(i), s.cur.get(i)) else {
             return false;
         };
         let r = match last {
@@ -767,6 +809,89 @@ fn simple_stage(
                     return false;
                 };
                 last = Some((sk, r));
+                r
+            }
+        };
+        let len = u64::from(s.burst.pkt_len(i));
+        extend_runs(&mut s.runs, &mut n_runs, i, r, len, sk.tcp_flags);
+    }
+    stats.simple_hits.add(n as u64);
+    count_rx(stats, in_port, n, bytes);
+    for k in 0..n_runs {
+        if let Some(&run) = s.runs.get(k) {
+            execute_run(stats, f, txqs, s, run);
+        }
+    }
+    true
+}
+
+/// Simple endpoint match (see `pipeline::simple_match`): [`simple_stage`] for
+/// a port that receives a tunnel's outer packets, looked up by their
+/// addresses and destination ([`end_key`]) too. A burst whose packets all
+/// have the first one's is one lookup and one run; else each packet is looked
+/// up, reusing the previous packet's megaflow when all three are the same.
+#[inline(never)]
+fn simple_end_stage(
+    stats: &PmdStats,
+    f: &FlowStage,
+    txqs: &mut [Box<dyn TxPort>],
+    s: &mut Scratch,
+    in_port: usize,
+    n: usize,
+) -> bool {
+    let table = s.cache.simple_port(in_port as u32);
+    let ms = &mut *s.mac_scratch;
+    let mut uniform = true;
+    let mut first = (SimpleKey::default(), 0, 0);
+    let mut bytes = 0u64;
+    for i in 0..n {
+        let Some(data) = s.burst.data(i) else {
+            return false;
+        };
+        let Some(k) = parse_simple(data) else {
+            return false;
+        };
+        let (Some(macs), Some(end)) = (mac_pair(data), end_key(data, &k)) else {
+            return false;
+        };
+        let (Some(sk), Some(mp), Some(e)) =
+            (ms.keys.get_mut(i), ms.pairs.get_mut(i), ms.ends.get_mut(i))
+        else {
+            return false;
+        };
+        (*sk, *mp, *e) = (k, macs, end);
+        bytes += u64::from(s.burst.pkt_len(i));
+        if i == 0 {
+            first = (k, macs, end);
+        } else {
+            uniform &= (k, macs, end) == first;
+        }
+    }
+    if uniform && n > 0 {
+        let (k, macs, end) = first;
+        let Some(flow) = table.lookup_end(macs, end, &k) else {
+            return false;
+        };
+        let run = whole_burst(stats, &stats.simple_hits, in_port, n, bytes, flow, k);
+        execute_run(stats, f, txqs, s, run);
+        return true;
+    }
+    let mut n_runs = 0usize;
+    // The previous packet's key, addresses, destination and megaflow.
+    let mut last: Option<((SimpleKey, MacPair, EndKey), FlowRef)> = None;
+    for i in 0..n {
+        let (Some(&sk), Some(&macs), Some(&end)) =
+            (ms.keys.get(i), ms.pairs.get(i), ms.ends.get(i))
+        else {
+            return false;
+        };
+        let r = match last {
+            Some((k, r)) if k == (sk, macs, end) => r,
+            _ => {
+                let Some(r) = table.lookup_end(macs, end, &sk) else {
+                    return false;
+                };
+                last = Some(((sk, macs, end), r));
                 r
             }
         };
@@ -1013,6 +1138,10 @@ fn execute_run(
                 }
                 return;
             }
+            if let Some(port) = flow.actions.pop_only() {
+                pop_run(stats, s, port, i..j);
+                return;
+            }
             let mut x = Exec {
                 stats,
                 pool: &f.pool,
@@ -1232,20 +1361,69 @@ const VXLAN_HEADER_LEN: usize = 50;
 /// Tunnel pop: checks the outer headers for tunnel port `port`, strips them
 /// and queues the inner frame for recirculation as received on `port`.
 #[inline]
-fn tunnel_pop(x: &mut Exec<'_>, port: u32, mut m: Mbuf, depth: u8) {
+fn tunnel_pop(x: &mut Exec<'_>, port: u32, m: Mbuf, depth: u8) {
     let Some(info) = x.tunnels.get(port as usize).copied().flatten() else {
         x.stats.count_drop(DropReason::TnlPopNotTunnelPort, 1);
         return;
     };
-    if depth >= MAX_RECIRC_DEPTH {
-        x.stats.count_drop(DropReason::RecircDepth, 1);
+    if let Some(len) = pop_one(x.stats, x.recirc, info, port, m, depth) {
+        if let Some(pc) = x.stats.port(port as usize) {
+            pc.rx_packets.add(1);
+            pc.rx_bytes.add(len);
+        }
+    }
+}
+
+/// [`tunnel_pop`] of packets `range` of the burst, a run of a megaflow whose
+/// only action is a pop to `port`: the port looked up once, the packets
+/// counted as received on it once.
+#[inline(always)]
+fn pop_run(stats: &PmdStats, s: &mut Scratch, port: u32, range: std::ops::Range<usize>) {
+    let n = range.len() as u64;
+    let Some(info) = s.tunnels.get(port as usize).copied().flatten() else {
+        stats.count_drop(DropReason::TnlPopNotTunnelPort, n);
         return;
+    };
+    let (mut packets, mut bytes) = (0u64, 0u64);
+    for k in range {
+        let Some(m) = s.burst.take(k) else { continue };
+        let depth = if s.recirculating {
+            s.cur.get(k).map_or(0, |c| c.depth)
+        } else {
+            0
+        };
+        if let Some(len) = pop_one(stats, &mut s.recirc, info, port, m, depth) {
+            packets += 1;
+            bytes += len;
+        }
+    }
+    if let Some(pc) = stats.port(port as usize) {
+        pc.rx_packets.add(packets);
+        pc.rx_bytes.add(bytes);
+    }
+}
+
+/// Strips the outer headers of `m` (checked for tunnel port `port`, of
+/// `info`) and queues the inner frame for recirculation: its length, or
+/// `None` for a drop, counted.
+#[inline(always)]
+fn pop_one(
+    stats: &PmdStats,
+    recirc: &mut Recirc,
+    info: TunnelPortInfo,
+    port: u32,
+    mut m: Mbuf,
+    depth: u8,
+) -> Option<u64> {
+    if depth >= MAX_RECIRC_DEPTH {
+        stats.count_drop(DropReason::RecircDepth, 1);
+        return None;
     }
     let p = match pipeline::tunnel::pop(m.data(), info) {
         Ok(p) => p,
         Err(e) => {
-            x.stats.count_drop(DropReason::tnl_pop(e), 1);
-            return;
+            stats.count_drop(DropReason::tnl_pop(e), 1);
+            return None;
         }
     };
     // The outer headers lie in the first segment (pop read only that); the
@@ -1256,8 +1434,8 @@ fn tunnel_pop(x: &mut Exec<'_>, port: u32, mut m: Mbuf, depth: u8) {
         _ => false,
     };
     if !stripped {
-        x.stats.count_drop(DropReason::TnlPopTruncated, 1);
-        return;
+        stats.count_drop(DropReason::TnlPopTruncated, 1);
+        return None;
     }
     m.clear_rss_hash();
     let meta = RecircMeta {
@@ -1265,14 +1443,12 @@ fn tunnel_pop(x: &mut Exec<'_>, port: u32, mut m: Mbuf, depth: u8) {
         tun: p.meta,
         depth: depth + 1,
     };
-    match x.recirc.push(m, meta) {
-        Ok(()) => {
-            if let Some(pc) = x.stats.port(port as usize) {
-                pc.rx_packets.add(1);
-                pc.rx_bytes.add(p.inner_len as u64);
-            }
+    match recirc.push(m, meta) {
+        Ok(()) => Some(p.inner_len as u64),
+        Err(_dropped) => {
+            stats.count_drop(DropReason::RecircFull, 1);
+            None
         }
-        Err(_dropped) => x.stats.count_drop(DropReason::RecircFull, 1),
     }
 }
 

@@ -47,6 +47,9 @@ pub struct FlowActions {
     /// outer packet goes to one port (a hypervisor's encapsulation, taken
     /// without dispatching on each action).
     push_output: Option<(Arc<TunnelHeader>, u32)>,
+    /// The tunnel's port, when the actions are just a tunnel pop (an
+    /// endpoint's outer packets, popped without dispatching on each action).
+    pop_only: Option<u32>,
 }
 
 impl pipeline::flow_cache::CacheActions for FlowActions {
@@ -69,11 +72,16 @@ impl FlowActions {
             },
             _ => None,
         };
+        let pop_only = match actions.as_slice() {
+            [DpAction::TunnelPop(p)] => Some(*p),
+            _ => None,
+        };
         FlowActions {
             actions,
             last_output,
             single_output,
             push_output,
+            pop_only,
         }
     }
 
@@ -85,6 +93,11 @@ impl FlowActions {
 
     pub fn single_output(&self) -> Option<u32> {
         self.single_output
+    }
+
+    /// The tunnel's port when the actions are just a tunnel pop.
+    pub fn pop_only(&self) -> Option<u32> {
+        self.pop_only
     }
 
     pub fn actions(&self) -> &[DpAction] {

@@ -814,6 +814,60 @@ fn tunnel_push_pop_and_recirculation() {
         "popped packets by simple match"
     );
     assert_eq!(dp.port_totals(vx4790 as usize).rx_packets, 20);
+
+    // --- Simple endpoint match: the outer packets' megaflow as a bridge's
+    // translation makes it (`udp,in_port=2,vlan_tci=0/0x1000,dl_dst=NIC,
+    // nw_dst=LOCAL,nw_frag=no,tp_dst=4790 actions:tnl_pop`), beside one for
+    // another address of the same port that outputs. A burst of both, the
+    // other address's packet in the middle: each goes its megaflow's way, in
+    // order, and every packet of it (outer and popped) by simple match.
+    ctl.remove(in_port_mask(), key_in(2));
+    let end_mask = FlowKey {
+        in_port: u32::MAX,
+        recirc_id: u32::MAX,
+        dl_type: u16::MAX,
+        dl_dst: [0xff; 6],
+        nw_dst: u32::MAX,
+        nw_proto: u8::MAX,
+        nw_frag: u8::MAX,
+        tp_dst: u16::MAX,
+        vlan_tci: [0x1000, 0],
+        ..FlowKey::default()
+    };
+    let end_key = |dst: [u8; 4]| FlowKey {
+        in_port: 2,
+        dl_type: ETH_TYPE_IPV4,
+        dl_dst: NIC_MAC,
+        nw_dst: ip(dst),
+        nw_proto: 17,
+        tp_dst: 4790,
+        ..FlowKey::default()
+    };
+    const OTHER: [u8; 4] = [192, 168, 10, 3];
+    ctl.install(end_mask, end_key(LOCAL), vec![DpAction::TunnelPop(vx4790)]);
+    ctl.install(end_mask, end_key(OTHER), vec![DpAction::Output(0)]);
+    ctl.barrier();
+    let mut to_other = outer[0].clone();
+    to_other[30..34].copy_from_slice(&OTHER);
+    let mut burst = outer.clone();
+    burst.insert(7, to_other.clone());
+    let (simple0, recirc0) = (stats.simple_hits.get(), stats.recirculations.get());
+    testing::send_frames(rx(2), &pool, &burst);
+    assert_eq!(
+        receive(tx(0), 1, &stats),
+        vec![to_other],
+        "the other address"
+    );
+    assert_eq!(receive(tx(1), 10, &stats), want1, "VNI 0x1388, in order");
+    assert_eq!(receive(tx(2), 10, &stats), want2, "VNI 0x2000, in order");
+    assert_eq!(stats.recirculations.get() - recirc0, 20);
+    assert_eq!(
+        stats.simple_hits.get() - simple0,
+        41,
+        "outer and popped packets by simple match"
+    );
+    assert_eq!(dp.port_totals(vx4790 as usize).rx_packets, 40);
+    ctl.remove(end_mask, end_key(OTHER));
     dp.remove_port(vx4790 as usize).expect("remove tunnel port");
     ctl.check_drops();
 
