@@ -154,10 +154,34 @@ struct RecircMeta {
 struct Recirc {
     burst: MbufBurst,
     meta: Box<[RecircMeta; MAX_BURST]>,
+    /// What the queued packets have in common, kept as they are queued.
+    same: Same,
+}
+
+/// Whether the packets of a [`Recirc`] batch are one conversation: all of
+/// one tunnel port and metadata with one inner [`SimpleKey`] (what a run of a
+/// pop-only megaflow usually gives, [`pop_run`] parsing each inner frame as
+/// it pops it). The flow stage then looks the batch up once, without a pass
+/// over it ([`recirculate`]).
+#[derive(Clone, Copy)]
+enum Same {
+    /// Nothing queued.
+    Empty,
+    /// Every packet so far has these; `bytes` in all.
+    All {
+        port: u32,
+        tun: TunnelMeta,
+        key: SimpleKey,
+        bytes: u64,
+    },
+    /// Packets differ, or one was queued without its key.
+    Mixed,
 }
 
 impl Recirc {
-    #[inline]
+    /// Queues `m` with its metadata; [`Recirc::same`] is the caller's to
+    /// keep.
+    #[inline(always)]
     fn push(&mut self, m: Mbuf, meta: RecircMeta) -> Result<(), Mbuf> {
         let i = self.burst.len();
         self.burst.push(m)?;
@@ -165,6 +189,35 @@ impl Recirc {
             *slot = meta;
         }
         Ok(())
+    }
+}
+
+impl Same {
+    /// What a batch has in common after `more` were queued behind it.
+    fn then(self, more: Same) -> Same {
+        match (self, more) {
+            (Same::Empty, x) | (x, Same::Empty) => x,
+            (
+                Same::All {
+                    port,
+                    tun,
+                    key,
+                    bytes,
+                },
+                Same::All {
+                    port: p2,
+                    tun: t2,
+                    key: k2,
+                    bytes: b2,
+                },
+            ) if (port, tun, key) == (p2, t2, k2) => Same::All {
+                port,
+                tun,
+                key,
+                bytes: bytes + b2,
+            },
+            _ => Same::Mixed,
+        }
     }
 }
 
@@ -240,6 +293,7 @@ pub fn run(mut ctx: PmdContext, stop: &AtomicBool) {
         recirc: Recirc {
             burst: MbufBurst::new(),
             meta: Box::new([RecircMeta::default(); MAX_BURST]),
+            same: Same::Empty,
         },
         cur: Box::new([RecircMeta::default(); MAX_BURST]),
         recirculating: false,
@@ -602,16 +656,57 @@ fn recirculate(stats: &PmdStats, f: &FlowStage, txqs: &mut [Box<dyn TxPort>], s:
     while !s.recirc.burst.is_empty() {
         std::mem::swap(&mut s.burst, &mut s.recirc.burst);
         std::mem::swap(&mut s.cur, &mut s.recirc.meta);
+        let same = std::mem::replace(&mut s.recirc.same, Same::Empty);
         let n = s.burst.len();
         stats.recirculations.add(n as u64);
         s.recirculating = true;
-        if simple_recirc(stats, f, txqs, s, n) {
+        if same_recirc(stats, f, txqs, s, n, same) || simple_recirc(stats, f, txqs, s, n) {
             s.burst.clear();
         } else {
             full_path::<true>(stats, f, txqs, s, 0, n);
         }
         s.recirculating = false;
     }
+}
+
+/// A recirculated batch that is one conversation ([`Same::All`]): one
+/// simple lookup on its tunnel's port, one run. False (nothing touched) when
+/// it is not, or the port is not in plain simple mode, or no simple megaflow
+/// takes it.
+#[inline(always)]
+fn same_recirc(
+    stats: &PmdStats,
+    f: &FlowStage,
+    txqs: &mut [Box<dyn TxPort>],
+    s: &mut Scratch,
+    n: usize,
+    same: Same,
+) -> bool {
+    let Same::All {
+        port,
+        tun,
+        key,
+        bytes,
+    } = same
+    else {
+        return false;
+    };
+    if s.cache.simple_mode(port) != SimpleMode::Plain {
+        return false;
+    }
+    let Some(flow) = s.cache.simple_port(port).lookup_tun(&key, &tun) else {
+        return false;
+    };
+    stats.simple_hits.add(n as u64);
+    let run = Run {
+        start: 0,
+        end: n,
+        flow,
+        bytes,
+        flags: key.tcp_flags,
+    };
+    execute_run(stats, f, txqs, s, run);
+    true
 }
 
 /// Simple match for packets a tunnel pop queued (in `s.burst`, their tunnel's
@@ -1366,7 +1461,8 @@ fn tunnel_pop(x: &mut Exec<'_>, port: u32, m: Mbuf, depth: u8) {
         x.stats.count_drop(DropReason::TnlPopNotTunnelPort, 1);
         return;
     };
-    if let Some(len) = pop_one(x.stats, x.recirc, info, port, m, depth) {
+    if let Some((len, _, _)) = pop_one::<false>(x.stats, x.recirc, info, port, m, depth) {
+        x.recirc.same = Same::Mixed;
         if let Some(pc) = x.stats.port(port as usize) {
             pc.rx_packets.add(1);
             pc.rx_bytes.add(len);
@@ -1376,7 +1472,8 @@ fn tunnel_pop(x: &mut Exec<'_>, port: u32, m: Mbuf, depth: u8) {
 
 /// [`tunnel_pop`] of packets `range` of the burst, a run of a megaflow whose
 /// only action is a pop to `port`: the port looked up once, the packets
-/// counted as received on it once.
+/// counted as received on it once, each inner frame's [`SimpleKey`] read as
+/// it is popped (see [`Same`]).
 #[inline(always)]
 fn pop_run(stats: &PmdStats, s: &mut Scratch, port: u32, range: std::ops::Range<usize>) {
     let n = range.len() as u64;
@@ -1385,6 +1482,8 @@ fn pop_run(stats: &PmdStats, s: &mut Scratch, port: u32, range: std::ops::Range<
         return;
     };
     let (mut packets, mut bytes) = (0u64, 0u64);
+    let mut first: Option<(TunnelMeta, SimpleKey)> = None;
+    let mut uniform = true;
     for k in range {
         let Some(m) = s.burst.take(k) else { continue };
         let depth = if s.recirculating {
@@ -1392,11 +1491,27 @@ fn pop_run(stats: &PmdStats, s: &mut Scratch, port: u32, range: std::ops::Range<
         } else {
             0
         };
-        if let Some(len) = pop_one(stats, &mut s.recirc, info, port, m, depth) {
+        if let Some((len, tun, key)) = pop_one::<true>(stats, &mut s.recirc, info, port, m, depth) {
             packets += 1;
             bytes += len;
+            match (first, key) {
+                (_, None) => uniform = false,
+                (None, Some(key)) => first = Some((tun, key)),
+                (Some(f), Some(key)) => uniform &= f == (tun, key),
+            }
         }
     }
+    let popped = match first {
+        Some((tun, key)) if uniform => Same::All {
+            port,
+            tun,
+            key,
+            bytes,
+        },
+        _ if packets == 0 => Same::Empty,
+        _ => Same::Mixed,
+    };
+    s.recirc.same = s.recirc.same.then(popped);
     if let Some(pc) = stats.port(port as usize) {
         pc.rx_packets.add(packets);
         pc.rx_bytes.add(bytes);
@@ -1405,16 +1520,17 @@ fn pop_run(stats: &PmdStats, s: &mut Scratch, port: u32, range: std::ops::Range<
 
 /// Strips the outer headers of `m` (checked for tunnel port `port`, of
 /// `info`) and queues the inner frame for recirculation: its length, or
-/// `None` for a drop, counted.
+/// `None` for a drop, counted; else its length and tunnel metadata and,
+/// when `KEYED`, its [`SimpleKey`] (see [`Same`]).
 #[inline(always)]
-fn pop_one(
+fn pop_one<const KEYED: bool>(
     stats: &PmdStats,
     recirc: &mut Recirc,
     info: TunnelPortInfo,
     port: u32,
     mut m: Mbuf,
     depth: u8,
-) -> Option<u64> {
+) -> Option<(u64, TunnelMeta, Option<SimpleKey>)> {
     if depth >= MAX_RECIRC_DEPTH {
         stats.count_drop(DropReason::RecircDepth, 1);
         return None;
@@ -1443,8 +1559,9 @@ fn pop_one(
         tun: p.meta,
         depth: depth + 1,
     };
+    let key = if KEYED { parse_simple(m.data()) } else { None };
     match recirc.push(m, meta) {
-        Ok(()) => Some(p.inner_len as u64),
+        Ok(()) => Some((p.inner_len as u64, p.meta, key)),
         Err(_dropped) => {
             stats.count_drop(DropReason::RecircFull, 1);
             None

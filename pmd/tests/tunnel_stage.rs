@@ -855,7 +855,7 @@ fn tunnel_push_pop_and_recirculation() {
     testing::send_frames(rx(2), &pool, &burst);
     assert_eq!(
         receive(tx(0), 1, &stats),
-        vec![to_other],
+        vec![to_other.clone()],
         "the other address"
     );
     assert_eq!(receive(tx(1), 10, &stats), want1, "VNI 0x1388, in order");
@@ -867,6 +867,32 @@ fn tunnel_push_pop_and_recirculation() {
         "outer and popped packets by simple match"
     );
     assert_eq!(dp.port_totals(vx4790 as usize).rx_packets, 40);
+    // One VNI only, in two pop runs (the other address's packet between
+    // them): the popped packets are one conversation, looked up once.
+    let mut burst: Vec<Vec<u8>> = outer.iter().step_by(2).cloned().collect();
+    burst.insert(5, to_other.clone());
+    let simple0 = stats.simple_hits.get();
+    testing::send_frames(rx(2), &pool, &burst);
+    assert_eq!(
+        receive(tx(0), 1, &stats),
+        vec![to_other.clone()],
+        "the other address"
+    );
+    assert_eq!(
+        receive(tx(1), 10, &stats),
+        want1,
+        "VNI 0x1388 alone, in order"
+    );
+    assert_eq!(stats.simple_hits.get() - simple0, 21);
+    assert_eq!(dp.port_totals(vx4790 as usize).rx_packets, 50);
+    // Two pop runs, each one conversation, of two VNIs: not one.
+    let mut burst: Vec<Vec<u8>> = outer.iter().step_by(2).take(5).cloned().collect();
+    burst.push(to_other.clone());
+    burst.extend(outer.iter().skip(1).step_by(2).take(5).cloned());
+    testing::send_frames(rx(2), &pool, &burst);
+    assert_eq!(receive(tx(0), 1, &stats), vec![to_other.clone()]);
+    assert_eq!(receive(tx(1), 5, &stats), want1[..5].to_vec(), "VNI 0x1388");
+    assert_eq!(receive(tx(2), 5, &stats), want2[..5].to_vec(), "VNI 0x2000");
     ctl.remove(end_mask, end_key(OTHER));
     dp.remove_port(vx4790 as usize).expect("remove tunnel port");
     ctl.check_drops();
