@@ -270,6 +270,16 @@ fn bridges_and_ports_built_and_changed_at_runtime() {
         h.ctl_ok(&["add-port", &br, "p1", &devargs[1], "tag=10"]);
         replies(&job.join().expect("ping"))
     });
+    if pings != 40 {
+        // What the datapath and MAC learning made of it, for the failure's reader.
+        for c in [
+            &["pmd-stats-show"][..],
+            &["dump-dp-flows"],
+            &["fdb-show", &br],
+        ] {
+            eprintln!("ctl {c:?}:\n{}", String::from_utf8_lossy(&h.ctl(c).stdout));
+        }
+    }
     assert_eq!(pings, 40, "traffic of other ports undisturbed");
     wait_reachable(&hs[0], &hs[1].ip, 10);
     let err = h.ctl(&["del-port", "nosuch"]);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use dpdk_ffi::{
     EthPort, Link, MbufBurst, Mempool, PortConf, PortStats, Quiesce, RxQueue, TxBuffer, TxQueue,
-    TxResult, VhostDevice, VhostRxQueue, VhostTxQueue,
+    TxResult, VhostDevice, VhostRxQueue, VhostTxQueue, MAX_BURST,
 };
 
 /// One rx queue owned by a PMD.
@@ -139,6 +139,29 @@ pub fn af_packet_iface(devargs: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Empties the rx queues of a just-opened `net_af_packet` device. DPDK
+/// 22.11's driver opens its socket for every protocol, sets up the receive
+/// ring, and only then binds the socket to its interface: until the bind the
+/// ring takes frames of every interface of the host. One such frame, a
+/// neighbour's, polled as if received on the new port, teaches MAC learning
+/// that the neighbour is behind it (`tests/netns_bridge.rs`: a host's
+/// address learned on a port added at runtime, and its traffic sent there
+/// until the next frame from it). The ring holds at most `ring` frames; what
+/// arrives while it is emptied is dropped with the strays.
+fn drain_strays(eth: &EthPort, ring: u16) -> dpdk_ffi::Result<()> {
+    let mut burst = MbufBurst::new();
+    for q in 0..eth.n_rxq() {
+        let mut rxq = eth.rx_queue(q)?;
+        for _ in 0..=usize::from(ring) / MAX_BURST {
+            if rxq.rx_burst(&mut burst, MAX_BURST) == 0 {
+                break;
+            }
+            burst.clear();
+        }
+    }
+    Ok(())
+}
+
 /// The carrier of kernel interface `iface`: `carrier` reads 1; an interface
 /// that is administratively down (the file then fails to read) or gone is down.
 fn kernel_carrier(iface: &str) -> bool {
@@ -149,10 +172,15 @@ fn kernel_carrier(iface: &str) -> bool {
 impl DpdkPort {
     /// Hot-plugs and starts the device `devargs`.
     pub fn open(devargs: &str, conf: &PortConf, pool: Arc<Mempool>) -> dpdk_ffi::Result<DpdkPort> {
+        let eth = EthPort::open(devargs, conf, pool)?;
+        let carrier_iface = af_packet_iface(devargs);
+        if carrier_iface.is_some() {
+            drain_strays(&eth, conf.rx_desc)?;
+        }
         Ok(DpdkPort {
-            eth: EthPort::open(devargs, conf, pool)?,
+            eth,
             kind: "dpdk",
-            carrier_iface: af_packet_iface(devargs),
+            carrier_iface,
         })
     }
 
