@@ -161,12 +161,15 @@ impl SlowPath {
         let stop = Arc::new(AtomicBool::new(false));
         let threads = match dp.take_upcalls() {
             Some(rx) => {
+                let waker = dp.upcall_waker();
+                let queue = rx.clone();
+                let park = move |limit| waker.park(|| !queue.is_empty(), limit);
                 let recv = move || {
                     rx.try_recv()
                         .ok()
                         .map(|u: pmd::Upcall| (u.pmd, u.key, u.packet))
                 };
-                mgmt::udpif::spawn(ofproto.clone(), recv, stop.clone())?
+                mgmt::udpif::spawn(ofproto.clone(), recv, park, stop.clone())?
             }
             None => Vec::new(),
         };

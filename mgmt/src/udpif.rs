@@ -48,16 +48,30 @@ fn lock<D: DpControl>(o: &SharedOfproto<D>) -> MutexGuard<'_, Ofproto<D>> {
 /// hyperthread (`perf p2p`).
 pub const UPCALL_POLL: (Duration, Duration) = (Duration::from_micros(20), Duration::from_millis(1));
 
+/// After this long without an upcall the handler stops polling and parks
+/// (`park`, for at most [`UPCALL_PARK`] at a time, to see the stop flag): a
+/// thousand wake-ups a second take the management CPU from whatever else runs
+/// there (`perf pvp`: the guest, whose involuntary context switches were ~30/s
+/// beside testpmd, ~1,000/s beside ferroswitch). The PMD that queues the next
+/// upcall unparks it without blocking (`pmd::UpcallWaker`).
+pub const UPCALL_PARK_AFTER: Duration = Duration::from_millis(20);
+/// The longest single park of an idle upcall handler.
+pub const UPCALL_PARK: Duration = Duration::from_millis(100);
+
 /// Starts the upcall handler and the revalidator. `recv` returns the next upcall
-/// if one is queued, without waiting: (PMD index, key, packet).
-pub fn spawn<D, R>(
+/// if one is queued, without waiting: (PMD index, key, packet). `park(limit)`
+/// sleeps up to `limit` unless an upcall is queued or comes (the handler calls
+/// it once idle for [`UPCALL_PARK_AFTER`]).
+pub fn spawn<D, R, P>(
     ofproto: SharedOfproto<D>,
     mut recv: R,
+    mut park: P,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<Vec<JoinHandle<()>>>
 where
     D: DpControl + 'static,
     R: FnMut() -> Option<(usize, FlowKey, D::Packet)> + Send + 'static,
+    P: FnMut(Duration) + Send + 'static,
 {
     let o = ofproto.clone();
     let s = stop.clone();
@@ -65,14 +79,22 @@ where
         .name("mgmt-upcall".into())
         .spawn(move || {
             let mut idle = UPCALL_POLL.0;
+            // How long nothing has come (while polling).
+            let mut quiet = Duration::ZERO;
             // Relaxed: a stop flag, joined afterwards.
             while !s.load(Ordering::Relaxed) {
                 let Some((pmd, key, packet)) = recv() else {
-                    std::thread::sleep(idle);
-                    idle = (idle * 2).min(UPCALL_POLL.1);
+                    if quiet >= UPCALL_PARK_AFTER {
+                        park(UPCALL_PARK);
+                    } else {
+                        std::thread::sleep(idle);
+                        quiet += idle;
+                        idle = (idle * 2).min(UPCALL_POLL.1);
+                    }
                     continue;
                 };
                 idle = UPCALL_POLL.0;
+                quiet = Duration::ZERO;
                 // Handle what is queued under one lock, a bounded batch at a time.
                 let mut o = lock(&o);
                 o.handle_upcall_deferred(pmd, key, packet);

@@ -20,7 +20,7 @@ use crate::poll_loop::{self, AssignedRxq, FlowStage, PmdContext, INTERNAL_POLL_E
 use crate::port::{DpdkPort, InternalPort, Port, RxPort, TunnelPort, TxPort, VhostPort};
 use crate::quiesce::Quiescence;
 use crate::stats::{PmdStats, RxqStats};
-use crate::upcall::{PmdCommand, Upcall};
+use crate::upcall::{PmdCommand, Upcall, UpcallWaker};
 
 /// What the datapath needs to know of a port.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -321,6 +321,8 @@ pub struct Datapath {
     stop: Arc<AtomicBool>,
     pool: Arc<Mempool>,
     upcalls: Option<Receiver<Upcall>>,
+    /// How the PMDs wake the upcall handler (see [`UpcallWaker`]).
+    upcall_waker: Arc<UpcallWaker>,
     /// Held while a port is added or removed (one change at a time).
     changing: Mutex<()>,
     /// The PMDs' quiescent points (what a vhost port waits for when its guest
@@ -429,6 +431,7 @@ impl Datapath {
             .map(|&(i, o)| (i as u32, o as u32))
             .collect();
 
+        let upcall_waker = Arc::new(UpcallWaker::default());
         let (upcall_tx, upcall_rx) = match &spec.flows {
             Some(f) => {
                 let (tx, rx) = crossbeam_channel::bounded(f.upcall_queue.max(1));
@@ -454,6 +457,7 @@ impl Datapath {
                         emc_insert_inv_prob: f.emc_insert_inv_prob,
                         simple_match: f.simple_match,
                         upcalls: up.clone(),
+                        upcall_waker: upcall_waker.clone(),
                         commands: ctx_rx,
                         pool: pool.clone(),
                     })
@@ -521,6 +525,7 @@ impl Datapath {
             stop: stop.clone(),
             pool,
             upcalls: upcall_rx,
+            upcall_waker,
             changing: Mutex::new(()),
             quiescence,
         };
@@ -710,6 +715,11 @@ impl Datapath {
     /// The receiving end of the upcall queue (once; `None` without a flow stage).
     pub fn take_upcalls(&mut self) -> Option<Receiver<Upcall>> {
         self.upcalls.take()
+    }
+
+    /// What the upcall handler parks on when idle (the PMDs wake it).
+    pub fn upcall_waker(&self) -> Arc<UpcallWaker> {
+        self.upcall_waker.clone()
     }
 
     /// Totals of port `port_no` over every PMD, plus the driver's drop and error

@@ -28,4 +28,4 @@ pub use datapath::{
 };
 pub use port::{ClosedTx, DpdkPort, InternalPort, Port, RxPort, TunnelPort, TxPort, VhostPort};
 pub use stats::{DropReason, PmdStats, PortCounters, RxqStats};
-pub use upcall::{FlowActions, PmdCommand, Upcall};
+pub use upcall::{FlowActions, PmdCommand, Upcall, UpcallWaker};

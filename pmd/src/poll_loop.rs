@@ -35,7 +35,7 @@ use pipeline::{parse, parse_simple, FlowKey, SimpleKey, StaticForward};
 use crate::port::{ClosedTx, RxPort, TxPort};
 use crate::quiesce::Quiescence;
 use crate::stats::{Counter, DropReason, PmdStats, RxqStats};
-use crate::upcall::{last_taker, FlowActions, PmdCommand, Upcall};
+use crate::upcall::{last_taker, FlowActions, PmdCommand, Upcall, UpcallWaker};
 
 /// Smallest frame that is a frame: an Ethernet header.
 const ETH_HEADER_LEN: usize = 14;
@@ -101,6 +101,8 @@ pub struct FlowStage {
     pub emc_insert_inv_prob: u32,
     pub simple_match: bool,
     pub upcalls: Sender<Upcall>,
+    /// Wakes the upcall handler if it sleeps.
+    pub upcall_waker: Arc<UpcallWaker>,
     pub commands: Receiver<PmdCommand>,
     /// For copies when a packet goes to several ports.
     pub pool: Arc<Mempool>,
@@ -1317,7 +1319,10 @@ fn miss(
         Some(m)
     };
     match f.upcalls.try_send(Upcall { pmd, key, packet }) {
-        Ok(()) => stats.upcalls.add(1),
+        Ok(()) => {
+            stats.upcalls.add(1);
+            f.upcall_waker.wake();
+        }
         Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
             // Nothing will answer: forget the flow (its packet is freed).
             if s.inflight

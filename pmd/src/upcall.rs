@@ -11,7 +11,9 @@
 //! megaflow installed for another flow's upcall covers a flow whose own answer
 //! is still on its way. PMDs apply commands between bursts.
 
-use std::sync::Arc;
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use dpdk_ffi::Mbuf;
 use pipeline::actions::DpAction;
@@ -21,6 +23,44 @@ use pipeline::FlowKey;
 
 use crate::poll_loop::AssignedRxq;
 use crate::port::TxPort;
+
+/// How the upcall handler sleeps when it has been idle a while, and how a PMD
+/// wakes it without ever blocking: the handler raises `parked`, checks the queue
+/// once more, and parks (with a timeout); a PMD that has queued an upcall
+/// unparks it only when the flag is up (a futex wake-up, which does not block).
+/// Both sides put a full fence between their write and their read, so either
+/// the PMD sees the flag or the handler sees the upcall.
+#[derive(Default)]
+pub struct UpcallWaker {
+    parked: AtomicBool,
+    handler: OnceLock<std::thread::Thread>,
+}
+
+impl UpcallWaker {
+    /// Called by a PMD after queuing an upcall.
+    #[inline]
+    pub fn wake(&self) {
+        fence(Ordering::SeqCst);
+        // Relaxed after the fence: see the type's comment.
+        if self.parked.load(Ordering::Relaxed) {
+            if let Some(t) = self.handler.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    /// Called by the handler thread: sleeps up to `limit` unless `queued()`
+    /// says an upcall is waiting (or one arrives meanwhile).
+    pub fn park(&self, queued: impl Fn() -> bool, limit: Duration) {
+        let _ = self.handler.set(std::thread::current());
+        self.parked.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        if !queued() {
+            std::thread::park_timeout(limit);
+        }
+        self.parked.store(false, Ordering::Relaxed);
+    }
+}
 
 /// A packet that missed the PMD's flow cache.
 pub struct Upcall {
