@@ -205,3 +205,49 @@ pub enum PmdCommand {
         done: crossbeam_channel::Sender<()>,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
+
+    /// An upcall queued before the park, or while the handler sleeps, ends
+    /// the park at once; with nothing queued it lasts its limit.
+    #[test]
+    fn parked_handler_is_woken_by_a_queued_upcall() {
+        let w = Arc::new(UpcallWaker::default());
+        let queued = Arc::new(AtomicUsize::new(1));
+        let t = Instant::now();
+        w.park(
+            || queued.load(Ordering::SeqCst) > 0,
+            Duration::from_secs(10),
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "queued before the park"
+        );
+
+        queued.store(0, Ordering::SeqCst);
+        let t = Instant::now();
+        w.park(
+            || queued.load(Ordering::SeqCst) > 0,
+            Duration::from_millis(50),
+        );
+        assert!(t.elapsed() >= Duration::from_millis(50), "nothing queued");
+
+        let (w2, q2) = (w.clone(), queued.clone());
+        let pmd = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            q2.store(1, Ordering::SeqCst);
+            w2.wake();
+        });
+        let t = Instant::now();
+        w.park(
+            || queued.load(Ordering::SeqCst) > 0,
+            Duration::from_secs(10),
+        );
+        assert!(t.elapsed() < Duration::from_secs(5), "woken by the PMD");
+        pmd.join().expect("pmd thread");
+    }
+}
