@@ -135,28 +135,64 @@ impl Eq for SimpleKey {}
 /// `None`: the caller takes the full parser, which counts the error.
 #[inline(always)]
 pub fn parse_simple(data: &[u8]) -> Option<SimpleKey> {
-    // The common frame first, with one bounds check: untagged IPv4 without
-    // options, not a fragment, UDP with its whole header inside the total length
-    // and the total length inside the frame. Exactly what the general code below
-    // concludes for such a frame.
-    if let Some(h) = Hdr::<42>::at(data, 0) {
-        let tot_len = usize::from(h.be16::<16>());
-        if h.be16::<12>() == ETH_TYPE_IPV4
-            && h.u8::<14>() == 0x45
-            && h.be16::<20>() & 0x3fff == 0
-            && h.u8::<23>() == IPPROTO_UDP
-            && tot_len >= 28
-            && 14 + tot_len <= data.len()
-        {
-            return Some(SimpleKey {
-                dl_type: ETH_TYPE_IPV4,
-                vlan_tci: 0,
-                nw_frag: 0,
-                nw_tos: h.u8::<15>(),
-                tcp_flags: 0,
-            });
-        }
+    if let Some((k, _)) = simple_udp(data) {
+        return Some(k);
     }
+    parse_simple_general(data)
+}
+
+/// A UDP datagram's IPv4 destination and UDP destination port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpDst {
+    pub nw_dst: u32,
+    pub tp_dst: u16,
+}
+
+/// [`parse_simple`], with the IPv4 and UDP destination of the common frame
+/// (untagged IPv4 without options, UDP, not a fragment) read from the same
+/// checked header; `None` beside the key for any other frame.
+#[inline(always)]
+pub fn parse_simple_udp(data: &[u8]) -> Option<(SimpleKey, Option<UdpDst>)> {
+    if let Some((k, d)) = simple_udp(data) {
+        return Some((k, Some(d)));
+    }
+    parse_simple_general(data).map(|k| (k, None))
+}
+
+/// The common frame, with one bounds check: untagged IPv4 without options,
+/// not a fragment, UDP with its whole header inside the total length and the
+/// total length inside the frame. Exactly what the general code concludes for
+/// such a frame.
+#[inline(always)]
+fn simple_udp(data: &[u8]) -> Option<(SimpleKey, UdpDst)> {
+    let h = Hdr::<42>::at(data, 0)?;
+    let tot_len = usize::from(h.be16::<16>());
+    if h.be16::<12>() == ETH_TYPE_IPV4
+        && h.u8::<14>() == 0x45
+        && h.be16::<20>() & 0x3fff == 0
+        && h.u8::<23>() == IPPROTO_UDP
+        && tot_len >= 28
+        && 14 + tot_len <= data.len()
+    {
+        let k = SimpleKey {
+            dl_type: ETH_TYPE_IPV4,
+            vlan_tci: 0,
+            nw_frag: 0,
+            nw_tos: h.u8::<15>(),
+            tcp_flags: 0,
+        };
+        let d = UdpDst {
+            nw_dst: u32::from(h.be16::<30>()) << 16 | u32::from(h.be16::<32>()),
+            tp_dst: h.be16::<36>(),
+        };
+        return Some((k, d));
+    }
+    None
+}
+
+/// [`parse_simple`] of any frame, field by field.
+#[inline(always)]
+fn parse_simple_general(data: &[u8]) -> Option<SimpleKey> {
     let eth = Hdr::<14>::at(data, 0)?;
     let mut ethertype = eth.be16::<12>();
     let mut l3 = 14;

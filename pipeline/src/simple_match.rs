@@ -50,7 +50,7 @@ use crate::actions::TunnelMeta;
 use crate::dpcls::Prefetch;
 use crate::flow_cache::FlowRef;
 use crate::flow_key::{FlowKey, ETH_TYPE_IPV4, FLOW_NW_FRAG_LATER, IPPROTO_UDP};
-use crate::parse::SimpleKey;
+use crate::parse::{parse_simple_udp, SimpleKey};
 
 /// Ports above this never take the simple path (their state would be a big
 /// table for nothing: datapath ports are numbered densely from 0).
@@ -211,6 +211,7 @@ pub fn is_simple_end(mask: &FlowKey, key: &FlowKey) -> bool {
 /// fills the key: 0 for a later fragment). 0 for other ethertypes.
 pub type EndKey = u64;
 
+#[inline(always)]
 fn end_key_of(nw_dst: u32, nw_proto: u8, tp_dst: u16) -> EndKey {
     u64::from(nw_dst) << 32 | u64::from(nw_proto) << 16 | u64::from(tp_dst)
 }
@@ -235,6 +236,16 @@ pub fn end_key(data: &[u8], k: &SimpleKey) -> Option<EndKey> {
         0
     };
     Some(end_key_of(nw_dst, proto, tp_dst))
+}
+
+/// [`crate::parse_simple`] and [`end_key`] of a frame in one read when it is
+/// the common UDP frame ([`crate::parse::parse_simple_udp`]).
+#[inline(always)]
+pub fn parse_simple_end(data: &[u8]) -> Option<(SimpleKey, EndKey)> {
+    match parse_simple_udp(data)? {
+        (k, Some(d)) => Some((k, end_key_of(d.nw_dst, IPPROTO_UDP, d.tp_dst))),
+        (k, None) => Some((k, end_key(data, &k)?)),
+    }
 }
 
 fn simple_with(mask: &FlowKey, key: &FlowKey, limit: &FlowKey) -> bool {

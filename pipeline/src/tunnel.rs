@@ -1124,24 +1124,30 @@ fn pop_general(frame: &[u8], port: TunnelPortInfo) -> Result<Popped, PopError> {
 fn pop_vxlan_plain(frame: &[u8], dst_port: u16) -> Option<Popped> {
     const HLEN: usize = ETH_LEN + IPV4_LEN + UDP_LEN + VXLAN_LEN;
     let h: &[u8; HLEN] = frame.first_chunk()?;
-    let be = |at: usize| {
-        h.get(at..at + 2)
-            .map_or(0, |w| u16::from_be_bytes([w[0], w[1]]))
+    // The headers as four big-endian words, each checked with a mask.
+    let word = |at: usize| {
+        h.get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_be_bytes)
     };
+    // Ethertype, version and IHL, TOS, total length, identification.
+    let eth_ip = word(12);
+    // Flags and fragment offset, TTL, protocol, checksum, source (half).
+    let frag_proto = word(20);
+    // UDP: source port, destination port, length, checksum.
+    let udp = word(34);
+    // VXLAN: flags, reserved, VNI, reserved.
+    let vxlan = word(42);
     let ip: &[u8; IPV4_LEN] = h.get(ETH_LEN..)?.first_chunk()?;
-    let frag = be(20);
-    let tot = usize::from(be(16));
-    if be(12) != ETH_TYPE_IPV4
-        || ip[0] != 0x45
-        || frag & 0x3fff != 0
-        || ip[9] != IPPROTO_UDP
-        || fold(sum_words(ip)) != 0xffff
+    let tot = ((eth_ip >> 16) & 0xffff) as usize;
+    if eth_ip >> 40 != (u64::from(ETH_TYPE_IPV4) << 8) | 0x45
+        || frag_proto & 0x3fff_00ff_0000_0000 != u64::from(IPPROTO_UDP) << 32
+        || (udp >> 32) & 0xffff != u64::from(dst_port)
+        || udp & 0xffff != 0
+        || ((udp >> 16) & 0xffff) as usize + IPV4_LEN != tot
+        || vxlan & 0xffff_ffff_0000_00ff != 0x0800_0000 << 32
         || ETH_LEN + tot > frame.len()
-        || be(36) != dst_port
-        || usize::from(be(38)) + IPV4_LEN != tot
-        || be(40) != 0
-        || h.get(42..46)? != [0x08, 0, 0, 0]
-        || h[49] != 0
+        || fold(sum_words(ip)) != 0xffff
     {
         return None;
     }
@@ -1149,8 +1155,7 @@ fn pop_vxlan_plain(frame: &[u8], dst_port: u16) -> Option<Popped> {
     if inner_len < ETH_LEN {
         return None;
     }
-    let word = |at: usize| be32(ip, at).unwrap_or(0);
-    let df = if frag & 0x4000 != 0 {
+    let df = if frag_proto & (0x4000 << 48) != 0 {
         FLOW_TNL_F_DONT_FRAGMENT
     } else {
         0
@@ -1159,9 +1164,9 @@ fn pop_vxlan_plain(frame: &[u8], dst_port: u16) -> Option<Popped> {
         hlen: HLEN,
         inner_len,
         meta: TunnelMeta {
-            tun_id: u64::from(u32::from_be_bytes([0, h[46], h[47], h[48]])),
-            src: word(12),
-            dst: word(16),
+            tun_id: (vxlan >> 8) & 0xff_ffff,
+            src: be32(ip, 12).unwrap_or(0),
+            dst: be32(ip, 16).unwrap_or(0),
             flags: df | FLOW_TNL_F_KEY,
         },
         geneve_opts: (0, 0),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use pipeline::flow_cache::{FlowCache, FlowRef, Hit};
 use pipeline::flow_key::{ETH_TYPE_ARP, ETH_TYPE_IPV4};
 use pipeline::simple_match::{
-    end_key, is_simple, is_simple_end, is_simple_mac, mac_pair, SimpleMode,
+    end_key, is_simple, is_simple_end, is_simple_mac, mac_pair, parse_simple_end, SimpleMode,
 };
 use pipeline::{parse, parse_simple, FlowKey};
 use proptest::prelude::*;
@@ -359,6 +359,7 @@ proptest! {
             let sk = parse_simple(&data).expect("these frames all take the simple reader");
             let macs = mac_pair(&data).expect("a frame has its addresses");
             let end = end_key(&data, &sk).expect("a frame the simple reader took");
+            prop_assert_eq!(parse_simple_end(&data), Some((sk, end)));
             let got = c.simple_port(*port).lookup_end(macs, end, &sk);
             prop_assert_eq!(got.is_some(), full, "simple {:?} vs full {:?}", got, hits[0]);
             if let Some(r) = got {

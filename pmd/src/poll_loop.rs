@@ -28,7 +28,7 @@ use pipeline::actions::{
 };
 use pipeline::dpcls::Prefetch;
 use pipeline::flow_cache::{FlowCache, FlowRef, Hit};
-use pipeline::simple_match::{end_key, mac_pair, EndKey, MacPair, SimpleMode};
+use pipeline::simple_match::{mac_pair, parse_simple_end, EndKey, MacPair, SimpleMode};
 use pipeline::tunnel::{finish_push, inner_flow_hash, TunnelHeader, TunnelPortInfo};
 use pipeline::{parse, parse_simple, FlowKey, SimpleKey, StaticForward};
 
@@ -945,10 +945,7 @@ fn simple_end_stage(
         let Some(data) = s.burst.data(i) else {
             return false;
         };
-        let Some(k) = parse_simple(data) else {
-            return false;
-        };
-        let (Some(macs), Some(end)) = (mac_pair(data), end_key(data, &k)) else {
+        let (Some((k, end)), Some(macs)) = (parse_simple_end(data), mac_pair(data)) else {
             return false;
         };
         let (Some(sk), Some(mp), Some(e)) =
