@@ -425,6 +425,27 @@ impl MbufBurst {
         }
     }
 
+    /// Moves every packet of `other` into this burst, which must be empty
+    /// (false, and nothing moved, if it is not): only the held slots are
+    /// copied, not the whole array as a swap of the two would.
+    #[inline]
+    pub fn move_from(&mut self, other: &mut MbufBurst) -> bool {
+        if self.len != 0 {
+            return false;
+        }
+        let n = other.len;
+        match (self.pkts.get_mut(..n), other.pkts.get(..n)) {
+            (Some(dst), Some(src)) => dst.copy_from_slice(src),
+            _ => return false,
+        }
+        // Ownership of the references moves with the pointers.
+        self.len = n;
+        self.taken = other.taken;
+        other.len = 0;
+        other.taken = 0;
+        true
+    }
+
     /// Moves packet `i` out of the burst.
     #[inline]
     pub fn take(&mut self, i: usize) -> Option<Mbuf> {
@@ -446,7 +467,10 @@ impl MbufBurst {
     pub fn clear(&mut self) {
         if self.len == 0 || self.taken == self.len {
             // Nothing left to free (every packet was taken): skip the call.
+            // Both counts reset: a stale `taken` would make a later clear of
+            // pushed packets skip ones still held.
             self.len = 0;
+            self.taken = 0;
             return;
         }
         // SAFETY: rte_pktmbuf_free_bulk skips NULL entries; the others are owned

@@ -656,7 +656,11 @@ fn full_path<const RECIRC: bool>(
 fn recirculate(stats: &PmdStats, f: &FlowStage, txqs: &mut [Box<dyn TxPort>], s: &mut Scratch) {
     s.burst.clear();
     while !s.recirc.burst.is_empty() {
-        std::mem::swap(&mut s.burst, &mut s.recirc.burst);
+        if !s.burst.move_from(&mut s.recirc.burst) {
+            // Never: s.burst was cleared before the loop and after each round.
+            s.burst.clear();
+            continue;
+        }
         std::mem::swap(&mut s.cur, &mut s.recirc.meta);
         let same = std::mem::replace(&mut s.recirc.same, Same::Empty);
         let n = s.burst.len();
@@ -1486,9 +1490,10 @@ fn pop_run(stats: &PmdStats, s: &mut Scratch, port: u32, range: std::ops::Range<
     let (mut packets, mut bytes) = (0u64, 0u64);
     let mut first: Option<(TunnelMeta, SimpleKey)> = None;
     let mut uniform = true;
+    let recirculating = s.recirculating;
     for k in range {
         let Some(m) = s.burst.take(k) else { continue };
-        let depth = if s.recirculating {
+        let depth = if recirculating {
             s.cur.get(k).map_or(0, |c| c.depth)
         } else {
             0
