@@ -91,7 +91,7 @@ pub fn parse_with_offsets(
 /// [`crate::flow_cache::FlowCache::simple_lookup`]): the fields of the key that
 /// [`parse`] would fill that such a megaflow matches on, plus the TCP flags its
 /// counters accumulate.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SimpleKey {
     pub dl_type: u16,
     /// Outer VLAN TCI with [`VLAN_CFI`] set, 0 when untagged.
@@ -102,30 +102,6 @@ pub struct SimpleKey {
     pub nw_tos: u8,
     pub tcp_flags: u16,
 }
-
-impl SimpleKey {
-    /// All the fields in one number (they fill 64 bits exactly).
-    #[inline(always)]
-    pub fn packed(&self) -> u64 {
-        u64::from(self.dl_type)
-            | u64::from(self.vlan_tci) << 16
-            | u64::from(self.nw_frag) << 32
-            | u64::from(self.nw_tos) << 40
-            | u64::from(self.tcp_flags) << 48
-    }
-}
-
-/// Keys are compared on every packet of a simple-match burst: as one number,
-/// not field by field (`perf vxlan-decap`: a derived comparison was out of
-/// line and a sixth of the stage).
-impl PartialEq for SimpleKey {
-    #[inline(always)]
-    fn eq(&self, other: &SimpleKey) -> bool {
-        self.packed() == other.packed()
-    }
-}
-
-impl Eq for SimpleKey {}
 
 /// The [`SimpleKey`] of a frame, read without a full parse: `Some` only for
 /// frames that [`parse`] takes without any error and whose key it fills with
