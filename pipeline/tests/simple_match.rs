@@ -136,6 +136,34 @@ fn mac_mask(shape: u8) -> FlowKey {
     m
 }
 
+/// A flow cache with, for each `(mask, port, frame)`, the megaflow of the
+/// frame's key (received on `port`) under `mask` installed, then those at
+/// `removals` (indices into them) removed; and the live megaflows by handle.
+fn cache_with(
+    flows: impl Iterator<Item = (FlowKey, u32, Vec<u8>)>,
+    removals: &[usize],
+) -> (FlowCache<u32>, HashMap<FlowRef, (FlowKey, FlowKey)>) {
+    let mut c: FlowCache<u32> = FlowCache::new(64, 1);
+    let mut installed: HashMap<FlowRef, (FlowKey, FlowKey)> = HashMap::new();
+    let mut order = Vec::new();
+    for (m, port, frame) in flows {
+        let mut k = FlowKey::default();
+        parse(&frame, port, &mut k);
+        let r = c.install(&m, &k, Arc::new(0), Arc::default());
+        installed.retain(|_, (im, ik)| !(*im == m && *ik == k.masked(&m)));
+        installed.insert(r, (m, k.masked(&m)));
+        order.push((m, k));
+    }
+    for &i in removals {
+        if let Some((m, k)) = order.get(i) {
+            if let Some(_gone) = c.remove(m, k) {
+                installed.retain(|_, (im, ik)| !(im == m && *ik == k.masked(m)));
+            }
+        }
+    }
+    (c, installed)
+}
+
 proptest! {
     #[test]
     fn simple_path_equals_full_path(
@@ -143,25 +171,10 @@ proptest! {
         removals in prop::collection::vec(0usize..12, 0..4),
         packets in prop::collection::vec((1u32..3, frame()), 1..40),
     ) {
-        let mut c: FlowCache<u32> = FlowCache::new(64, 1);
-        let mut installed: HashMap<FlowRef, (FlowKey, FlowKey)> = HashMap::new();
-        let mut order = Vec::new();
-        for (shape, port, f) in &flows {
-            let mut k = FlowKey::default();
-            parse(&bytes(f), *port, &mut k);
-            let m = mask(*shape);
-            let r = c.install(&m, &k, Arc::new(0), Arc::default());
-            installed.retain(|_, (im, ik)| !(*im == m && *ik == k.masked(&m)));
-            installed.insert(r, (m, k.masked(&m)));
-            order.push((m, k));
-        }
-        for i in removals {
-            if let Some((m, k)) = order.get(i) {
-                if let Some(_gone) = c.remove(m, k) {
-                    installed.retain(|_, (im, ik)| !(im == m && *ik == k.masked(m)));
-                }
-            }
-        }
+        let (mut c, installed) = cache_with(
+            flows.iter().map(|(shape, port, f)| (mask(*shape), *port, bytes(f))),
+            &removals,
+        );
         for (port, f) in &packets {
             let data = bytes(f);
             let mut key = FlowKey::default();
@@ -198,25 +211,10 @@ proptest! {
         removals in prop::collection::vec(0usize..16, 0..6),
         packets in prop::collection::vec((1u32..3, frame()), 1..40),
     ) {
-        let mut c: FlowCache<u32> = FlowCache::new(64, 1);
-        let mut installed: HashMap<FlowRef, (FlowKey, FlowKey)> = HashMap::new();
-        let mut order = Vec::new();
-        for (shape, port, f) in &flows {
-            let mut k = FlowKey::default();
-            parse(&bytes(f), *port, &mut k);
-            let m = mac_mask(*shape);
-            let r = c.install(&m, &k, Arc::new(0), Arc::default());
-            installed.retain(|_, (im, ik)| !(*im == m && *ik == k.masked(&m)));
-            installed.insert(r, (m, k.masked(&m)));
-            order.push((m, k));
-        }
-        for i in removals {
-            if let Some((m, k)) = order.get(i) {
-                if let Some(_gone) = c.remove(m, k) {
-                    installed.retain(|_, (im, ik)| !(im == m && *ik == k.masked(m)));
-                }
-            }
-        }
+        let (mut c, installed) = cache_with(
+            flows.iter().map(|(shape, port, f)| (mac_mask(*shape), *port, bytes(f))),
+            &removals,
+        );
         for (port, f) in &packets {
             let data = bytes(f);
             let mut key = FlowKey::default();
@@ -315,25 +313,10 @@ proptest! {
             1..40,
         ),
     ) {
-        let mut c: FlowCache<u32> = FlowCache::new(64, 1);
-        let mut installed: HashMap<FlowRef, (FlowKey, FlowKey)> = HashMap::new();
-        let mut order = Vec::new();
-        for (shape, port, f, gre, dport) in &flows {
-            let mut k = FlowKey::default();
-            parse(&end_bytes(f, *gre, *dport), *port, &mut k);
-            let m = end_mask(*shape);
-            let r = c.install(&m, &k, Arc::new(0), Arc::default());
-            installed.retain(|_, (im, ik)| !(*im == m && *ik == k.masked(&m)));
-            installed.insert(r, (m, k.masked(&m)));
-            order.push((m, k));
-        }
-        for i in removals {
-            if let Some((m, k)) = order.get(i) {
-                if let Some(_gone) = c.remove(m, k) {
-                    installed.retain(|_, (im, ik)| !(im == m && *ik == k.masked(m)));
-                }
-            }
-        }
+        let (mut c, installed) = cache_with(
+            flows.iter().map(|(shape, port, f, gre, dport)| (end_mask(*shape), *port, end_bytes(f, *gre, *dport))),
+            &removals,
+        );
         for (port, f, gre, dport) in &packets {
             let data = end_bytes(f, *gre, *dport);
             let mut key = FlowKey::default();

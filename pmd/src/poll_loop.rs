@@ -751,23 +751,14 @@ fn simple_recirc(
             Some(f) => uniform &= f == (meta.port, meta.tun, sk),
         }
     }
-    if let (true, Some((port, tun, sk))) = (uniform, first) {
-        if s.cache.simple_mode(port) != SimpleMode::Plain {
-            return false;
-        }
-        let Some(flow) = s.cache.simple_port(port).lookup_tun(&sk, &tun) else {
-            return false;
-        };
-        stats.simple_hits.add(n as u64);
-        let run = Run {
-            start: 0,
-            end: n,
-            flow,
+    if let (true, Some((port, tun, key))) = (uniform, first) {
+        let same = Same::All {
+            port,
+            tun,
+            key,
             bytes,
-            flags: sk.tcp_flags,
         };
-        execute_run(stats, f, txqs, s, run);
-        return true;
+        return same_recirc(stats, f, txqs, s, n, same);
     }
     let mut n_runs = 0usize;
     // The previous packet's port, metadata, key and megaflow: the rest of a
