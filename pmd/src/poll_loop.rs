@@ -907,14 +907,8 @@ fn simple_stage(
         let len = u64::from(s.burst.pkt_len(i));
         extend_runs(&mut s.runs, &mut n_runs, i, r, len, sk.tcp_flags);
     }
-    stats.simple_hits.add(n as u64);
-    count_rx(stats, in_port, n, bytes);
-    for k in 0..n_runs {
-        if let Some(&run) = s.runs.get(k) {
-            execute_run(stats, f, txqs, s, run);
-        }
-    }
-    true
+    let cut = Cut { n, bytes, n_runs };
+    execute_runs(stats, &stats.simple_hits, f, txqs, s, in_port, cut)
 }
 
 /// Simple endpoint match (see `pipeline::simple_match`): [`simple_stage`] for
@@ -987,9 +981,33 @@ fn simple_end_stage(
         let len = u64::from(s.burst.pkt_len(i));
         extend_runs(&mut s.runs, &mut n_runs, i, r, len, sk.tcp_flags);
     }
-    stats.simple_hits.add(n as u64);
-    count_rx(stats, in_port, n, bytes);
-    for k in 0..n_runs {
+    let cut = Cut { n, bytes, n_runs };
+    execute_runs(stats, &stats.simple_hits, f, txqs, s, in_port, cut)
+}
+
+/// A simple-match burst cut into runs: `n` packets, `bytes` in all, in the
+/// first `n_runs` of [`Scratch::runs`].
+struct Cut {
+    n: usize,
+    bytes: u64,
+    n_runs: usize,
+}
+
+/// The end of a simple stage: the burst's packets counted as received on
+/// `in_port` and as `hits`, its runs executed.
+#[inline(always)]
+fn execute_runs(
+    stats: &PmdStats,
+    hits: &Counter,
+    f: &FlowStage,
+    txqs: &mut [Box<dyn TxPort>],
+    s: &mut Scratch,
+    in_port: usize,
+    cut: Cut,
+) -> bool {
+    hits.add(cut.n as u64);
+    count_rx(stats, in_port, cut.n, cut.bytes);
+    for k in 0..cut.n_runs {
         if let Some(&run) = s.runs.get(k) {
             execute_run(stats, f, txqs, s, run);
         }
@@ -1118,14 +1136,8 @@ fn simple_mac_stage(
         let len = u64::from(s.burst.pkt_len(i));
         extend_runs(&mut s.runs, &mut n_runs, i, r, len, sk.tcp_flags);
     }
-    stats.simple_mac_hits.add(n as u64);
-    count_rx(stats, in_port, n, bytes);
-    for k in 0..n_runs {
-        if let Some(&run) = s.runs.get(k) {
-            execute_run(stats, f, txqs, s, run);
-        }
-    }
-    true
+    let cut = Cut { n, bytes, n_runs };
+    execute_runs(stats, &stats.simple_mac_hits, f, txqs, s, in_port, cut)
 }
 
 /// Executes the hits of a classified burst by runs of consecutive packets of one
