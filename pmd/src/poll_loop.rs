@@ -760,30 +760,21 @@ fn simple_recirc(
         };
         return same_recirc(stats, f, txqs, s, n, same);
     }
-    let mut n_runs = 0usize;
-    // The previous packet's port, metadata, key and megaflow: the rest of a
-    // conversation is not looked up again.
-    let mut last: Option<(RecircMeta, SimpleKey, FlowRef)> = None;
-    for i in 0..n {
-        let (Some(&sk), Some(&meta)) = (keys.get(i), s.cur.get(i)) else {
-            return false;
-        };
-        let r = match last {
-            Some((m, k, r)) if m.port == meta.port && m.tun == meta.tun && k == sk => r,
-            _ => {
-                if s.cache.simple_mode(meta.port) != SimpleMode::Plain {
-                    return false;
-                }
-                let Some(r) = s.cache.simple_port(meta.port).lookup_tun(&sk, &meta.tun) else {
-                    return false;
-                };
-                last = Some((meta, sk, r));
-                r
-            }
-        };
-        let len = u64::from(s.burst.pkt_len(i));
-        extend_runs(&mut s.runs, &mut n_runs, i, r, len, sk.tcp_flags);
-    }
+    let cache = &s.cache;
+    let (keys, cur) = (&s.mac_scratch.keys, &s.cur);
+    let key = |i: usize| {
+        let (sk, meta) = (keys.get(i)?, cur.get(i)?);
+        Some(((meta.port, meta.tun, *sk), sk.tcp_flags))
+    };
+    let lookup = |_, &(port, tun, sk): &(u32, TunnelMeta, SimpleKey)| {
+        if cache.simple_mode(port) != SimpleMode::Plain {
+            return None;
+        }
+        cache.simple_port(port).lookup_tun(&sk, &tun)
+    };
+    let Some(n_runs) = cut_runs(&mut s.runs, &s.burst, n, key, lookup) else {
+        return false;
+    };
     stats.simple_hits.add(n as u64);
     for k in 0..n_runs {
         if let Some(&run) = s.runs.get(k) {
@@ -801,6 +792,37 @@ struct Run {
     flow: FlowRef,
     bytes: u64,
     flags: u16,
+}
+
+/// Cuts packets `0..n` of `burst` into runs of one megaflow (in `runs`):
+/// packet `i`'s key and TCP flags are `key(i)`; a key equal to the previous
+/// packet's takes its megaflow (the rest of a conversation is not looked up
+/// again), another is looked up by `lookup(i, key)`. The number of runs, or
+/// `None` (nothing executed) when a key is missing or no simple megaflow
+/// takes one.
+#[inline(always)]
+fn cut_runs<K: Copy + PartialEq>(
+    runs: &mut [Run; MAX_BURST],
+    burst: &MbufBurst,
+    n: usize,
+    key: impl Fn(usize) -> Option<(K, u16)>,
+    mut lookup: impl FnMut(usize, &K) -> Option<FlowRef>,
+) -> Option<usize> {
+    let mut n_runs = 0;
+    let mut last: Option<(K, FlowRef)> = None;
+    for i in 0..n {
+        let (k, flags) = key(i)?;
+        let r = match last {
+            Some((lk, r)) if lk == k => r,
+            _ => {
+                let r = lookup(i, &k)?;
+                last = Some((k, r));
+                r
+            }
+        };
+        extend_runs(runs, &mut n_runs, i, r, u64::from(burst.pkt_len(i)), flags);
+    }
+    Some(n_runs)
 }
 
 /// Adds packet `i` (megaflow `flow`) to the runs of a simple-match burst: the
@@ -888,25 +910,12 @@ fn simple_stage(
         execute_run(stats, f, txqs, s, run);
         return true;
     }
-    let mut n_runs = 0usize;
-    let mut last: Option<(SimpleKey, FlowRef)> = None;
-    for i in 0..n {
-        let Some(&sk) = keys.get(i) else {
-            return false;
-        };
-        let r = match last {
-            Some((k, r)) if k == sk => r,
-            _ => {
-                let Some(r) = table.lookup(&sk) else {
-                    return false;
-                };
-                last = Some((sk, r));
-                r
-            }
-        };
-        let len = u64::from(s.burst.pkt_len(i));
-        extend_runs(&mut s.runs, &mut n_runs, i, r, len, sk.tcp_flags);
-    }
+    let keys = &s.mac_scratch.keys;
+    let key = |i: usize| keys.get(i).map(|k| (*k, k.tcp_flags));
+    let lookup = |_, k: &SimpleKey| table.lookup(k);
+    let Some(n_runs) = cut_runs(&mut s.runs, &s.burst, n, key, lookup) else {
+        return false;
+    };
     let cut = Cut { n, bytes, n_runs };
     execute_runs(stats, &stats.simple_hits, f, txqs, s, in_port, cut)
 }
@@ -959,28 +968,16 @@ fn simple_end_stage(
         execute_run(stats, f, txqs, s, run);
         return true;
     }
-    let mut n_runs = 0usize;
-    // The previous packet's key, addresses, destination and megaflow.
-    let mut last: Option<((SimpleKey, MacPair, EndKey), FlowRef)> = None;
-    for i in 0..n {
-        let (Some(&sk), Some(&macs), Some(&end)) =
-            (ms.keys.get(i), ms.pairs.get(i), ms.ends.get(i))
-        else {
-            return false;
-        };
-        let r = match last {
-            Some((k, r)) if k == (sk, macs, end) => r,
-            _ => {
-                let Some(r) = table.lookup_end(macs, end, &sk) else {
-                    return false;
-                };
-                last = Some(((sk, macs, end), r));
-                r
-            }
-        };
-        let len = u64::from(s.burst.pkt_len(i));
-        extend_runs(&mut s.runs, &mut n_runs, i, r, len, sk.tcp_flags);
-    }
+    let ms = &*s.mac_scratch;
+    let key = |i: usize| {
+        let (sk, macs, end) = (ms.keys.get(i)?, ms.pairs.get(i)?, ms.ends.get(i)?);
+        Some(((*sk, *macs, *end), sk.tcp_flags))
+    };
+    let lookup =
+        |_, &(sk, macs, end): &(SimpleKey, MacPair, EndKey)| table.lookup_end(macs, end, &sk);
+    let Some(n_runs) = cut_runs(&mut s.runs, &s.burst, n, key, lookup) else {
+        return false;
+    };
     let cut = Cut { n, bytes, n_runs };
     execute_runs(stats, &stats.simple_hits, f, txqs, s, in_port, cut)
 }
@@ -1112,30 +1109,24 @@ fn simple_mac_stage(
         execute_run(stats, f, txqs, s, run);
         return true;
     }
-    let mut n_runs = 0usize;
-    // The previous packet's addresses, key and megaflow (0 is no MacPair).
-    let mut last: (MacPair, SimpleKey, FlowRef) = (0, SimpleKey::default(), FlowRef::default());
-    let mut home = 0;
-    for i in 0..n {
-        let (Some(&sk), Some(&macs), Some(&h)) = (ms.keys.get(i), ms.pairs.get(i), ms.homes.get(i))
-        else {
-            return false;
-        };
-        if macs != last.0 {
-            home = h;
+    let ms = &*s.mac_scratch;
+    let key = |i: usize| {
+        let (sk, macs) = (ms.keys.get(i)?, ms.pairs.get(i)?);
+        Some(((*macs, *sk), sk.tcp_flags))
+    };
+    // The addresses looked up last and their home slot: a packet's home was
+    // computed (and prefetched) in the first pass only when its addresses
+    // differ from the packet before it's, which is the one looked up last.
+    let mut cur: (MacPair, usize) = (0, 0);
+    let lookup = |i: usize, &(macs, sk): &(MacPair, SimpleKey)| {
+        if macs != cur.0 {
+            cur = (macs, *ms.homes.get(i)?);
         }
-        let r = if macs == last.0 && sk == last.1 {
-            last.2
-        } else {
-            let Some(found) = table.lookup_mac_at(home, macs, &sk) else {
-                return false;
-            };
-            last = (macs, sk, found);
-            found
-        };
-        let len = u64::from(s.burst.pkt_len(i));
-        extend_runs(&mut s.runs, &mut n_runs, i, r, len, sk.tcp_flags);
-    }
+        table.lookup_mac_at(cur.1, macs, &sk)
+    };
+    let Some(n_runs) = cut_runs(&mut s.runs, &s.burst, n, key, lookup) else {
+        return false;
+    };
     let cut = Cut { n, bytes, n_runs };
     execute_runs(stats, &stats.simple_mac_hits, f, txqs, s, in_port, cut)
 }
