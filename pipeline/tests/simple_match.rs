@@ -12,7 +12,7 @@ use pipeline::flow_key::{ETH_TYPE_ARP, ETH_TYPE_IPV4};
 use pipeline::simple_match::{
     end_key, is_simple, is_simple_end, is_simple_mac, mac_pair, parse_simple_end, SimpleMode,
 };
-use pipeline::{parse, parse_simple, FlowKey};
+use pipeline::{parse, parse_simple, FlowKey, ParseError};
 use proptest::prelude::*;
 
 /// A frame: optional VLAN tag, then IPv4/UDP (with fragment bits) or ARP or a
@@ -164,6 +164,24 @@ fn cache_with(
     (c, installed)
 }
 
+/// The full path's answer for `data` received on `port`: the parser's
+/// complaint, the key, the hit.
+fn full_lookup(
+    c: &mut FlowCache<u32>,
+    data: &[u8],
+    port: u32,
+) -> (Option<ParseError>, FlowKey, Hit) {
+    let mut key = FlowKey::default();
+    let err = parse(data, port, &mut key);
+    let mut hits = [Hit::Miss];
+    c.lookup_burst(
+        std::slice::from_ref(&key),
+        &[FlowCache::<u32>::hash(&key)],
+        &mut hits,
+    );
+    (err, key, hits[0])
+}
+
 proptest! {
     #[test]
     fn simple_path_equals_full_path(
@@ -177,11 +195,9 @@ proptest! {
         );
         for (port, f) in &packets {
             let data = bytes(f);
-            let mut key = FlowKey::default();
-            prop_assert_eq!(parse(&data, *port, &mut key), None);
-            let mut hits = [Hit::Miss];
-            c.lookup_burst(std::slice::from_ref(&key), &[FlowCache::<u32>::hash(&key)], &mut hits);
-            let full = !matches!(hits[0], Hit::Miss);
+            let (err, key, hit) = full_lookup(&mut c, &data, *port);
+            prop_assert_eq!(err, None);
+            let full = !matches!(hit, Hit::Miss);
             if !c.simple_enabled(*port) {
                 // Not simple: some megaflow that may match this port is not.
                 let blocker = installed
@@ -195,7 +211,7 @@ proptest! {
             }
             let sk = parse_simple(&data).expect("these frames all take the simple reader");
             let got = c.simple_lookup(*port, &sk);
-            prop_assert_eq!(got.is_some(), full, "simple {:?} vs full {:?}", got, hits[0]);
+            prop_assert_eq!(got.is_some(), full, "simple {:?} vs full {:?}", got, hit);
             if let Some(r) = got {
                 let (m, k) = installed.get(&r).expect("a live megaflow");
                 prop_assert_eq!(key.masked(m), *k);
@@ -217,11 +233,9 @@ proptest! {
         );
         for (port, f) in &packets {
             let data = bytes(f);
-            let mut key = FlowKey::default();
-            prop_assert_eq!(parse(&data, *port, &mut key), None);
-            let mut hits = [Hit::Miss];
-            c.lookup_burst(std::slice::from_ref(&key), &[FlowCache::<u32>::hash(&key)], &mut hits);
-            let full = !matches!(hits[0], Hit::Miss);
+            let (err, key, hit) = full_lookup(&mut c, &data, *port);
+            prop_assert_eq!(err, None);
+            let full = !matches!(hit, Hit::Miss);
             let has_mac = installed
                 .values()
                 .any(|(m, k)| is_simple_mac(m, k) && k.in_port == *port);
@@ -245,7 +259,7 @@ proptest! {
             let sk = parse_simple(&data).expect("these frames all take the simple reader");
             let macs = mac_pair(&data).expect("a frame has its addresses");
             let got = c.simple_lookup_mac(*port, macs, &sk);
-            prop_assert_eq!(got.is_some(), full, "simple {:?} vs full {:?}", got, hits[0]);
+            prop_assert_eq!(got.is_some(), full, "simple {:?} vs full {:?}", got, hit);
             if let Some(r) = got {
                 let (m, k) = installed.get(&r).expect("a live megaflow");
                 prop_assert_eq!(key.masked(m), *k);
@@ -319,11 +333,9 @@ proptest! {
         );
         for (port, f, gre, dport) in &packets {
             let data = end_bytes(f, *gre, *dport);
-            let mut key = FlowKey::default();
-            prop_assert_eq!(parse(&data, *port, &mut key), None);
-            let mut hits = [Hit::Miss];
-            c.lookup_burst(std::slice::from_ref(&key), &[FlowCache::<u32>::hash(&key)], &mut hits);
-            let full = !matches!(hits[0], Hit::Miss);
+            let (err, key, hit) = full_lookup(&mut c, &data, *port);
+            prop_assert_eq!(err, None);
+            let full = !matches!(hit, Hit::Miss);
             let has_end = installed
                 .values()
                 .any(|(m, k)| is_simple_end(m, k) && k.in_port == *port);
@@ -344,7 +356,7 @@ proptest! {
             let end = end_key(&data, &sk).expect("a frame the simple reader took");
             prop_assert_eq!(parse_simple_end(&data), Some((sk, end)));
             let got = c.simple_port(*port).lookup_end(macs, end, &sk);
-            prop_assert_eq!(got.is_some(), full, "simple {:?} vs full {:?}", got, hits[0]);
+            prop_assert_eq!(got.is_some(), full, "simple {:?} vs full {:?}", got, hit);
             if let Some(r) = got {
                 let (m, k) = installed.get(&r).expect("a live megaflow");
                 prop_assert_eq!(key.masked(m), *k);
