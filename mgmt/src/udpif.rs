@@ -42,10 +42,10 @@ fn lock<D: DpControl>(o: &SharedOfproto<D>) -> MutexGuard<'_, Ofproto<D>> {
 
 /// How long the upcall handler sleeps when the queue is empty: from the first
 /// value right after an upcall, doubling while nothing comes, up to the second. It
-/// polls rather than blocks: a blocked receiver would make every PMD that enqueues
-/// an upcall wake it with a syscall, and PMDs make no syscalls. It backs off
-/// because a thread waking 20,000 times a second slows the PMD on a sibling
-/// hyperthread (`perf p2p`).
+/// polls rather than parks while upcalls are recent: a parked handler costs the
+/// PMD that queues the next upcall a futex wake-up, which a PMD in a flow-setup
+/// storm should not pay per burst. It backs off because a thread waking 20,000
+/// times a second slows the PMD on a sibling hyperthread (`perf p2p`).
 pub const UPCALL_POLL: (Duration, Duration) = (Duration::from_micros(20), Duration::from_millis(1));
 
 /// After this long without an upcall the handler stops polling and parks
