@@ -53,7 +53,9 @@ enum Cmd {
     /// ofproto-trace BRIDGE FLOW, dump-dp-flows, fdb-show BRIDGE (the learned MACs,
     /// as ovs-appctl fdb/show), fdb-flush [BRIDGE], fdb-add BRIDGE PORT VLAN MAC,
     /// fdb-del BRIDGE VLAN MAC (static MACs, as ovs-appctl fdb/add, fdb/del),
-    /// bond-show [BOND], lacp-show [BOND],
+    /// bond-show [BOND], lacp-show [BOND], add-tlv-map BRIDGE MAP,
+    /// del-tlv-map BRIDGE [MAP], dump-tlv-map BRIDGE (Geneve options as
+    /// tun_metadata0..3, one map for the switch, as ovs-ofctl *-tlv-map),
     /// route add PREFIX/LEN BRIDGE [GW] [src=IP], route del PREFIX/LEN,
     /// route show, route lookup IP (the tunnel route table, as ovs-appctl
     /// ovs/route/*), neigh show, neigh set BRIDGE IP MAC, neigh flush [BRIDGE],

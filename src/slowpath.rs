@@ -11,6 +11,7 @@ use mgmt::config::Config;
 use mgmt::ofproto::{Bridge, DpControl, Ofproto, OfprotoConfig};
 use pipeline::actions::DpAction;
 use pipeline::flow_cache::FlowStats;
+use pipeline::tun_metadata::TlvMap;
 use pipeline::FlowKey;
 use pmd::{FlowActions, PmdCommand};
 
@@ -58,6 +59,12 @@ impl DpControl for PmdControl {
                 mask: *mask,
                 key: *key,
             });
+        }
+    }
+
+    fn set_tlv_map(&self, map: TlvMap) {
+        for q in &self.commands {
+            let _ = q.send(PmdCommand::SetTlvMap(map));
         }
     }
 

@@ -1395,3 +1395,154 @@ fn oversize_inner_packets_are_dropped_and_counted() {
     assert_eq!(tnl_push_mtu_drops(&hv) - d1, 3);
     hv.h.stop();
 }
+
+/// `args` refused by `hv`'s daemon: its error text.
+fn ctl_err(hv: &Hypervisor, args: &[&str]) -> String {
+    let out = hv.h.ctl(args);
+    assert!(!out.status.success(), "{args:?} accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Geneve options as metadata (OVN's way of carrying the logical ports):
+/// with the TLV map `{class=0x102,type=0x80,len=4}->tun_metadata0` on both
+/// hypervisors, each VM's packets get `tun_metadata0=0x2a` before `NORMAL`
+/// sends them through the Geneve tunnel, and the receiving side takes from
+/// the tunnel only packets carrying that value. Ping works; tcpdump reads
+/// the option on the underlay; the receiving megaflow matches it. When one
+/// side sends 0x2b instead, the other drops its packets (by the flow). The
+/// map refuses changes that would strand a flow.
+#[test]
+fn geneve_options_are_tun_metadata() {
+    let _turn = serial();
+    let va = [("br-gnv", "10.4.0.1/24", 1400)];
+    let vb = [("br-gnv", "10.4.0.2/24", 1400)];
+    let mut a = Hypervisor::new('g', &va);
+    let mut b = Hypervisor::new('h', &vb);
+    let (ua, ub) = (format!("{}u0", a.h.prefix), format!("{}u0", b.h.prefix));
+    veth(&a.sw, &ua, &b.sw, &ub);
+    nic(&a.sw, &ua);
+    nic(&b.sw, &ub);
+    let port = |remote: &str| {
+        format!(
+            "  [[bridge.port]]\n  name = \"gnv0\"\n  type = \"geneve\"\n  options = {{ remote_ip = \"{remote}\", key = \"9\" }}\n"
+        )
+    };
+    let (pa, pb) = (port("192.168.88.2"), port("192.168.88.1"));
+    a.start(&va, &[("br-gnv", &pa)], &ua, PMD);
+    b.start(
+        &vb,
+        &[("br-gnv", &pb)],
+        &ub,
+        "[pmd]\nmegaflow_idle_ms = 600000\nmgmt_cpu = 1\ncpus = [0]\n",
+    );
+    a.set_tep("192.168.88.1/24");
+    b.set_tep("192.168.88.2/24");
+
+    let map = "{class=0x102,type=0x80,len=4}->tun_metadata0";
+    // Before the map, a flow on tun_metadata0 is refused, naming the field.
+    let err = ctl_err(&a, &["add-flow", "br-gnv", "tun_metadata0=1,actions=drop"]);
+    assert!(
+        err.contains("tun_metadata0: not mapped to a Geneve option"),
+        "{err}"
+    );
+    for hv in [&a, &b] {
+        hv.ctl(&["add-tlv-map", "br-gnv", map]);
+        hv.ctl(&[
+            "add-flow",
+            "br-gnv",
+            "priority=100,in_port=vm0,actions=set_field:0x2a->tun_metadata0,NORMAL",
+        ]);
+        hv.ctl(&[
+            "add-flow",
+            "br-gnv",
+            "priority=100,in_port=gnv0,tun_metadata0=0x2a,actions=NORMAL",
+        ]);
+        hv.ctl(&[
+            "add-flow",
+            "br-gnv",
+            "priority=90,in_port=gnv0,actions=drop",
+        ]);
+    }
+    assert_eq!(
+        a.ctl(&["dump-tlv-map", "br-gnv"]),
+        " max option space=32 max fields=4\n allocated option space=4\n\n mapping table:\n  class  type  length  match field\n ------  ----  ------  --------------\n  0x102  0x80  4       tun_metadata0\n"
+    );
+    // Refusals name the field and the reason; nothing changes.
+    let err = ctl_err(
+        &a,
+        &[
+            "add-tlv-map",
+            "br-gnv",
+            "{class=0x102,type=0x80,len=4}->tun_metadata1",
+        ],
+    );
+    assert!(
+        err.contains("class 0x102 type 0x80 is already mapped"),
+        "{err}"
+    );
+    let err = ctl_err(&a, &["del-tlv-map", "br-gnv"]);
+    assert!(
+        err.contains("tun_metadata0: used by a flow of bridge br-gnv"),
+        "{err}"
+    );
+    let err = ctl_err(
+        &a,
+        &[
+            "add-flow",
+            "br-gnv",
+            "tun_metadata0=0x100000000,actions=drop",
+        ],
+    );
+    assert!(err.contains("tun_metadata0: uses 33 bits"), "{err}");
+
+    let mut cap = Capture::start(&b.sw, &ub, b.h.dir.join("underlay.pcap"), &[]);
+    let (x, y) = (&a.vms[0], &b.vms[0]);
+    wait_reachable(x, &y.ip, 15);
+    assert_eq!(x.ping(&y.ip, 3), 3, "a -> b");
+    cap.stop(&[]);
+    let text = run(&[
+        "tcpdump",
+        "-nn",
+        "-t",
+        "-v",
+        "-r",
+        &cap.file.display().to_string(),
+    ]);
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    // tcpdump reads OVN's option (4 bytes of header, 4 of data) on every
+    // echo request.
+    let opt = "192.168.88.1.";
+    let with_option = text
+        .lines()
+        .filter(|l| {
+            l.contains(opt)
+                && l.contains("> 192.168.88.2.6081: Geneve, Flags [none], vni 0x9, options [class Open Virtual Networking (OVN) (0x102) type 0x80(C) len 8]")
+        })
+        .count();
+    assert!(with_option >= 3, "{text}");
+    // The receiving megaflow matches the option's value.
+    let rx = dp_flows_with(&b, &["br-gnv: ip,tun_id=0x9,", ",tun_metadata0=0x2a,"]);
+    assert_eq!(rx.len(), 1, "{}", b.ctl(&["dump-dp-flows"]));
+    let push = dp_flows_with(&a, &["br-gnv: ip,tun_dst=0.0.0.0,"]);
+    assert!(
+        push.iter()
+            .any(|l| l.contains("geneve(vni=0x9,options({class=0x102,type=0x80,len=4,0x2a}))")),
+        "{push:?}"
+    );
+
+    // a now sends 0x2b: b's drop rule takes its packets.
+    a.ctl(&[
+        "add-flow",
+        "br-gnv",
+        "priority=100,in_port=vm0,actions=set_field:0x2b->tun_metadata0,NORMAL",
+    ]);
+    assert_eq!(x.ping(&y.ip, 3), 0, "a -> b with 0x2b");
+    let drops = b.ctl(&["dump-flows", "br-gnv"]);
+    let line = drops
+        .lines()
+        .find(|l| l.contains("priority=90,in_port=1 actions=drop"))
+        .unwrap_or_else(|| panic!("{drops}"));
+    assert!(count_after(line, "n_packets=") >= 3, "{drops}");
+    a.h.stop();
+    b.h.stop();
+}

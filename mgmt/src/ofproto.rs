@@ -88,6 +88,9 @@ use pipeline::ofproto::xlate::{
     format_trace_named, translate_bridges, translate_bridges_with, BridgesOptions, NormalDecision,
     NormalHook, PatchPeer, TnlRoute, Translation, TunnelEnv, XlateBridge,
 };
+use pipeline::tun_metadata::{
+    check_flow, flow_uses, format_map, parse_mappings, TlvMap, TlvMapping,
+};
 use pipeline::tunnel::TunnelKind;
 use pipeline::FlowKey;
 
@@ -128,6 +131,9 @@ pub trait DpControl: Send {
     /// published its megaflow counters (bounded wait). Default: nothing to wait
     /// for.
     fn barrier(&self) {}
+    /// Has every PMD decode Geneve options with `map` (OVS's TLV table).
+    /// Default: a datapath that pops nothing needs no map.
+    fn set_tlv_map(&self, _map: TlvMap) {}
     /// Whether datapath port `odp`'s link (carrier) is up, `None` when the
     /// datapath cannot tell (bonds then take it as up). Default: `None`.
     fn link_up(&self, _odp: usize) -> Option<bool> {
@@ -603,6 +609,9 @@ pub struct Ofproto<D: DpControl> {
     /// The environment's generation the tunnel megaflows were last
     /// revalidated at.
     tnl_generation: u64,
+    /// The switch's TLV map (`add-tlv-map`): which Geneve option each
+    /// `tun_metadataN` is, for translation and the PMDs' pops.
+    tlv: TlvMap,
     pub stats: OfprotoStats,
 }
 
@@ -659,6 +668,7 @@ impl<D: DpControl> Ofproto<D> {
             dirty: false,
             tunnel_env: None,
             tnl_generation: 0,
+            tlv: TlvMap::default(),
             stats: OfprotoStats::default(),
         };
         // Bonds carry traffic from the start when their members' links are up
@@ -767,8 +777,15 @@ impl<D: DpControl> Ofproto<D> {
             Some(e) => Some(e),
             None => None,
         };
-        let (t, seen, ports) =
-            translate_all(&mut self.bridges, bridge, &k, learn, false, now, env)?;
+        let (t, seen, ports) = translate_all(
+            &mut self.bridges,
+            bridge,
+            &k,
+            (learn, false),
+            now,
+            env,
+            self.tlv,
+        )?;
         drop(guard);
         let mut t = t;
         for (w, m) in t.mask.words_mut().iter_mut().zip(in_mask.words()) {
@@ -1671,9 +1688,73 @@ impl<D: DpControl> Ofproto<D> {
         let now = self.now_ms();
         let b = self.bridges.get_mut(bi).ok_or("no such bridge")?;
         let fms = parse_flows(text, &b.portmap).map_err(|e| e.to_string())?;
+        for fm in &fms {
+            check_flow(fm, &self.tlv)?;
+        }
         b.tables.add_flows(fms, now).map_err(|e| e.to_string())?;
         self.revalidate();
         Ok(())
+    }
+
+    /// `add-tlv-map BR MAP`: adds mappings to the switch's TLV map, all or
+    /// nothing (the map is one for every bridge, see
+    /// [`pipeline::tun_metadata`]).
+    pub fn add_tlv_map(&mut self, bridge: &str, text: &str) -> Result<(), String> {
+        self.bridge_index(bridge)?;
+        let add = parse_mappings(text).map_err(|e| e.to_string())?;
+        let mut map = self.tlv;
+        map.add(&add).map_err(|e| e.to_string())?;
+        self.set_tlv_map(map);
+        Ok(())
+    }
+
+    /// `del-tlv-map BR [MAP]`: removes those mappings (all without `MAP`),
+    /// all or nothing; refused while a flow of any bridge uses a field
+    /// removed (OVS's `NXTTMFC_INVALID_TLV_DEL`).
+    pub fn del_tlv_map(&mut self, bridge: &str, text: Option<&str>) -> Result<(), String> {
+        self.bridge_index(bridge)?;
+        let del: Vec<TlvMapping> = match text {
+            Some(t) => parse_mappings(t).map_err(|e| e.to_string())?,
+            None => self.tlv.mappings().collect(),
+        };
+        let mut map = self.tlv;
+        map.del(&del).map_err(|e| e.to_string())?;
+        for b in &self.bridges {
+            for (_, r) in b.tables.iter() {
+                if let Some((i, _)) = flow_uses(&r.flow)
+                    .into_iter()
+                    .find(|&(i, _)| map.field(i).is_none() && self.tlv.field(i).is_some())
+                {
+                    return Err(format!(
+                        "tun_metadata{i}: used by a flow of bridge {}, not removed",
+                        b.name
+                    ));
+                }
+            }
+        }
+        self.set_tlv_map(map);
+        Ok(())
+    }
+
+    /// `dump-tlv-map BR`, as `ovs-ofctl dump-tlv-map` prints it.
+    pub fn dump_tlv_map(&self, bridge: &str) -> Result<String, String> {
+        self.bridge_index(bridge)?;
+        Ok(format_map(&self.tlv))
+    }
+
+    /// The switch's TLV map.
+    pub fn tlv_map(&self) -> TlvMap {
+        self.tlv
+    }
+
+    /// Takes `map`: the PMDs decode with it once this returns; every
+    /// megaflow is translated again (Geneve outputs carry the fields it
+    /// maps).
+    fn set_tlv_map(&mut self, map: TlvMap) {
+        self.tlv = map;
+        self.dp.set_tlv_map(map);
+        self.dp.barrier();
+        self.revalidate();
     }
 
     /// `del-flows BR [FLOW] [--strict]`.
@@ -1737,7 +1818,7 @@ impl<D: DpControl> Ofproto<D> {
             Some(e) => Some(e),
             None => None,
         };
-        let (t, _, _) = translate_all(&mut self.bridges, bi, &key, false, true, 0, env)
+        let (t, _, _) = translate_all(&mut self.bridges, bi, &key, (false, true), 0, env, self.tlv)
             .ok_or("no such bridge")?;
         Ok(format_trace_named(&t, &name))
     }
@@ -2059,15 +2140,16 @@ fn rules_of(t: &Translation) -> Vec<(usize, RuleId)> {
 /// flows are not applied. Returns the translation, the flows each bridge's
 /// `NORMAL` decided on, and each bridge's OpenFlow ports.
 /// `env`: native tunneling's tables, if any; snooping only when `learn`.
+/// `tlv`: the switch's TLV map.
 #[allow(clippy::type_complexity)]
 fn translate_all(
     bridges: &mut [Bridge],
     start: usize,
     key: &FlowKey,
-    learn: bool,
-    trace: bool,
+    (learn, trace): (bool, bool),
     now: u64,
     env: Option<&mut dyn TunnelEnv>,
+    tlv: TlvMap,
 ) -> Option<(Translation, Vec<(Vec<FlowKey>, bool)>, Vec<Vec<u32>>)> {
     if start >= bridges.len() {
         return None;
@@ -2130,6 +2212,7 @@ fn translate_all(
                 trace,
                 tunnel_env: env,
                 side_effects: learn,
+                tlv_map: tlv,
             },
         )
     };
@@ -2288,6 +2371,11 @@ fn bridge_with_tunnels(
         .map(|text| parse_flow(text, &bridge.portmap))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("bridge {:?}: {e}", b.name))?;
+    // The TLV map starts empty (`add-tlv-map` sets it at runtime, as a
+    // controller does): no configured flow can use tun_metadata.
+    for fm in &fms {
+        check_flow(fm, &TlvMap::default()).map_err(|e| format!("bridge {:?}: {e}", b.name))?;
+    }
     bridge
         .tables
         .add_flows(fms, 0)

@@ -145,6 +145,9 @@ pub const COMMANDS: &[&str] = &[
     "lacp-show [BOND]",
     "fdb-add BRIDGE PORT VLAN MAC",
     "fdb-del BRIDGE VLAN MAC",
+    "add-tlv-map BRIDGE MAP",
+    "del-tlv-map BRIDGE [MAP]",
+    "dump-tlv-map BRIDGE",
 ];
 
 /// The control commands over `ofproto`.
@@ -247,6 +250,19 @@ fn handle<D: DpControl>(o: &SharedOfproto<D>, req: &Request) -> Option<Response>
         "fdb-del" => match args.as_slice() {
             [br, vlan, mac] => result(lock(o).fdb_del(br, vlan, mac)),
             _ => usage("fdb-del BRIDGE VLAN MAC"),
+        },
+        "add-tlv-map" => match args.as_slice() {
+            [br, map] => result(lock(o).add_tlv_map(br, map).map(|()| String::new())),
+            _ => usage("add-tlv-map BRIDGE MAP"),
+        },
+        "del-tlv-map" => match args.as_slice() {
+            [br] => result(lock(o).del_tlv_map(br, None).map(|()| String::new())),
+            [br, map] => result(lock(o).del_tlv_map(br, Some(map)).map(|()| String::new())),
+            _ => usage("del-tlv-map BRIDGE [MAP]"),
+        },
+        "dump-tlv-map" => match args.as_slice() {
+            [br] => result(lock(o).dump_tlv_map(br)),
+            _ => usage("dump-tlv-map BRIDGE"),
         },
         _ => return None,
     })

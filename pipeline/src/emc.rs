@@ -29,10 +29,11 @@ pub const COMPACT_WORDS: [usize; 9] = [0, 10, 11, 12, 13, 14, 15, 16, 17];
 const N: usize = COMPACT_WORDS.len();
 const _: () = assert!(FLOW_KEY_WORDS > 17);
 
-/// Whether the EMC takes this key: an IPv4 packet's key from the parser.
+/// Whether the EMC takes this key: an IPv4 packet's key from the parser,
+/// without `tun_metadata` fields (the compact words leave them out).
 #[inline(always)]
 pub fn eligible(key: &FlowKey) -> bool {
-    key.dl_type == ETH_TYPE_IPV4 && key.recirc_id == 0
+    key.dl_type == ETH_TYPE_IPV4 && key.recirc_id == 0 && key.tun_md_present == 0
 }
 
 #[inline(always)]

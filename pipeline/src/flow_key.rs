@@ -41,7 +41,7 @@
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Number of `u64` words in a [`FlowKey`].
-pub const FLOW_KEY_WORDS: usize = 26;
+pub const FLOW_KEY_WORDS: usize = 31;
 
 /// Number of VLAN tags a key holds (outer first), as OVS's `FLOW_MAX_VLAN_HEADERS`.
 pub const FLOW_MAX_VLAN_HEADERS: usize = 2;
@@ -201,6 +201,12 @@ pub struct FlowKey {
     pub arp_tha: [u8; 6],
     /// Explicit padding, always zero.
     pub pad1: [u8; 4],
+
+    // --- word 26..=30: Geneve options (set by a tunnel pop, 0 otherwise) ---
+    /// Bit `N`: `tun_metadataN` is present (see [`crate::tun_metadata`]).
+    pub tun_md_present: u64,
+    /// `tun_metadataN`'s value in slot `N`, right-aligned.
+    pub tun_md: [u64; crate::tun_metadata::TUN_METADATA_FIELDS],
 }
 
 // The classifier's word view relies on this; zerocopy's `IntoBytes` derive already

@@ -21,6 +21,7 @@
 //! * [`tunnel`]: VXLAN, GRE and Geneve outer headers, built once per
 //!   encapsulation; per packet, push completion, pop checks (the metadata or
 //!   the reason to drop) and the inner flow hash;
+//! * [`tun_metadata`]: the TLV map of Geneve options to `tun_metadataN` fields;
 //! * [`forward`]: [`StaticForward`], port-to-port forwarding until OpenFlow tables
 //!   replace it.
 //!
@@ -56,6 +57,7 @@ pub mod pcap;
 pub mod simple_match;
 pub mod stats;
 pub mod trafgen;
+pub mod tun_metadata;
 pub mod tunnel;
 
 pub use flow_key::{FlowKey, FLOW_KEY_WORDS};

@@ -407,9 +407,36 @@ impl fmt::Display for TunnelHeader {
                     if s.csum { 0xffff } else { 0 }
                 )?;
                 if !s.geneve_opts.is_empty() {
+                    // OVS's form: {class=..,type=..,len=..,0xDATA} per option.
                     f.write_str(",options(")?;
-                    for b in &s.geneve_opts {
-                        write!(f, "{b:02x}")?;
+                    let mut rest = s.geneve_opts.as_slice();
+                    while let Some((h, tail)) = rest.split_first_chunk::<4>() {
+                        let len = usize::from(h[3] & 0x1f) * 4;
+                        let (data, next) = tail.split_at(len.min(tail.len()));
+                        write!(
+                            f,
+                            "{{class={:#x},type={:#x},len={len}",
+                            u16::from_be_bytes([h[0], h[1]]),
+                            h[2]
+                        )?;
+                        if !data.is_empty() {
+                            let first = data.iter().position(|&b| b != 0);
+                            f.write_str(",0x")?;
+                            match first {
+                                None => f.write_str("0")?,
+                                Some(i) => {
+                                    let d = data.get(i..).unwrap_or_default();
+                                    if let Some((b0, more)) = d.split_first() {
+                                        write!(f, "{b0:x}")?;
+                                        for b in more {
+                                            write!(f, "{b:02x}")?;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        f.write_str("}")?;
+                        rest = next;
                     }
                     f.write_str(")")?;
                 }
@@ -827,13 +854,19 @@ pub enum PopError {
     GeneveVersion,
     /// Geneve protocol not transparent Ethernet bridging (0x6558).
     GeneveProtocol,
-    /// Geneve options longer than the UDP payload.
+    /// Geneve options longer than the UDP payload, or an option running
+    /// past the option area.
     GeneveOptions,
+    /// A Geneve option the TLV map maps, of another length than the
+    /// mapping's.
+    GeneveOptionLength,
+    /// A Geneve option the TLV map does not map, with the critical bit.
+    GeneveCritical,
 }
 
 impl PopError {
     /// How many there are.
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 19;
     /// Every reason, in declaration order.
     pub const ALL: [PopError; Self::COUNT] = [
         PopError::NotTunnelPort,
@@ -853,6 +886,8 @@ impl PopError {
         PopError::GeneveVersion,
         PopError::GeneveProtocol,
         PopError::GeneveOptions,
+        PopError::GeneveOptionLength,
+        PopError::GeneveCritical,
     ];
 
     /// A short name (the datapath's drop reason is `tnl_pop_` and this).
@@ -875,6 +910,8 @@ impl PopError {
             PopError::GeneveVersion => "geneve_version",
             PopError::GeneveProtocol => "geneve_protocol",
             PopError::GeneveOptions => "geneve_options",
+            PopError::GeneveOptionLength => "geneve_opt_len",
+            PopError::GeneveCritical => "geneve_critical",
         }
     }
 }
@@ -898,8 +935,9 @@ pub struct Popped {
     /// addresses), `flags` ([`FLOW_TNL_F_DONT_FRAGMENT`], [`FLOW_TNL_F_CSUM`],
     /// [`FLOW_TNL_F_KEY`], [`FLOW_TNL_F_OAM`]).
     pub meta: TunnelMeta,
-    /// Where the Geneve options are in the frame (empty for the others).
-    /// Checked for length only: the flow key has no fields for them.
+    /// Where the Geneve options are in the frame (empty for the others):
+    /// the datapath decodes them with its TLV map
+    /// ([`crate::tun_metadata::TlvMap::decode`]).
     pub geneve_opts: (u16, u16),
 }
 

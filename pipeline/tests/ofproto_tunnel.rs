@@ -268,6 +268,7 @@ impl World {
                 trace,
                 tunnel_env: Some(&mut self.env),
                 side_effects,
+                ..Default::default()
             },
         )
     }
@@ -799,6 +800,7 @@ mod soundness {
                 trace: false,
                 tunnel_env: Some(&mut w.env),
                 side_effects: false,
+                ..Default::default()
             },
         )
     }

@@ -11,6 +11,7 @@ use pipeline::actions::{
 };
 use pipeline::flow_key::{ETH_TYPE_VLAN_8021Q, VLAN_CFI};
 use pipeline::parse;
+use pipeline::tun_metadata::{TlvMap, TlvMapping, TunMd};
 use pipeline::tunnel::{
     finish_push, inner_flow_hash, inner_flow_hash_key, pop, push, udp_src_port, PopError,
     TunnelHeader, TunnelKind, TunnelPortInfo, TunnelSpec, FLOW_TNL_F_CSUM,
@@ -498,6 +499,30 @@ fn pop_refuses_bad_outer_headers_with_their_reason() {
         }]
     );
     seen.insert(NotTunnelPort);
+    // The option errors come from the TLV map's decode of the options a pop
+    // found (the datapath's next step): this packet's one option is OVN's
+    // (class 0x102, critical type 0x80, 4 bytes of data).
+    let f = pushed(Geneve, Some(1), false);
+    let p = pop(&f, port(Geneve)).expect("pops");
+    let (at, len) = (usize::from(p.geneve_opts.0), usize::from(p.geneve_opts.1));
+    let opts = &f[at..at + len];
+    let ovn = |len| TlvMapping {
+        class: 0x102,
+        ty: 0x80,
+        len,
+        index: 2,
+    };
+    let mut md = TunMd::default();
+    let mut map = TlvMap::default();
+    assert_eq!(map.decode(opts, &mut md), Err(GeneveCritical), "unmapped");
+    seen.insert(GeneveCritical);
+    map.add(&[ovn(8)]).expect("map");
+    assert_eq!(map.decode(opts, &mut md), Err(GeneveOptionLength));
+    seen.insert(GeneveOptionLength);
+    let mut map = TlvMap::default();
+    map.add(&[ovn(4)]).expect("map");
+    assert_eq!(map.decode(opts, &mut md), Ok(()));
+    assert_eq!((md.present, md.values), (0b100, [0, 0, 0xdead_beef, 0]));
     for r in PopError::ALL {
         assert!(seen.contains(&r), "{r:?} has no test");
     }

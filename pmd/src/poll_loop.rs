@@ -29,6 +29,7 @@ use pipeline::actions::{
 use pipeline::dpcls::Prefetch;
 use pipeline::flow_cache::{FlowCache, FlowRef, Hit};
 use pipeline::simple_match::{mac_pair, parse_simple_end, EndKey, MacPair, SimpleMode};
+use pipeline::tun_metadata::{TlvMap, TunMd};
 use pipeline::tunnel::{finish_push, inner_flow_hash, TunnelHeader, TunnelPortInfo};
 use pipeline::{parse, parse_simple, FlowKey, SimpleKey, StaticForward};
 
@@ -149,6 +150,9 @@ struct RecircMeta {
     tun: TunnelMeta,
     /// Recirculations so far, this one included.
     depth: u8,
+    /// The pop decoded `tun_metadata` fields: they are in the batch's `md`
+    /// at the packet's index.
+    md: bool,
 }
 
 /// Inner packets tunnel pops queued, waiting for the flow stage (a fixed
@@ -156,6 +160,10 @@ struct RecircMeta {
 struct Recirc {
     burst: MbufBurst,
     meta: Box<[RecircMeta; MAX_BURST]>,
+    /// The `tun_metadata` fields of the packets whose meta says `md`.
+    md: Box<[TunMd; MAX_BURST]>,
+    /// What Geneve options pops decode ([`PmdCommand::SetTlvMap`]).
+    tlv: TlvMap,
     /// What the queued packets have in common, kept as they are queued.
     same: Same,
 }
@@ -181,14 +189,19 @@ enum Same {
 }
 
 impl Recirc {
-    /// Queues `m` with its metadata; [`Recirc::same`] is the caller's to
-    /// keep.
+    /// Queues `m` with its metadata (and `tun_metadata` fields when
+    /// `meta.md`); [`Recirc::same`] is the caller's to keep.
     #[inline(always)]
-    fn push(&mut self, m: Mbuf, meta: RecircMeta) -> Result<(), Mbuf> {
+    fn push(&mut self, m: Mbuf, meta: RecircMeta, md: &TunMd) -> Result<(), Mbuf> {
         let i = self.burst.len();
         self.burst.push(m)?;
         if let Some(slot) = self.meta.get_mut(i) {
             *slot = meta;
+        }
+        if meta.md {
+            if let Some(slot) = self.md.get_mut(i) {
+                *slot = *md;
+            }
         }
         Ok(())
     }
@@ -242,6 +255,8 @@ struct Scratch {
     /// While a recirculated burst is classified (`recirculating`): each
     /// packet's port, tunnel metadata and depth.
     cur: Box<[RecircMeta; MAX_BURST]>,
+    /// And the `tun_metadata` fields of those whose `cur` says `md`.
+    cur_md: Box<[TunMd; MAX_BURST]>,
     recirculating: bool,
     /// What a tunnel pop to each port checks (see [`PmdContext::tunnels`]).
     tunnels: Vec<Option<TunnelPortInfo>>,
@@ -295,9 +310,12 @@ pub fn run(mut ctx: PmdContext, stop: &AtomicBool) {
         recirc: Recirc {
             burst: MbufBurst::new(),
             meta: Box::new([RecircMeta::default(); MAX_BURST]),
+            md: Box::new([TunMd::default(); MAX_BURST]),
+            tlv: TlvMap::default(),
             same: Same::Empty,
         },
         cur: Box::new([RecircMeta::default(); MAX_BURST]),
+        cur_md: Box::new([TunMd::default(); MAX_BURST]),
         recirculating: false,
         tunnels: std::mem::take(&mut ctx.tunnels),
         pmd: ctx.id,
@@ -586,6 +604,11 @@ fn full_path<const RECIRC: bool>(
         if let Some(c) = cur {
             // After the parse, which zeroes the metadata.
             c.tun.to_key(key);
+            if c.md {
+                if let Some(md) = s.cur_md.get(i) {
+                    md.to_key(key);
+                }
+            }
         }
     }
     // Hashing in a second pass: reading a key's words right after the parser wrote
@@ -662,6 +685,7 @@ fn recirculate(stats: &PmdStats, f: &FlowStage, txqs: &mut [Box<dyn TxPort>], s:
             continue;
         }
         std::mem::swap(&mut s.cur, &mut s.recirc.meta);
+        std::mem::swap(&mut s.cur_md, &mut s.recirc.md);
         let same = std::mem::replace(&mut s.recirc.same, Same::Empty);
         let n = s.burst.len();
         stats.recirculations.add(n as u64);
@@ -1543,6 +1567,16 @@ fn pop_one<const KEYED: bool>(
             return None;
         }
     };
+    // Geneve options: the mapped ones become tun_metadata fields.
+    let mut md = TunMd::default();
+    let (at, len) = (usize::from(p.geneve_opts.0), usize::from(p.geneve_opts.1));
+    if len != 0 {
+        let opts = m.data().get(at..at + len).unwrap_or_default();
+        if let Err(e) = recirc.tlv.decode(opts, &mut md) {
+            stats.count_drop(DropReason::tnl_pop(e), 1);
+            return None;
+        }
+    }
     // The outer headers lie in the first segment (pop read only that); the
     // tail is Ethernet padding after the IPv4 packet.
     let tail = (m.pkt_len() as usize).saturating_sub(p.hlen + p.inner_len);
@@ -1559,9 +1593,10 @@ fn pop_one<const KEYED: bool>(
         port,
         tun: p.meta,
         depth: depth + 1,
+        md: md.present != 0,
     };
     let key = if KEYED { parse_simple(m.data()) } else { None };
-    match recirc.push(m, meta) {
+    match recirc.push(m, meta, &md) {
         Ok(()) => Some((p.inner_len as u64, p.meta, key)),
         Err(_dropped) => {
             stats.count_drop(DropReason::RecircFull, 1);
@@ -1761,6 +1796,7 @@ fn apply_command(
             s.cache.clear();
             stats.megaflows.set(0);
         }
+        PmdCommand::SetTlvMap(map) => s.recirc.tlv = map,
         PmdCommand::Barrier(done) => {
             // Everything before the barrier is applied and every counter visible.
             s.cache.publish(usize::MAX);

@@ -111,6 +111,11 @@ pub enum DropReason {
     TnlPopGeneveProtocol,
     /// Tunnel pop: Geneve options past the end of the packet.
     TnlPopGeneveOptions,
+    /// Tunnel pop: a mapped Geneve option of another length than its
+    /// mapping's.
+    TnlPopGeneveOptionLength,
+    /// Tunnel pop: an unmapped Geneve option with the critical bit.
+    TnlPopGeneveCritical,
     /// A tunnel pop on a packet already recirculated
     /// [`crate::poll_loop::MAX_RECIRC_DEPTH`] times (a loop of tunnels).
     RecircDepth,
@@ -119,7 +124,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const COUNT: usize = 31;
+    pub const COUNT: usize = 33;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
         DropReason::NoForward,
@@ -150,6 +155,8 @@ impl DropReason {
         DropReason::TnlPopGeneveVersion,
         DropReason::TnlPopGeneveProtocol,
         DropReason::TnlPopGeneveOptions,
+        DropReason::TnlPopGeneveOptionLength,
+        DropReason::TnlPopGeneveCritical,
         DropReason::RecircDepth,
         DropReason::RecircFull,
     ];
@@ -175,6 +182,8 @@ impl DropReason {
             PopError::GeneveVersion => DropReason::TnlPopGeneveVersion,
             PopError::GeneveProtocol => DropReason::TnlPopGeneveProtocol,
             PopError::GeneveOptions => DropReason::TnlPopGeneveOptions,
+            PopError::GeneveOptionLength => DropReason::TnlPopGeneveOptionLength,
+            PopError::GeneveCritical => DropReason::TnlPopGeneveCritical,
         }
     }
 
@@ -215,6 +224,8 @@ impl DropReason {
             DropReason::TnlPopGeneveVersion => "tnl_pop_geneve_version",
             DropReason::TnlPopGeneveProtocol => "tnl_pop_geneve_protocol",
             DropReason::TnlPopGeneveOptions => "tnl_pop_geneve_options",
+            DropReason::TnlPopGeneveOptionLength => "tnl_pop_geneve_opt_len",
+            DropReason::TnlPopGeneveCritical => "tnl_pop_geneve_critical",
             DropReason::RecircDepth => "recirc_depth",
             DropReason::RecircFull => "recirc_full",
         }
@@ -299,7 +310,7 @@ impl PmdStats {
             upcalls_coalesced: Counter::default(),
             recirculations: Counter::default(),
             megaflows: Counter::default(),
-            drops: Default::default(),
+            drops: std::array::from_fn(|_| Counter::default()),
             parse_errors: std::array::from_fn(|_| Counter::default()),
             ports: (0..n_ports).map(|_| PortCounters::default()).collect(),
         }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use dpdk_ffi::Mbuf;
 use pipeline::actions::DpAction;
 use pipeline::flow_cache::FlowStats;
+use pipeline::tun_metadata::TlvMap;
 use pipeline::tunnel::{TunnelHeader, TunnelPortInfo};
 use pipeline::FlowKey;
 
@@ -184,6 +185,8 @@ pub enum PmdCommand {
     Remove { mask: FlowKey, key: FlowKey },
     /// Removes every megaflow.
     Flush,
+    /// Decodes Geneve options with this TLV map from now on.
+    SetTlvMap(TlvMap),
     /// Answers on the channel once every command sent before it is applied (so a
     /// rule change can return only when the PMDs forward by it).
     Barrier(crossbeam_channel::Sender<()>),

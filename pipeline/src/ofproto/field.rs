@@ -87,6 +87,15 @@ pub enum Field {
     TunSrc,
     /// `tun_dst`, `NXM_NX_TUN_IPV4_DST`.
     TunDst,
+    /// `tun_metadata0`, `NXM_NX_TUN_METADATA0`: the Geneve option the TLV
+    /// map maps to it ([`crate::tun_metadata`]), 64 bits at most.
+    TunMetadata0,
+    /// `tun_metadata1`, `NXM_NX_TUN_METADATA1`.
+    TunMetadata1,
+    /// `tun_metadata2`, `NXM_NX_TUN_METADATA2`.
+    TunMetadata2,
+    /// `tun_metadata3`, `NXM_NX_TUN_METADATA3`.
+    TunMetadata3,
     /// `dl_src` (`eth_src`), `NXM_OF_ETH_SRC`, `OXM_OF_ETH_SRC`.
     EthSrc,
     /// `dl_dst` (`eth_dst`), `NXM_OF_ETH_DST`, `OXM_OF_ETH_DST`.
@@ -259,6 +268,12 @@ macro_rules! fi {
     };
 }
 
+macro_rules! tun_md {
+    ($f:ident, $name:expr, $nxm:expr) => {
+        fi!($f, $name, $name, Some($nxm), None, [], 64, true, None, Hex)
+    };
+}
+
 macro_rules! reg {
     ($f:ident, $name:expr, $nxm:expr) => {
         fi!($f, $name, $name, Some($nxm), None, [], 32, true, None, Hex)
@@ -267,7 +282,7 @@ macro_rules! reg {
 
 /// The registry, indexed by `Field as usize`.
 #[rustfmt::skip]
-static FIELDS: [FieldInfo; 58] = [
+static FIELDS: [FieldInfo; 62] = [
     fi!(
         InPort,
         "in_port",
@@ -356,6 +371,10 @@ static FIELDS: [FieldInfo; 58] = [
         None,
         Ipv4
     ),
+    tun_md!(TunMetadata0, "tun_metadata0", "NXM_NX_TUN_METADATA0"),
+    tun_md!(TunMetadata1, "tun_metadata1", "NXM_NX_TUN_METADATA1"),
+    tun_md!(TunMetadata2, "tun_metadata2", "NXM_NX_TUN_METADATA2"),
+    tun_md!(TunMetadata3, "tun_metadata3", "NXM_NX_TUN_METADATA3"),
     fi!(
         EthSrc,
         "dl_src",
@@ -814,10 +833,10 @@ fn u128_to_mac(v: u128) -> [u8; 6] {
 
 impl Field {
     /// Every field, in registry order.
-    pub const ALL: [Field; 58] = {
-        let mut all = [Field::InPort; 58];
+    pub const ALL: [Field; 62] = {
+        let mut all = [Field::InPort; 62];
         let mut i = 0;
-        while i < 58 {
+        while i < 62 {
             all[i] = FIELDS[i].field;
             i += 1;
         }
@@ -917,6 +936,9 @@ impl Field {
             TunId => u128::from(k.tun_id),
             TunSrc => u128::from(k.tun_src),
             TunDst => u128::from(k.tun_dst),
+            TunMetadata0 | TunMetadata1 | TunMetadata2 | TunMetadata3 => {
+                u128::from(k.tun_md[self as usize - TunMetadata0 as usize])
+            }
             EthSrc => mac_to_u128(k.dl_src),
             EthDst => mac_to_u128(k.dl_dst),
             EthType => u128::from(k.dl_type),
@@ -968,6 +990,13 @@ impl Field {
             TunId => k.tun_id = v as u64,
             TunSrc => k.tun_src = v as u32,
             TunDst => k.tun_dst = v as u32,
+            // Written, the field is present (OVS: a tun_metadata field set by
+            // an action or a match exists).
+            TunMetadata0 | TunMetadata1 | TunMetadata2 | TunMetadata3 => {
+                let i = self as usize - TunMetadata0 as usize;
+                k.tun_md[i] = v as u64;
+                k.tun_md_present |= 1 << i;
+            }
             EthSrc => k.dl_src = u128_to_mac(v),
             EthDst => k.dl_dst = u128_to_mac(v),
             EthType => k.dl_type = v as u16,
@@ -1023,10 +1052,28 @@ impl Field {
     }
 
     /// Writes a mask for this field into a mask key: exactly the field's bits, as
-    /// [`Field::set_raw`] (the name says what the key is for).
+    /// [`Field::set_raw`] (the name says what the key is for). A
+    /// `tun_metadata` field's mask also covers its present bit unless it is 0.
     #[inline]
     pub fn set_mask(self, mask: &mut FlowKey, m: u128) {
         self.set_raw(mask, m);
+        if let Some(i) = self.tun_metadata_index() {
+            if m == 0 {
+                mask.tun_md_present &= !(1 << i);
+            }
+        }
+    }
+
+    /// `N` of `tun_metadataN`; `None` for the other fields.
+    #[inline]
+    pub fn tun_metadata_index(self) -> Option<usize> {
+        use Field::*;
+        match self {
+            TunMetadata0 | TunMetadata1 | TunMetadata2 | TunMetadata3 => {
+                Some(self as usize - TunMetadata0 as usize)
+            }
+            _ => None,
+        }
     }
 
     /// Whether `pkt` (a packet's key) satisfies the field's prerequisites, as OVS's

@@ -1466,6 +1466,15 @@ pub fn format_match(m: &Match, priority: u16, opts: &FormatOptions<'_>) -> Strin
             let _ = write!(s, "{name}={},", fmt_ipv4_masked(v, mk));
         }
     }
+    for (i, (&v, &mk)) in f.tun_md.iter().zip(&w.tun_md).enumerate() {
+        if mk != 0 {
+            let _ = write!(s, "tun_metadata{i}={}", c_hex(u128::from(v)));
+            if mk != u64::MAX {
+                let _ = write!(s, "/{}", c_hex(u128::from(mk)));
+            }
+            s.push(',');
+        }
+    }
     if w.metadata != 0 {
         let _ = write!(s, "metadata={}", c_hex(u128::from(f.metadata)));
         if w.metadata != u64::MAX {

@@ -107,7 +107,9 @@
 //!   `set(tunnel(..))` is committed before outputs to ordinary ports too (OVS
 //!   commits the tunnel only at tunnel ports); at a tunnel port the tunnel
 //!   metadata goes into the pushed header instead.
-//! * Geneve options are not carried (the flow key has no `tun_metadata`).
+//! * Geneve options are `tun_metadata0`..`tun_metadata3` through one TLV
+//!   map for the switch ([`BridgesOptions::tlv_map`], see
+//!   [`crate::tun_metadata`]).
 //! * ARP requests, not only replies and gratuitous ARPs, are snooped (as the
 //!   Linux kernel learns from requests it receives).
 //! * `fin_idle_timeout`/`fin_hard_timeout` of `learn` are ignored.
@@ -127,6 +129,7 @@ use crate::flow_key::{
     FLOW_MAX_VLAN_HEADERS, FLOW_NW_FRAG_LATER, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP,
     IPPROTO_TCP, IPPROTO_UDP, VLAN_CFI, VLAN_PCP_MASK, VLAN_PCP_SHIFT, VLAN_VID_MASK,
 };
+use crate::tun_metadata::TlvMap;
 use crate::tunnel::{TunnelHeader, TunnelKind, TunnelSpec, IPPROTO_GRE};
 
 /// Deepest resubmit/goto nesting (OVS `MAX_DEPTH`).
@@ -462,6 +465,10 @@ pub struct BridgesOptions<'e> {
     /// neighbor cache. Revalidation leaves it off (it still queues ARP
     /// requests for neighbor misses: the env rate-limits them).
     pub side_effects: bool,
+    /// The switch's TLV map: which Geneve option each `tun_metadataN` is (an
+    /// output to a Geneve port carries the packet's mapped fields as
+    /// options).
+    pub tlv_map: TlvMap,
 }
 
 /// Translates `key`, which arrived on bridge `start` (`key.in_port` is an
@@ -513,6 +520,7 @@ pub fn translate_bridges_with(
     let mut cx = Ctx {
         br: bridges,
         env: opts.tunnel_env,
+        tlv_map: opts.tlv_map,
         side_effects: opts.side_effects && !trace,
         tnl_ports,
         nested: 0,
@@ -788,6 +796,8 @@ struct Ctx<'b, 'a, 'h, 'e> {
     br: &'b mut [XlateBridge<'a, 'h>],
     /// Native tunneling's tables.
     env: Option<&'e mut dyn TunnelEnv>,
+    /// Which Geneve option each `tun_metadataN` is.
+    tlv_map: TlvMap,
     /// ARP snooping allowed (a packet's translation, not a trace).
     side_effects: bool,
     /// Every tunnel datapath port: (kind, UDP port, datapath port).
@@ -1243,6 +1253,12 @@ impl<'a> Ctx<'_, 'a, '_, '_> {
             return;
         };
         self.tnl.env = true;
+        // Geneve carries the packet's mapped tun_metadata fields.
+        let geneve_opts = if c.kind == TunnelKind::Geneve {
+            self.tlv_map.encode(&self.flow, &mut self.wc)
+        } else {
+            Vec::new()
+        };
         let Some(route) = env.route(remote) else {
             self.warn(format!(
                 "native tunnel routing failed: no route to {}",
@@ -1297,7 +1313,7 @@ impl<'a> Ctx<'_, 'a, '_, '_> {
             dst_port: c.dst_port,
             key,
             csum: c.csum,
-            geneve_opts: Vec::new(),
+            geneve_opts,
         };
         let outer = outer_flow(&spec, uport);
         let header = match TunnelHeader::new(spec, t.odp, uodp) {
@@ -1515,6 +1531,7 @@ impl<'a> Ctx<'_, 'a, '_, '_> {
         f.metadata = 0;
         f.regs = [0; crate::flow_key::FLOW_N_REGS];
         (f.tun_id, f.tun_src, f.tun_dst, f.tun_flags) = (0, 0, 0, 0);
+        (f.tun_md_present, f.tun_md) = (0, Default::default());
         self.cur = peer.peer_bridge;
         if !self.visited.contains(&peer.peer_bridge) {
             self.visited.push(peer.peer_bridge);
@@ -1531,6 +1548,7 @@ impl<'a> Ctx<'_, 'a, '_, '_> {
         w.regs = wc.regs;
         (w.tun_id, w.tun_src, w.tun_dst, w.tun_flags) =
             (wc.tun_id, wc.tun_src, wc.tun_dst, wc.tun_flags);
+        (w.tun_md_present, w.tun_md) = (wc.tun_md_present, wc.tun_md);
         // The datapath's tunnel: each field as the peer set it, if it did,
         // else as it was.
         let (mut id, mut src, mut dst) = (false, false, false);
@@ -2049,6 +2067,12 @@ mod text {
             m.tun_id = u64::MAX;
             m.tun_src = if k.tun_src != 0 { u32::MAX } else { 0 };
             m.tun_dst = if k.tun_dst != 0 { u32::MAX } else { 0 };
+        }
+        if k.tun_md_present != 0 {
+            m.tun_md_present = u64::MAX;
+            for (mv, kv) in m.tun_md.iter_mut().zip(k.tun_md) {
+                *mv = if kv != 0 { u64::MAX } else { 0 };
+            }
         }
         if k.metadata != 0 {
             m.metadata = u64::MAX;
