@@ -30,7 +30,7 @@ use pipeline::dpcls::Prefetch;
 use pipeline::flow_cache::{FlowCache, FlowRef, Hit};
 use pipeline::simple_match::{mac_pair, parse_simple_end, EndKey, MacPair, SimpleMode};
 use pipeline::tun_metadata::{TlvMap, TunMd};
-use pipeline::tunnel::{finish_push, inner_flow_hash, TunnelHeader, TunnelPortInfo};
+use pipeline::tunnel::{finish_push, inner_flow_hash, PopError, TunnelHeader, TunnelPortInfo};
 use pipeline::{parse, parse_simple, FlowKey, SimpleKey, StaticForward};
 
 use crate::port::{ClosedTx, RxPort, TxPort};
@@ -189,21 +189,31 @@ enum Same {
 }
 
 impl Recirc {
-    /// Queues `m` with its metadata (and `tun_metadata` fields when
-    /// `meta.md`); [`Recirc::same`] is the caller's to keep.
+    /// Queues `m` with its metadata (its `tun_metadata` fields, when
+    /// `meta.md`, already in `md` at its index: [`Recirc::decode_md`]);
+    /// [`Recirc::same`] is the caller's to keep.
     #[inline(always)]
-    fn push(&mut self, m: Mbuf, meta: RecircMeta, md: &TunMd) -> Result<(), Mbuf> {
+    fn push(&mut self, m: Mbuf, meta: RecircMeta) -> Result<(), Mbuf> {
         let i = self.burst.len();
         self.burst.push(m)?;
         if let Some(slot) = self.meta.get_mut(i) {
             *slot = meta;
         }
-        if meta.md {
-            if let Some(slot) = self.md.get_mut(i) {
-                *slot = *md;
-            }
-        }
         Ok(())
+    }
+
+    /// Decodes Geneve options `opts` into the `md` slot of the packet to be
+    /// queued next: whether it has `tun_metadata` fields, or why it is to be
+    /// dropped. Out of line: VXLAN and GRE never come here.
+    #[inline(never)]
+    fn decode_md(&mut self, opts: &[u8]) -> Result<bool, PopError> {
+        let i = self.burst.len();
+        let mut md = TunMd::default();
+        self.tlv.decode(opts, &mut md)?;
+        if let Some(slot) = self.md.get_mut(i) {
+            *slot = md;
+        }
+        Ok(md.present != 0)
     }
 }
 
@@ -1568,13 +1578,16 @@ fn pop_one<const KEYED: bool>(
         }
     };
     // Geneve options: the mapped ones become tun_metadata fields.
-    let mut md = TunMd::default();
     let (at, len) = (usize::from(p.geneve_opts.0), usize::from(p.geneve_opts.1));
+    let mut md = false;
     if len != 0 {
         let opts = m.data().get(at..at + len).unwrap_or_default();
-        if let Err(e) = recirc.tlv.decode(opts, &mut md) {
-            stats.count_drop(DropReason::tnl_pop(e), 1);
-            return None;
+        match recirc.decode_md(opts) {
+            Ok(has) => md = has,
+            Err(e) => {
+                stats.count_drop(DropReason::tnl_pop(e), 1);
+                return None;
+            }
         }
     }
     // The outer headers lie in the first segment (pop read only that); the
@@ -1593,10 +1606,10 @@ fn pop_one<const KEYED: bool>(
         port,
         tun: p.meta,
         depth: depth + 1,
-        md: md.present != 0,
+        md,
     };
     let key = if KEYED { parse_simple(m.data()) } else { None };
-    match recirc.push(m, meta, &md) {
+    match recirc.push(m, meta) {
         Ok(()) => Some((p.inner_len as u64, p.meta, key)),
         Err(_dropped) => {
             stats.count_drop(DropReason::RecircFull, 1);
