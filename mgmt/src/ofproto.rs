@@ -1742,11 +1742,6 @@ impl<D: DpControl> Ofproto<D> {
         Ok(format_map(&self.tlv))
     }
 
-    /// The switch's TLV map.
-    pub fn tlv_map(&self) -> TlvMap {
-        self.tlv
-    }
-
     /// Takes `map`: the PMDs decode with it once this returns; every
     /// megaflow is translated again (Geneve outputs carry the fields it
     /// maps).

@@ -165,11 +165,6 @@ impl TlvMap {
         (0..TUN_METADATA_FIELDS).filter_map(|i| self.field(i))
     }
 
-    /// Whether nothing is mapped.
-    pub fn is_empty(&self) -> bool {
-        self.fields.iter().all(Option::is_none)
-    }
-
     /// Option bytes the mappings take in all.
     pub fn allocated(&self) -> usize {
         self.mappings().map(|m| usize::from(m.len)).sum()
@@ -182,23 +177,13 @@ impl TlvMap {
             if m.len == 0 || m.len % 4 != 0 || m.len > TUN_METADATA_MAX_LEN {
                 return Err(TlvError::BadLength(m));
             }
-            let slot = next
-                .fields
-                .get_mut(usize::from(m.index))
-                .ok_or(TlvError::BadField(m))?;
-            if slot.is_some() {
-                return Err(TlvError::AlreadyMapped(m));
-            }
-            if next
-                .fields
-                .iter()
-                .flatten()
-                .any(|&(c, t, _)| (c, t) == (m.class, m.ty))
-            {
-                return Err(TlvError::Duplicate(m));
-            }
-            if let Some(slot) = next.fields.get_mut(usize::from(m.index)) {
-                *slot = Some((m.class, m.ty, m.len));
+            let taken = |(c, t, _): &(u16, u8, u8)| (*c, *t) == (m.class, m.ty);
+            let duplicate = next.fields.iter().flatten().any(taken);
+            match next.fields.get_mut(usize::from(m.index)) {
+                None => return Err(TlvError::BadField(m)),
+                Some(Some(_)) => return Err(TlvError::AlreadyMapped(m)),
+                Some(None) if duplicate => return Err(TlvError::Duplicate(m)),
+                Some(slot) => *slot = Some((m.class, m.ty, m.len)),
             }
         }
         *self = next;
@@ -305,8 +290,7 @@ pub fn flow_uses(fm: &FlowMod) -> Vec<(usize, u16)> {
             out.push((i, width(u128::from(value))));
         }
     }
-    let mut actions: Vec<&Action> = fm.actions.iter().collect();
-    while let Some(a) = actions.pop() {
+    for a in &fm.actions {
         match a {
             Action::SetField { field, value, .. } => {
                 if let Some(i) = field.tun_metadata_index() {
