@@ -3,7 +3,9 @@
 //! frames; tunnel pop strips them and recirculates the inner frame as received
 //! on the tunnel's port, where megaflows on the tunnel metadata send it on;
 //! a miss there upcalls with the tunnel metadata in the key and the packets
-//! held meanwhile go out after the install; bad outer headers, tunnel loops,
+//! held meanwhile go out after the install; Geneve options become
+//! `tun_metadata` fields through the TLV map, and megaflows send by them; bad
+//! outer headers (and Geneve options the map refuses), tunnel loops,
 //! a full recirculation batch and a header too long for the headroom are
 //! dropped with their reasons counted; a tunnel port added at runtime takes
 //! pops at once, and none once removed; nothing leaks.
@@ -23,6 +25,7 @@ use dpdk_ffi::{Mempool, Ring};
 use pipeline::actions::{execute, DpAction, Emitted, TunnelMeta};
 use pipeline::flow_key::{ETH_TYPE_IPV4, IPPROTO_UDP, VLAN_CFI};
 use pipeline::trafgen::{flows, udp_frame, UdpFlow};
+use pipeline::tun_metadata::{TlvMap, TlvMapping};
 use pipeline::tunnel::{
     inner_flow_hash, push, udp_src_port, TunnelHeader, TunnelKind, TunnelSpec, FLOW_TNL_F_CSUM,
     FLOW_TNL_F_DONT_FRAGMENT, FLOW_TNL_F_KEY, IPPROTO_GRE, UDP_SRC_MAX, UDP_SRC_MIN,
@@ -74,7 +77,18 @@ fn header(kind: TunnelKind, key: Option<u64>, csum: bool, opts: Vec<u8>) -> Arc<
 
 /// What REMOTE sends to this host: the same headers the other way round.
 fn from_remote(kind: TunnelKind, key: Option<u64>, csum: bool, inner: &[u8]) -> Vec<u8> {
-    let h = header(kind, key, csum, Vec::new());
+    from_remote_with(kind, key, csum, Vec::new(), inner)
+}
+
+/// [`from_remote`] with Geneve options `opts`.
+fn from_remote_with(
+    kind: TunnelKind,
+    key: Option<u64>,
+    csum: bool,
+    opts: Vec<u8>,
+    inner: &[u8],
+) -> Vec<u8> {
+    let h = header(kind, key, csum, opts);
     let mut spec = h.spec.clone();
     spec.eth_src = GW_MAC;
     spec.eth_dst = NIC_MAC;
@@ -896,6 +910,72 @@ fn tunnel_push_pop_and_recirculation() {
     ctl.remove(end_mask, end_key(OTHER));
     dp.remove_port(vx4790 as usize).expect("remove tunnel port");
     ctl.check_drops();
+
+    // --- Geneve options as tun_metadata: with OVN's option mapped to
+    // tun_metadata0, the popped packets of VNI 8 go by its value (0x2a to
+    // p1, 0x2b to p2, an unmapped non-critical option ignored); an unmapped
+    // critical option and a mapped one of another length are dropped with
+    // their reasons.
+    let mut map = TlvMap::default();
+    map.add(&[TlvMapping {
+        class: 0x102,
+        ty: 0x80,
+        len: 4,
+        index: 0,
+    }])
+    .expect("map");
+    ctl.commands
+        .send(PmdCommand::SetTlvMap(map))
+        .expect("tlv map");
+    pop_on_p2(&ctl, GENEVE);
+    let md_mask = FlowKey {
+        in_port: u32::MAX,
+        tun_id: u64::MAX,
+        tun_md_present: u64::MAX,
+        tun_md: [u64::MAX, 0, 0, 0],
+        ..FlowKey::default()
+    };
+    let md_key = |v: u64| FlowKey {
+        in_port: GENEVE,
+        tun_id: 8,
+        tun_md_present: 1,
+        tun_md: [v, 0, 0, 0],
+        ..FlowKey::default()
+    };
+    ctl.install(md_mask, md_key(0x2a), vec![DpAction::Output(1)]);
+    ctl.install(md_mask, md_key(0x2b), vec![DpAction::Output(2)]);
+    ctl.barrier();
+    let ovn = |v: u8| vec![0x01, 0x02, 0x80, 0x01, 0, 0, 0, v];
+    let gnv_md = |opts: Vec<u8>| {
+        from_remote_with(
+            TunnelKind::Geneve,
+            Some(8),
+            false,
+            opts,
+            &inner_by_kind[2][0],
+        )
+    };
+    let mut unmapped_first = vec![0x00, 0x05, 0x01, 0x01, 0xaa, 0xbb, 0xcc, 0xdd];
+    unmapped_first.extend(ovn(0x2a));
+    testing::send_frames(
+        rx(2),
+        &pool,
+        &[gnv_md(ovn(0x2a)), gnv_md(ovn(0x2b)), gnv_md(unmapped_first)],
+    );
+    let inner = inner_by_kind[2][0].clone();
+    assert_eq!(
+        receive(tx(1), 2, &stats),
+        vec![inner.clone(), inner.clone()]
+    );
+    assert_eq!(receive(tx(2), 1, &stats), vec![inner]);
+    send1(gnv_md(vec![0x00, 0x05, 0x81, 0x01, 0, 0, 0, 0]));
+    ctl.expect_drops(DropReason::TnlPopGeneveCritical, 1);
+    send1(gnv_md(vec![
+        0x01, 0x02, 0x80, 0x02, 0, 0, 0, 0, 0, 0, 0, 0x2a,
+    ]));
+    ctl.expect_drops(DropReason::TnlPopGeneveOptionLength, 1);
+    ctl.remove(md_mask, md_key(0x2a));
+    ctl.remove(md_mask, md_key(0x2b));
 
     // --- The end: nothing left anywhere, every mbuf back in the pool.
     ctl.barrier();
