@@ -30,7 +30,9 @@ use pipeline::dpcls::Prefetch;
 use pipeline::flow_cache::{FlowCache, FlowRef, Hit};
 use pipeline::simple_match::{mac_pair, parse_simple_end, EndKey, MacPair, SimpleMode};
 use pipeline::tun_metadata::{TlvMap, TunMd};
-use pipeline::tunnel::{finish_push, inner_flow_hash, PopError, TunnelHeader, TunnelPortInfo};
+use pipeline::tunnel::{
+    finish_push, inner_flow_hash, PopError, TunnelHeader, TunnelKind, TunnelPortInfo,
+};
 use pipeline::{parse, parse_simple, FlowKey, SimpleKey, StaticForward};
 
 use crate::port::{ClosedTx, RxPort, TxPort};
@@ -1495,7 +1497,7 @@ fn tunnel_pop(x: &mut Exec<'_>, port: u32, m: Mbuf, depth: u8) {
         x.stats.count_drop(DropReason::TnlPopNotTunnelPort, 1);
         return;
     };
-    if let Some((len, _, _)) = pop_one::<false>(x.stats, x.recirc, info, port, m, depth) {
+    if let Some((len, _, _)) = pop_one::<false, true>(x.stats, x.recirc, info, port, m, depth) {
         x.recirc.same = Same::Mixed;
         if let Some(pc) = x.stats.port(port as usize) {
             pc.rx_packets.add(1);
@@ -1515,6 +1517,23 @@ fn pop_run(stats: &PmdStats, s: &mut Scratch, port: u32, range: std::ops::Range<
         stats.count_drop(DropReason::TnlPopNotTunnelPort, n);
         return;
     };
+    // A loop per kind: only Geneve's looks for options.
+    if info.kind == TunnelKind::Geneve {
+        pop_run_of::<true>(stats, s, info, port, range);
+    } else {
+        pop_run_of::<false>(stats, s, info, port, range);
+    }
+}
+
+/// [`pop_run`] of a port of `info`; `OPTS`: it is Geneve's.
+#[inline(always)]
+fn pop_run_of<const OPTS: bool>(
+    stats: &PmdStats,
+    s: &mut Scratch,
+    info: TunnelPortInfo,
+    port: u32,
+    range: std::ops::Range<usize>,
+) {
     let (mut packets, mut bytes) = (0u64, 0u64);
     let mut first: Option<(TunnelMeta, SimpleKey)> = None;
     let mut uniform = true;
@@ -1526,7 +1545,9 @@ fn pop_run(stats: &PmdStats, s: &mut Scratch, port: u32, range: std::ops::Range<
         } else {
             0
         };
-        if let Some((len, tun, key)) = pop_one::<true>(stats, &mut s.recirc, info, port, m, depth) {
+        if let Some((len, tun, key)) =
+            pop_one::<true, OPTS>(stats, &mut s.recirc, info, port, m, depth)
+        {
             packets += 1;
             bytes += len;
             match (first, key) {
@@ -1556,9 +1577,11 @@ fn pop_run(stats: &PmdStats, s: &mut Scratch, port: u32, range: std::ops::Range<
 /// Strips the outer headers of `m` (checked for tunnel port `port`, of
 /// `info`) and queues the inner frame for recirculation: its length, or
 /// `None` for a drop, counted; else its length and tunnel metadata and,
-/// when `KEYED`, its [`SimpleKey`] (see [`Same`]).
+/// when `KEYED`, its [`SimpleKey`] (see [`Same`]). `OPTS`: the port may be
+/// Geneve's, whose options become `tun_metadata` fields (only Geneve pops
+/// find options; a VXLAN or GRE loop leaves the test out).
 #[inline(always)]
-fn pop_one<const KEYED: bool>(
+fn pop_one<const KEYED: bool, const OPTS: bool>(
     stats: &PmdStats,
     recirc: &mut Recirc,
     info: TunnelPortInfo,
@@ -1580,7 +1603,7 @@ fn pop_one<const KEYED: bool>(
     // Geneve options: the mapped ones become tun_metadata fields.
     let (at, len) = (usize::from(p.geneve_opts.0), usize::from(p.geneve_opts.1));
     let mut md = false;
-    if len != 0 {
+    if OPTS && len != 0 {
         let opts = m.data().get(at..at + len).unwrap_or_default();
         match recirc.decode_md(opts) {
             Ok(has) => md = has,
