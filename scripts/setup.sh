@@ -4,9 +4,10 @@
 #   - Debian packages: DPDK 22.11 (runtime, tools, headers), clang/libclang for
 #     bindgen, pkg-config, libpcap, iproute2, curl; for the network-namespace
 #     tests (tests/netns_bridge.rs): iputils-ping, ethtool, python3; for the
-#     QEMU guests on vhost-user ports (tests/vm_vhost.rs): qemu-system-x86,
-#     busybox-static, cpio, linux-image-cloud-amd64 (the guest kernel and its
-#     virtio_net modules), kmod; tcpdump (decodes the tunnel headers the
+#     QEMU guests on vhost-user ports (tests/vm_vhost.rs, and the kernel tunnel
+#     peer of tests/netns_tunnel.rs): qemu-system-x86, busybox-static, cpio,
+#     linux-image-cloud-amd64 (the guest kernel and its virtio_net, ip_gre,
+#     geneve and vxlan modules), kmod; tcpdump (decodes the tunnel headers the
 #     pipeline's tests write: an independent check of their wire format)
 #   - Rust toolchain check (cargo must be on PATH)
 #   - hugepages: 1024 x 2 MiB reserved and hugetlbfs mounted on /dev/hugepages

@@ -3,7 +3,12 @@
 # with busybox-static, the virtio-net modules of the installed Debian cloud
 # kernel and an /init that brings up eth0 and runs a role.
 #
-#   scripts/vm-image.sh OUTDIR      -> OUTDIR/initramfs.cpio.gz; prints the kernel's path
+#   scripts/vm-image.sh OUTDIR [tunnels]  -> OUTDIR/initramfs.cpio.gz; prints the kernel's path
+#
+# With `tunnels` the image also carries the kernel's own tunnel drivers (the
+# modules of gretap, geneve and vxlan) and iproute2's `ip` with its libraries
+# (busybox's `ip` cannot make those devices), for the interoperability test
+# of tests/netns_tunnel.rs.
 #
 # Packages (scripts/setup.sh installs them): busybox-static, cpio, kmod,
 # linux-image-cloud-amd64. The guest takes its settings from the kernel command
@@ -17,7 +22,9 @@
 # Lines meant for the test start with "FS " on the serial console.
 set -euo pipefail
 
-out=${1:?usage: vm-image.sh OUTDIR}
+out=${1:?usage: vm-image.sh OUTDIR [tunnels]}
+flavor=${2:-}
+case "$flavor" in ''|tunnels) ;; *) echo "vm-image: unknown flavor $flavor" >&2; exit 1 ;; esac
 fail() { echo "vm-image: $*" >&2; exit 1; }
 
 busybox=/bin/busybox
@@ -51,8 +58,25 @@ while read -r verb path _; do
   esac
   echo "$name" >> "$root/lib/modules/order"
   n=$((n + 1))
-done < <(modprobe -S "$kver" --show-depends virtio_pci; modprobe -S "$kver" --show-depends virtio_net)
-grep -qx virtio_net.ko "$root/lib/modules/order" || fail "no virtio_net module for kernel $kver"
+done < <(for m in virtio_pci virtio_net ${flavor:+ip_gre geneve vxlan}; do
+           modprobe -S "$kver" --show-depends "$m" || fail "no module $m for kernel $kver"
+         done)
+for m in virtio_net ${flavor:+ip_gre geneve vxlan}; do
+  grep -qx "$m.ko" "$root/lib/modules/order" || fail "no $m module for kernel $kver"
+done
+
+if [ "$flavor" = tunnels ]; then
+  iproute=/sbin/ip
+  [ -x "$iproute" ] && ! "$iproute" -V 2>&1 | grep -qi busybox \
+    || fail "no iproute2 ip at $iproute (package iproute2)"
+  mkdir -p "$root/sbin"
+  cp "$iproute" "$root/sbin/ip"
+  # Its shared libraries and the loader, at the paths ldd names.
+  for lib in $(ldd "$iproute" | grep -o '/[^ ]*'); do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done
+fi
 
 cat > "$root/init" <<'EOF'
 #!/bin/busybox sh
@@ -86,6 +110,48 @@ client)
   until nc -w 5 "$fs_peer" 5001 < /tmp/tx > /dev/null; do sleep 0.5; done
   echo "FS tx bytes=$(wc -c < /tmp/tx) sha256=$(sha256sum < /tmp/tx | cut -d' ' -f1)"
   exec ping -i 0.2 "$fs_peer"
+  ;;
+tunnels)
+  for t in $(echo "$fs_tunnels" | tr + ' '); do
+    IFS=/ read -r dev kind addr key csum <<T
+$t
+T
+    case "$kind" in
+    gretap)
+      args="local $fs_ip remote $fs_peer"
+      [ "$key" = 0 ] || args="$args key $key"
+      [ "$csum" = 1 ] && args="$args csum" ;;
+    geneve)
+      args="id $key remote $fs_peer"
+      [ "$csum" = 1 ] && args="$args udpcsum" ;;
+    vxlan)
+      args="id $key local $fs_ip remote $fs_peer dstport 4789 dev eth0"
+      [ "$csum" = 1 ] && args="$args udpcsum" ;;
+    esac
+    # shellcheck disable=SC2086
+    /sbin/ip link add "$dev" type "$kind" $args || echo "FS $dev: ip link add failed"
+    ip addr add "$addr/24" dev "$dev"
+    ip link set "$dev" up
+    echo "FS $dev up $(/sbin/ip -d -o link show "$dev" | grep -o "mtu [0-9]*" | head -n 1)"
+  done
+  seq 1 "$fs_lines" > /tmp/tx
+  for t in $(echo "$fs_tunnels" | tr + ' '); do
+    IFS=/ read -r dev kind addr key csum <<T
+$t
+T
+    peer=${addr%.*}.1
+    until ping -c 1 -W 1 "$peer" > /dev/null 2>&1; do :; done
+    echo "FS $dev ping $(ping -c 5 -i 0.2 "$peer" | grep 'packets transmitted')"
+    until nc -w 5 "$peer" 5001 < /tmp/tx > /dev/null; do sleep 0.5; done
+    echo "FS $dev tx bytes=$(wc -c < /tmp/tx) sha256=$(sha256sum < /tmp/tx | cut -d' ' -f1)"
+  done
+  echo "FS ready"
+  mkfifo /tmp/hold
+  exec 3<> /tmp/hold
+  while true; do
+    nc -l -p 5001 < /tmp/hold > /tmp/rx
+    echo "FS rx bytes=$(wc -c < /tmp/rx) sha256=$(sha256sum < /tmp/rx | cut -d' ' -f1)"
+  done
   ;;
 esac
 echo "FS idle"

@@ -22,12 +22,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::daemon::{ctl, ctl_json, stop};
+use common::vm::{build_image, Guest};
 
 use common::netns::BIN;
 /// Guest `b` sends `seq 1 LINES` to guest `a`.
@@ -145,7 +146,7 @@ impl Lab {
             ],
             dir,
         };
-        lab.kernel = build_image(&lab.dir);
+        lab.kernel = build_image(&lab.dir, None);
         let ports: String = lab
             .vms
             .iter()
@@ -261,55 +262,26 @@ name = "fsvm{tag}{pid}"
     fn boot(&mut self, i: usize) {
         let sock = self.socket(i);
         let chardev = match self.mode {
-            Mode::QemuServer => format!("socket,id=c0,path={},server=on,wait=off", sock.display()),
-            Mode::SwitchServer => format!("socket,id=c0,path={},reconnect=1", sock.display()),
+            Mode::QemuServer => format!("socket,path={},server=on,wait=off", sock.display()),
+            Mode::SwitchServer => format!("socket,path={},reconnect=1", sock.display()),
         };
         let vm = &mut self.vms[i];
         vm.boots += 1;
         vm.serial = self.dir.join(format!("{}-{}.serial", vm.name, vm.boots));
-        let qlog = std::fs::File::create(self.dir.join(format!("{}-{}.qemu", vm.name, vm.boots)))
-            .expect("qemu log");
-        let child = Command::new("taskset")
-            .args(["-c", "0", "qemu-system-x86_64"])
-            .args([
-                "-accel",
-                "tcg,tb-size=16",
-                "-cpu",
-                "max",
-                "-smp",
-                "1",
-                "-m",
-                "96",
-            ])
-            .args(["-object", "memory-backend-memfd,id=mem,size=96M,share=on"])
-            .args(["-numa", "node,memdev=mem"])
-            .arg("-kernel")
-            .arg(&self.kernel)
-            .arg("-initrd")
-            .arg(&self.initrd)
-            .arg("-append")
-            .arg(format!(
-                "console=ttyS0 quiet loglevel=1 panic=-1 fs_ip={} fs_peer={} fs_role={} fs_lines={LINES}",
+        let log = self.dir.join(format!("{}-{}.qemu", vm.name, vm.boots));
+        let guest = Guest {
+            kernel: &self.kernel,
+            initrd: &self.initrd,
+            append: format!(
+                "fs_ip={} fs_peer={} fs_role={} fs_lines={LINES}",
                 vm.ip, vm.peer, vm.role
-            ))
-            .args(["-chardev", &chardev])
-            .args(["-netdev", "type=vhost-user,id=n0,chardev=c0"])
-            // vectors=0: QEMU 7.2 under TCG crashes with vhost-user and MSI-X.
-            .arg("-device")
-            .arg(format!(
-                "virtio-net-pci,netdev=n0,mac={},romfile=,vectors=0",
-                vm.mac
-            ))
-            // -nodefaults: no user-mode NIC that could reach outside.
-            .args(["-nodefaults", "-no-user-config", "-display", "none"])
-            .args(["-monitor", "none", "-no-reboot", "-serial"])
-            .arg(format!("file:{}", vm.serial.display()))
-            .stdin(Stdio::null())
-            .stdout(qlog.try_clone().expect("log"))
-            .stderr(qlog)
-            .spawn()
-            .expect("start taskset/qemu-system-x86_64");
-        vm.qemu = Some(child);
+            ),
+            chardev,
+            mac: vm.mac,
+            serial: &vm.serial,
+            log: &log,
+        };
+        vm.qemu = Some(guest.spawn());
     }
 
     /// Kills guest `i`'s QEMU (a VM that dies).
@@ -442,28 +414,6 @@ name = "fsvm{tag}{pid}"
             );
         }
     }
-}
-
-/// Runs `scripts/vm-image.sh` into `dir`; the guest kernel's path. Fails (does
-/// not skip) when QEMU or the image's packages are missing.
-fn build_image(dir: &Path) -> PathBuf {
-    let qemu = Command::new("qemu-system-x86_64").arg("--version").output();
-    assert!(
-        qemu.as_ref().is_ok_and(|o| o.status.success()),
-        "qemu-system-x86_64 is missing: install package qemu-system-x86 (bash scripts/setup.sh)"
-    );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/vm-image.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg(dir)
-        .output()
-        .expect("run scripts/vm-image.sh");
-    assert!(
-        out.status.success(),
-        "building the guest image failed (bash scripts/setup.sh installs its packages): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 fn turn() -> std::sync::MutexGuard<'static, ()> {

@@ -1,2 +1,3 @@
 pub mod daemon;
 pub mod netns;
+pub mod vm;
