@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Builds the diskless guest of the QEMU tests (tests/vm_vhost.rs): an initramfs
+# Builds the diskless guest of the QEMU tests (tests/vm_vhost.rs, and the
+# kernel tunnel peer of tests/netns_tunnel.rs): an initramfs
 # with busybox-static, the virtio-net modules of the installed Debian cloud
 # kernel and an /init that brings up eth0 and runs a role.
 #
 #   scripts/vm-image.sh OUTDIR [tunnels]  -> OUTDIR/initramfs.cpio.gz; prints the kernel's path
 #
 # With `tunnels` the image also carries the kernel's own tunnel drivers (the
-# modules of gretap, geneve and vxlan) and iproute2's `ip` with its libraries
-# (busybox's `ip` cannot make those devices), for the interoperability test
-# of tests/netns_tunnel.rs.
+# modules of gretap, geneve and vxlan), tc's classifiers and actions for
+# Geneve options (clsact, flower, matchall, gact, tunnel_key) and iproute2's
+# `ip` and `tc` with their libraries (busybox's `ip` cannot make those
+# devices), for the interoperability test of tests/netns_tunnel.rs.
 #
 # Packages (scripts/setup.sh installs them): busybox-static, cpio, kmod,
 # linux-image-cloud-amd64. The guest takes its settings from the kernel command
@@ -19,6 +21,18 @@
 #                     "FS rx bytes=N sha256=HEX" for every connection
 #   fs_role=client    waits for the peer, "ping -c 5", sends `seq 1 $fs_lines`
 #                     over TCP, then pings the peer every 0.2 s forever
+#   fs_role=tunnels   fs_ip is its underlay address and fs_peer the switch's
+#                     tep; fs_tunnels lists devices, `+` between them, each
+#                     DEV/KIND/ADDR/KEY/CSUM[/EXTRA] (KIND gretap, geneve or
+#                     vxlan; KEY 0 is GRE without key; CSUM 1 asks for
+#                     checksums). KIND genevex, EXTRA PORT,OPTION (OPTION as
+#                     tc writes it, CLASS:TYPE:DATA in hex): a metadata
+#                     (`external`) Geneve device on UDP port PORT whose tc
+#                     filters send everything with VNI KEY and OPTION and
+#                     drop what arrives without both. For each device in
+#                     turn it pings ADDR's .1 5 times and sends
+#                     `seq 1 $fs_lines` to its port 5001, then prints
+#                     "FS ready" and sinks TCP on port 5001 like the responder.
 # Lines meant for the test start with "FS " on the serial console.
 set -euo pipefail
 
@@ -45,6 +59,8 @@ trap 'rm -rf "$root"' EXIT
 mkdir -p "$root"/{bin,dev,proc,sys,tmp,lib/modules}
 cp "$busybox" "$root/bin/busybox"
 
+tc_modules="sch_ingress cls_flower cls_matchall act_gact act_tunnel_key"
+
 # The modules virtio_net and virtio_pci need, in load order, without repeats.
 n=0
 : > "$root/lib/modules/order"
@@ -58,23 +74,24 @@ while read -r verb path _; do
   esac
   echo "$name" >> "$root/lib/modules/order"
   n=$((n + 1))
-done < <(for m in virtio_pci virtio_net ${flavor:+ip_gre geneve vxlan}; do
+done < <(for m in virtio_pci virtio_net ${flavor:+ip_gre geneve vxlan $tc_modules}; do
            modprobe -S "$kver" --show-depends "$m" || fail "no module $m for kernel $kver"
          done)
-for m in virtio_net ${flavor:+ip_gre geneve vxlan}; do
+for m in virtio_net ${flavor:+ip_gre geneve vxlan $tc_modules}; do
   grep -qx "$m.ko" "$root/lib/modules/order" || fail "no $m module for kernel $kver"
 done
 
 if [ "$flavor" = tunnels ]; then
-  iproute=/sbin/ip
-  [ -x "$iproute" ] && ! "$iproute" -V 2>&1 | grep -qi busybox \
-    || fail "no iproute2 ip at $iproute (package iproute2)"
   mkdir -p "$root/sbin"
-  cp "$iproute" "$root/sbin/ip"
-  # Its shared libraries and the loader, at the paths ldd names.
-  for lib in $(ldd "$iproute" | grep -o '/[^ ]*'); do
-    mkdir -p "$root$(dirname "$lib")"
-    cp -L "$lib" "$root$lib"
+  for tool in /sbin/ip /sbin/tc; do
+    [ -x "$tool" ] && ! "$tool" -V 2>&1 | grep -qi busybox \
+      || fail "no iproute2 $tool (package iproute2)"
+    cp "$tool" "$root$tool"
+    # Its shared libraries and the loader, at the paths ldd names.
+    for lib in $(ldd "$tool" | grep -o '/[^ ]*'); do
+      mkdir -p "$root$(dirname "$lib")"
+      cp -L "$lib" "$root$lib"
+    done
   done
 fi
 
@@ -113,9 +130,10 @@ client)
   ;;
 tunnels)
   for t in $(echo "$fs_tunnels" | tr + ' '); do
-    IFS=/ read -r dev kind addr key csum <<T
+    IFS=/ read -r dev kind addr key csum extra <<T
 $t
 T
+    type=$kind
     case "$kind" in
     gretap)
       args="local $fs_ip remote $fs_peer"
@@ -127,16 +145,33 @@ T
     vxlan)
       args="id $key local $fs_ip remote $fs_peer dstport 4789 dev eth0"
       [ "$csum" = 1 ] && args="$args udpcsum" ;;
+    genevex)
+      type=geneve
+      args="external dstport ${extra%%,*}" ;;
     esac
     # shellcheck disable=SC2086
-    /sbin/ip link add "$dev" type "$kind" $args || echo "FS $dev: ip link add failed"
+    /sbin/ip link add "$dev" type "$type" $args || echo "FS $dev: ip link add failed"
     ip addr add "$addr/24" dev "$dev"
     ip link set "$dev" up
+    if [ "$kind" = genevex ]; then
+      port=${extra%%,*}
+      opt=${extra#*,}
+      csumflag=nocsum
+      [ "$csum" = 1 ] && csumflag=csum
+      /sbin/tc qdisc add dev "$dev" clsact
+      /sbin/tc filter add dev "$dev" egress matchall action tunnel_key set \
+        src_ip "$fs_ip" dst_ip "$fs_peer" id "$key" dst_port "$port" \
+        geneve_opts "$opt" "$csumflag" || echo "FS $dev: tc egress failed"
+      /sbin/tc filter add dev "$dev" ingress prio 1 protocol all flower \
+        enc_key_id "$key" geneve_opts "$opt" action pass || echo "FS $dev: tc ingress failed"
+      /sbin/tc filter add dev "$dev" ingress prio 2 protocol all matchall action drop \
+        || echo "FS $dev: tc drop failed"
+    fi
     echo "FS $dev up $(/sbin/ip -d -o link show "$dev" | grep -o "mtu [0-9]*" | head -n 1)"
   done
   seq 1 "$fs_lines" > /tmp/tx
   for t in $(echo "$fs_tunnels" | tr + ' '); do
-    IFS=/ read -r dev kind addr key csum <<T
+    IFS=/ read -r dev kind addr _ <<T
 $t
 T
     peer=${addr%.*}.1

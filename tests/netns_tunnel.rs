@@ -1565,47 +1565,88 @@ fn geneve_options_are_tun_metadata() {
     b.h.stop();
 }
 
-/// The tunnels of [`gre_geneve_and_vxlan_with_a_linux_guest`]: bridge, inner
-/// subnet, the switch's port type, key (0: GRE without key), checksums on
-/// (the switch's `csum`, the guest's `csum`/`udpcsum`), the guest kernel's
-/// device kind, and the push header's tunnel part.
-const GUEST_TUNNELS: [(&str, &str, &str, u32, bool, &str, &str); 4] = [
-    (
-        "br-gre",
-        "10.1.0",
-        "gre",
-        0,
-        false,
-        "gretap",
-        "gre((flags=0x0,proto=0x6558)))",
-    ),
-    (
-        "br-grek",
-        "10.2.0",
-        "gre",
-        7,
-        true,
-        "gretap",
-        "gre((flags=0xa000,proto=0x6558),csum=0x0,key=0x7))",
-    ),
-    (
-        "br-gnv",
-        "10.3.0",
-        "geneve",
-        9,
-        true,
-        "geneve",
-        "udp(src=0,dst=6081,csum=0xffff),geneve(vni=0x9))",
-    ),
-    (
-        "br-vx",
-        "10.4.0",
-        "vxlan",
-        5000,
-        true,
-        "vxlan",
-        "udp(src=0,dst=4789,csum=0xffff),vxlan(flags=0x8000000,vni=0x1388))",
-    ),
+/// A tunnel of [`gre_geneve_and_vxlan_with_a_linux_guest`] between the
+/// switch's bridge `bridge` (its VM `NET.1`) and the guest's device (`NET.2`).
+struct GuestTunnel {
+    bridge: &'static str,
+    net: &'static str,
+    /// The switch's port type and options.
+    kind: &'static str,
+    options: &'static str,
+    /// The guest's device: `vm-image.sh`'s `KIND/KEY/CSUM[/EXTRA]`.
+    guest: &'static str,
+    /// The inner MTU in the switch's trace; the kernel's for its device too,
+    /// but for the metadata device (no path of its own: the kernel gives it
+    /// its largest MTU).
+    mtu: u32,
+    kernel_mtu: bool,
+    /// The push header of the switch's megaflow, after the outer Ethernet
+    /// and IPv4 headers: its size, type and tunnel part.
+    size_type: &'static str,
+    tunnel: &'static str,
+}
+
+/// GRE without key, GRE with key and checksum, Geneve and VXLAN with UDP
+/// checksums, and Geneve carrying OVN's option (class 0x102, type 0x80, 4
+/// bytes) as `tun_metadata0`: the guest's is a metadata (`external`) device
+/// whose tc filters write the option on everything it sends and let in only
+/// packets that carry it with the value 0x2a.
+const GUEST_TUNNELS: [GuestTunnel; 5] = [
+    GuestTunnel {
+        bridge: "br-gre",
+        net: "10.1.0",
+        kind: "gre",
+        options: "",
+        guest: "gretap/0/0",
+        mtu: 1462,
+        kernel_mtu: true,
+        size_type: "size=38,type=3",
+        tunnel: "gre((flags=0x0,proto=0x6558)))",
+    },
+    GuestTunnel {
+        bridge: "br-grek",
+        net: "10.2.0",
+        kind: "gre",
+        options: ", key = \"7\", csum = \"true\"",
+        guest: "gretap/7/1",
+        mtu: 1454,
+        kernel_mtu: true,
+        size_type: "size=46,type=3",
+        tunnel: "gre((flags=0xa000,proto=0x6558),csum=0x0,key=0x7))",
+    },
+    GuestTunnel {
+        bridge: "br-gnv",
+        net: "10.3.0",
+        kind: "geneve",
+        options: ", key = \"9\", csum = \"true\"",
+        guest: "geneve/9/1",
+        mtu: 1450,
+        kernel_mtu: true,
+        size_type: "size=50,type=6",
+        tunnel: "udp(src=0,dst=6081,csum=0xffff),geneve(vni=0x9))",
+    },
+    GuestTunnel {
+        bridge: "br-vx",
+        net: "10.4.0",
+        kind: "vxlan",
+        options: ", key = \"5000\", csum = \"true\"",
+        guest: "vxlan/5000/1",
+        mtu: 1450,
+        kernel_mtu: true,
+        size_type: "size=50,type=4",
+        tunnel: "udp(src=0,dst=4789,csum=0xffff),vxlan(flags=0x8000000,vni=0x1388))",
+    },
+    GuestTunnel {
+        bridge: "br-gnvo",
+        net: "10.5.0",
+        kind: "geneve",
+        options: ", key = \"11\", dst_port = \"6082\"",
+        guest: "genevex/11/0/6082,0102:80:0000002a",
+        mtu: 1442,
+        kernel_mtu: false,
+        size_type: "size=58,type=6",
+        tunnel: "udp(src=0,dst=6082,csum=0x0),geneve(vni=0xb,options({class=0x102,type=0x80,len=4,0x2a})))",
+    },
 ];
 
 /// Bytes the guest and the test send each other per tunnel: `seq 1 N`.
@@ -1632,21 +1673,24 @@ fn guest_data() -> (Vec<u8>, String) {
     (data.into_bytes(), hex)
 }
 
-/// Kernel interop for GRE (with and without key, with checksums) and Geneve,
-/// and VXLAN with UDP checksums: this machine's kernel has no `gretap` or
-/// `geneve` driver, so the remote end is a QEMU guest booting Debian's cloud
-/// kernel, whose `ip_gre`, `geneve` and `vxlan` modules make the devices
-/// (`scripts/vm-image.sh ... tunnels`). Its virtio NIC is the underlay, a
-/// `dpdkvhostuserclient` port of br-phy; each tunnel has a bridge with a VM
-/// namespace on the switch's side. Both ways over each tunnel: 5 pings and
-/// `seq 1 20000` over TCP, exact bytes; then the megaflows carry the
-/// expected headers and nothing was dropped.
+/// Kernel interop for GRE (with and without key, with checksums), Geneve
+/// (plain, and with an option as `tun_metadata0`) and VXLAN with UDP
+/// checksums: this machine's kernel has no `gretap` or `geneve` driver, so
+/// the remote end is a QEMU guest booting Debian's cloud kernel, whose
+/// `ip_gre`, `geneve` and `vxlan` modules make the devices and whose tc
+/// writes and checks the Geneve option (`scripts/vm-image.sh ... tunnels`).
+/// Its virtio NIC is the underlay, a `dpdkvhostuserclient` port of br-phy;
+/// each tunnel has a bridge with a VM namespace on the switch's side. Both
+/// ways over each tunnel: 5 pings and `seq 1 20000` over TCP, exact bytes;
+/// the switch's inner MTU is the kernel's; the megaflows carry the expected
+/// headers and nothing was dropped. Last, the switch writes another option
+/// value and the guest's filter drops its packets.
 #[test]
 fn gre_geneve_and_vxlan_with_a_linux_guest() {
     let _turn = serial();
     let vms: Vec<(&str, String, u32)> = GUEST_TUNNELS
         .iter()
-        .map(|(b, net, ..)| (*b, format!("{net}.1/24"), 1400))
+        .map(|t| (t.bridge, format!("{}.1/24", t.net), 1400))
         .collect();
     let vms: Vec<(&str, &str, u32)> = vms.iter().map(|(b, c, m)| (*b, c.as_str(), *m)).collect();
     let mut hv = Hypervisor::new('q', &vms);
@@ -1654,16 +1698,12 @@ fn gre_geneve_and_vxlan_with_a_linux_guest() {
     let kernel = common::vm::build_image(&dir, Some("tunnels"));
     let ports: Vec<(&str, String)> = GUEST_TUNNELS
         .iter()
-        .map(|(br, _, kind, key, csum, ..)| {
-            let key = if *key == 0 {
-                String::new()
-            } else {
-                format!(", key = \"{key}\"")
-            };
+        .map(|t| {
             (
-                *br,
+                t.bridge,
                 format!(
-                    "  [[bridge.port]]\n  name = \"t-{br}\"\n  type = \"{kind}\"\n  options = {{ remote_ip = \"192.168.77.2\"{key}, csum = \"{csum}\" }}\n"
+                    "  [[bridge.port]]\n  name = \"t-{}\"\n  type = \"{}\"\n  options = {{ remote_ip = \"192.168.77.2\"{} }}\n",
+                    t.bridge, t.kind, t.options
                 ),
             )
         })
@@ -1684,6 +1724,35 @@ fn gre_geneve_and_vxlan_with_a_linux_guest() {
         "",
     );
     hv.set_tep("192.168.77.1/24");
+    // OVN's option as tun_metadata0 on br-gnvo: set to 0x2a on what its VM
+    // sends; from the tunnel only what carries 0x2a is let in.
+    let gnvo = GUEST_TUNNELS.len() - 1;
+    let gnvo_br = GUEST_TUNNELS[gnvo].bridge;
+    let set_option = |value: &str| {
+        hv.ctl(&[
+            "add-flow",
+            gnvo_br,
+            &format!(
+                "priority=100,in_port=vm{gnvo},actions=set_field:{value}->tun_metadata0,NORMAL"
+            ),
+        ]);
+    };
+    hv.ctl(&[
+        "add-tlv-map",
+        gnvo_br,
+        "{class=0x102,type=0x80,len=4}->tun_metadata0",
+    ]);
+    set_option("0x2a");
+    hv.ctl(&[
+        "add-flow",
+        gnvo_br,
+        &format!("priority=100,in_port=t-{gnvo_br},tun_metadata0=0x2a,actions=NORMAL"),
+    ]);
+    hv.ctl(&[
+        "add-flow",
+        gnvo_br,
+        &format!("priority=90,in_port=t-{gnvo_br},actions=drop"),
+    ]);
 
     // A TCP sink on each VM for the guest's transfer.
     let (data, sha) = guest_data();
@@ -1716,8 +1785,9 @@ fn gre_geneve_and_vxlan_with_a_linux_guest() {
     let tunnels: Vec<String> = GUEST_TUNNELS
         .iter()
         .enumerate()
-        .map(|(i, (_, net, _, key, csum, dev_kind, _))| {
-            format!("g{i}/{dev_kind}/{net}.2/{key}/{}", u8::from(*csum))
+        .map(|(i, t)| {
+            let (kind, rest) = t.guest.split_once('/').unwrap_or_default();
+            format!("g{i}/{kind}/{}.2/{rest}", t.net)
         })
         .collect();
     let serial = dir.join("guest.serial");
@@ -1738,16 +1808,17 @@ fn gre_geneve_and_vxlan_with_a_linux_guest() {
     let read_serial =
         || String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
     let t = Instant::now();
-    wait_for(240, || read_serial().contains("FS ready")).unwrap_or_else(|| {
+    wait_for(300, || read_serial().contains("FS ready")).unwrap_or_else(|| {
         panic!(
-            "the guest's tunnels: no \"FS ready\" in 240 s\n--- serial:\n{}\n--- qemu:\n{}\n--- flows:\n{}",
+            "the guest's tunnels: no \"FS ready\" in 300 s\n--- serial:\n{}\n--- qemu:\n{}\n--- flows:\n{}",
             read_serial(),
             std::fs::read_to_string(&log).unwrap_or_default(),
             hv.ctl(&["dump-dp-flows"])
         )
     });
     eprintln!(
-        "guest booted and sent over 4 tunnels in {:.1} s",
+        "guest booted and sent over {} tunnels in {:.1} s",
+        GUEST_TUNNELS.len(),
         t.elapsed().as_secs_f64()
     );
     assert!(qemu.0.try_wait().expect("qemu").is_none(), "QEMU exited");
@@ -1755,9 +1826,12 @@ fn gre_geneve_and_vxlan_with_a_linux_guest() {
     // Guest -> switch: its kernel's devices (MTU as the kernel computes it
     // for each), its pings all answered, its bytes all received.
     let text = read_serial();
-    let mtus = [1462, 1454, 1450, 1450];
-    for (i, mtu) in mtus.iter().enumerate() {
-        let line = format!("FS g{i} up mtu {mtu}");
+    for (i, t) in GUEST_TUNNELS
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.kernel_mtu)
+    {
+        let line = format!("FS g{i} up mtu {}", t.mtu);
         assert!(text.contains(&line), "{line} in\n{text}");
     }
     for (i, mut sink) in sinks.into_iter().enumerate() {
@@ -1797,9 +1871,9 @@ fn gre_geneve_and_vxlan_with_a_linux_guest() {
              while c.recv(65536): pass\n"
         )
     };
-    for (i, (br, net, ..)) in GUEST_TUNNELS.iter().enumerate() {
-        let vm = &hv.vms[i];
-        let ip = format!("{net}.2");
+    for (i, t) in GUEST_TUNNELS.iter().enumerate() {
+        let (br, vm) = (t.bridge, &hv.vms[i]);
+        let ip = format!("{}.2", t.net);
         assert_eq!(vm.ping(&ip, 5), 5, "{br} VM -> guest");
         // The switch's inner MTU for the tunnel is the guest kernel's for
         // its device (the headers' sizes agree).
@@ -1821,7 +1895,7 @@ fn gre_geneve_and_vxlan_with_a_linux_guest() {
         ]);
         let want = format!(
             "-> path MTU 1500 (br-phy): inner MTU {} (IP), longer inner packets are dropped",
-            mtus[i]
+            t.mtu
         );
         assert!(
             trace.lines().any(|l| l.trim() == want),
@@ -1851,27 +1925,34 @@ fn gre_geneve_and_vxlan_with_a_linux_guest() {
     // none refused.
     let guest_mac = "52:54:00:77:00:02";
     let tep_mac = mac_of(&hv.sw, "br-phy");
-    for (i, (br, _, kind, _, _, _, tunnel)) in GUEST_TUNNELS.iter().enumerate() {
-        let (proto, size, ty) = match *kind {
-            "gre" if i == 0 => (47, 38, 3),
-            "gre" => (47, 46, 3),
-            "geneve" => (17, 50, 6),
-            _ => (17, 50, 4),
-        };
+    for (i, t) in GUEST_TUNNELS.iter().enumerate() {
+        let proto = if t.kind == "gre" { 47 } else { 17 };
         let header = format!(
-            "header(size={size},type={ty},eth(dst={guest_mac},src={tep_mac},dl_type=0x0800),ipv4(src=192.168.77.1,dst=192.168.77.2,proto={proto},tos=0,ttl=64,frag=0x4000),{tunnel}"
+            "header({},eth(dst={guest_mac},src={tep_mac},dl_type=0x0800),ipv4(src=192.168.77.1,dst=192.168.77.2,proto={proto},tos=0,ttl=64,frag=0x4000),{}",
+            t.size_type, t.tunnel
         );
         let push = dp_flows_with(
             &hv,
             &[
-                &format!("{br}: ip,tun_dst=0.0.0.0,"),
+                &format!("{}: ip,tun_dst=0.0.0.0,", t.bridge),
                 &format!("dl_src={},", hv.vms[i].mac()),
             ],
         );
         assert_eq!(push.len(), 1, "{push:?}");
         assert!(push[0].contains(&header), "{} lacks {header}", push[0]);
     }
-    for dp_port in ["gre_sys", "genev_sys_6081", "vxlan_sys_4789"] {
+    // What the guest sent with the option matched tun_metadata0=0x2a.
+    let with_option = dp_flows_with(&hv, &[&format!("{gnvo_br}: "), "tun_metadata0=0x2a"]);
+    assert!(
+        with_option.iter().map(|l| dp_packets(l)).sum::<u64>() > 100,
+        "{with_option:?}"
+    );
+    for dp_port in [
+        "gre_sys",
+        "genev_sys_6081",
+        "vxlan_sys_4789",
+        "genev_sys_6082",
+    ] {
         let stats: serde_json::Value =
             serde_json::from_str(&hv.ctl(&["--json", "port-stats", dp_port])).expect("json");
         assert!(
@@ -1892,6 +1973,14 @@ fn gre_geneve_and_vxlan_with_a_linux_guest() {
         })
         .sum();
     assert_eq!(refused, 0, "no pop refused:\n{pmd}");
+
+    // The switch writes 0x2b instead: the guest's filter drops its echo
+    // requests (the guest's kernel reads the option the switch wrote).
+    set_option("0x2b");
+    let vm = &hv.vms[gnvo];
+    assert_eq!(vm.ping(&format!("{}.2", GUEST_TUNNELS[gnvo].net), 3), 0);
+    set_option("0x2a");
+    assert_eq!(vm.ping(&format!("{}.2", GUEST_TUNNELS[gnvo].net), 3), 3);
     drop(qemu);
     hv.h.stop();
 }
