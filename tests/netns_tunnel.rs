@@ -1682,7 +1682,8 @@ fn guest_data() -> (Vec<u8>, String) {
 /// Its virtio NIC is the underlay, a `dpdkvhostuserclient` port of br-phy;
 /// each tunnel has a bridge with a VM namespace on the switch's side. Both
 /// ways over each tunnel: 5 pings and `seq 1 20000` over TCP, exact bytes;
-/// the switch's inner MTU is the kernel's; the megaflows carry the expected
+/// the switch's inner MTU is the kernel's for each device with a path of its
+/// own (all but the metadata one); the megaflows carry the expected
 /// headers and nothing was dropped. Last, the switch writes another option
 /// value and the guest's filter drops its packets.
 #[test]
