@@ -107,8 +107,8 @@ ip link set lo up
 ip link set eth0 up || echo "FS no eth0"
 ip addr add "$fs_ip/24" dev eth0
 echo "FS up role=$fs_role ip=$fs_ip mac=$(cat /sys/class/net/eth0/address)"
-case "$fs_role" in
-responder)
+# The TCP sink on port 5001, for good: a line per connection.
+sink() {
   # nc's stdin never ends (a FIFO this shell holds open): at the end of its
   # stdin nc half-closes the connection, and the sender would stop early.
   mkfifo /tmp/hold
@@ -117,6 +117,10 @@ responder)
     nc -l -p 5001 < /tmp/hold > /tmp/rx
     echo "FS rx bytes=$(wc -c < /tmp/rx) sha256=$(sha256sum < /tmp/rx | cut -d' ' -f1)"
   done
+}
+case "$fs_role" in
+responder)
+  sink
   ;;
 client)
   until ping -c 1 -W 1 "$fs_peer" > /dev/null 2>&1; do :; done
@@ -181,12 +185,7 @@ T
     echo "FS $dev tx bytes=$(wc -c < /tmp/tx) sha256=$(sha256sum < /tmp/tx | cut -d' ' -f1)"
   done
   echo "FS ready"
-  mkfifo /tmp/hold
-  exec 3<> /tmp/hold
-  while true; do
-    nc -l -p 5001 < /tmp/hold > /tmp/rx
-    echo "FS rx bytes=$(wc -c < /tmp/rx) sha256=$(sha256sum < /tmp/rx | cut -d' ' -f1)"
-  done
+  sink
   ;;
 esac
 echo "FS idle"
