@@ -91,7 +91,7 @@ pub fn parse_with_offsets(
 /// [`crate::flow_cache::FlowCache::simple_lookup`]): the fields of the key that
 /// [`parse`] would fill that such a megaflow matches on, plus the TCP flags its
 /// counters accumulate.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Eq)]
 pub struct SimpleKey {
     pub dl_type: u16,
     /// Outer VLAN TCI with [`VLAN_CFI`] set, 0 when untagged.
@@ -101,6 +101,27 @@ pub struct SimpleKey {
     /// megaflows match the ECN bits (the outer header copies them).
     pub nw_tos: u8,
     pub tcp_flags: u16,
+}
+
+impl SimpleKey {
+    /// Every field in one word: equal words, equal keys.
+    #[inline(always)]
+    fn word(&self) -> u64 {
+        u64::from(self.dl_type)
+            | u64::from(self.vlan_tci) << 16
+            | u64::from(self.nw_frag) << 32
+            | u64::from(self.nw_tos) << 40
+            | u64::from(self.tcp_flags) << 48
+    }
+}
+
+/// One comparison of words instead of one per field: the fast path compares
+/// each packet's key with the burst's first.
+impl PartialEq for SimpleKey {
+    #[inline(always)]
+    fn eq(&self, other: &Self) -> bool {
+        self.word() == other.word()
+    }
 }
 
 /// The [`SimpleKey`] of a frame, read without a full parse: `Some` only for
@@ -604,6 +625,54 @@ fn bad_nd(key: &mut FlowKey) -> ParseError {
 mod tests {
     use super::*;
     use crate::flow_key::*;
+
+    /// Keys that differ in any one field, by any bit, are unequal; equal
+    /// fields, equal keys.
+    #[test]
+    fn simple_key_equality_sees_every_field() {
+        let base = SimpleKey {
+            dl_type: 0x0800,
+            vlan_tci: 0x1005,
+            nw_frag: 1,
+            nw_tos: 0xb8,
+            tcp_flags: 0x012,
+        };
+        assert_eq!(base, base.clone());
+        for bit in 0..16 {
+            let b16 = 1u16 << bit;
+            for k in [
+                SimpleKey {
+                    dl_type: base.dl_type ^ b16,
+                    ..base
+                },
+                SimpleKey {
+                    vlan_tci: base.vlan_tci ^ b16,
+                    ..base
+                },
+                SimpleKey {
+                    tcp_flags: base.tcp_flags ^ b16,
+                    ..base
+                },
+            ] {
+                assert_ne!(k, base, "{k:?}");
+            }
+            if bit < 8 {
+                let b8 = 1u8 << bit;
+                for k in [
+                    SimpleKey {
+                        nw_frag: base.nw_frag ^ b8,
+                        ..base
+                    },
+                    SimpleKey {
+                        nw_tos: base.nw_tos ^ b8,
+                        ..base
+                    },
+                ] {
+                    assert_ne!(k, base, "{k:?}");
+                }
+            }
+        }
+    }
     use etherparse::{
         ArpHardwareId, ArpOperation, ArpPacket, EtherType, IpDscp, IpEcn, IpFragOffset, IpHeaders,
         IpNumber, Ipv4Extensions, Ipv4Header, Ipv6Extensions, Ipv6FlowLabel, Ipv6FragmentHeader,
