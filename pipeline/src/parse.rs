@@ -91,7 +91,10 @@ pub fn parse_with_offsets(
 /// [`crate::flow_cache::FlowCache::simple_lookup`]): the fields of the key that
 /// [`parse`] would fill that such a megaflow matches on, plus the TCP flags its
 /// counters accumulate.
+/// `repr(C)`: the fields in [`SimpleKey::word`]'s order, so that the word is
+/// the struct's own eight bytes (packing it costs nothing).
 #[derive(Clone, Copy, Debug, Default, Eq)]
+#[repr(C)]
 pub struct SimpleKey {
     pub dl_type: u16,
     /// Outer VLAN TCI with [`VLAN_CFI`] set, 0 when untagged.
@@ -104,9 +107,10 @@ pub struct SimpleKey {
 }
 
 impl SimpleKey {
-    /// Every field in one word: equal words, equal keys.
+    /// Every field in one word: equal words, equal keys. A loop comparing
+    /// many keys with one keeps that one's word.
     #[inline(always)]
-    fn word(&self) -> u64 {
+    pub fn word(&self) -> u64 {
         u64::from(self.dl_type)
             | u64::from(self.vlan_tci) << 16
             | u64::from(self.nw_frag) << 32

@@ -771,6 +771,7 @@ fn simple_recirc(
     let keys = &mut s.mac_scratch.keys;
     let mut uniform = true;
     let mut first: Option<(u32, TunnelMeta, SimpleKey)> = None;
+    let mut first_word = 0;
     let mut bytes = 0u64;
     for i in 0..n {
         let (Some(sk), Some(meta), Some(slot)) = (
@@ -783,8 +784,13 @@ fn simple_recirc(
         *slot = sk;
         bytes += u64::from(s.burst.pkt_len(i));
         match first {
-            None => first = Some((meta.port, meta.tun, sk)),
-            Some(f) => uniform &= f == (meta.port, meta.tun, sk),
+            None => {
+                first = Some((meta.port, meta.tun, sk));
+                first_word = sk.word();
+            }
+            Some((port, tun, _)) => {
+                uniform &= sk.word() == first_word && (port, tun) == (meta.port, meta.tun);
+            }
         }
     }
     if let (true, Some((port, tun, key))) = (uniform, first) {
@@ -925,6 +931,7 @@ fn simple_stage(
     let mut bytes = 0u64;
     let mut uniform = true;
     let mut first = SimpleKey::default();
+    let mut first_word = 0;
     for i in 0..n {
         let (Some(sk), Some(slot)) = (s.burst.data(i).and_then(parse_simple), keys.get_mut(i))
         else {
@@ -934,8 +941,9 @@ fn simple_stage(
         bytes += u64::from(s.burst.pkt_len(i));
         if i == 0 {
             first = sk;
+            first_word = sk.word();
         } else {
-            uniform &= sk == first;
+            uniform &= sk.word() == first_word;
         }
     }
     if uniform && n > 0 {
@@ -974,6 +982,7 @@ fn simple_end_stage(
     let ms = &mut *s.mac_scratch;
     let mut uniform = true;
     let mut first = (SimpleKey::default(), 0, 0);
+    let mut first_word = 0;
     let mut bytes = 0u64;
     for i in 0..n {
         let Some(data) = s.burst.data(i) else {
@@ -991,8 +1000,9 @@ fn simple_end_stage(
         bytes += u64::from(s.burst.pkt_len(i));
         if i == 0 {
             first = (k, macs, end);
+            first_word = k.word();
         } else {
-            uniform &= (k, macs, end) == first;
+            uniform &= k.word() == first_word && (macs, end) == (first.1, first.2);
         }
     }
     if uniform && n > 0 {
@@ -1099,6 +1109,7 @@ fn simple_mac_stage(
     // conversation: the second pass is then a single lookup).
     let mut uniform = true;
     let mut first = SimpleKey::default();
+    let mut first_word = 0;
     let mut bytes = 0u64;
     for i in 0..n {
         let Some(data) = s.burst.data(i) else {
@@ -1117,8 +1128,9 @@ fn simple_mac_stage(
         bytes += u64::from(s.burst.pkt_len(i));
         if i == 0 {
             first = k;
+            first_word = k.word();
         } else {
-            uniform &= macs == prev && k == first;
+            uniform &= macs == prev && k.word() == first_word;
         }
         if macs != prev {
             *home = table.mac_home(macs);
@@ -1536,6 +1548,7 @@ fn pop_run_of<const OPTS: bool>(
 ) {
     let (mut packets, mut bytes) = (0u64, 0u64);
     let mut first: Option<(TunnelMeta, SimpleKey)> = None;
+    let mut first_word = 0;
     let mut uniform = true;
     let recirculating = s.recirculating;
     for k in range {
@@ -1552,8 +1565,11 @@ fn pop_run_of<const OPTS: bool>(
             bytes += len;
             match (first, key) {
                 (_, None) => uniform = false,
-                (None, Some(key)) => first = Some((tun, key)),
-                (Some(f), Some(key)) => uniform &= f == (tun, key),
+                (None, Some(key)) => {
+                    first = Some((tun, key));
+                    first_word = key.word();
+                }
+                (Some((t, _)), Some(key)) => uniform &= key.word() == first_word && t == tun,
             }
         }
     }
