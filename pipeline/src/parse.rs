@@ -92,7 +92,7 @@ pub fn parse_with_offsets(
 /// [`parse`] would fill that such a megaflow matches on, plus the TCP flags its
 /// counters accumulate.
 /// `repr(C)`: the fields in [`SimpleKey::word`]'s order, so that the word is
-/// the struct's own eight bytes (packing it costs nothing).
+/// the struct's own eight bytes.
 #[derive(Clone, Copy, Debug, Default, Eq)]
 #[repr(C)]
 pub struct SimpleKey {
