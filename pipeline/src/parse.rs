@@ -629,6 +629,11 @@ fn bad_nd(key: &mut FlowKey) -> ParseError {
 mod tests {
     use super::*;
     use crate::flow_key::*;
+    use etherparse::{
+        ArpHardwareId, ArpOperation, ArpPacket, EtherType, IpDscp, IpEcn, IpFragOffset, IpHeaders,
+        IpNumber, Ipv4Extensions, Ipv4Header, Ipv6Extensions, Ipv6FlowLabel, Ipv6FragmentHeader,
+        Ipv6Header, Ipv6RawExtHeader, PacketBuilder, TcpOptionElement, VlanId,
+    };
 
     /// Keys that differ in any one field, by any bit, are unequal; equal
     /// fields, equal keys.
@@ -677,11 +682,6 @@ mod tests {
             }
         }
     }
-    use etherparse::{
-        ArpHardwareId, ArpOperation, ArpPacket, EtherType, IpDscp, IpEcn, IpFragOffset, IpHeaders,
-        IpNumber, Ipv4Extensions, Ipv4Header, Ipv6Extensions, Ipv6FlowLabel, Ipv6FragmentHeader,
-        Ipv6Header, Ipv6RawExtHeader, PacketBuilder, TcpOptionElement, VlanId,
-    };
 
     /// `parse_simple` against `parse` on one frame: when it answers, the parse is
     /// clean and agrees; returns whether it answered.
