@@ -39,7 +39,7 @@ use crate::flow_key::FlowKey;
 use crate::ofproto::action::{Action, LearnField};
 use crate::ofproto::field::Subfield;
 use crate::ofproto::rule::FlowMod;
-use crate::tunnel::PopError;
+use crate::tunnel::{geneve_options, PopError};
 
 /// How many `tun_metadataN` fields there are.
 pub const TUN_METADATA_FIELDS: usize = 4;
@@ -208,21 +208,14 @@ impl TlvMap {
     #[inline]
     pub fn decode(&self, opts: &[u8], md: &mut TunMd) -> Result<(), PopError> {
         *md = TunMd::default();
-        let mut rest = opts;
-        while let Some((h, tail)) = rest.split_first_chunk::<4>() {
-            let class = u16::from_be_bytes([h[0], h[1]]);
-            let ty = h[2];
-            let len = usize::from(h[3] & 0x1f) * 4;
-            let Some((data, next)) = tail.split_at_checked(len) else {
-                return Err(PopError::GeneveOptions);
-            };
-            rest = next;
+        for opt in geneve_options(opts) {
+            let (class, ty, data) = opt?;
             let found = self.fields.iter().enumerate().find_map(|(i, f)| {
                 f.filter(|&(c, t, _)| (c, t) == (class, ty))
                     .map(|f| (i, f.2))
             });
             match found {
-                Some((i, l)) if usize::from(l) == len => {
+                Some((i, l)) if usize::from(l) == data.len() => {
                     let v = data.iter().fold(0u64, |v, &b| (v << 8) | u64::from(b));
                     if let Some(slot) = md.values.get_mut(i) {
                         *slot = v;
@@ -234,11 +227,7 @@ impl TlvMap {
                 None => {}
             }
         }
-        if rest.is_empty() {
-            Ok(())
-        } else {
-            Err(PopError::GeneveOptions)
-        }
+        Ok(())
     }
 
     /// The Geneve options for `key`'s present, mapped fields, by field index

@@ -409,34 +409,17 @@ impl fmt::Display for TunnelHeader {
                 if !s.geneve_opts.is_empty() {
                     // OVS's form: {class=..,type=..,len=..,0xDATA} per option.
                     f.write_str(",options(")?;
-                    let mut rest = s.geneve_opts.as_slice();
-                    while let Some((h, tail)) = rest.split_first_chunk::<4>() {
-                        let len = usize::from(h[3] & 0x1f) * 4;
-                        let (data, next) = tail.split_at(len.min(tail.len()));
-                        write!(
-                            f,
-                            "{{class={:#x},type={:#x},len={len}",
-                            u16::from_be_bytes([h[0], h[1]]),
-                            h[2]
-                        )?;
+                    for opt in geneve_options(&s.geneve_opts).map_while(Result::ok) {
+                        let (class, ty, data) = opt;
+                        write!(f, "{{class={class:#x},type={ty:#x},len={}", data.len())?;
                         if !data.is_empty() {
-                            let first = data.iter().position(|&b| b != 0);
-                            f.write_str(",0x")?;
-                            match first {
-                                None => f.write_str("0")?,
-                                Some(i) => {
-                                    let d = data.get(i..).unwrap_or_default();
-                                    if let Some((b0, more)) = d.split_first() {
-                                        write!(f, "{b0:x}")?;
-                                        for b in more {
-                                            write!(f, "{b:02x}")?;
-                                        }
-                                    }
-                                }
+                            let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
+                            match hex.trim_start_matches('0') {
+                                "" => f.write_str(",0x0")?,
+                                digits => write!(f, ",0x{digits}")?,
                             }
                         }
                         f.write_str("}")?;
-                        rest = next;
                     }
                     f.write_str(")")?;
                 }
@@ -1211,6 +1194,31 @@ fn pop_vxlan_plain(frame: &[u8], dst_port: u16) -> Option<Popped> {
     })
 }
 
+/// The options of a Geneve option area (RFC 8926 section 3.5), in order:
+/// each one's class, type and data; an option running past the area's end
+/// is [`PopError::GeneveOptions`] and ends the walk. No allocation, no
+/// panic on any bytes.
+pub fn geneve_options(
+    area: &[u8],
+) -> impl Iterator<Item = Result<(u16, u8, &[u8]), PopError>> + '_ {
+    let mut rest = Some(area);
+    std::iter::from_fn(move || {
+        let r = rest.take()?;
+        if r.is_empty() {
+            return None;
+        }
+        let Some((h, tail)) = r.split_first_chunk::<4>() else {
+            return Some(Err(PopError::GeneveOptions));
+        };
+        let len = usize::from(h[3] & 0x1f) * 4;
+        let Some((data, next)) = tail.split_at_checked(len) else {
+            return Some(Err(PopError::GeneveOptions));
+        };
+        rest = Some(next);
+        Some(Ok((u16::from_be_bytes([h[0], h[1]]), h[2], data)))
+    })
+}
+
 /// GRE flag bits (RFC 2784, 2890).
 const GRE_CSUM: u16 = 0x8000;
 const GRE_KEY: u16 = 0x2000;
@@ -1330,6 +1338,11 @@ mod tests {
                 2, 0, 0x65, 0x58, 0, 0, 0x7b, 0, // geneve, 2 words of options
                 0x01, 0x02, 0x80, 0x01, 0xde, 0xad, 0xbe, 0xef,
             ]
+        );
+        let text = h.to_string();
+        assert!(
+            text.contains(",options({class=0x102,type=0x80,len=4,0xdeadbeef}))"),
+            "{text}"
         );
     }
 
