@@ -220,6 +220,21 @@ impl Hypervisor {
     }
 }
 
+/// Two hypervisors ([`Hypervisor::new`] of each letter and VM list) whose
+/// daemons' namespaces are joined by a veth underlay; with the underlay's
+/// ends (`<prefix>u0`), for their br-phy.
+fn joined(
+    a: (char, &[(&str, &str, u32)]),
+    b: (char, &[(&str, &str, u32)]),
+) -> (Hypervisor, Hypervisor, String, String) {
+    let (ha, hb) = (Hypervisor::new(a.0, a.1), Hypervisor::new(b.0, b.1));
+    let (ua, ub) = (format!("{}u0", ha.h.prefix), format!("{}u0", hb.h.prefix));
+    veth(&ha.sw, &ua, &hb.sw, &ub);
+    nic(&ha.sw, &ua);
+    nic(&hb.sw, &ub);
+    (ha, hb, ua, ub)
+}
+
 /// Polls `f` every 100 ms for at most `secs` seconds: `Some(())` once true.
 fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> Option<()> {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -643,12 +658,7 @@ fn two_switches_across_vxlan_gre_and_geneve() {
     let (va, vb) = (vms_of(1), vms_of(2));
     let va: Vec<(&str, &str, u32)> = va.iter().map(|(b, c, m)| (*b, c.as_str(), *m)).collect();
     let vb: Vec<(&str, &str, u32)> = vb.iter().map(|(b, c, m)| (*b, c.as_str(), *m)).collect();
-    let mut a = Hypervisor::new('l', &va);
-    let mut b = Hypervisor::new('m', &vb);
-    let (ua, ub) = (format!("{}u0", a.h.prefix), format!("{}u0", b.h.prefix));
-    veth(&a.sw, &ua, &b.sw, &ub);
-    nic(&a.sw, &ua);
-    nic(&b.sw, &ub);
+    let (mut a, mut b, ua, ub) = joined(('l', &va), ('m', &vb));
     let ports = |remote: &str| -> Vec<(&'static str, String)> {
         KINDS
             .iter()
@@ -1120,12 +1130,7 @@ fn neutron_br_tun_floods_and_learns_across_tunnels() {
     let _turn = serial();
     let va = [("br-int", "10.0.0.1/24", 1450)];
     let vb = [("br-int", "10.0.0.2/24", 1450)];
-    let mut a = Hypervisor::new('p', &va);
-    let mut b = Hypervisor::new('q', &vb);
-    let (ua, ub) = (format!("{}u0", a.h.prefix), format!("{}u0", b.h.prefix));
-    veth(&a.sw, &ua, &b.sw, &ub);
-    nic(&a.sw, &ua);
-    nic(&b.sw, &ub);
+    let (mut a, mut b, ua, ub) = joined(('p', &va), ('q', &vb));
     let extra = |remote: &str| -> [(&'static str, String); 2] {
         [
             (
@@ -1434,12 +1439,7 @@ fn geneve_options_are_tun_metadata() {
     let _turn = serial();
     let va = [("br-gnv", "10.4.0.1/24", 1400)];
     let vb = [("br-gnv", "10.4.0.2/24", 1400)];
-    let mut a = Hypervisor::new('g', &va);
-    let mut b = Hypervisor::new('h', &vb);
-    let (ua, ub) = (format!("{}u0", a.h.prefix), format!("{}u0", b.h.prefix));
-    veth(&a.sw, &ua, &b.sw, &ub);
-    nic(&a.sw, &ua);
-    nic(&b.sw, &ub);
+    let (mut a, mut b, ua, ub) = joined(('g', &va), ('h', &vb));
     let port = |remote: &str| {
         format!(
             "  [[bridge.port]]\n  name = \"gnv0\"\n  type = \"geneve\"\n  options = {{ remote_ip = \"{remote}\", key = \"9\" }}\n"
@@ -1694,7 +1694,7 @@ fn gre_geneve_and_vxlan_with_a_linux_guest() {
         .map(|t| (t.bridge, format!("{}.1/24", t.net), 1400))
         .collect();
     let vms: Vec<(&str, &str, u32)> = vms.iter().map(|(b, c, m)| (*b, c.as_str(), *m)).collect();
-    let mut hv = Hypervisor::new('q', &vms);
+    let mut hv = Hypervisor::new('v', &vms);
     let dir = hv.h.dir.clone();
     let kernel = common::vm::build_image(&dir, Some("tunnels"));
     let ports: Vec<(&str, String)> = GUEST_TUNNELS
