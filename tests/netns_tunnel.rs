@@ -300,6 +300,11 @@ impl Capture {
         if let Some(mut c) = self.child.take() {
             stop_daemon(&mut c);
         }
+        self.read(extra)
+    }
+
+    /// `tcpdump -nn EXTRA -r` of what the capture wrote so far.
+    fn read(&self, extra: &[&str]) -> String {
         let mut args = vec!["tcpdump", "-nn"];
         args.extend_from_slice(extra);
         let f = self.file.display().to_string();
@@ -482,14 +487,7 @@ fn vxlan_with_the_linux_kernel() {
     // Everything else on the underlay is VXLAN, VNI 5000, both ways, with
     // valid outer IPv4 and inner ICMP checksums (tcpdump -v checks them),
     // every echo request answered.
-    let text = run(&[
-        "tcpdump",
-        "-nn",
-        "-t",
-        "-r",
-        &cap.file.display().to_string(),
-    ]);
-    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    let text = cap.read(&["-t"]);
     let pairs = tunnelled(&text, "VXLAN");
     assert_eq!(pairs.len() * 2 + 2, text.lines().count(), "{text}");
     let mut requests = [0, 0];
@@ -523,14 +521,7 @@ fn vxlan_with_the_linux_kernel() {
         [requests[1], requests[0]],
         "every request answered"
     );
-    let verbose = run(&[
-        "tcpdump",
-        "-nn",
-        "-v",
-        "-r",
-        &cap.file.display().to_string(),
-    ]);
-    let verbose = String::from_utf8_lossy(&verbose.stdout);
+    let verbose = cap.read(&["-v"]);
     assert!(
         !verbose.contains("bad cksum") && !verbose.contains("wrong"),
         "{verbose}"
@@ -705,14 +696,7 @@ fn two_switches_across_vxlan_gre_and_geneve() {
         (&cap_b, "192.168.88.1", "192.168.88.2", 1, 2),
         (&cap_a, "192.168.88.2", "192.168.88.1", 2, 1),
     ] {
-        let text = run(&[
-            "tcpdump",
-            "-nn",
-            "-t",
-            "-r",
-            &cap.file.display().to_string(),
-        ]);
-        let text = String::from_utf8_lossy(&text.stdout).into_owned();
+        let text = cap.read(&["-t"]);
         for (br, net, _, _, outer) in KINDS {
             let count = |what: &str| {
                 tunnelled(&text, outer)
@@ -1518,15 +1502,7 @@ fn geneve_options_are_tun_metadata() {
     wait_reachable(x, &y.ip, 15);
     assert_eq!(x.ping(&y.ip, 3), 3, "a -> b");
     cap.stop(&[]);
-    let text = run(&[
-        "tcpdump",
-        "-nn",
-        "-t",
-        "-v",
-        "-r",
-        &cap.file.display().to_string(),
-    ]);
-    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    let text = cap.read(&["-t", "-v"]);
     // tcpdump reads OVN's option (4 bytes of header, 4 of data) on every
     // echo request.
     let opt = "192.168.88.1.";
